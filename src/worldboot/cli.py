@@ -1,0 +1,93 @@
+"""The ``worldboot`` command: one subcommand per stage.
+
+Each subcommand lives in its own module under :mod:`worldboot.commands` and exposes
+``register(subparsers)``, which adds its parser and sets ``func``. Modules are found by
+name, so adding a stage touches no shared file. Heavy imports (torch, transformers) happen
+inside the handlers, so ``worldboot --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from worldboot import __version__, commands
+from worldboot.errors import UserError
+
+EPILOG = """examples:
+  worldboot info
+  worldboot <command> --help
+"""
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    pass
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="worldboot",
+        description="Bootstrap world models from dynamics models in token-based multimodal models.",
+        epilog=EPILOG,
+        formatter_class=_Formatter,
+    )
+    parser.add_argument("--version", action="version", version=f"worldboot {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{commands.__name__}.{info.name}")
+        module.register(sub)
+    return parser
+
+
+def subcommand_names(parser: argparse.ArgumentParser | None = None) -> list[list[str]]:
+    """Every subcommand path (e.g. ``["data", "inspect"]``), for tests of ``--help``."""
+    parser = parser or build_parser()
+    paths: list[list[str]] = []
+
+    def walk(p: argparse.ArgumentParser, prefix: list[str]) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, child in action.choices.items():
+                    paths.append(prefix + [name])
+                    walk(child, prefix + [name])
+
+    walk(parser, [])
+    return paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``worldboot`` command.
+
+    Args:
+        argv: Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns:
+        The exit code: 0 on success, 2 on a user error.
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        code = args.func(args)
+    except UserError as err:
+        if args.debug:
+            raise
+        print(f"worldboot {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; finished outputs are kept and a rerun resumes", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""``worldboot info``: versions, device and the backbones worldboot knows."""
+
+from __future__ import annotations
+
+import argparse
+
+from worldboot.commands import HELP_FORMATTER
+
+EXAMPLE = """example:
+  worldboot info
+"""
+
+#: Backbone families: name -> (loader, what it is).
+BACKBONES = {
+    "chameleon": (
+        "worldboot.models.chameleon.load_chameleon",
+        "Chameleon / Anole-7B (transformers format + Anole's vqgan.ckpt), and tiny builds of it",
+    ),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the ``info`` subcommand."""
+    p = sub.add_parser(
+        "info",
+        help="print versions, device and known backbones",
+        description="Print package versions, the compute device and the backbones worldboot can load.",
+        epilog=EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Print the report."""
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from worldboot.config import package_versions
+
+    console = Console()
+    table = Table(title="worldboot", show_header=True)
+    table.add_column("package")
+    table.add_column("version")
+    for name, version in package_versions().items():
+        table.add_row(name, version or "not installed")
+    console.print(table)
+    if torch.cuda.is_available():
+        device = f"cuda ({torch.cuda.device_count()} x {torch.cuda.get_device_name(0)})"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        device = "mps"
+    else:
+        device = f"cpu ({torch.get_num_threads()} threads)"
+    console.print(f"device: {device}")
+    console.print("backbones:")
+    for name, (loader, what) in BACKBONES.items():
+        console.print(f"  {name}: {what} [{loader}]")
+    return 0

@@ -1,0 +1,321 @@
+"""Configs as dataclasses: YAML presets, dotted command-line overrides, dumps, run directories.
+
+A config is a (nested) dataclass. Values come, in order of precedence, from the dataclass
+defaults, a YAML preset, and ``key.sub=value`` overrides from the command line. Every key is
+checked against the dataclass: an unknown key names itself and the closest known key, and a
+value of the wrong type names the key and the type it wants.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import difflib
+import json
+import os
+import platform
+import subprocess
+import sys
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union, get_args, get_origin
+
+import yaml
+
+from worldboot.errors import ConfigError
+
+T = TypeVar("T")
+
+#: Packages whose versions every run records in ``meta.json``.
+TRACKED_PACKAGES = (
+    "worldboot",
+    "torch",
+    "transformers",
+    "peft",
+    "accelerate",
+    "safetensors",
+    "numpy",
+    "opencv-python-headless",
+    "deepspeed",
+    "openai",
+)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and convert where it is lossless."""
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"config key '{key}': {value!r} is not a {_type_name(tp)}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            choices = ", ".join(repr(a) for a in get_args(tp))
+            raise ConfigError(f"config key '{key}': {value!r} is not one of {choices}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping for {tp.__name__}, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
+        args = get_args(tp)
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list or tp is list else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+        args = get_args(tp)
+        val_tp = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, val_tp, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    return value
+
+
+def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
+    return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
+
+
+def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
+    """Build the dataclass ``cls`` from a mapping, checking every key and value.
+
+    Args:
+        cls: A dataclass type.
+        data: Keys and values; nested dataclasses take nested mappings.
+        prefix: Dotted path of ``cls`` within the root config, used in error messages.
+
+    Returns:
+        An instance of ``cls``.
+
+    Raises:
+        ConfigError: On an unknown key or a value of the wrong type.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise _unknown_key(cls, key, prefix)
+        kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain data (mappings, lists, scalars), ready for YAML or JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+
+
+def _parse_scalar(text: str) -> Any:
+    # YAML's scalar rules: 1e-4 -> float, true -> bool, [1, 2] -> list, null -> None.
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    # yaml reads "1e-4" as a string (YAML 1.1); numbers written that way are common in ML.
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a YAML mapping, with a one-line error naming the file on failure."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a config must be a mapping at the top level")
+    return data
+
+
+def load_config(
+    cls: type[T],
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    base: Mapping[str, Any] | None = None,
+) -> T:
+    """Resolve a config: dataclass defaults < ``base`` < YAML file < dotted overrides.
+
+    Args:
+        cls: The root config dataclass.
+        path: Optional YAML preset.
+        overrides: Strings ``a.b=value``; values are parsed as YAML scalars.
+        base: Optional mapping applied before the file (e.g. values from CLI flags).
+
+    Returns:
+        The checked config.
+
+    Raises:
+        ConfigError: On a bad file, an unknown key or a wrongly typed value.
+    """
+    tree = to_dict(cls())
+    if base:
+        tree = _deep_merge(tree, base)
+    if path is not None:
+        tree = _deep_merge(tree, read_yaml(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' must look like key.sub=value")
+        key, _, raw = item.partition("=")
+        _set_dotted(tree, key.strip(), _parse_scalar(raw.strip()))
+    return from_dict(cls, tree)
+
+
+def dump_yaml(cfg: Any) -> str:
+    """The config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None where a package is absent)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunDir:
+    """A stage's output directory: ``config.yaml``, ``meta.json`` and ``log.txt`` beside the outputs.
+
+    Use as a context manager; ``meta.json`` gets the end time and status on exit.
+
+    Args:
+        path: The directory (created if absent).
+        cfg: The resolved config dataclass, written to ``config.yaml``.
+        stage: The stage's name, recorded in ``meta.json``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str) -> None:
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.cfg = cfg
+        self.meta: dict[str, Any] = {
+            "stage": stage,
+            "git_sha": _git_sha(),
+            "versions": package_versions(),
+            "python": sys.version.split()[0],
+            "platform": platform.platform(),
+            "argv": sys.argv,
+            "start_time": _now(),
+            "end_time": None,
+            "status": "running",
+        }
+
+    def __enter__(self) -> RunDir:
+        write_atomic(self.path / "config.yaml", dump_yaml(self.cfg))
+        self._write_meta()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.meta["end_time"] = _now()
+        self.meta["status"] = "ok" if exc_type is None else f"failed: {exc_type.__name__}"
+        self._write_meta()
+
+    def _write_meta(self) -> None:
+        write_atomic(self.path / "meta.json", json.dumps(self.meta, indent=2))
+
+    def log(self, message: str) -> None:
+        """Append a time-stamped line to ``log.txt``."""
+        with open(self.path / "log.txt", "a") as fh:
+            fh.write(f"{_now()} {message}\n")

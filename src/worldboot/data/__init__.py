@@ -1,0 +1,1 @@
+"""Trajectory data: schema, loaders for real formats, negatives, the pre-tokenised cache, the procedural world."""

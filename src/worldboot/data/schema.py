@@ -1,0 +1,185 @@
+"""The trajectory triplet, manifests, and the problems report every loader fills.
+
+A triplet is (id, subset, source image, action text, target image, metadata). Images are
+paths; a manifest is a JSONL file with one triplet per line, its paths relative to the
+manifest's directory (or to a declared root).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worldboot.config import write_atomic
+from worldboot.errors import DataError
+
+
+@dataclass
+class Triplet:
+    """One (o_s, a, o_t) trajectory step.
+
+    Attributes:
+        id: Unique within its manifest.
+        subset: e.g. ``kubric``, ``something``, ``world/move``.
+        source: Path of the source observation o_s.
+        action: The action text a.
+        target: Path of the target observation o_t (None when the benchmark has none).
+        meta: Anything else (original fields, frame indices, class labels).
+    """
+
+    id: str
+    subset: str
+    source: str
+    action: str
+    target: str | None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for one JSONL line."""
+        return asdict(self)
+
+
+@dataclass
+class Problem:
+    """One thing wrong with the input, with where it is.
+
+    Attributes:
+        file: The file that holds the bad entry.
+        line: 1-based line (JSONL/CSV) or entry index (JSON list); 0 when not applicable.
+        reason: What is wrong, in a few words.
+    """
+
+    file: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.reason}"
+
+
+class Problems:
+    """Collects problems; in strict mode the first one stops the run.
+
+    Args:
+        strict: Raise :class:`DataError` on the first problem instead of skipping it.
+    """
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.items: list[Problem] = []
+
+    def add(self, file: str | os.PathLike[str], line: int, reason: str) -> None:
+        """Record a problem (or raise it in strict mode)."""
+        problem = Problem(str(file), line, reason)
+        if self.strict:
+            raise DataError(str(problem))
+        self.items.append(problem)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Problem]:
+        return iter(self.items)
+
+    def counts(self) -> Counter:
+        """Number of problems per reason (the text before any colon)."""
+        return Counter(p.reason.split(":")[0] for p in self.items)
+
+    def write(self, path: str | os.PathLike[str]) -> None:
+        """Write the report as JSONL (atomically)."""
+        write_atomic(path, "".join(json.dumps(asdict(p)) + "\n" for p in self.items))
+
+
+def resolve_under(root: str | os.PathLike[str], rel: str) -> Path:
+    """Resolve ``rel`` under ``root``, refusing anything that escapes it.
+
+    Raises:
+        DataError: For ``..`` escapes, or absolute paths outside ``root``.
+    """
+    root_path = Path(root).resolve()
+    candidate = (root_path / rel).resolve()
+    if candidate != root_path and root_path not in candidate.parents:
+        raise DataError(f"path escapes the data root {root_path}: {rel}")
+    return candidate
+
+
+def read_manifest(
+    path: str | os.PathLike[str], problems: Problems | None = None, root: str | os.PathLike[str] | None = None
+) -> list[Triplet]:
+    """Read a JSONL manifest; paths become absolute, resolved under ``root`` (default: its folder).
+
+    Malformed lines and lines with missing fields or an empty action are recorded in
+    ``problems`` with their line number and skipped (or raise in strict mode).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    problems = problems if problems is not None else Problems()
+    root = Path(root) if root is not None else path.parent
+    out: list[Triplet] = []
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as err:
+                problems.add(path, lineno, f"malformed JSON: {err.msg}")
+                continue
+            if not isinstance(row, dict):
+                problems.add(path, lineno, "malformed JSON: not an object")
+                continue
+            missing = [k for k in ("id", "source", "action") if k not in row]
+            if missing:
+                problems.add(path, lineno, f"missing field: {', '.join(missing)}")
+                continue
+            if not str(row["action"]).strip():
+                problems.add(path, lineno, "empty action")
+                continue
+            try:
+                source = str(resolve_under(root, row["source"]))
+                target = str(resolve_under(root, row["target"])) if row.get("target") else None
+            except DataError as err:
+                problems.add(path, lineno, str(err))
+                continue
+            out.append(
+                Triplet(
+                    id=str(row["id"]),
+                    subset=str(row.get("subset", "default")),
+                    source=source,
+                    action=str(row["action"]).strip(),
+                    target=target,
+                    meta=dict(row.get("meta") or {}),
+                )
+            )
+    return out
+
+
+def write_manifest(
+    path: str | os.PathLike[str], triplets: Iterable[Triplet], relative_to: str | os.PathLike[str] | None = None
+) -> None:
+    """Write triplets as JSONL atomically; paths are made relative to ``relative_to`` (default:
+    the manifest's folder) when they lie under it."""
+    path = Path(path)
+    base = Path(relative_to or path.parent).resolve()
+
+    def rel(p: str | None) -> str | None:
+        if p is None:
+            return None
+        try:
+            return os.path.relpath(Path(p).resolve(), base) if base in Path(p).resolve().parents else p
+        except ValueError:
+            return p
+
+    lines = []
+    for t in triplets:
+        row = t.to_json()
+        row["source"], row["target"] = rel(t.source), rel(t.target)
+        lines.append(json.dumps(row) + "\n")
+    write_atomic(path, "".join(lines))

@@ -1,0 +1,1 @@
+"""Probing and evaluation: preference probe, image metrics, judges, action-text metrics, tables, plots."""

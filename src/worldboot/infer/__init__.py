@@ -1,0 +1,1 @@
+"""Prediction: next-observation generation, best-of-N verification, rollouts."""

@@ -1,0 +1,1 @@
+"""Mining unlabelled video: key-frames by optical flow, CDM annotation, stratified selection."""

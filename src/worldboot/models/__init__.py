@@ -1,0 +1,1 @@
+"""Backbones: the Protocol every backbone implements, Chameleon/Anole, the VQ decoder, tiny builders."""

@@ -1,0 +1,529 @@
+"""Chameleon / Anole as a worldboot backbone, on transformers.
+
+Two things transformers' ``ChameleonForConditionalGeneration`` does not do for us:
+
+* its ``forward`` sets every image-token logit to the lowest float, so images cannot be
+  generated and a loss on image tokens is infinite: :class:`ChameleonWorldLM` calls the model
+  and ``lm_head`` without that mask;
+* its VQ model has no decoder: :mod:`worldboot.models.vq` adds one.
+
+A worldboot model directory holds the transformers model (``config.json``,
+``model.safetensors``), its tokenizer, ``vq_decoder.safetensors`` and ``worldboot.json``
+(family, image size, prompt templates). An Anole-7B directory converted to transformers'
+format plus Anole's ``tokenizer/`` directory (``vqgan.ckpt`` + ``vqgan.yaml``) loads through
+:func:`load_chameleon` with ``vqgan_dir``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.generation.logits_process import (
+    LogitsProcessorList,
+    TemperatureLogitsWarper,
+    TopKLogitsWarper,
+    TopPLogitsWarper,
+)
+from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers.modeling_utils import slice_logits_to_keep
+from transformers.models.chameleon.modeling_chameleon import ChameleonForConditionalGeneration
+
+from worldboot.errors import ModelError
+from worldboot.models.backbone import (
+    Batch,
+    EncodedImages,
+    Example,
+    PromptTemplates,
+    SamplingConfig,
+    Scores,
+)
+from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
+
+IGNORE_INDEX = -100
+DECODER_FILE = "vq_decoder.safetensors"
+META_FILE = "worldboot.json"
+BOI_TOKEN = "<racm3:break>"
+EOI_TOKEN = "<eoss>"
+
+
+class ChameleonWorldLM(ChameleonForConditionalGeneration):
+    """Chameleon whose image-token logits are left as the model computes them.
+
+    ``forward`` also takes ``logits_mask`` (``[B, T]`` bool): the logits of only those
+    positions are computed, flattened to ``[N, V]``. Scoring and training need logits at the
+    completion positions only, and for Anole's 65,536-token vocabulary over 2,000-token
+    sequences that is the difference between megabytes and gigabytes.
+    """
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values: Any = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        use_cache: bool | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        logits_mask: torch.Tensor | None = None,
+        **kwargs: Any,
+    ) -> CausalLMOutputWithPast:
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            use_cache=use_cache,
+            **kwargs,
+        )
+        hidden = outputs.last_hidden_state
+        if logits_mask is not None:
+            logits = self.lm_head(hidden[logits_mask])
+        else:
+            logits = self.lm_head(slice_logits_to_keep(hidden, logits_to_keep))
+        loss = None
+        if labels is not None and logits_mask is None:
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+
+
+def completion_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Where a causal LM's logits predict completion tokens.
+
+    Args:
+        labels: ``[B, T]`` with ``-100`` outside the completion.
+
+    Returns:
+        ``(logits_mask [B, T], targets [N], sample_index [N])``: the logits at position ``t``
+        predict ``labels[:, t + 1]``; targets and sample indices are in the row-major order
+        in which ``hidden[logits_mask]`` flattens.
+    """
+    shifted = labels[:, 1:]
+    keep = shifted != IGNORE_INDEX
+    logits_mask = torch.zeros_like(labels, dtype=torch.bool)
+    logits_mask[:, :-1] = keep
+    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(shifted)
+    return logits_mask, shifted[keep], rows[keep]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under peft / DDP wrappers."""
+    while True:
+        if hasattr(model, "module"):
+            model = model.module
+        elif hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        else:
+            return model
+
+
+class ChameleonBackbone:
+    """A Chameleon-family model as a :class:`~worldboot.models.backbone.Backbone`.
+
+    Args:
+        model: ``ChameleonWorldLM`` (or a peft/DDP wrapper around it).
+        tokenizer: The text tokenizer whose vocabulary holds the image-token names.
+        decoder: VQ decoder matching ``model.model.vqmodel``.
+        image_size: Side of the square image the VQ encoder takes.
+        templates: Prompt text of the two layouts.
+    """
+
+    family = "chameleon"
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        decoder: ChameleonVQDecoder,
+        image_size: int,
+        templates: PromptTemplates | None = None,
+    ) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.templates = templates or PromptTemplates()
+        core = _unwrap(model)
+        self.vqgan = VQGAN(core.model.vqmodel, decoder)
+        self.image_size = image_size
+        self.codebook_size = core.config.vq_config.num_embeddings
+        self.image_seq_len = self.vqgan.grid**2
+        vocab = core.model.vocabulary_mapping
+        img2bpe = vocab.img2bpe
+        missing = [c for c in range(self.codebook_size) if c not in img2bpe]
+        if missing:
+            raise ModelError(f"vocabulary has no image token for codes {missing[:5]}...")
+        #: ``[K]`` vocabulary id of each code.
+        self.code_to_token = torch.tensor([img2bpe[c] for c in range(self.codebook_size)], dtype=torch.long)
+        self.boi_id = self._special(BOI_TOKEN)
+        self.eoi_id = self._special(EOI_TOKEN)
+        self.bos_id = tokenizer.bos_token_id
+        self.eos_id = tokenizer.eos_token_id
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        if self.bos_id is None or self.eos_id is None:
+            raise ModelError("tokenizer needs bos and eos tokens")
+
+    # -- identity ---------------------------------------------------------------------------
+
+    def _special(self, token: str) -> int:
+        tid = self.tokenizer.convert_tokens_to_ids(token)
+        if tid is None or tid == self.tokenizer.unk_token_id:
+            raise ModelError(f"tokenizer has no special token {token!r}")
+        return int(tid)
+
+    @property
+    def core(self) -> ChameleonWorldLM:
+        """The transformers model under any wrapper."""
+        return _unwrap(self.model)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.core.parameters()).device
+
+    def tokenizer_fingerprint(self) -> str:
+        """Hash of the vocabulary, image mapping, specials and image geometry."""
+        h = hashlib.sha256()
+        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
+        h.update(json.dumps(vocab).encode())
+        h.update(self.code_to_token.numpy().tobytes())
+        h.update(f"{self.boi_id},{self.eoi_id},{self.bos_id},{self.eos_id},{self.image_size}".encode())
+        return h.hexdigest()[:16]
+
+    # -- images -----------------------------------------------------------------------------
+
+    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Short side to ``image_size`` (LANCZOS), centre crop, scale to [-1, 1], as Anole does."""
+        size = self.image_size
+        arrays = []
+        for img in images:
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            scale = size / min(img.size)
+            new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
+            if new != img.size:
+                img = img.resize(new, Image.LANCZOS)
+            x0, y0 = (img.width - size) // 2, (img.height - size) // 2
+            img = img.crop((x0, y0, x0 + size, y0 + size))
+            arrays.append(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
+        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+        return pixels.to(self.device, dtype=self.vqgan.vq.quant_conv.weight.dtype)
+
+    @torch.no_grad()
+    def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
+        codes, features = self.vqgan.encode(self.preprocess(images))
+        return EncodedImages(codes=codes.cpu(), features=features.float().cpu())
+
+    @torch.no_grad()
+    def decode_codes(self, codes: torch.Tensor) -> list[Image.Image]:
+        codes = torch.as_tensor(codes, dtype=torch.long)
+        if codes.dim() == 1:
+            codes = codes.unsqueeze(0)
+        if codes.shape[-1] != self.image_seq_len:
+            raise ValueError(f"expected {self.image_seq_len} codes per image, got {codes.shape[-1]}")
+        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
+            raise ValueError("codes outside the codebook")
+        pixels = self.vqgan.decode(codes.to(self.device))
+        arr = ((pixels.float().cpu() + 1.0) * 127.5).round().clamp(0, 255).byte()
+        return [Image.fromarray(a.permute(1, 2, 0).numpy(), "RGB") for a in arr]
+
+    # -- sequences --------------------------------------------------------------------------
+
+    def _text(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _image(self, codes: torch.Tensor) -> list[int]:
+        codes = torch.as_tensor(codes, dtype=torch.long).flatten()
+        if codes.numel() != self.image_seq_len:
+            raise ValueError(f"expected {self.image_seq_len} codes, got {codes.numel()}")
+        return [self.boi_id, *self.code_to_token[codes.cpu()].tolist(), self.eoi_id]
+
+    def world_example(self, source: torch.Tensor, action: str, target: torch.Tensor | None = None) -> Example:
+        prompt = [self.bos_id, *self._image(source), *self._text(self.templates.world.format(action=action))]
+        prompt.append(self.boi_id)
+        if target is None:
+            return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
+        completion = self._image(target)[1:-1]
+        return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
+
+    def world_uncond_example(self, source: torch.Tensor) -> Example:
+        """The world prompt with the action removed: the unconditional branch of guidance."""
+        return self.world_example(source, "")
+
+    def dynamics_example(self, source: torch.Tensor, target: torch.Tensor, action: str | None = None) -> Example:
+        prompt = [self.bos_id, *self._image(source), *self._image(target), *self._text(self.templates.dynamics)]
+        if action is None:
+            return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
+        completion = [*self._text(self.templates.action_prefix + action.strip()), self.eos_id]
+        return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
+
+    def collate(self, examples: Sequence[Example]) -> Batch:
+        width = max(len(e.input_ids) for e in examples)
+        n = len(examples)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
+        for i, e in enumerate(examples):
+            k = len(e.input_ids)
+            ids[i, :k] = torch.tensor(e.input_ids)
+            mask[i, :k] = 1
+            labels[i, :k] = torch.tensor(e.labels)
+        return Batch(ids, mask, labels)
+
+    def _left_pad(self, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(e.input_ids) for e in examples)
+        ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(examples), width), dtype=torch.long)
+        for i, e in enumerate(examples):
+            k = len(e.input_ids)
+            ids[i, width - k :] = torch.tensor(e.input_ids)
+            mask[i, width - k :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    # -- scoring ----------------------------------------------------------------------------
+
+    def completion_logprobs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-token log p of each completion token, through the (possibly wrapped) model.
+
+        Returns:
+            ``(logprobs [N], logits [N, V], sample_index [N])`` in row-major token order.
+        """
+        batch = batch.to(self.device)
+        logits_mask, targets, rows = completion_positions(batch.labels)
+        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_mask=logits_mask)
+        logits = out.logits.float()
+        logp = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
+        return logp, logits, rows
+
+    @torch.no_grad()
+    def score(self, examples: Sequence[Example], batch_size: int = 8) -> Scores:
+        totals, counts = [], []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            for start in range(0, len(examples), batch_size):
+                chunk = examples[start : start + batch_size]
+                logp, _, rows = self.completion_logprobs(self.collate(chunk))
+                n = len(chunk)
+                totals.append(torch.zeros(n).index_add_(0, rows.cpu(), logp.cpu()))
+                counts.append(torch.bincount(rows.cpu(), minlength=n))
+        finally:
+            self.model.train(was_training)
+        total = torch.cat(totals) if totals else torch.zeros(0)
+        count = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)
+        return Scores(total=total, mean=total / count.clamp(min=1), count=count)
+
+    # -- generation -------------------------------------------------------------------------
+
+    @staticmethod
+    def _warpers(sampling: SamplingConfig) -> LogitsProcessorList:
+        procs = LogitsProcessorList()
+        if sampling.temperature > 0 and sampling.temperature != 1.0:
+            procs.append(TemperatureLogitsWarper(sampling.temperature))
+        if sampling.top_k > 0:
+            procs.append(TopKLogitsWarper(sampling.top_k))
+        if sampling.top_p < 1.0:
+            procs.append(TopPLogitsWarper(sampling.top_p))
+        return procs
+
+    @staticmethod
+    def _pick(scores: torch.Tensor, sampling: SamplingConfig, procs, generator) -> torch.Tensor:
+        if sampling.temperature <= 0:
+            return scores.argmax(dim=-1)
+        scores = procs(None, scores)
+        probs = torch.softmax(scores, dim=-1)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+
+    def _prefill(self, examples: Sequence[Example]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
+        ids, mask = self._left_pad(examples)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
+        return out.past_key_values, out.logits[:, -1].float(), mask, pos[:, -1]
+
+    def _step(self, cache: Any, tokens: torch.Tensor, mask: torch.Tensor, last_pos: torch.Tensor):
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        last_pos = last_pos + 1
+        out = self.model(
+            input_ids=tokens.unsqueeze(1),
+            attention_mask=mask,
+            position_ids=last_pos.unsqueeze(1),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        return out.past_key_values, out.logits[:, -1].float(), mask, last_pos
+
+    @torch.inference_mode()
+    def generate_images(
+        self,
+        prompts: Sequence[Example],
+        num_samples: int = 1,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+        uncond_prompts: Sequence[Example] | None = None,
+    ) -> torch.Tensor:
+        """Sample exactly ``L`` image codes per sample from one prefill per prompt.
+
+        The prompt batch is prefilled once and its KV cache repeated ``num_samples`` times
+        (transformers' ``generate`` would prefill each sample again). Inside the image only
+        image tokens may be drawn; begin-image ends the prompt and end-image is implied after
+        ``L`` tokens, so every sample decodes. With ``guidance_scale != 1`` the unconditional
+        prompts run in the same batch and the logits are mixed as in classifier-free guidance.
+
+        Returns:
+            ``[len(prompts), num_samples, L]`` codebook ids on the CPU.
+        """
+        sampling = sampling or SamplingConfig()
+        guided = sampling.guidance_scale != 1.0
+        if guided and (uncond_prompts is None or len(uncond_prompts) != len(prompts)):
+            raise ValueError("guidance needs one unconditional prompt per prompt")
+        for p in prompts:
+            if not p.is_prompt or p.input_ids[-1] != self.boi_id:
+                raise ValueError("image prompts must end with begin-image and have no completion")
+        self.model.eval()
+        n_prompts = len(prompts)
+        batch = list(prompts) + (list(uncond_prompts) if guided else [])
+        cache, logits, mask, last_pos = self._prefill(batch)
+        cache.batch_repeat_interleave(num_samples)
+        logits = logits.repeat_interleave(num_samples, 0)
+        mask = mask.repeat_interleave(num_samples, 0)
+        last_pos = last_pos.repeat_interleave(num_samples, 0)
+        image_ids = self.code_to_token.to(self.device)
+        procs = self._warpers(sampling)
+        rows = n_prompts * num_samples
+        codes = torch.empty((rows, self.image_seq_len), dtype=torch.long, device=self.device)
+        for step in range(self.image_seq_len):
+            scores = logits[:, image_ids]
+            if guided:
+                cond, uncond = scores[:rows], scores[rows:]
+                scores = uncond + sampling.guidance_scale * (cond - uncond)
+            code = self._pick(scores, sampling, procs, generator)
+            codes[:, step] = code
+            if step + 1 == self.image_seq_len:
+                break
+            token = image_ids[code]
+            if guided:
+                token = torch.cat([token, token])
+            cache, logits, mask, last_pos = self._step(cache, token, mask, last_pos)
+        return codes.view(n_prompts, num_samples, -1).cpu()
+
+    @torch.inference_mode()
+    def generate_text(
+        self,
+        prompts: Sequence[Example],
+        max_new_tokens: int = 32,
+        sampling: SamplingConfig | None = None,
+        generator: torch.Generator | None = None,
+    ) -> list[str]:
+        """Decode text after each prompt until end-of-sequence; image and image-boundary
+        tokens are never drawn. Greedy when ``sampling.temperature == 0`` (the default here)."""
+        sampling = sampling or SamplingConfig(temperature=0.0)
+        self.model.eval()
+        cache, logits, mask, last_pos = self._prefill(prompts)
+        banned = torch.cat([self.code_to_token, torch.tensor([self.boi_id, self.eoi_id, self.pad_id])])
+        banned = banned[banned != self.eos_id].to(self.device)
+        procs = self._warpers(sampling)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
+        out: list[list[int]] = [[] for _ in prompts]
+        for _ in range(max_new_tokens):
+            logits[:, banned] = float("-inf")
+            token = self._pick(logits, sampling, procs, generator)
+            token = torch.where(done, torch.full_like(token, self.eos_id), token)
+            for i, t in enumerate(token.tolist()):
+                if not done[i] and t != self.eos_id:
+                    out[i].append(t)
+            done |= token == self.eos_id
+            if bool(done.all()):
+                break
+            cache, logits, mask, last_pos = self._step(cache, token, mask, last_pos)
+        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in out]
+
+    # -- persistence ------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the model, tokenizer, decoder and ``worldboot.json`` to ``path``."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.core.save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        state = {k: v.contiguous() for k, v in self.vqgan.decoder.state_dict().items()}
+        save_file(state, str(path / DECODER_FILE))
+        meta = {"family": self.family, "image_size": self.image_size, "templates": dataclasses.asdict(self.templates)}
+        (path / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def _check_dir(path: Path, required: Sequence[str]) -> None:
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {path}")
+    missing = [name for name in required if not (path / name).exists()]
+    if missing:
+        raise ModelError(f"model directory {path} is missing {', '.join(missing)}")
+
+
+def load_chameleon(
+    path: str | os.PathLike[str],
+    vqgan_dir: str | os.PathLike[str] | None = None,
+    dtype: torch.dtype | str | None = None,
+    device_map: str | dict | None = None,
+    image_size: int | None = None,
+) -> ChameleonBackbone:
+    """Load a Chameleon-family backbone.
+
+    Args:
+        path: A worldboot model directory, or a transformers-format Chameleon/Anole directory.
+        vqgan_dir: Anole's ``tokenizer/`` directory with ``vqgan.ckpt`` and ``vqgan.yaml``;
+            needed when ``path`` has no ``vq_decoder.safetensors``. Its encoder weights must
+            equal the ones inside the model (checked), its decoder weights are loaded strictly.
+        dtype: e.g. ``"bfloat16"`` on GPUs; float32 when None.
+        device_map: Passed to ``from_pretrained`` (``"auto"`` spreads a 7B model over GPUs).
+        image_size: Override of the image side (default: ``worldboot.json``, else the VQ
+            config's resolution).
+
+    Returns:
+        The backbone, in eval mode.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    _check_dir(path, ["config.json"])
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    meta: dict[str, Any] = {}
+    if (path / META_FILE).is_file():
+        meta = json.loads((path / META_FILE).read_text())
+        if meta.get("family", "chameleon") != "chameleon":
+            raise ModelError(f"{path} holds a {meta['family']} model, not chameleon")
+    try:
+        model = ChameleonWorldLM.from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+    decoder = ChameleonVQDecoder(model.config.vq_config)
+    if (path / DECODER_FILE).is_file():
+        decoder.load_state_dict(load_file(str(path / DECODER_FILE)), strict=True)
+    elif vqgan_dir is not None:
+        vq_dir = Path(vqgan_dir)
+        _, vq_sd, dec_sd = load_taming_vqgan(vq_dir / "vqgan.ckpt", vq_dir / "vqgan.yaml")
+        decoder.load_state_dict(dec_sd, strict=True)
+        ours = model.model.vqmodel.state_dict()
+        for key, value in vq_sd.items():
+            if key not in ours or ours[key].shape != value.shape:
+                raise ModelError(f"{vq_dir}: VQ key {key} does not fit the model's tokenizer")
+    else:
+        raise ModelError(f"{path} has no {DECODER_FILE}; pass the VQGAN directory (vqgan.ckpt + vqgan.yaml)")
+    decoder.to(device=model.device, dtype=model.dtype)
+    templates = PromptTemplates(**meta["templates"]) if "templates" in meta else None
+    size = image_size or meta.get("image_size") or model.config.vq_config.resolution
+    model.eval()
+    return ChameleonBackbone(model, tokenizer, decoder, int(size), templates)

@@ -1,0 +1,167 @@
+"""Tiny models of the real architectures, for tests and the embedded default.
+
+A tiny Chameleon is transformers' own ``ChameleonConfig`` with small numbers (torchtune's way:
+a tiny model is a config override), a byte-level BPE tokenizer trained with ``tokenizers``
+whose vocabulary holds Chameleon's special and ``IMGIMG`` image-token names, and a decoder of
+the same VQGAN architecture. Everything saves and reloads with ``save_pretrained`` /
+``from_pretrained``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import ChameleonConfig, PreTrainedTokenizerFast
+
+from worldboot.models.backbone import PromptTemplates
+from worldboot.models.chameleon import BOI_TOKEN, EOI_TOKEN, ChameleonBackbone, ChameleonWorldLM
+from worldboot.models.vq import ChameleonVQDecoder
+
+#: Chameleon's specials that our layouts use, in Anole's order of importance.
+SPECIAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", BOI_TOKEN, EOI_TOKEN, "<reserved08706>", "<image>"]
+
+#: A small English corpus for the default tokenizer: scene, action and caption words. Byte-level
+#: BPE encodes any text; the corpus only decides which words get short encodings.
+DEFAULT_CORPUS = """
+move the red cube to the left. move the blue ball to the right. push the green cylinder further away.
+pull the yellow box closer to the camera. put the small purple triangle on the large orange square.
+place the cup under the table. put the bottle left of the bowl and right of the plate.
+add another grey circle. remove one of the cyan stars. there are three objects on the table.
+make the ball bigger. make the cube smaller. change the colour of the box from red to blue.
+the bottle falls over. open the box. close the drawer. knock the cup over. lift the lid up.
+turn the object around. rotate the block. slide the plate towards the front. drop the pen.
+a photo of a table with a red cube, a blue sphere and a green cylinder. an image of a kitchen.
+someone is picking something up, putting something down, pouring something into something.
+what happened between the two observations? action: next observation: the scene shows
+person, hand, cat, dog, car, bike, road, tree, house, window, door, chair, sofa, bed, book, phone.
+one two three four five six seven eight nine ten. first second third last. before after then.
+""".strip()
+
+
+@dataclass
+class TinyChameleonSpec:
+    """Sizes of a tiny Chameleon. Defaults: about 1M language-model parameters, 64-px images,
+    512 codes, 8x8 = 64 tokens per image.
+
+    Attributes:
+        text_vocab: Text vocabulary size (specials and BPE pieces, without image tokens).
+        codebook: Number of VQ codes (one image token each).
+        hidden: Transformer width.
+        layers: Number of decoder layers.
+        heads: Attention heads.
+        intermediate: MLP width.
+        image_size: Image side in pixels.
+        vq_base_channels: VQ width; a multiple of 32 (GroupNorm with 32 groups).
+        vq_channel_multiplier: One entry per resolution; ``len - 1`` halvings of the image.
+        vq_embed_dim: Codebook vector size.
+        max_positions: Longest sequence.
+        seed: Weight initialisation seed.
+    """
+
+    text_vocab: int = 2048
+    codebook: int = 512
+    hidden: int = 128
+    layers: int = 2
+    heads: int = 4
+    intermediate: int = 256
+    image_size: int = 64
+    vq_base_channels: int = 32
+    vq_channel_multiplier: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
+    vq_embed_dim: int = 64
+    max_positions: int = 512
+    seed: int = 0
+
+
+def image_token_name(code: int) -> str:
+    """Chameleon's name of the image token for ``code``: digits as letters A-J, then ``Z``."""
+    return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
+
+
+def build_tokenizer(codebook: int, text_vocab: int, corpus: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE tokenizer whose vocabulary also names every image token.
+
+    Ids: Chameleon's specials first, then the ``codebook`` image tokens (contiguous, as in
+    Anole, where codes 0..8191 are ids 4..8195), then bytes and merges up to ``text_vocab``
+    text entries.
+    """
+    image_names = [image_token_name(c) for c in range(codebook)]
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=text_vocab + codebook,
+        special_tokens=SPECIAL_TOKENS + image_names,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    lines = list(corpus) if corpus is not None else DEFAULT_CORPUS.splitlines()
+    tok.train_from_iterator(lines, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=[BOI_TOKEN, EOI_TOKEN],
+    )
+
+
+def tiny_config(spec: TinyChameleonSpec, tokenizer: PreTrainedTokenizerFast) -> ChameleonConfig:
+    """A ``ChameleonConfig`` of the spec's size, with the tokenizer's vocabulary map."""
+    vocab = tokenizer.get_vocab()
+    return ChameleonConfig(
+        vocab_size=len(vocab),
+        hidden_size=spec.hidden,
+        intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers,
+        num_attention_heads=spec.heads,
+        num_key_value_heads=spec.heads,
+        max_position_embeddings=spec.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        vocabulary_map=vocab,
+        vq_config={
+            "embed_dim": spec.vq_embed_dim,
+            "num_embeddings": spec.codebook,
+            "latent_channels": spec.vq_embed_dim,
+            "base_channels": spec.vq_base_channels,
+            "channel_multiplier": list(spec.vq_channel_multiplier),
+            "num_res_blocks": 1,
+            "attn_resolutions": [],
+            "resolution": spec.image_size,
+        },
+    )
+
+
+def build_tiny_chameleon(
+    spec: TinyChameleonSpec | None = None,
+    corpus: Iterable[str] | None = None,
+    templates: PromptTemplates | None = None,
+) -> ChameleonBackbone:
+    """A randomly initialised tiny Chameleon backbone (language model, VQ encoder and decoder).
+
+    Args:
+        spec: Sizes; :class:`TinyChameleonSpec` defaults when None.
+        corpus: Lines to train the tokenizer on (default: :data:`DEFAULT_CORPUS`).
+        templates: Prompt templates of the two layouts.
+    """
+    spec = spec or TinyChameleonSpec()
+    tokenizer = build_tokenizer(spec.codebook, spec.text_vocab, corpus)
+    config = tiny_config(spec, tokenizer)
+    torch.manual_seed(spec.seed)
+    model = ChameleonWorldLM(config).eval()
+    decoder = ChameleonVQDecoder(config.vq_config).eval()
+    return ChameleonBackbone(model, tokenizer, decoder, spec.image_size, templates)
+
+
+def save_tiny_chameleon(path: str | os.PathLike[str], spec: TinyChameleonSpec | None = None) -> Path:
+    """Build a tiny Chameleon and save it as a worldboot model directory; returns the path."""
+    path = Path(path)
+    build_tiny_chameleon(spec).save(path)
+    return path

@@ -1,0 +1,1 @@
+"""Training recipes for the dynamics model (CDM) and the world model (CWM)."""

@@ -1,0 +1,1 @@
+"""Web app: blind human evaluation and interactive prediction."""
