@@ -6,8 +6,9 @@ import argparse
 
 from worldboot.commands import HELP_FORMATTER
 
-EXAMPLE = """example:
+EXAMPLE = """examples:
   worldboot info
+  worldboot info --model runs/tiny-model      # also describe a model directory
 """
 
 #: Backbone families: name -> (loader, what it is).
@@ -28,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
+    p.add_argument("--model", metavar="DIR", help="also load this model directory and describe it")
     p.set_defaults(func=run)
 
 
@@ -56,4 +58,14 @@ def run(args: argparse.Namespace) -> int:
     console.print("backbones:")
     for name, (loader, what) in BACKBONES.items():
         console.print(f"  {name}: {what} [{loader}]")
+    if args.model:
+        from worldboot.models import load_backbone
+
+        bb = load_backbone(args.model)
+        n_params = sum(p.numel() for p in bb.model.parameters())
+        console.print(
+            f"model {args.model}: {bb.family}, {n_params:,} parameters, {bb.image_size}-px images, "
+            f"{bb.image_seq_len} tokens per image, {bb.codebook_size} codes, "
+            f"tokenizer fingerprint {bb.tokenizer_fingerprint()}"
+        )
     return 0

@@ -1,0 +1,86 @@
+"""Dataclass configs: presets, dotted overrides, clear errors, run directories."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pytest
+import yaml
+
+from worldboot.config import RunDir, dump_yaml, load_config
+from worldboot.errors import ConfigError
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-3
+    warmup: int = 10
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+
+
+@dataclass
+class Root:
+    name: str = "run"
+    steps: int = 100
+    weighting: Literal["none", "l2"] = "l2"
+    bf16: bool = False
+    train: Optim = field(default_factory=Optim)
+    note: str | None = None
+
+
+def test_defaults_file_and_overrides(tmp_path):
+    path = tmp_path / "preset.yaml"
+    path.write_text("steps: 5\ntrain:\n  lr: 0.01\n")
+    cfg = load_config(Root, path, ["train.lr=1e-4", "weighting=none", "note=hello", "train.betas=[0.8, 0.9]"])
+    assert cfg.steps == 5 and cfg.train.lr == pytest.approx(1e-4) and cfg.train.warmup == 10
+    assert cfg.weighting == "none" and cfg.note == "hello" and cfg.train.betas == [0.8, 0.9]
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'train\.lrr'.*did you mean 'train\.lr'"):
+        load_config(Root, None, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="'stepz'.*'steps'"):
+        load_config(Root, None, ["stepz=1"])
+
+
+def test_wrong_types_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match="'steps'.*integer"):
+        load_config(Root, None, ["steps=many"])
+    with pytest.raises(ConfigError, match="'weighting'.*one of"):
+        load_config(Root, None, ["weighting=l1"])
+    with pytest.raises(ConfigError, match="'bf16'"):
+        load_config(Root, None, ["bf16=3"])
+
+
+def test_bad_yaml_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("steps: 5\ntrain: [\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml:\d+"):
+        load_config(Root, path)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Root, tmp_path / "missing.yaml")
+
+
+def test_dump_round_trips(tmp_path):
+    cfg = load_config(Root, None, ["train.lr=0.5"])
+    path = tmp_path / "c.yaml"
+    path.write_text(dump_yaml(cfg))
+    assert load_config(Root, path) == cfg
+
+
+def test_run_dir_writes_config_and_meta(tmp_path):
+    cfg = Root()
+    with RunDir(tmp_path / "run", cfg, "unit") as run:
+        run.log("hello")
+        meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+        assert meta["status"] == "running" and meta["end_time"] is None
+    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
+    assert meta["status"] == "ok" and meta["end_time"] and meta["start_time"]
+    assert meta["versions"]["torch"] and "git_sha" in meta
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["steps"] == 100
+    assert "hello" in (tmp_path / "run" / "log.txt").read_text()
+    with pytest.raises(RuntimeError), RunDir(tmp_path / "run2", cfg, "unit"):
+        raise RuntimeError("boom")
+    assert json.loads((tmp_path / "run2" / "meta.json").read_text())["status"].startswith("failed")
