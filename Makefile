@@ -14,6 +14,7 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -e ".[dev]"
+	@bash scripts/install-browser.sh || echo "no Chromium: the browser tests will be skipped"
 	touch $@
 
 setup: $(VENV)/.installed

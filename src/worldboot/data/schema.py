@@ -7,6 +7,7 @@ manifest's directory (or to a declared root).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections import Counter
@@ -109,13 +110,61 @@ def resolve_under(root: str | os.PathLike[str], rel: str) -> Path:
     return candidate
 
 
+def content_hash(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a file's bytes (hex): the identity of an image across paths and datasets.
+
+    Raises:
+        DataError: When the file cannot be read.
+    """
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+    return h.hexdigest()
+
+
+def image_problem(path: str | os.PathLike[str], role: str = "", shown: str | None = None) -> str | None:
+    """Why ``path`` is not a usable image, or None when it is one.
+
+    Only the header is parsed and the file structure verified (PIL's ``verify``), so this is
+    cheap enough to run over a whole dataset before a long job starts.
+
+    Args:
+        path: The image file.
+        role: Word put before "image" in the reason (``"target"`` gives ``"missing target image"``).
+        shown: How to name the file in the reason (default: ``path``), e.g. as the data file wrote it.
+
+    Returns:
+        ``"missing [role] image: FILE"``, ``"unreadable [role] image: FILE: why"`` or None.
+    """
+    from PIL import Image
+
+    what = f"{role} image" if role else "image"
+    shown = shown if shown is not None else str(path)
+    if not os.path.isfile(path):
+        return f"missing {what}: {shown}"
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        return f"unreadable {what}: {shown}: {err}"
+    return None
+
+
 def read_manifest(
-    path: str | os.PathLike[str], problems: Problems | None = None, root: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str],
+    problems: Problems | None = None,
+    root: str | os.PathLike[str] | None = None,
+    check_images: bool = False,
 ) -> list[Triplet]:
     """Read a JSONL manifest; paths become absolute, resolved under ``root`` (default: its folder).
 
     Malformed lines and lines with missing fields or an empty action are recorded in
-    ``problems`` with their line number and skipped (or raise in strict mode).
+    ``problems`` with their line number and skipped (or raise in strict mode). With
+    ``check_images``, lines whose source or target image is missing or unreadable are too.
     """
     path = Path(path)
     if not path.is_file():
@@ -148,6 +197,14 @@ def read_manifest(
             except DataError as err:
                 problems.add(path, lineno, str(err))
                 continue
+            if check_images:
+                checks = (image_problem(source, "source", row["source"]),)
+                if target:
+                    checks += (image_problem(target, "target", row["target"]),)
+                bad = next(filter(None, checks), None)
+                if bad:
+                    problems.add(path, lineno, bad)
+                    continue
             out.append(
                 Triplet(
                     id=str(row["id"]),

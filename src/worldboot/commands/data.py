@@ -1,0 +1,253 @@
+"""``worldboot data``: inspect trajectory data and convert it to a JSONL manifest.
+
+``worldboot data inspect FILE`` loads any supported format, prints the number of triplets per
+subset and every problem with its file and line. ``worldboot data convert FILE --out M.jsonl``
+writes the loaded triplets as a manifest that every later stage reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter
+from pathlib import Path
+
+from worldboot.commands import HELP_FORMATTER
+from worldboot.data.schema import Problems, Triplet
+from worldboot.errors import DataError
+
+#: Format names accepted by ``--format``.
+FORMATS = ("aurora-bench", "aurora-train", "epic", "jsonl")
+
+INSPECT_EXAMPLE = """examples:
+  worldboot data inspect aurora/test.json --task kubric,something
+  worldboot data inspect aurora/data/ag/train.json --format aurora-train --root aurora
+  worldboot data inspect EPIC_100_train.csv --root videos/ --frames-dir frames/ --strict
+  worldboot data inspect manifest.jsonl
+
+exit code: 0 (problems, if any, were skipped and listed), 2 with --strict when there were problems.
+"""
+
+CONVERT_EXAMPLE = """examples:
+  worldboot data convert aurora/test.json --out aurora/bench.jsonl
+  worldboot data convert EPIC_100_train.csv --root videos/ --out epic.jsonl --problems epic-problems.jsonl
+"""
+
+
+def detect_format(path: str | os.PathLike[str]) -> str:
+    """Guess the format of a data file from its name and, for JSON, its first entry.
+
+    Raises:
+        DataError: The file is missing or of no known kind.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return "jsonl"
+    if suffix in (".csv", ".tsv"):
+        return "epic"
+    if suffix == ".json":
+        from worldboot.data.aurora import read_json_list
+
+        entries = read_json_list(path)
+        # The benchmark mixes subsets and names each entry's task; a train.json is one subset.
+        tasks = {e.get("task") for e in entries[:1000] if isinstance(e, dict)}
+        return "aurora-bench" if tasks and None not in tasks else "aurora-train"
+    raise DataError(f"{path}: cannot tell its format from the name; pass --format ({', '.join(FORMATS)})")
+
+
+def load_any(
+    path: str | os.PathLike[str],
+    fmt: str | None = None,
+    root: str | os.PathLike[str] | None = None,
+    tasks: str | list[str] | None = None,
+    problems: Problems | None = None,
+    frames_dir: str | os.PathLike[str] | None = None,
+    check_images: bool = True,
+    require_target: bool = True,
+    skipped: Counter | None = None,
+) -> list[Triplet]:
+    """Load triplets from any supported format (see :data:`FORMATS`).
+
+    Args:
+        path: The data file.
+        fmt: Its format; guessed by :func:`detect_format` when None.
+        root: Folder its image/video paths are relative to (each loader has its default).
+        tasks: Keep only these subsets (a list or a comma-separated string).
+        problems: Filled with bad entries.
+        frames_dir: Where EPIC frames are extracted.
+        check_images: Check that images exist and parse.
+        require_target: Skip triplets without a target (counted in ``skipped``).
+        skipped: Filled with the number of triplets without a target, per subset.
+    """
+    from worldboot.data.aurora import load_aurora_bench, load_aurora_train, parse_tasks
+    from worldboot.data.epic import load_epic_csv
+    from worldboot.data.schema import read_manifest
+
+    fmt = fmt or detect_format(path)
+    problems = problems if problems is not None else Problems()
+    skipped = skipped if skipped is not None else Counter()
+    if fmt == "aurora-bench":
+        return load_aurora_bench(
+            path,
+            root,
+            tasks,
+            problems,
+            require_target=require_target,
+            check_images=check_images,
+            skipped=skipped,
+        )
+    if fmt == "aurora-train":
+        triplets = load_aurora_train(path, root, problems=problems, check_images=check_images)
+    elif fmt == "epic":
+        triplets = load_epic_csv(path, root, frames_dir, problems)
+    elif fmt == "jsonl":
+        triplets = read_manifest(path, problems, root, check_images=check_images)
+    else:
+        raise DataError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
+    if require_target:
+        for t in triplets:
+            if t.target is None:
+                skipped[t.subset] += 1
+        triplets = [t for t in triplets if t.target is not None]
+    wanted = parse_tasks(tasks)
+    if wanted is not None:
+        triplets = [t for t in triplets if t.subset in wanted]
+    return triplets
+
+
+def _add_source_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "path", metavar="FILE", help="AURORA test.json / train.json, EPIC-style CSV or JSONL manifest"
+    )
+    p.add_argument("--format", choices=FORMATS, default=None, help="the file's format (default: guessed)")
+    p.add_argument(
+        "--root", default=None, help="folder the paths in FILE are relative to (default: per format)"
+    )
+    p.add_argument("--task", default=None, help="keep only these subsets, comma-separated")
+    p.add_argument("--frames-dir", default=None, help="EPIC: where first/last frames are extracted")
+    p.add_argument("--no-image-check", action="store_true", help="do not open every image to check it")
+    p.add_argument("--keep-no-target", action="store_true", help="keep triplets without a target image")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``data inspect`` and ``data convert``."""
+    p = sub.add_parser(
+        "data",
+        help="inspect trajectory data and convert it to a JSONL manifest",
+        description="Load trajectory triplets from AURORA, EPIC-style CSVs or manifests.",
+        epilog=INSPECT_EXAMPLE + "\n" + CONVERT_EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    dsub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    inspect = dsub.add_parser(
+        "inspect",
+        help="count triplets per subset and list every problem",
+        description="Load a data file, print the triplets per subset and every problem with its line.",
+        epilog=INSPECT_EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    _add_source_args(inspect)
+    inspect.add_argument("--strict", action="store_true", help="exit 2 when there is any problem")
+    inspect.add_argument("--problems", default=None, help="also write the problems as JSONL here")
+    inspect.set_defaults(func=run_inspect)
+    convert = dsub.add_parser(
+        "convert",
+        help="write the triplets of a data file as a JSONL manifest",
+        description="Load a data file and write its triplets as a JSONL manifest (paths relative to the "
+        "manifest's folder when they lie under it, absolute otherwise).",
+        epilog=CONVERT_EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    _add_source_args(convert)
+    convert.add_argument("--out", required=True, help="the manifest to write (.jsonl)")
+    convert.add_argument("--strict", action="store_true", help="stop at the first problem, write nothing")
+    convert.add_argument("--problems", default=None, help="write the skipped entries as JSONL here")
+    convert.set_defaults(func=run_convert)
+
+    def show_help(args: argparse.Namespace) -> int:
+        p.print_help()
+        return 0
+
+    p.set_defaults(func=show_help)
+
+
+def _load(args: argparse.Namespace, problems: Problems, skipped: Counter) -> list[Triplet]:
+    return load_any(
+        args.path,
+        args.format,
+        args.root,
+        args.task,
+        problems,
+        frames_dir=args.frames_dir,
+        check_images=not args.no_image_check,
+        require_target=not args.keep_no_target,
+        skipped=skipped,
+    )
+
+
+def _table(triplets: list[Triplet], skipped: Counter, title: str):
+    from rich.table import Table
+
+    loaded = Counter(t.subset for t in triplets)
+    with_target = Counter(t.subset for t in triplets if t.target is not None)
+    table = Table(title=title)
+    table.add_column("subset")
+    table.add_column("triplets", justify="right")
+    table.add_column("with target", justify="right")
+    table.add_column("skipped: no target", justify="right")
+    for subset in sorted(set(loaded) | set(skipped)):
+        table.add_row(subset, str(loaded[subset]), str(with_target[subset]), str(skipped[subset]))
+    table.add_row(
+        "[bold]total", str(sum(loaded.values())), str(sum(with_target.values())), str(sum(skipped.values()))
+    )
+    return table
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    """Print counts and problems; 2 with --strict when there are problems."""
+    from rich.console import Console
+    from rich.markup import escape
+
+    problems, skipped = Problems(), Counter()
+    triplets = _load(args, problems, skipped)
+    console = Console(soft_wrap=True)
+    console.print(_table(triplets, skipped, str(args.path)))
+    if len(problems):
+        console.print(f"[bold]{len(problems)} problem(s), skipped:[/bold]")
+        for p in problems:
+            console.print(escape(str(p)), soft_wrap=True)
+    else:
+        console.print("no problems")
+    if args.problems:
+        problems.write(args.problems)
+    return 2 if args.strict and len(problems) else 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Write the manifest (and the problems report)."""
+    from rich.console import Console
+
+    from worldboot.data.schema import write_manifest
+
+    problems, skipped = Problems(strict=args.strict), Counter()
+    triplets = _load(args, problems, skipped)
+    out = Path(args.out)
+    write_manifest(out, triplets)
+    if args.problems:
+        problems.write(args.problems)
+    console = Console(soft_wrap=True)
+    console.print(_table(triplets, skipped, f"{args.path} -> {out}"))
+    base = out.parent.resolve()
+    outside = sum(
+        1 for t in triplets for p in (t.source, t.target) if p and base not in Path(p).resolve().parents
+    )
+    if outside:
+        console.print(
+            f"{outside} image path(s) lie outside {base} and are written absolute: "
+            f"read the manifest with --root / (or write it inside the data folder)"
+        )
+    console.print(f"wrote {len(triplets)} triplets to {out}; {len(problems)} problem(s) skipped")
+    return 0

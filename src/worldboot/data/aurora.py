@@ -1,0 +1,248 @@
+"""Loaders for AURORA's JSON files: the benchmark (``test.json``) and the training sets
+(``data/TASK/train.json``).
+
+Both are a JSON list of entries whose image paths are relative to the AURORA repository root:
+
+* bench: ``{input, output?, instruction|prompt, task}`` plus ``id`` (something), ``caption``
+  (whatsup), ``mask`` (magicbrush), ``pos``/``neg`` (alternative instructions). Only
+  magicbrush, ag, something, whatsup and kubric have an ``output``; clevr, emu and epic have
+  none (they are generation-only).
+* train: ``{instruction|prompt, input, output}``; magicbrush adds ``mask`` and ``img_id``.
+
+Problems (a missing field, an empty action, a path escaping the root, a missing or unreadable
+image) are recorded with the file and the 1-based index of the entry in the list.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from worldboot.data.schema import Problems, Triplet, image_problem, resolve_under
+from worldboot.errors import DataError
+
+#: Subsets of AURORA-BENCH whose entries have a target image.
+BENCH_WITH_TARGET = ("magicbrush", "ag", "something", "whatsup", "kubric")
+#: Subsets of AURORA-BENCH without a target (generation only).
+BENCH_WITHOUT_TARGET = ("clevr", "emu", "epic")
+
+#: Entry keys that become Triplet fields; every other key is kept in ``meta``.
+_CORE_KEYS = {"input", "output", "instruction", "prompt", "task"}
+
+
+def read_json_list(path: str | os.PathLike[str]) -> list[Any]:
+    """Parse a JSON file that must hold a list.
+
+    Raises:
+        DataError: Missing file, malformed JSON (with its line), or a top level that is not a list.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from None
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text") from None
+    if not isinstance(data, list):
+        raise DataError(f"{path}: expected a JSON list of entries, got {type(data).__name__}")
+    return data
+
+
+def parse_tasks(tasks: str | Iterable[str] | None) -> set[str] | None:
+    """Subset names from a list or a comma-separated string; None (all) when empty."""
+    if tasks is None:
+        return None
+    if isinstance(tasks, str):
+        tasks = tasks.split(",")
+    out = {t.strip() for t in tasks if t and t.strip()}
+    return out or None
+
+
+def _entry_triplet(
+    entry: Any,
+    index: int,
+    *,
+    file: Path,
+    root: Path,
+    subset: str | None,
+    require_target: bool,
+    check_images: bool,
+    problems: Problems,
+    skipped: Counter | None,
+) -> Triplet | None:
+    """One JSON entry to a triplet, or None after recording why not."""
+    if not isinstance(entry, dict):
+        problems.add(file, index, f"not an object: {type(entry).__name__}")
+        return None
+    task = subset if subset is not None else entry.get("task")
+    if not task:
+        problems.add(file, index, "missing field: task")
+        return None
+    task = str(task)
+    if not entry.get("input"):
+        problems.add(file, index, "missing field: input")
+        return None
+    action = entry.get("instruction", entry.get("prompt"))
+    if action is None:
+        problems.add(file, index, "missing field: instruction (or prompt)")
+        return None
+    action = str(action).strip()
+    if not action:
+        problems.add(file, index, "empty action")
+        return None
+    has_target = bool(entry.get("output"))
+    if not has_target and require_target:
+        # Not a problem: clevr/emu/epic have no targets by design. Counted, not reported.
+        if skipped is not None:
+            skipped[task] += 1
+        return None
+    try:
+        source = resolve_under(root, str(entry["input"]))
+        target = resolve_under(root, str(entry["output"])) if has_target else None
+    except DataError as err:
+        problems.add(file, index, str(err))
+        return None
+    if check_images:
+        for role, key, p in (("source", "input", source), ("target", "output", target)):
+            bad = image_problem(p, role, str(entry[key])) if p is not None else None
+            if bad:
+                problems.add(file, index, bad)
+                return None
+    meta = {k: v for k, v in entry.items() if k not in _CORE_KEYS}
+    meta["entry"] = index
+    return Triplet(
+        id=f"{task}-{index}",
+        subset=task,
+        source=str(source),
+        action=action,
+        target=str(target) if target is not None else None,
+        meta=meta,
+    )
+
+
+def load_aurora_bench(
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    tasks: str | Iterable[str] | None = None,
+    problems: Problems | None = None,
+    require_target: bool = True,
+    check_images: bool = True,
+    skipped: Counter | None = None,
+) -> list[Triplet]:
+    """Load AURORA-BENCH ``test.json``.
+
+    Args:
+        path: The ``test.json`` file.
+        root: The AURORA repository root the image paths are relative to (default: the
+            folder of ``test.json``, where the original repository keeps it).
+        tasks: Keep only these subsets (a list or a comma-separated string).
+        problems: Filled with bad entries (file, 1-based entry index, reason).
+        require_target: Skip entries without ``output`` (counted in ``skipped``, not a
+            problem). False keeps them with ``target=None`` (enough for generation).
+        check_images: Check that every image exists and parses.
+        skipped: Filled with the number of entries without a target, per subset.
+
+    Returns:
+        Triplets with ids ``TASK-ENTRY`` (the 1-based entry index), original extra fields
+        (``id``, ``caption``, ``mask``...) in ``meta``.
+
+    Raises:
+        DataError: A missing or malformed file, or a requested task absent from the file.
+    """
+    path = Path(path)
+    entries = read_json_list(path)
+    root = Path(root) if root is not None else path.parent
+    wanted = parse_tasks(tasks)
+    problems = problems if problems is not None else Problems()
+    if wanted is not None:
+        present = {str(e.get("task")) for e in entries if isinstance(e, dict) and e.get("task")}
+        absent = sorted(wanted - present)
+        if absent:
+            raise DataError(
+                f"{path}: no entries for task {', '.join(absent)} (tasks in the file: {', '.join(sorted(present))})"
+            )
+    out: list[Triplet] = []
+    for index, entry in enumerate(entries, start=1):
+        if wanted is not None and isinstance(entry, dict) and str(entry.get("task")) not in wanted:
+            continue
+        t = _entry_triplet(
+            entry,
+            index,
+            file=path,
+            root=root,
+            subset=None,
+            require_target=require_target,
+            check_images=check_images,
+            problems=problems,
+            skipped=skipped,
+        )
+        if t is not None:
+            out.append(t)
+    return out
+
+
+def default_train_root(path: str | os.PathLike[str]) -> Path:
+    """The repository root of an AURORA ``data/TASK/train.json`` (paths in it start with
+    ``data/``); the file's own folder for a file kept elsewhere."""
+    path = Path(path).resolve()
+    if path.parent.parent.name == "data":
+        return path.parents[2]
+    return path.parent
+
+
+def load_aurora_train(
+    path: str | os.PathLike[str],
+    root: str | os.PathLike[str] | None = None,
+    subset: str | None = None,
+    problems: Problems | None = None,
+    check_images: bool = True,
+) -> list[Triplet]:
+    """Load an AURORA training file ``data/TASK/train.json``.
+
+    Args:
+        path: The ``train.json`` file.
+        root: The AURORA repository root (default: see :func:`default_train_root`).
+        subset: The subset name (default: an entry's ``task`` field, else the folder name,
+            e.g. ``ag`` for ``data/ag/train.json``).
+        problems: Filled with bad entries (file, 1-based entry index, reason).
+        check_images: Check that every image exists and parses.
+
+    Returns:
+        Triplets with ids ``SUBSET-ENTRY``; ``mask``, ``img_id`` and other fields in ``meta``.
+    """
+    path = Path(path)
+    entries = read_json_list(path)
+    root = Path(root) if root is not None else default_train_root(path)
+    default_subset = subset or path.resolve().parent.name
+    problems = problems if problems is not None else Problems()
+    out: list[Triplet] = []
+    for index, entry in enumerate(entries, start=1):
+        entry_subset = subset
+        if entry_subset is None:
+            entry_subset = (
+                str(entry.get("task") or default_subset) if isinstance(entry, dict) else default_subset
+            )
+        t = _entry_triplet(
+            entry,
+            index,
+            file=path,
+            root=root,
+            subset=entry_subset,
+            require_target=False,
+            check_images=check_images,
+            problems=problems,
+            skipped=None,
+        )
+        if t is None:
+            continue
+        if t.target is None:
+            problems.add(path, index, "missing field: output")
+            continue
+        out.append(t)
+    return out
