@@ -1,0 +1,346 @@
+"""A blind human-evaluation study: items, the models' outputs, and each annotator's view of them.
+
+A study is a YAML file (see ``configs/web/example_study.yaml``)::
+
+    name: aurora-human            # votes databases belong to one study (checked)
+    title: Which next observation is best?
+    instructions: ...             # shown on the login page
+    root: .                       # every path is resolved under it (default: the YAML's folder)
+    seed: 0                       # seeds the per-annotator shuffles
+    shuffle_items: false          # true: each annotator sees the items in their own order
+    reference: CWM                # the model the analysis tests the others against (default: last)
+    items:                        # or `manifest: bench.jsonl` (a worldboot triplet manifest)
+      - {id: mb-0, subset: magicbrush, source: sources/mb-0.png, action: add a hat}
+    models:
+      GoT: outputs/got            # a folder holding <item id>.png (or .jpg/.jpeg/.webp)
+      SE: {dir: outputs/se, pattern: "{id}/edit.png"}
+      CWM: {paths: {mb-0: cwm/first.png}}
+
+Every path must stay under ``root``, and item ids are restricted to ``[A-Za-z0-9._-]``: the
+web app serves images by item id and slot only, never by a path from a request. Items with a
+bad entry or a missing output are skipped and counted in ``Study.problems`` (or stop the
+load in strict mode): a blind comparison needs every model's output on every item.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PIL import Image
+
+from worldboot.data.schema import Problems, read_manifest, resolve_under
+from worldboot.errors import ConfigError, DataError
+
+#: Item ids and annotator ids: safe in URLs, file names and CSV cells.
+ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+ANNOTATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+#: Image formats a study or an upload may hold, as PIL names them.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+STUDY_KEYS = {
+    "name",
+    "title",
+    "instructions",
+    "root",
+    "seed",
+    "shuffle_items",
+    "reference",
+    "items",
+    "manifest",
+    "models",
+}
+DEFAULT_INSTRUCTIONS = (
+    "Each page shows a source image, an action, and the next observation predicted by several "
+    "systems, in a random order. Mark the best and the worst prediction, judging: (1) realism: "
+    "natural textures and lighting, faithful to the source scene; (2) instruction following: "
+    "the change clearly shows the action; (3) over-editing: only what the action needs changes."
+)
+_LINE = "__line__"
+
+
+class _LineLoader(yaml.SafeLoader):
+    """A YAML loader that records the line of every mapping, for one-line errors."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
+    mapping = loader.construct_mapping(node, deep=True)
+    mapping[_LINE] = node.start_mark.line + 1
+    return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _clean(mapping: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in mapping.items() if k != _LINE}
+
+
+@dataclass
+class StudyItem:
+    """One item of the study.
+
+    Attributes:
+        id: Unique id (``[A-Za-z0-9._-]``).
+        subset: e.g. ``magicbrush``; the analysis reports one row per subset.
+        action: The action text shown to the annotator.
+        source: Absolute path of the source observation.
+        outputs: Model name -> absolute path of that model's predicted observation.
+    """
+
+    id: str
+    subset: str
+    action: str
+    source: Path
+    outputs: dict[str, Path]
+
+
+@dataclass
+class Study:
+    """A loaded study (see the module docstring for the YAML).
+
+    Attributes:
+        name: Identifies the study in its votes database.
+        title: Shown on every page.
+        instructions: Shown on the login page.
+        root: Folder every path is resolved under.
+        seed: Seeds the per-annotator shuffles.
+        shuffle_items: Whether each annotator gets their own item order.
+        reference: Default reference model of the analysis.
+        models: Model names in the YAML's order.
+        items: The usable items in the YAML's (or manifest's) order.
+        path: The YAML file (None for a study built in code).
+        problems: Skipped entries, with file and line.
+    """
+
+    name: str
+    title: str
+    instructions: str
+    root: Path
+    seed: int
+    shuffle_items: bool
+    reference: str
+    models: list[str]
+    items: list[StudyItem]
+    path: Path | None = None
+    problems: Problems = field(default_factory=Problems)
+
+    def __post_init__(self) -> None:
+        self._by_id = {item.id: item for item in self.items}
+
+    def item(self, item_id: str) -> StudyItem | None:
+        """The item with this id, or None (ids from requests are only ever looked up here)."""
+        return self._by_id.get(item_id)
+
+    @property
+    def subsets(self) -> list[str]:
+        """Subsets in order of first appearance."""
+        return list(dict.fromkeys(item.subset for item in self.items))
+
+    def _rng(self, *parts: str) -> random.Random:
+        # Python's hash() is salted per process; a digest keeps orders stable across restarts.
+        digest = hashlib.sha256("\x1f".join((str(self.seed), self.name, *parts)).encode()).digest()
+        return random.Random(int.from_bytes(digest[:8], "big"))
+
+    def shown_order(self, annotator: str, item_id: str) -> list[str]:
+        """The models in the order this annotator sees them on this item (stable on reload)."""
+        order = list(self.models)
+        self._rng("order", annotator, item_id).shuffle(order)
+        return order
+
+    def annotator_items(self, annotator: str) -> list[StudyItem]:
+        """The items in the order this annotator goes through them."""
+        items = list(self.items)
+        if self.shuffle_items:
+            self._rng("items", annotator).shuffle(items)
+        return items
+
+
+def validate_annotator(annotator: str) -> str:
+    """Return the stripped annotator id, or raise :class:`DataError` when it is not acceptable."""
+    annotator = annotator.strip()
+    if not ANNOTATOR_RE.match(annotator):
+        raise DataError(
+            "annotator ids are 1-64 characters: letters, digits and . _ @ - (starting with a letter or digit)"
+        )
+    return annotator
+
+
+def default_db_path(study_path: str | os.PathLike[str]) -> Path:
+    """Where the votes of a study go unless told otherwise: ``<study>.votes.sqlite`` beside it."""
+    study_path = Path(study_path)
+    return study_path.with_name(f"{study_path.stem}.votes.sqlite")
+
+
+def check_image(path: Path) -> None:
+    """Raise :class:`DataError` unless ``path`` is a PNG, JPEG or WebP image (by content)."""
+    try:
+        with Image.open(path) as img:
+            fmt = img.format
+    except FileNotFoundError:
+        raise DataError(f"image not found: {path}") from None
+    except (OSError, ValueError, Image.DecompressionBombError) as err:
+        raise DataError(f"cannot read image {path}: {err}") from None
+    if fmt not in IMAGE_FORMATS:
+        raise DataError(f"image {path} is {fmt}; a study holds PNG, JPEG or WebP")
+
+
+def _find_output(folder: Path, pattern: str | None, item_id: str) -> Path:
+    """The output of one item in a model folder, resolved and kept under that folder."""
+    if pattern:
+        return resolve_under(folder, pattern.format(id=item_id))
+    for suffix in IMAGE_SUFFIXES:
+        candidate = resolve_under(folder, item_id + suffix)
+        if candidate.is_file():
+            return candidate
+    raise DataError(f"no {item_id}.png/.jpg/.jpeg/.webp in {folder}")
+
+
+def _model_specs(
+    raw: Any, root: Path, file: Path
+) -> dict[str, tuple[Path | None, str | None, dict[str, Path]]]:
+    """Parse ``models:`` into name -> (folder, pattern, explicit paths)."""
+    if not isinstance(raw, dict) or len(_clean(raw)) < 2:
+        raise ConfigError(f"{file}: `models` must map at least two model names to output folders")
+    specs = {}
+    for name, spec in _clean(raw).items():
+        name = str(name)
+        line = raw.get(_LINE, 0) if not isinstance(spec, dict) else spec.get(_LINE, 0)
+        where = f"{file}:{line}" if line else str(file)
+        if isinstance(spec, str):
+            spec = {"dir": spec}
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: model {name!r} needs a folder or {{dir, pattern}} or {{paths}}")
+        unknown = set(_clean(spec)) - {"dir", "pattern", "paths"}
+        if unknown:
+            raise ConfigError(f"{where}: model {name!r} has unknown keys {sorted(unknown)}")
+        try:
+            folder = resolve_under(root, str(spec["dir"])) if spec.get("dir") is not None else None
+            paths = {str(k): resolve_under(root, str(v)) for k, v in _clean(spec.get("paths") or {}).items()}
+        except DataError as err:
+            raise DataError(f"{where}: model {name!r}: {err}") from None
+        if folder is None and not paths:
+            raise ConfigError(f"{where}: model {name!r} needs `dir` or `paths`")
+        if folder is not None and not folder.is_dir():
+            raise DataError(f"{where}: output folder of model {name!r} not found: {folder}")
+        specs[name] = (folder, spec.get("pattern"), paths)
+    return specs
+
+
+def _raw_items(data: dict[str, Any], root: Path, file: Path, problems: Problems) -> list[tuple[int, dict]]:
+    """``items:`` entries or a manifest's triplets, as (line, {id, subset, source, action})."""
+    if ("items" in data) == ("manifest" in data):
+        raise ConfigError(f"{file}: give either `items` or `manifest`")
+    if "manifest" in data:
+        manifest = resolve_under(root, str(data["manifest"]))
+        triplets = read_manifest(manifest, problems, root=manifest.parent)
+        return [
+            (0, {"id": t.id, "subset": t.subset, "source": t.source, "action": t.action}) for t in triplets
+        ]
+    if not isinstance(data["items"], list):
+        raise ConfigError(f"{file}: `items` must be a list")
+    out = []
+    for entry in data["items"]:
+        if not isinstance(entry, dict):
+            problems.add(file, 0, f"item is not a mapping: {entry!r}")
+            continue
+        out.append((entry.get(_LINE, 0), _clean(entry)))
+    return out
+
+
+def load_study(
+    path: str | os.PathLike[str], strict: bool = False, root: str | os.PathLike[str] | None = None
+) -> Study:
+    """Load and check a study YAML.
+
+    Args:
+        path: The YAML file.
+        strict: Raise on the first bad item instead of skipping it.
+        root: Override of the YAML's ``root`` (e.g. to use a shipped study with your own folder).
+
+    Returns:
+        The study; skipped items are listed in ``study.problems``.
+
+    Raises:
+        ConfigError: For unknown keys or a malformed ``models`` section.
+        DataError: For a missing file, a path escaping ``root``, or no usable item.
+    """
+    file = Path(path)
+    if not file.is_file():
+        raise DataError(f"study not found: {file}")
+    try:
+        data = yaml.load(file.read_text(), Loader=_LineLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as err:
+        raise DataError(f"{file}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: a study is a mapping with `items` and `models`")
+    unknown = set(_clean(data)) - STUDY_KEYS
+    if unknown:
+        raise ConfigError(f"{file}: unknown study keys {sorted(unknown)}; known: {sorted(STUDY_KEYS)}")
+    base = Path(root) if root is not None else (file.parent / str(data.get("root", "."))).resolve()
+    base = base.resolve()
+    problems = Problems(strict)
+    specs = _model_specs(data.get("models"), base, file)
+    models = list(specs)
+    reference = str(data.get("reference", models[-1]))
+    if reference not in specs:
+        raise ConfigError(f"{file}: reference {reference!r} is not one of the models {models}")
+
+    items: list[StudyItem] = []
+    seen: set[str] = set()
+    for line, raw in _raw_items(data, base, file, problems):
+        missing = [k for k in ("id", "source", "action") if not str(raw.get(k) or "").strip()]
+        if missing:
+            problems.add(file, line, f"item without {', '.join(missing)}")
+            continue
+        item_id = str(raw["id"])
+        if not ITEM_ID_RE.match(item_id):
+            problems.add(file, line, f"bad item id {item_id!r}: use letters, digits and . _ -")
+            continue
+        if item_id in seen:
+            problems.add(file, line, f"duplicate item id {item_id!r}")
+            continue
+        try:
+            source = resolve_under(base, str(raw["source"]))
+            check_image(source)
+            outputs = {}
+            for name, (folder, pattern, paths) in specs.items():
+                if item_id in paths:
+                    out = paths[item_id]
+                elif folder is not None:
+                    out = _find_output(folder, pattern, item_id)
+                else:
+                    raise DataError(f"model {name!r} has no output for {item_id!r}")
+                check_image(out)
+                outputs[name] = out
+        except DataError as err:
+            problems.add(file, line, f"item {item_id!r}: {err}")
+            continue
+        seen.add(item_id)
+        items.append(
+            StudyItem(
+                item_id, str(raw.get("subset") or "default"), str(raw["action"]).strip(), source, outputs
+            )
+        )
+    if not items:
+        details = "; ".join(str(p) for p in list(problems)[:3])
+        raise DataError(f"{file}: no usable item" + (f" ({details})" if details else ""))
+    return Study(
+        name=str(data.get("name") or file.stem),
+        title=str(data.get("title") or "Which predicted observation is best?"),
+        instructions=str(data.get("instructions") or DEFAULT_INSTRUCTIONS).strip(),
+        root=base,
+        seed=int(data.get("seed", 0)),
+        shuffle_items=bool(data.get("shuffle_items", False)),
+        reference=reference,
+        models=models,
+        items=items,
+        path=file.resolve(),
+        problems=problems,
+    )
