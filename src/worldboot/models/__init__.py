@@ -5,20 +5,55 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 from typing import Any
+
+from worldboot.errors import ModelError
 
 
 def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
-    """Open a worldboot model directory (a base model, or a trained CDM/CWM) as a backbone.
+    """Open a model directory as a backbone.
+
+    ``path`` may be a base model directory, a trained run directory (its ``merged/`` model
+    if present, else its LoRA ``adapter/`` on top of the base model it records), or an
+    adapter directory itself.
 
     Args:
         path: The directory.
         **kwargs: Passed to the family's loader (``vqgan_dir``, ``dtype``, ``device_map``).
 
     Returns:
-        A :class:`~worldboot.models.backbone.Backbone`.
+        A :class:`~worldboot.models.backbone.Backbone` in eval mode.
+
+    Raises:
+        ModelError: When the directory is missing files, or an adapter does not fit its base.
     """
     from worldboot.models.chameleon import load_chameleon
 
-    return load_chameleon(path, **kwargs)
+    path = Path(path)
+    if (path / "merged" / "config.json").is_file():
+        path = path / "merged"
+    elif (path / "adapter" / "adapter_config.json").is_file():
+        path = path / "adapter"
+    if not (path / "adapter_config.json").is_file():
+        return load_chameleon(path, **kwargs)
+
+    meta_file = path / "worldboot.json"
+    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    base = meta.get("base_model") or json.loads((path / "adapter_config.json").read_text()).get(
+        "base_model_name_or_path"
+    )
+    if not base:
+        raise ModelError(f"adapter {path} does not say which base model it belongs to")
+    backbone = load_chameleon(base, **kwargs)
+    from peft import PeftModel
+
+    try:
+        backbone.model = PeftModel.from_pretrained(backbone.model, str(path))
+    except (ValueError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"adapter {path} does not fit the base model {base}: {first}") from None
+    backbone.model.eval()
+    return backbone

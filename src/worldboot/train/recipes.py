@@ -1,0 +1,609 @@
+"""Training recipes for the dynamics model (CDM) and the world model (CWM), on accelerate + peft.
+
+A recipe is ``setup / train / save_checkpoint / cleanup`` (torchtune's shape). The same code
+runs on one CPU, under ``accelerate launch`` with DDP on several GPUs (or 2 CPU processes
+with gloo), and with DeepSpeed ZeRO through accelerate's DeepSpeed plugin.
+
+Data order is computed, not drawn: each epoch is a permutation seeded by ``seed + epoch``,
+cut into global batches (``batch_size`` samples, the last incomplete one dropped); process
+``p`` of ``P`` takes every ``P``-th sample of a global batch and splits its share into
+micro-batches. The data position is therefore just the global step, and ``--resume``
+continues exactly (model adapter, optimiser, scheduler and RNG states come from accelerate's
+``save_state``). The loss of a global batch is the sum of (weighted) token losses over all
+its micro-batches and processes divided by its number of completion tokens, so one process
+with micro-batch 2 and two processes with micro-batch 1 compute the same gradient.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from worldboot.config import RunDir, write_atomic
+from worldboot.errors import ConfigError, DataError, ModelError
+from worldboot.train.losses import completion_loss_sum
+from worldboot.train.render import RenderedExample, collate, render
+
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter (paper: r 16, alpha 32, dropout 0.05 on the attention projections).
+
+    Attributes:
+        enabled: False trains every weight (used to pre-train tiny models).
+        r: Rank.
+        alpha: Scaling numerator (scale = alpha / r).
+        dropout: Dropout on the adapter's input.
+        target_modules: Module names to adapt; the VQ model is never adapted.
+    """
+
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class OptimSettings:
+    """AdamW with warm-up and a decay schedule (paper: cosine).
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps (capped at 10% of the run for short runs).
+        scheduler: ``cosine``, ``linear`` or ``constant`` after warm-up.
+        max_grad_norm: Gradient clipping (0 = off).
+    """
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 500
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class SourceSettings:
+    """One data source of the mixture (paper Eq. 1: labelled + synthetic).
+
+    Attributes:
+        cache: A pre-tokenised cache directory (``worldboot tokenize``).
+        name: Label in logs (default: the folder name).
+        repeats: How often each sample appears per epoch; fractions sample a seeded subset
+            (0.5 = half of it), so ratios between sources are set here.
+        max_per_subset: Per-subset cap applied before repeats (the paper caps Kubric at 10K).
+    """
+
+    cache: str = ""
+    name: str = ""
+    repeats: float = 1.0
+    max_per_subset: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DataSettings:
+    """The training mixture and its held-out split.
+
+    Attributes:
+        sources: Caches to mix.
+        eval_fraction: Share of each source held out (by a hash of the sample id, so the split
+            does not move when the mixture changes).
+        eval_max: Most held-out samples evaluated.
+    """
+
+    sources: list[SourceSettings] = field(default_factory=list)
+    eval_fraction: float = 0.05
+    eval_max: int = 256
+
+
+@dataclass
+class LossSettings:
+    """The completion loss.
+
+    Attributes:
+        weighting: ``l2`` = the paper's recognition-weighted loss (Eq. 2) on the world model's
+            target image tokens; ``none`` = plain cross-entropy. Ignored for dynamics.
+        uniform_mix: Share of uniform weight mixed into the recognition weights (0 = paper).
+    """
+
+    weighting: Literal["none", "l2"] = "none"
+    uniform_mix: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """A training run of the CDM or the CWM.
+
+    Attributes:
+        task: ``dynamics`` (p(a | o_s, o_t)) or ``world`` (p(o_t | o_s, a)).
+        base_model: Model directory to start from.
+        out: Run directory.
+        epochs: Passes over the mixture (fractions allowed).
+        max_steps: Stop after this many optimiser steps (0 = from epochs).
+        batch_size: Global batch (samples per optimiser step, over all processes).
+        micro_batch_size: Samples per forward pass per process; accumulation fills the rest.
+        mixed_precision: ``auto`` = bf16 on GPUs that have it, else none.
+        model_dtype: Dtype of the frozen base weights (``auto``: bf16 on such GPUs).
+        gradient_checkpointing: Recompute activations in backward to save memory.
+        save_every: Checkpoint every N steps (0 = only at the end).
+        eval_every: Held-out loss every N steps (0 = only at the end).
+        log_every: Metrics line every N steps.
+        keep_checkpoints: Most recent checkpoints kept.
+        seed: Seeds data order, adapter initialisation and dropout.
+        trackers: accelerate trackers to log to (``tensorboard``, ``wandb``...), off by default.
+    """
+
+    task: Literal["dynamics", "world"] = "dynamics"
+    base_model: str = ""
+    out: str = "runs/train"
+    epochs: float = 10.0
+    max_steps: int = 0
+    batch_size: int = 64
+    micro_batch_size: int = 1
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    model_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    gradient_checkpointing: bool = False
+    save_every: int = 500
+    eval_every: int = 500
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    seed: int = 0
+    trackers: list[str] = field(default_factory=list)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    loss: LossSettings = field(default_factory=LossSettings)
+
+
+def _bf16_gpu() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def _held_out(sample_id: str, fraction: float) -> bool:
+    import hashlib
+
+    h = int(hashlib.sha1(sample_id.encode()).hexdigest()[:8], 16)
+    return (h / 0xFFFFFFFF) < fraction
+
+
+@dataclass
+class _Entry:
+    source: int
+    index: int
+
+
+class MixedDataset:
+    """The Eq. 1 mixture of several caches, with per-subset caps, repeats and a held-out split."""
+
+    def __init__(self, data: DataSettings, seed: int) -> None:
+        from worldboot.data.cache import CachedTripletDataset, TokenCache
+
+        if not data.sources:
+            raise ConfigError("no data: give at least one cache (data.sources or --cache)")
+        self.datasets = []
+        self.names = []
+        self.train: list[_Entry] = []
+        self.eval: list[_Entry] = []
+        rng = np.random.default_rng(seed)
+        for s_idx, src in enumerate(data.sources):
+            path = Path(src.cache)
+            if not path.exists():
+                raise DataError(f"cache not found: {path} (build it with 'worldboot tokenize')")
+            cache = TokenCache(path)
+            ds = CachedTripletDataset(cache)
+            self.datasets.append(ds)
+            self.names.append(src.name or path.name)
+            by_subset: dict[str, list[int]] = {}
+            for i, rec in enumerate(cache.records):
+                by_subset.setdefault(rec["subset"], []).append(i)
+            keep: list[int] = []
+            for subset in sorted(by_subset):
+                idx = by_subset[subset]
+                cap = src.max_per_subset.get(subset)
+                if cap is not None and len(idx) > cap:
+                    idx = sorted(rng.choice(idx, size=cap, replace=False).tolist())
+                keep.extend(idx)
+            train_idx = [i for i in keep if not _held_out(cache.records[i]["id"], data.eval_fraction)]
+            eval_idx = [i for i in keep if _held_out(cache.records[i]["id"], data.eval_fraction)]
+            whole, frac = int(src.repeats), src.repeats - int(src.repeats)
+            chosen = train_idx * whole
+            if frac > 0 and train_idx:
+                n = int(round(frac * len(train_idx)))
+                chosen += sorted(rng.choice(train_idx, size=n, replace=False).tolist())
+            self.train += [_Entry(s_idx, i) for i in chosen]
+            self.eval += [_Entry(s_idx, i) for i in eval_idx]
+        self.eval = self.eval[: data.eval_max]
+        self.fingerprints = {ds.cache.fingerprint for ds in self.datasets}
+
+    def item(self, entry: _Entry) -> dict[str, Any]:
+        """The cached triplet behind ``entry``."""
+        return self.datasets[entry.source][entry.index]
+
+
+class Recipe:
+    """One training run: ``setup()``, ``train()``, ``save_checkpoint()``, ``cleanup()``.
+
+    Args:
+        cfg: The resolved config.
+        resume: Continue from the latest checkpoint in ``cfg.out`` (True), a given checkpoint
+            directory (str), or start fresh (False).
+    """
+
+    def __init__(self, cfg: TrainConfig, resume: bool | str = False) -> None:
+        self.cfg = cfg
+        self.resume = resume
+        self.out = Path(cfg.out)
+        self.global_step = 0
+        self.metrics_path = self.out / "metrics.jsonl"
+
+    # -- setup ------------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Check inputs before any compute, then load the model, data, optimiser, scheduler."""
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        if not cfg.base_model:
+            raise ConfigError("base_model is empty: give the model directory to start from (--base)")
+        if not Path(cfg.base_model).is_dir():
+            raise ModelError(f"base model directory not found: {cfg.base_model}")
+        self.data = MixedDataset(cfg.data, cfg.seed)
+        if not self.data.train:
+            raise DataError(f"no usable training sample in {', '.join(s.cache for s in cfg.data.sources)}")
+        if len(self.data.fingerprints) > 1:
+            raise DataError("the caches were made with different tokenizers; tokenize them with one backbone")
+
+        mp = cfg.mixed_precision
+        if mp == "auto":
+            mp = "bf16" if _bf16_gpu() else "no"
+        self.accelerator = Accelerator(
+            mixed_precision=mp,
+            cpu=not torch.cuda.is_available(),
+            log_with=cfg.trackers or None,
+            project_dir=str(self.out),
+            step_scheduler_with_optimizer=False,
+        )
+        acc = self.accelerator
+        world = acc.num_processes
+        if cfg.batch_size % (world * cfg.micro_batch_size):
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {cfg.micro_batch_size}"
+                f" x {world} processes"
+            )
+        self.accum = cfg.batch_size // (world * cfg.micro_batch_size)
+        acc.gradient_accumulation_steps = self.accum
+        ds_plugin = getattr(acc.state, "deepspeed_plugin", None)
+        if ds_plugin is not None:
+            # We feed batches ourselves (no prepared dataloader), so DeepSpeed is told the sizes.
+            ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
+            ds_plugin.deepspeed_config["gradient_accumulation_steps"] = self.accum
+            ds_plugin.deepspeed_config["train_batch_size"] = cfg.batch_size
+        set_seed(cfg.seed)
+
+        from worldboot.models import load_backbone
+
+        dtype = cfg.model_dtype
+        if dtype == "auto":
+            dtype = "bfloat16" if _bf16_gpu() else "float32"
+        self.backbone = load_backbone(cfg.base_model, dtype=dtype)
+        fp = self.backbone.tokenizer_fingerprint()
+        if fp not in self.data.fingerprints:
+            raise ModelError(
+                f"the caches were tokenized with another backbone than {cfg.base_model} "
+                f"(fingerprint {fp} vs {sorted(self.data.fingerprints)})"
+            )
+        model = self.backbone.model
+        if cfg.lora.enabled:
+            from peft import LoraConfig, get_peft_model
+
+            for p in model.parameters():
+                p.requires_grad_(False)
+            lcfg = LoraConfig(
+                r=cfg.lora.r,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules=list(cfg.lora.target_modules),
+                bias="none",
+            )
+            model = get_peft_model(model, lcfg)
+        else:
+            for name, p in model.named_parameters():
+                p.requires_grad_(".vqmodel." not in f".{name}")
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.n_trainable = sum(p.numel() for p in trainable)
+        optimizer = torch.optim.AdamW(
+            trainable, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+        )
+        steps_per_epoch = len(self.data.train) // cfg.batch_size
+        if steps_per_epoch == 0:
+            raise DataError(
+                f"{len(self.data.train)} training samples make no global batch of {cfg.batch_size}; "
+                "lower batch_size"
+            )
+        self.steps_per_epoch = steps_per_epoch
+        self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
+        warmup = min(cfg.optim.warmup_steps, max(0, self.total_steps // 10)) if cfg.optim.warmup_steps else 0
+        from transformers import get_scheduler
+
+        name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.optim.scheduler]
+        scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.backbone.model = self.model
+        if cfg.lora.enabled:
+            acc.register_save_state_pre_hook(self._save_adapter_hook)
+            acc.register_load_state_pre_hook(self._load_adapter_hook)
+        if cfg.trackers:
+            acc.init_trackers(self.out.name, config={"task": cfg.task, "lr": cfg.optim.lr})
+        if self.resume:
+            self._restore()
+
+    def _save_adapter_hook(self, models: list, weights: list, output_dir: str) -> None:
+        # Save only the adapter (megabytes) instead of the whole base model (14 GB for Anole).
+        if self.accelerator.is_main_process:
+            self.accelerator.unwrap_model(self.model).save_pretrained(Path(output_dir) / ADAPTER_DIR)
+        weights.clear()
+
+    def _load_adapter_hook(self, models: list, input_dir: str) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        path = Path(input_dir) / ADAPTER_DIR / "adapter_model.safetensors"
+        if not path.is_file():
+            raise ModelError(f"checkpoint {input_dir} has no adapter weights")
+        state = load_file(str(path), device=str(self.accelerator.device))
+        result = set_peft_model_state_dict(self.accelerator.unwrap_model(self.model), state)
+        if getattr(result, "unexpected_keys", None):
+            raise ModelError(f"adapter in {input_dir} does not fit the base model: {result.unexpected_keys[:3]}")
+        models.clear()
+
+    def _latest_checkpoint(self) -> Path | None:
+        ckpts = sorted((self.out / CHECKPOINTS_DIR).glob("step-*"))
+        done = [c for c in ckpts if (c / STATE_FILE).is_file()]
+        return done[-1] if done else None
+
+    def _restore(self) -> None:
+        path = Path(self.resume) if isinstance(self.resume, str) else self._latest_checkpoint()
+        if path is None:
+            self.accelerator.print("no checkpoint to resume from; starting fresh")
+            return
+        if not (path / STATE_FILE).is_file():
+            raise ModelError(f"not a finished checkpoint: {path}")
+        state = json.loads((path / STATE_FILE).read_text())
+        if state.get("task") != self.cfg.task:
+            raise ModelError(f"checkpoint {path} is a {state.get('task')} run, not {self.cfg.task}")
+        self.accelerator.load_state(str(path))
+        self.global_step = int(state["global_step"])
+        if self.accelerator.is_main_process and self.metrics_path.is_file():
+            # Drop the metrics the killed run logged after its last checkpoint: they are redone.
+            rows = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
+            kept = [r for r in rows if json.loads(r).get("step", 0) <= self.global_step and "final" not in r]
+            write_atomic(self.metrics_path, "".join(r + "\n" for r in kept))
+        self.accelerator.print(f"resumed from {path} at step {self.global_step}")
+
+    # -- data -------------------------------------------------------------------------------
+
+    def _global_batch(self, step: int) -> list[_Entry]:
+        epoch, offset = divmod(step, self.steps_per_epoch)
+        g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(len(self.data.train), generator=g)
+        bs = self.cfg.batch_size
+        chosen = perm[offset * bs : (offset + 1) * bs].tolist()
+        return [self.data.train[i] for i in chosen]
+
+    def _render(self, entries: list[_Entry]) -> list[RenderedExample]:
+        cfg = self.cfg
+        return [
+            render(self.backbone, self.data.item(e), cfg.task, cfg.loss.weighting, cfg.loss.uniform_mix)
+            for e in entries
+        ]
+
+    def _micro_batches(self, step: int) -> list[list[RenderedExample]]:
+        acc = self.accelerator
+        mine = self._global_batch(step)[acc.process_index :: acc.num_processes]
+        rendered = self._render(mine)
+        mb = self.cfg.micro_batch_size
+        return [rendered[i : i + mb] for i in range(0, len(rendered), mb)]
+
+    # -- training ---------------------------------------------------------------------------
+
+    def _forward_sum(self, items: list[RenderedExample], model: Any = None) -> tuple[torch.Tensor, int]:
+        from worldboot.models.chameleon import completion_positions
+
+        batch, weights = collate(self.backbone, items)
+        batch = batch.to(self.accelerator.device)
+        mask, targets, _ = completion_positions(batch.labels)
+        out = (model or self.model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_mask=mask)
+        w = weights[:, 1:][batch.labels[:, 1:].cpu() != -100].to(self.accelerator.device)
+        return completion_loss_sum(out.logits, targets, w), int(targets.numel())
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimiser step over the global batch ``step``; returns its metrics."""
+        acc = self.accelerator
+        micro = self._micro_batches(step)
+        local_tokens = sum(
+            sum(1 for lab in r.example.labels[r.example.completion_start :] if lab != -100) for mb in micro for r in mb
+        )
+        total_tokens = acc.reduce(torch.tensor(float(local_tokens), device=acc.device), reduction="sum").item()
+        # Scale so that DDP's mean over processes and accelerate's division by the accumulation
+        # steps turn the per-micro-batch sums into sum(global batch) / tokens(global batch).
+        scale = acc.num_processes * self.accum / max(total_tokens, 1.0)
+        loss_sum = torch.zeros((), device=acc.device)
+        self.model.train()
+        for mb in micro:
+            with acc.accumulate(self.model):
+                s, _ = self._forward_sum(mb)
+                acc.backward(s * scale)
+                loss_sum += s.detach()
+                if acc.sync_gradients and self.cfg.optim.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), self.cfg.optim.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        self.scheduler.step()  # once per global step, whatever the process count
+        loss = acc.reduce(loss_sum, reduction="sum").item() / max(total_tokens, 1.0)
+        return {"loss": loss, "tokens": total_tokens, "lr": self.scheduler.get_last_lr()[0]}
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean completion loss on the held-out split (plain, and weighted when configured)."""
+        if not self.data.eval:
+            return {}
+        acc = self.accelerator
+        self.model.eval()
+        mine = self.data.eval[acc.process_index :: acc.num_processes]
+        tot = torch.zeros(2, device=acc.device)
+        mb = max(self.cfg.micro_batch_size, 1)
+        # The unwrapped model: processes may hold different numbers of held-out samples, and
+        # DDP's forward would wait for the others.
+        model = acc.unwrap_model(self.model)
+        for i in range(0, len(mine), mb):
+            items = self._render(mine[i : i + mb])
+            s, n = self._forward_sum(items, model)
+            tot += torch.tensor([s.item(), float(n)], device=acc.device)
+        tot = acc.reduce(tot, reduction="sum")
+        return {"eval_loss": (tot[0] / tot[1].clamp(min=1)).item()}
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.accelerator.is_main_process:
+            with open(self.metrics_path, "a") as fh:
+                fh.write(json.dumps(record) + "\n")
+        if self.cfg.trackers:
+            self.accelerator.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def train(self, stop_after: int | None = None) -> dict[str, float]:
+        """Run until ``total_steps`` (or ``stop_after`` steps, for tests of resume).
+
+        Returns:
+            The last step's metrics (and the final eval loss).
+        """
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        acc = self.accelerator
+        last: dict[str, float] = {}
+        columns = [TextColumn(f"[bold]{self.cfg.task}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+        with Progress(*columns, disable=not acc.is_main_process or bool(os.environ.get("WORLDBOOT_NO_PROGRESS"))) as bar:
+            task = bar.add_task("train", total=self.total_steps, completed=self.global_step, info="")
+            while self.global_step < self.total_steps:
+                t0 = time.perf_counter()
+                metrics = self.train_step(self.global_step)
+                self.global_step += 1
+                dt = time.perf_counter() - t0
+                metrics["tokens_per_s"] = metrics["tokens"] / dt if dt > 0 else 0.0
+                record = {"step": self.global_step, **metrics}
+                cfg = self.cfg
+                if cfg.eval_every and self.global_step % cfg.eval_every == 0:
+                    record.update(self.evaluate())
+                if self.global_step % max(cfg.log_every, 1) == 0 or self.global_step == self.total_steps:
+                    self._log(record)
+                bar.update(
+                    task, advance=1,
+                    info=f"loss {metrics['loss']:.4f}  lr {metrics['lr']:.2e}  {metrics['tokens_per_s']:.0f} tok/s",
+                )
+                last = record
+                if cfg.save_every and self.global_step % cfg.save_every == 0:
+                    self.save_checkpoint()
+                if stop_after is not None and self.global_step >= stop_after:
+                    return last
+        final_eval = self.evaluate()
+        last.update(final_eval)
+        if final_eval:
+            self._log({"step": self.global_step, **final_eval, "final": True})
+        self.save_final()
+        return last
+
+    # -- saving -----------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write adapter, optimiser, scheduler and RNG states; keep the newest few."""
+        acc = self.accelerator
+        path = self.out / CHECKPOINTS_DIR / f"step-{self.global_step:07d}"
+        acc.save_state(str(path))
+        if acc.is_main_process:
+            state = {"global_step": self.global_step, "task": self.cfg.task, "base_model": self.cfg.base_model}
+            write_atomic(path / STATE_FILE, json.dumps(state))  # written last: marks the checkpoint finished
+            done = sorted(p for p in (self.out / CHECKPOINTS_DIR).glob("step-*") if (p / STATE_FILE).is_file())
+            for old in done[: -max(self.cfg.keep_checkpoints, 1)]:
+                shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        return path
+
+    def save_final(self) -> Path:
+        """Write the trained model: the adapter (LoRA) or the whole model (full fine-tune)."""
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            model = acc.unwrap_model(self.model)
+            if self.cfg.lora.enabled:
+                model.save_pretrained(self.out / ADAPTER_DIR)
+                meta = {"task": self.cfg.task, "base_model": str(Path(self.cfg.base_model).resolve())}
+                write_atomic(self.out / ADAPTER_DIR / "worldboot.json", json.dumps(meta, indent=2))
+            else:
+                self.backbone.model = model
+                self.backbone.save(self.out / MERGED_DIR)
+                self.backbone.model = self.model
+        acc.wait_for_everyone()
+        return self.out / (ADAPTER_DIR if self.cfg.lora.enabled else MERGED_DIR)
+
+    def merge(self) -> Path:
+        """Write base + adapter merged into one model directory (``merged/``)."""
+        acc = self.accelerator
+        if acc.is_main_process and self.cfg.lora.enabled:
+            import copy
+
+            model = copy.deepcopy(acc.unwrap_model(self.model)).merge_and_unload()
+            from worldboot.models.chameleon import ChameleonBackbone
+
+            bb = self.backbone
+            ChameleonBackbone(model, bb.tokenizer, bb.vqgan.decoder, bb.image_size, bb.templates).save(
+                self.out / MERGED_DIR
+            )
+        acc.wait_for_everyone()
+        return self.out / MERGED_DIR
+
+    def cleanup(self) -> None:
+        """End trackers and the process group (without it, rank 1 aborts at exit on CPU)."""
+        acc = getattr(self, "accelerator", None)
+        if acc is None:
+            return
+        if self.cfg.trackers:
+            acc.end_training()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = False) -> dict[str, float]:
+    """Set up, train, save (and merge), clean up; records the run in ``cfg.out``."""
+    recipe = Recipe(cfg, resume=resume)
+    try:
+        with RunDir(cfg.out, cfg, f"train-{cfg.task}") as run:
+            recipe.setup()
+            run.log(f"{cfg.task}: {len(recipe.data.train)} train / {len(recipe.data.eval)} held-out samples, "
+                    f"{recipe.n_trainable:,} trainable parameters, {recipe.total_steps} steps")
+            result = recipe.train()
+            if merge:
+                recipe.merge()
+            run.log(f"done: {result}")
+            return result
+    finally:
+        recipe.cleanup()
