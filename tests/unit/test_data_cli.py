@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from worldboot.cli import main
-from worldboot.commands.data import detect_format
 from worldboot.data.aurora import load_aurora_bench
 from worldboot.data.cache import TokenCache
+from worldboot.data.formats import detect_format
 from worldboot.data.schema import read_manifest
 from worldboot.errors import DataError
 

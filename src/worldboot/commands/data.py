@@ -8,17 +8,14 @@ writes the loaded triplets as a manifest that every later stage reads.
 from __future__ import annotations
 
 import argparse
-import os
 from collections import Counter
 from pathlib import Path
 
 from worldboot.commands import HELP_FORMATTER
+from worldboot.data.formats import FORMATS, load_any
 from worldboot.data.schema import Problems, Triplet
-from worldboot.errors import DataError
 
 #: Format names accepted by ``--format``.
-FORMATS = ("aurora-bench", "aurora-train", "epic", "jsonl")
-
 INSPECT_EXAMPLE = """examples:
   worldboot data inspect aurora/test.json --task kubric,something
   worldboot data inspect aurora/data/ag/train.json --format aurora-train --root aurora
@@ -32,90 +29,6 @@ CONVERT_EXAMPLE = """examples:
   worldboot data convert aurora/test.json --out aurora/bench.jsonl
   worldboot data convert EPIC_100_train.csv --root videos/ --out epic.jsonl --problems epic-problems.jsonl
 """
-
-
-def detect_format(path: str | os.PathLike[str]) -> str:
-    """Guess the format of a data file from its name and, for JSON, its first entry.
-
-    Raises:
-        DataError: The file is missing or of no known kind.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"file not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        return "jsonl"
-    if suffix in (".csv", ".tsv"):
-        return "epic"
-    if suffix == ".json":
-        from worldboot.data.aurora import read_json_list
-
-        entries = read_json_list(path)
-        # The benchmark mixes subsets and names each entry's task; a train.json is one subset.
-        tasks = {e.get("task") for e in entries[:1000] if isinstance(e, dict)}
-        return "aurora-bench" if tasks and None not in tasks else "aurora-train"
-    raise DataError(f"{path}: cannot tell its format from the name; pass --format ({', '.join(FORMATS)})")
-
-
-def load_any(
-    path: str | os.PathLike[str],
-    fmt: str | None = None,
-    root: str | os.PathLike[str] | None = None,
-    tasks: str | list[str] | None = None,
-    problems: Problems | None = None,
-    frames_dir: str | os.PathLike[str] | None = None,
-    check_images: bool = True,
-    require_target: bool = True,
-    skipped: Counter | None = None,
-) -> list[Triplet]:
-    """Load triplets from any supported format (see :data:`FORMATS`).
-
-    Args:
-        path: The data file.
-        fmt: Its format; guessed by :func:`detect_format` when None.
-        root: Folder its image/video paths are relative to (each loader has its default).
-        tasks: Keep only these subsets (a list or a comma-separated string).
-        problems: Filled with bad entries.
-        frames_dir: Where EPIC frames are extracted.
-        check_images: Check that images exist and parse.
-        require_target: Skip triplets without a target (counted in ``skipped``).
-        skipped: Filled with the number of triplets without a target, per subset.
-    """
-    from worldboot.data.aurora import load_aurora_bench, load_aurora_train, parse_tasks
-    from worldboot.data.epic import load_epic_csv
-    from worldboot.data.schema import read_manifest
-
-    fmt = fmt or detect_format(path)
-    problems = problems if problems is not None else Problems()
-    skipped = skipped if skipped is not None else Counter()
-    if fmt == "aurora-bench":
-        return load_aurora_bench(
-            path,
-            root,
-            tasks,
-            problems,
-            require_target=require_target,
-            check_images=check_images,
-            skipped=skipped,
-        )
-    if fmt == "aurora-train":
-        triplets = load_aurora_train(path, root, problems=problems, check_images=check_images)
-    elif fmt == "epic":
-        triplets = load_epic_csv(path, root, frames_dir, problems)
-    elif fmt == "jsonl":
-        triplets = read_manifest(path, problems, root, check_images=check_images)
-    else:
-        raise DataError(f"unknown format {fmt!r} (known: {', '.join(FORMATS)})")
-    if require_target:
-        for t in triplets:
-            if t.target is None:
-                skipped[t.subset] += 1
-        triplets = [t for t in triplets if t.target is not None]
-    wanted = parse_tasks(tasks)
-    if wanted is not None:
-        triplets = [t for t in triplets if t.subset in wanted]
-    return triplets
 
 
 def _add_source_args(p: argparse.ArgumentParser) -> None:

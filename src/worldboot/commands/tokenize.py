@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from worldboot.commands import HELP_FORMATTER
-from worldboot.commands.data import FORMATS
+from worldboot.data.formats import FORMATS
 
 EXAMPLE = """examples:
   worldboot tokenize manifest.jsonl --backbone models/anole-7b --out cache/aurora
@@ -52,8 +52,8 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from worldboot.commands.data import load_any
     from worldboot.data.cache import DEFAULT_SHARD_SIZE, PROBLEMS_FILE, build_cache
+    from worldboot.data.formats import load_any
     from worldboot.data.schema import Problems
     from worldboot.errors import UserError
     from worldboot.models import load_backbone
