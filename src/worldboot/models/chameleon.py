@@ -267,6 +267,18 @@ class ChameleonBackbone:
         completion = [*self._text(self.templates.action_prefix + action.strip()), self.eos_id]
         return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
 
+    def text_example(self, image: torch.Tensor, prompt: str, completion: str | None = None) -> Example:
+        """``<s> [boi] image [eoi] prompt | completion``: text about one image.
+
+        Used to score multiple-choice answers (each choice is a completion, no end-of-sequence
+        token, as lm-eval-harness does); without ``completion`` a prompt for generation.
+        """
+        ids = [self.bos_id, *self._image(image), *self._text(prompt)]
+        if completion is None:
+            return Example(ids, [IGNORE_INDEX] * len(ids), len(ids))
+        tail = self._text(completion)
+        return Example(ids + tail, [IGNORE_INDEX] * len(ids) + tail, len(ids))
+
     def collate(self, examples: Sequence[Example]) -> Batch:
         width = max(len(e.input_ids) for e in examples)
         n = len(examples)

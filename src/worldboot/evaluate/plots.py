@@ -1,0 +1,145 @@
+"""The score-vs-K plot of test-time verification (the paper's Figure 7), with matplotlib's Agg backend.
+
+Input rows are ``{"model", "k", "repeat", "subset", "score"}``: the mean judge score of one
+model's predictions when the dynamics model picks among K candidates, for one repeat and one
+subset. The plot has a panel per subset; each model is a line of the mean over repeats with the
+standard deviation shaded; reference models (e.g. GoT, SmartEdit) are horizontal lines.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from worldboot.errors import DataError
+
+REQUIRED = ("model", "k", "repeat", "subset", "score")
+
+
+def read_k_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Rows from a JSONL (``verification.jsonl``) or CSV file with the fields of :data:`REQUIRED`.
+
+    Raises:
+        DataError: Naming the file and line of a malformed row.
+    """
+    import csv
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"K results not found: {path}")
+    rows: list[dict[str, Any]] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        if path.suffix.lower() == ".csv":
+            items = [(i + 2, r) for i, r in enumerate(csv.DictReader(fh))]
+        else:
+            items = []
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    items.append((lineno, json.loads(raw)))
+                except json.JSONDecodeError as err:
+                    raise DataError(f"{path}:{lineno}: malformed JSON: {err.msg}") from None
+    for lineno, row in items:
+        missing = [k for k in REQUIRED if not isinstance(row, dict) or row.get(k) in (None, "")]
+        if missing:
+            raise DataError(f"{path}:{lineno}: missing field: {', '.join(missing)}")
+        try:
+            rows.append(
+                {"model": str(row["model"]), "k": int(row["k"]), "repeat": int(row["repeat"]),
+                 "subset": str(row["subset"]), "score": float(row["score"])}
+            )
+        except (TypeError, ValueError) as err:
+            raise DataError(f"{path}:{lineno}: bad value: {err}") from None
+    return rows
+
+
+def k_statistics(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[int, tuple[float, float, int]]]]:
+    """``{subset: {model: {k: (mean, std, repeats)}}}`` over repeats (population std)."""
+    groups: dict[tuple[str, str, int], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["subset"], r["model"], int(r["k"])), []).append(float(r["score"]))
+    out: dict[str, dict[str, dict[int, tuple[float, float, int]]]] = {}
+    for (subset, model, k), values in groups.items():
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
+        out.setdefault(subset, {}).setdefault(model, {})[k] = (mean, std, len(values))
+    return out
+
+
+def plot_score_vs_k(
+    rows: Iterable[Mapping[str, Any]],
+    out: str | os.PathLike[str],
+    references: Mapping[str, float] | None = None,
+    title: str = "Test-time verification",
+    ylabel: str = "Judge score",
+) -> Path:
+    """Draw Figure 7 and save it (format from the suffix: ``.png``, ``.pdf``, ``.svg``).
+
+    Args:
+        rows: K results (see the module docstring).
+        out: The image file.
+        references: ``{label: score}`` drawn as horizontal dashed lines in every panel.
+        title: Figure title.
+        ylabel: Y-axis label.
+
+    Returns:
+        The written path.
+
+    Raises:
+        DataError: When there are no rows.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    stats = k_statistics(rows)
+    if not stats:
+        raise DataError("no K results to plot")
+    subsets = sorted(stats, key=lambda s: (s == "All", s))
+    cols = min(3, len(subsets))
+    nrows = math.ceil(len(subsets) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    models = sorted({m for per in stats.values() for m in per})
+    for idx, subset in enumerate(subsets):
+        ax = axes[idx // cols][idx % cols]
+        for mi, model in enumerate(models):
+            points = stats[subset].get(model)
+            if not points:
+                continue
+            ks = sorted(points)
+            mean = [points[k][0] for k in ks]
+            std = [points[k][1] for k in ks]
+            colour = colours[mi % len(colours)]
+            ax.plot(ks, mean, marker="o", color=colour, label=model)
+            ax.fill_between(ks, [m - s for m, s in zip(mean, std, strict=True)],
+                            [m + s for m, s in zip(mean, std, strict=True)], color=colour, alpha=0.2)
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(ks, [str(k) for k in ks])
+        for ri, (label, value) in enumerate((references or {}).items()):
+            ax.axhline(value, linestyle="--", color="grey", alpha=0.5 + 0.5 * ri / max(1, len(references or {})))
+            ax.annotate(label, (1.0, value), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+        ax.set_title(subset)
+        ax.set_xlabel("K")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for idx in range(len(subsets), nrows * cols):
+        axes[idx // cols][idx % cols].axis("off")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper right")
+    fig.suptitle(title)
+    fig.tight_layout()
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, out)
+    return out

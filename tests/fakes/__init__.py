@@ -1,0 +1,1 @@
+"""Fakes of external services for tests (only services: never our own code)."""
