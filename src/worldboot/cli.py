@@ -72,7 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 on success, 2 on a user error.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Dotted overrides (key.sub=value) may follow options even after another positional, which
+    # argparse alone cannot parse with subcommands; collect them for commands that take them.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*(args.overrides or []), *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if args.command is None else 2
