@@ -143,3 +143,69 @@ def plot_score_vs_k(
     plt.close(fig)
     os.replace(tmp, out)
     return out
+
+
+def plot_recognition_weights(
+    cache_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    n: int = 6,
+    ids: list[str] | None = None,
+    seed: int = 0,
+) -> list[str]:
+    """Figure 3 in miniature: source, target and the Eq. 2 recognition weights over the target.
+
+    The weights of each pair (squared L2 distance of the pre-quantisation features at every
+    token position, from the token cache) are drawn as a heatmap on the token grid, upsampled
+    over the target image, and normalised to mean 1 as the loss uses them.
+
+    Args:
+        cache_dir: A token cache (``worldboot tokenize``).
+        out: PNG path.
+        n: Number of pairs when ``ids`` is not given (drawn with ``seed``).
+        ids: Triplet ids to draw.
+        seed: Picks the pairs.
+
+    Returns:
+        The ids drawn.
+
+    Raises:
+        DataError: Unknown ids or an empty cache.
+    """
+    import random
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from worldboot.data.cache import TokenCache
+    from worldboot.images import open_image
+
+    cache = TokenCache(cache_dir)
+    if not cache.records:
+        raise DataError(f"token cache {cache_dir} holds no pair")
+    if ids is None:
+        ids = sorted(random.Random(seed).sample(cache.ids, min(n, len(cache.ids))))
+    records = [cache.record(i) for i in ids]
+    grid = int(round(cache.image_seq_len**0.5))
+    fig, axes = plt.subplots(len(records), 3, figsize=(7.5, 2.5 * len(records)), squeeze=False)
+    for row, rec in zip(axes, records, strict=True):
+        src, tgt = open_image(rec["source"]), open_image(rec["target"])
+        w = cache.weights(rec["id"]).numpy().reshape(grid, grid)
+        w = w / w.mean() if w.mean() > 0 else np.ones_like(w)
+        row[0].imshow(src)
+        row[1].imshow(tgt)
+        row[2].imshow(tgt)
+        heat = row[2].imshow(w, cmap="inferno", alpha=0.6, extent=(0, tgt.width, tgt.height, 0),
+                             interpolation="nearest")
+        fig.colorbar(heat, ax=row[2], fraction=0.046)
+        row[0].set_title("source", fontsize=8)
+        row[1].set_title(rec["action"][:48], fontsize=8)
+        row[2].set_title("recognition weights", fontsize=8)
+        for ax in row:
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return list(ids)
