@@ -1,0 +1,67 @@
+"""Benchmark: a world-model training step with the recognition-weighted loss vs the plain loss.
+
+Target: weighted / plain step time <= 1.05 (the weights are a multiply on the completion
+positions only). Also prints training tokens/s of the tiny model. Both recipes run in one
+process, their steps interleaved, so machine load hits both alike.
+
+    .venv/bin/python benchmarks/bench_train.py
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from helpers import square_triplets  # noqa: E402
+from worldboot.data.cache import build_cache  # noqa: E402
+from worldboot.models import load_backbone  # noqa: E402
+from worldboot.models.tiny import save_tiny_chameleon  # noqa: E402
+from worldboot.train.recipes import DataSettings, OptimSettings, Recipe, SourceSettings, TrainConfig  # noqa: E402
+
+STEPS = 12
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        base = save_tiny_chameleon(tmp / "base")
+        triplets = square_triplets(tmp / "data", 64, seed=0)
+        build_cache(triplets, load_backbone(base), tmp / "cache", progress=False)
+        recipes = {}
+        for weighting in ("none", "l2"):
+            cfg = TrainConfig(
+                task="world", base_model=str(base), out=str(tmp / weighting), max_steps=STEPS * 2,
+                batch_size=16, micro_batch_size=16, save_every=0, eval_every=0,
+                data=DataSettings(sources=[SourceSettings(cache=str(tmp / "cache"))], eval_fraction=0.0),
+                optim=OptimSettings(lr=1e-3, warmup_steps=0),
+            )
+            cfg.loss.weighting = weighting
+            r = Recipe(cfg)
+            r.setup()
+            r.train_step(0)  # warm-up
+            recipes[weighting] = r
+        times: dict[str, list[float]] = {"none": [], "l2": []}
+        tokens = 0.0
+        for step in range(1, STEPS + 1):
+            for weighting, r in recipes.items():
+                t0 = time.perf_counter()
+                m = r.train_step(step)
+                times[weighting].append(time.perf_counter() - t0)
+                tokens += m["tokens"] if weighting == "none" else 0
+        plain, weighted = statistics.median(times["none"]), statistics.median(times["l2"])
+        print(f"world step, batch 16 x 64 target tokens: plain {plain * 1000:.1f} ms, weighted {weighted * 1000:.1f} ms")
+        print(f"ratio weighted/plain = {weighted / plain:.3f} (target <= 1.05)")
+        print(f"training throughput (plain): {tokens / sum(times['none']):.0f} target tokens/s")
+        for r in recipes.values():
+            r.cleanup()
+
+
+if __name__ == "__main__":
+    main()
