@@ -89,7 +89,7 @@ def test_yaml_config_matches_model(tiny):
 
 def test_load_checkpoint_file_weights_only(tiny, tmp_path, tiny_dir):
     sd = _taming_state_dict(tiny)
-    vq_dir = tmp_path / "tokenizer"
+    vq_dir = tmp_path / "vq"
     vq_dir.mkdir()
     torch.save({"state_dict": sd}, vq_dir / "vqgan.ckpt")
     (vq_dir / "vqgan.yaml").write_text(yaml.safe_dump({"model": {"params": TAMING_PARAMS}}))
@@ -104,11 +104,15 @@ def test_load_checkpoint_file_weights_only(tiny, tmp_path, tiny_dir):
     model_dir = tmp_path / "hf"
     shutil.copytree(tiny_dir, model_dir)
     (model_dir / DECODER_FILE).unlink()
-    with pytest.raises(ModelError, match="VQGAN"):
+    with pytest.raises(ModelError, match="tokenizer/vqgan.ckpt"):
         load_chameleon(model_dir)
     bb = load_chameleon(model_dir, vqgan_dir=vq_dir)
     got = bb.vqgan.decoder.state_dict()
     assert all(torch.equal(got[k], v) for k, v in dec_sd.items())
+    # Anole's layout: the tokenizer/ folder beside the model folder is found without a flag.
+    shutil.copytree(vq_dir, model_dir.parent / "tokenizer", dirs_exist_ok=True)
+    found = load_chameleon(model_dir).vqgan.decoder.state_dict()
+    assert all(torch.equal(found[k], v) for k, v in dec_sd.items())
 
 
 def test_unsafe_pickle_is_refused(tmp_path):

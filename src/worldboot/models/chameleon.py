@@ -354,6 +354,11 @@ class ChameleonBackbone:
             return scores.argmax(dim=-1)
         scores = procs(None, scores)
         probs = torch.softmax(scores, dim=-1)
+        if isinstance(generator, (list, tuple)):
+            # One generator per prompt, drawing for that prompt's consecutive rows only: a
+            # prompt's samples then do not depend on which other prompts share the batch.
+            rows = probs.split(probs.shape[0] // len(generator))
+            return torch.cat([torch.multinomial(r, 1, generator=g).squeeze(1) for r, g in zip(rows, generator, strict=True)])
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
     def _prefill(self, examples: Sequence[Example]) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -380,7 +385,7 @@ class ChameleonBackbone:
         prompts: Sequence[Example],
         num_samples: int = 1,
         sampling: SamplingConfig | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         uncond_prompts: Sequence[Example] | None = None,
     ) -> torch.Tensor:
         """Sample exactly ``L`` image codes per sample from one prefill per prompt.
@@ -390,6 +395,8 @@ class ChameleonBackbone:
         image tokens may be drawn; begin-image ends the prompt and end-image is implied after
         ``L`` tokens, so every sample decodes. With ``guidance_scale != 1`` the unconditional
         prompts run in the same batch and the logits are mixed as in classifier-free guidance.
+        ``generator`` may be a list with one generator per prompt: each prompt's samples are
+        then drawn from its own generator, whatever else is in the batch.
 
         Returns:
             ``[len(prompts), num_samples, L]`` codebook ids on the CPU.
@@ -398,6 +405,8 @@ class ChameleonBackbone:
         guided = sampling.guidance_scale != 1.0
         if guided and (uncond_prompts is None or len(uncond_prompts) != len(prompts)):
             raise ValueError("guidance needs one unconditional prompt per prompt")
+        if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
+            raise ValueError("a list of generators needs one generator per prompt")
         for p in prompts:
             if not p.is_prompt or p.input_ids[-1] != self.boi_id:
                 raise ValueError("image prompts must end with begin-image and have no completion")
@@ -495,7 +504,8 @@ def load_chameleon(
     Args:
         path: A worldboot model directory, or a transformers-format Chameleon/Anole directory.
         vqgan_dir: Anole's ``tokenizer/`` directory with ``vqgan.ckpt`` and ``vqgan.yaml``;
-            needed when ``path`` has no ``vq_decoder.safetensors``. Its encoder weights must
+            needed when ``path`` has no ``vq_decoder.safetensors`` (default: a ``tokenizer/``
+            folder inside ``path`` or beside it, as in Anole's release). Its encoder weights must
             equal the ones inside the model (checked), its decoder weights are loaded strictly.
         dtype: e.g. ``"bfloat16"`` on GPUs; float32 when None.
         device_map: Passed to ``from_pretrained`` (``"auto"`` spreads a 7B model over GPUs).
@@ -522,6 +532,12 @@ def load_chameleon(
     except (OSError, ValueError) as err:
         raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
     decoder = ChameleonVQDecoder(model.config.vq_config)
+    if vqgan_dir is None and not (path / DECODER_FILE).is_file():
+        # Anole ships its VQGAN as tokenizer/vqgan.ckpt; look inside and beside the model folder.
+        for guess in (path / "tokenizer", path.parent / "tokenizer"):
+            if (guess / "vqgan.ckpt").is_file() and (guess / "vqgan.yaml").is_file():
+                vqgan_dir = guess
+                break
     if (path / DECODER_FILE).is_file():
         decoder.load_state_dict(load_file(str(path / DECODER_FILE)), strict=True)
     elif vqgan_dir is not None:
@@ -533,7 +549,10 @@ def load_chameleon(
             if key not in ours or ours[key].shape != value.shape:
                 raise ModelError(f"{vq_dir}: VQ key {key} does not fit the model's tokenizer")
     else:
-        raise ModelError(f"{path} has no {DECODER_FILE}; pass the VQGAN directory (vqgan.ckpt + vqgan.yaml)")
+        raise ModelError(
+            f"{path} has no {DECODER_FILE} and no tokenizer/vqgan.ckpt inside or beside it; "
+            "put Anole's tokenizer/ folder (vqgan.ckpt + vqgan.yaml) there"
+        )
     decoder.to(device=model.device, dtype=model.dtype)
     templates = PromptTemplates(**meta["templates"]) if "templates" in meta else None
     size = image_size or meta.get("image_size") or model.config.vq_config.resolution
