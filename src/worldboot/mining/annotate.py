@@ -1,0 +1,420 @@
+"""The dynamics model (CDM) writes an action for each key-frame pair and scores it.
+
+For a pair (o_s, o_t) the CDM generates a = argmax p(a | o_s, o_t) (greedy, or sampled),
+and the log-likelihood log p(a | o_s, o_t) of that action is its score, as a sum over the
+action's tokens and as a per-token mean (paper, Section 3.2 and Appendix G).
+
+Output is append-only JSONL, flushed and synced after each batch, so a killed run resumes:
+ids already written (in any shard file of the output folder) are skipped, and a truncated
+last line left by a kill is cut off before appending. Batches are a fixed partition of the
+shard's pairs and each batch has its own random seed, so a resumed run writes exactly what
+one clean run writes, sampling included.
+
+Work is split across processes with ``shard=(i, n)``: pair ids are hashed into ``n`` shards,
+and each shard writes its own file, ``annotated.shard-<i>-of-<n>.jsonl``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from worldboot.config import RunDir
+from worldboot.data.schema import Problems
+from worldboot.errors import ConfigError, DataError
+from worldboot.images import open_image
+
+#: Fields every pairs row must have.
+REQUIRED = ("id", "source", "target")
+
+
+@dataclass
+class AnnotateConfig:
+    """Settings of ``worldboot annotate``.
+
+    Attributes:
+        batch_size: Pairs per generation batch (also the unit of resumption).
+        max_new_tokens: Longest action in tokens.
+        sample: Sample actions instead of greedy decoding.
+        temperature: Sampling temperature (with ``sample``).
+        seed: Base seed of sampling; batch ``b`` uses ``seed + b``.
+        shard: ``"i/n"``: annotate only shard ``i`` of ``n`` (0-based); None for all, or
+            the process's rank when launched by ``accelerate launch`` with several processes.
+        strict: Stop at the first malformed pairs line or unreadable image.
+    """
+
+    batch_size: int = 8
+    max_new_tokens: int = 24
+    sample: bool = False
+    temperature: float = 1.0
+    seed: int = 0
+    shard: str | None = None
+    strict: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values that make no sense."""
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be at least 1, got {self.max_new_tokens}")
+        if self.sample and self.temperature <= 0:
+            raise ConfigError(f"temperature must be positive when sampling, got {self.temperature}")
+        if self.shard is not None:
+            parse_shard(self.shard)
+
+    @property
+    def decoding(self) -> str:
+        """How actions were decoded, recorded in each row."""
+        return f"sample(T={self.temperature:g}, seed={self.seed})" if self.sample else "greedy"
+
+
+@dataclass
+class AnnotateSummary:
+    """What an annotate run did.
+
+    Attributes:
+        pairs: Valid pairs in the input.
+        shard_pairs: Of those, the ones in this shard.
+        done_before: Of those, already annotated by an earlier run.
+        annotated: Rows written by this run.
+        problems: Malformed lines and unreadable images (see the problems report).
+        empty_actions: Rows whose generated action is empty.
+        output: This shard's JSONL file.
+    """
+
+    pairs: int = 0
+    shard_pairs: int = 0
+    done_before: int = 0
+    annotated: int = 0
+    problems: int = 0
+    empty_actions: int = 0
+    output: str = ""
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ConfigError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
+def shard_of(pair_id: str, n: int) -> int:
+    """The shard of a pair: a stable hash of its id (the same in every process and run).
+
+    BLAKE2, not CRC32: CRC is linear, so ids that differ in a few digits (as pair ids do)
+    can all share their low bits and land in one shard.
+    """
+    digest = hashlib.blake2b(pair_id.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % n
+
+
+def output_name(shard: tuple[int, int] | None, stem: str = "annotated") -> str:
+    """File name of a shard's output (or problems report)."""
+    if shard is None:
+        return f"{stem}.jsonl"
+    i, n = shard
+    return f"{stem}.shard-{i}-of-{n}.jsonl"
+
+
+def read_pairs(path: str | os.PathLike[str], problems: Problems) -> list[dict[str, Any]]:
+    """Read ``pairs.jsonl``; image paths become absolute (relative ones: to the file's folder).
+
+    Malformed lines, missing fields, repeated ids and missing images go to ``problems``.
+    Each row gets ``_line``, its 1-based line number, for later reports (not written out).
+
+    Raises:
+        DataError: When the file does not exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"pairs file not found: {path}")
+    root = path.resolve().parent
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as err:
+                problems.add(path, lineno, f"malformed JSON: {err.msg}")
+                continue
+            if not isinstance(row, dict):
+                problems.add(path, lineno, "malformed JSON: not an object")
+                continue
+            missing = [k for k in REQUIRED if not row.get(k)]
+            if missing:
+                problems.add(path, lineno, f"missing field: {', '.join(missing)}")
+                continue
+            row["id"] = str(row["id"])
+            if row["id"] in seen:
+                problems.add(path, lineno, f"duplicate id: {row['id']}")
+                continue
+            bad = False
+            for key in ("source", "target"):
+                image = (root / str(row[key])).resolve()
+                if not image.is_file():
+                    problems.add(path, lineno, f"image not found: {image}")
+                    bad = True
+                    break
+                row[key] = str(image)
+            if bad:
+                continue
+            seen.add(row["id"])
+            row["_line"] = lineno
+            rows.append(row)
+    return rows
+
+
+def _last_good_offset(path: Path) -> int:
+    """Byte length of the file up to its last complete, parseable line."""
+    data = path.read_bytes()
+    end = len(data)
+    while end > 0:
+        start = data.rfind(b"\n", 0, end - 1) + 1 if end > 1 else 0
+        line = data[start:end]
+        if line.endswith(b"\n"):
+            try:
+                json.loads(line)
+                return end
+            except ValueError:
+                pass
+        end = start
+    return 0
+
+
+def repair_tail(path: str | os.PathLike[str]) -> int:
+    """Cut a truncated last line (left by a killed run) off ``path``; returns bytes removed."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    size = path.stat().st_size
+    good = _last_good_offset(path)
+    if good < size:
+        with open(path, "r+b") as fh:
+            fh.truncate(good)
+    return size - good
+
+
+def done_ids(out_dir: str | os.PathLike[str]) -> set[str]:
+    """Ids already annotated in any ``annotated*.jsonl`` of ``out_dir`` (bad lines ignored)."""
+    ids: set[str] = set()
+    for file in sorted(Path(out_dir).glob("annotated*.jsonl")):
+        with open(file, encoding="utf-8", errors="replace") as fh:
+            for raw in fh:
+                try:
+                    row = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(row, dict) and "id" in row:
+                    ids.add(str(row["id"]))
+    return ids
+
+
+def distributed_shard() -> tuple[int, int, Any] | None:
+    """``(process_index, num_processes, device)`` when launched with several processes by
+    ``accelerate launch`` (or torchrun), else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    import torch
+    from accelerate import Accelerator
+
+    acc = Accelerator(cpu=not torch.cuda.is_available())
+    return acc.process_index, acc.num_processes, acc.device
+
+
+class _CodeCache:
+    """VQ codes of recently seen images: consecutive pairs share a key-frame (the target of
+    one is the source of the next), so each image is encoded about once."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.items: OrderedDict[str, Any] = OrderedDict()
+
+    def get(self, key: str) -> Any:
+        value = self.items.get(key)
+        if value is not None:
+            self.items.move_to_end(key)
+        return value
+
+    def put(self, key: str, value: Any) -> None:
+        self.items[key] = value
+        self.items.move_to_end(key)
+        while len(self.items) > self.capacity:
+            self.items.popitem(last=False)
+
+
+def _batches(rows: Sequence[dict[str, Any]], size: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    for b, start in enumerate(range(0, len(rows), size)):
+        yield b, list(rows[start : start + size])
+
+
+def _rel(path: str, base: Path) -> str:
+    try:
+        return os.path.relpath(path, base)
+    except ValueError:  # another drive on Windows
+        return path
+
+
+def annotate_pairs(
+    pairs_path: str | os.PathLike[str],
+    backbone: Any,
+    out_dir: str | os.PathLike[str],
+    cfg: AnnotateConfig | None = None,
+    shard: tuple[int, int] | None = None,
+    on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
+    progress: bool = True,
+    model_dir: str | None = None,
+) -> AnnotateSummary:
+    """Annotate every pair of ``pairs_path`` (of this shard) that ``out_dir`` does not hold yet.
+
+    Args:
+        pairs_path: ``pairs.jsonl`` from ``worldboot keyframes``.
+        backbone: The CDM, a :class:`~worldboot.models.backbone.Backbone`.
+        out_dir: Output folder; ``annotated*.jsonl`` there count as done.
+        cfg: Settings.
+        shard: ``(i, n)``; overrides ``cfg.shard``.
+        on_batch: Called with ``(batch index, rows written)`` after each batch is on disk.
+        progress: Show a progress bar.
+        model_dir: Recorded in the run's log.
+
+    Returns:
+        Counts and the output file.
+    """
+    import torch
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from worldboot.models.backbone import SamplingConfig
+
+    cfg = cfg or AnnotateConfig()
+    cfg.validate()
+    if shard is None and cfg.shard is not None:
+        shard = parse_shard(cfg.shard)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    problems = Problems(strict=cfg.strict)
+    rows = read_pairs(pairs_path, problems)
+    summary = AnnotateSummary(pairs=len(rows))
+    mine = [r for r in rows if shard is None or shard_of(r["id"], shard[1]) == shard[0]]
+    summary.shard_pairs = len(mine)
+    out_file = out / output_name(shard)
+    summary.output = str(out_file)
+    repair_tail(out_file)
+    done = done_ids(out)
+    summary.done_before = sum(r["id"] in done for r in mine)
+    sampling = SamplingConfig(temperature=cfg.temperature) if cfg.sample else SamplingConfig(temperature=0.0)
+    cache = _CodeCache(capacity=4 * cfg.batch_size)
+    # Shards share the folder: config.yaml and meta.json hold the last shard started; each
+    # shard's start and end are in log.txt.
+    with RunDir(out, cfg, "annotate") as rd:
+        rd.log(
+            f"annotate {pairs_path} with {model_dir or 'a backbone'}: shard {shard}, {len(mine)} pairs, "
+            f"{summary.done_before} already done"
+        )
+        bar = Progress(
+            TextColumn("annotate"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            disable=not progress,
+        )
+        with bar, open(out_file, "a", encoding="utf-8") as fh:
+            job = bar.add_task("pairs", total=len(mine), completed=summary.done_before)
+            for b, batch in _batches(mine, cfg.batch_size):
+                todo = [r for r in batch if r["id"] not in done]
+                if not todo:
+                    continue
+                # Encode the whole batch (as a clean run would) so generation sees the same batch.
+                ready, images = [], []
+                for r in batch:
+                    try:
+                        pair_imgs = [cache.get(r[k]) for k in ("source", "target")]
+                        for k, i in (("source", 0), ("target", 1)):
+                            if pair_imgs[i] is None:
+                                pair_imgs[i] = open_image(r[k])
+                    except DataError as err:
+                        problems.add(pairs_path, r["_line"], str(err))
+                        continue
+                    ready.append(r)
+                    images.append(pair_imgs)
+                if not ready:
+                    continue
+                codes = _encode(backbone, ready, images, cache)
+                prompts = [backbone.dynamics_example(s, t) for s, t in codes]
+                generator = torch.Generator().manual_seed(cfg.seed + b) if cfg.sample else None
+                actions = backbone.generate_text(prompts, cfg.max_new_tokens, sampling, generator)
+                examples = [
+                    backbone.dynamics_example(s, t, a) for (s, t), a in zip(codes, actions, strict=True)
+                ]
+                scores = backbone.score(examples, batch_size=cfg.batch_size)
+                written = []
+                for i, r in enumerate(ready):
+                    if r["id"] in done:
+                        continue
+                    row = {k: v for k, v in r.items() if k != "_line"}
+                    row["source"], row["target"] = _rel(r["source"], out), _rel(r["target"], out)
+                    row.update(
+                        action=actions[i],
+                        score_sum=float(scores.total[i]),
+                        score_mean=float(scores.mean[i]),
+                        n_tokens=int(scores.count[i]),
+                        decoding=cfg.decoding,
+                    )
+                    written.append(row)
+                    summary.empty_actions += not actions[i].strip()
+                # One write per batch, then flush and fsync: a kill loses at most this batch.
+                fh.write("".join(json.dumps(row) + "\n" for row in written))
+                fh.flush()
+                os.fsync(fh.fileno())
+                done.update(row["id"] for row in written)
+                summary.annotated += len(written)
+                bar.update(job, advance=len(written))
+                if on_batch is not None:
+                    on_batch(b, written)
+        summary.problems = len(problems)
+        problems.write(out / output_name(shard, "problems"))
+        rd.log(f"wrote {summary.annotated} rows to {out_file}; {summary.problems} problems")
+    return summary
+
+
+def _encode(backbone: Any, rows: list[dict[str, Any]], images: list[list[Any]], cache: _CodeCache):
+    """``(source codes, target codes)`` per row; ``images`` holds codes (from the cache) or
+    PIL images, and only the PIL images are encoded, each path once."""
+    from PIL import Image
+
+    new: dict[str, Image.Image] = {}
+    for r, pair in zip(rows, images, strict=True):
+        for key, img in zip(("source", "target"), pair, strict=True):
+            if isinstance(img, Image.Image):
+                new.setdefault(r[key], img)
+    codes: dict[str, Any] = {}
+    if new:
+        enc = backbone.encode_images(list(new.values()))
+        for path, code in zip(new, enc.codes, strict=True):
+            codes[path] = code
+            cache.put(path, code)
+    out = []
+    for r, pair in zip(rows, images, strict=True):
+        src, tgt = (
+            codes[r[k]] if isinstance(img, Image.Image) else img
+            for k, img in zip(("source", "target"), pair, strict=True)
+        )
+        out.append((src, tgt))
+    return out
+
+
+def summary_dict(summary: AnnotateSummary) -> dict[str, Any]:
+    """The summary as plain data."""
+    return asdict(summary)

@@ -1,0 +1,422 @@
+"""Stratified top-K selection of CDM-annotated pairs (paper, Appendix G, Algorithm 1).
+
+Pairs are sorted by score, descending; then classes take turns, each taking its best pair not
+yet taken, until K pairs are taken or every class has run out. The result is a triplet
+manifest for world-model training, with the statistics of the paper's Table 5 and a
+per-class score plot like its Figure 11.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from collections import defaultdict, deque
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from worldboot.config import RunDir, write_atomic
+from worldboot.data.schema import Problems, Triplet, write_manifest
+from worldboot.errors import ConfigError, DataError
+
+T = TypeVar("T")
+
+#: Class of rows whose ``label`` is empty.
+NO_CLASS = "(none)"
+
+
+@dataclass
+class SelectConfig:
+    """Settings of ``worldboot select``.
+
+    Attributes:
+        k: Triplets to select (paper: 7000 per video dataset).
+        score: ``mean`` log p per action token, or ``sum`` over the action. The sum favours
+            short actions (each token adds a negative term), so the mean is the default.
+        name: Dataset name in the triplets' subset, ``synthetic/<name>``.
+        plot_classes: Most classes shown in the score plot (the most frequent ones).
+        strict: Stop at the first malformed row instead of reporting and skipping it.
+    """
+
+    k: int = 7000
+    score: Literal["mean", "sum"] = "mean"
+    name: str = "videos"
+    plot_classes: int = 30
+    strict: bool = False
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for values that make no sense."""
+        if self.k < 1:
+            raise ConfigError(f"k must be at least 1, got {self.k}")
+        if not self.name or "/" in self.name:
+            raise ConfigError(f"name must be a non-empty word without '/', got {self.name!r}")
+
+
+@dataclass
+class SelectSummary:
+    """What a select run did.
+
+    Attributes:
+        rows: Valid annotated rows read.
+        selected: Triplets written.
+        classes: Classes among the rows.
+        exhausted: Classes all of whose rows were selected.
+        problems: Rows skipped (malformed, empty action, no score, repeated id).
+        manifest: Path of ``synthetic.jsonl``.
+    """
+
+    rows: int = 0
+    selected: int = 0
+    classes: int = 0
+    exhausted: int = 0
+    problems: int = 0
+    manifest: str = ""
+
+
+def stratified_top_k(
+    items: Sequence[T],
+    k: int,
+    score: Callable[[T], float],
+    label: Callable[[T], Hashable],
+    class_order: Sequence[Hashable] | None = None,
+) -> list[T]:
+    """Algorithm 1 of the paper: stratified top-K sampling with action-class uniformity.
+
+    1. Sort the items by score, descending (stable: ties keep their input order).
+    2. Visit the classes in round-robin order; each visit takes the class's best item not
+       yet taken. A class with none left is passed over.
+    3. Stop when ``k`` items are taken or every class has run out.
+
+    Args:
+        items: The candidates.
+        k: How many to take.
+        score: Item -> score (higher is better).
+        label: Item -> class.
+        class_order: The round-robin order; default: classes sorted by name.
+
+    Returns:
+        The taken items, in the order they were taken.
+    """
+    ranked = sorted(items, key=score, reverse=True)  # sorted() is stable under reverse too
+    queues: dict[Hashable, deque[T]] = defaultdict(deque)
+    for item in ranked:
+        queues[label(item)].append(item)
+    order = list(class_order) if class_order is not None else sorted(queues, key=str)
+    missing = set(queues) - set(order)
+    if missing:
+        raise ValueError(f"class_order lacks classes {sorted(map(str, missing))}")
+    taken: list[T] = []
+    while len(taken) < k and any(queues[c] for c in order):
+        for c in order:
+            if queues[c]:
+                taken.append(queues[c].popleft())
+            if len(taken) == k:
+                break
+    return taken
+
+
+def read_annotated(path: str | os.PathLike[str], problems: Problems) -> list[dict[str, Any]]:
+    """Rows of ``annotate``'s output: a folder (all its ``annotated*.jsonl``) or one file.
+
+    Image paths become absolute (relative ones: to their file's folder). Malformed rows,
+    rows without a finite score, with an empty action, or repeating an id, go to ``problems``.
+
+    Raises:
+        DataError: When nothing is found at ``path``.
+    """
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("annotated*.jsonl"))
+        if not files:
+            raise DataError(f"no annotated*.jsonl in {path}: run worldboot annotate first")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise DataError(f"annotated file or folder not found: {path}")
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for file in files:
+        base = file.resolve().parent
+        with open(file, encoding="utf-8") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    row = json.loads(raw)
+                except json.JSONDecodeError as err:
+                    problems.add(file, lineno, f"malformed JSON: {err.msg}")
+                    continue
+                if not isinstance(row, dict):
+                    problems.add(file, lineno, "malformed JSON: not an object")
+                    continue
+                missing = [
+                    k for k in ("id", "source", "target", "action", "score_mean", "score_sum") if k not in row
+                ]
+                if missing:
+                    problems.add(file, lineno, f"missing field: {', '.join(missing)}")
+                    continue
+                if not str(row["action"]).strip():
+                    problems.add(file, lineno, "empty action")
+                    continue
+                try:
+                    finite = math.isfinite(float(row["score_mean"])) and math.isfinite(
+                        float(row["score_sum"])
+                    )
+                except (TypeError, ValueError):
+                    finite = False
+                if not finite:
+                    problems.add(file, lineno, "score is not a finite number")
+                    continue
+                rid = str(row["id"])
+                if rid in seen:
+                    problems.add(file, lineno, f"duplicate id: {rid}")
+                    continue
+                seen.add(rid)
+                row["id"] = rid
+                row["action"] = str(row["action"]).strip()
+                row["source"] = str((base / str(row["source"])).resolve())
+                row["target"] = str((base / str(row["target"])).resolve())
+                row["class"] = str(row.get("label") or NO_CLASS)
+                rows.append(row)
+    return rows
+
+
+# -- statistics (Table 5) and the plot (Figure 11) -------------------------------------------------
+
+
+def dataset_stats(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The columns of the paper's Table 5 for a set of annotated rows.
+
+    Returns:
+        ``videos``, ``avg_length_s`` and ``total_length_h`` (from the rows' ``duration``;
+        None when absent), ``samples``, ``avg_opv`` (distinct key-frames per video),
+        ``avg_apv`` (actions per video), ``avg_wpa`` (words per action), ``classes``, and
+        ``per_class`` counts.
+    """
+    videos: dict[str, dict[str, Any]] = {}
+    per_class: dict[str, int] = defaultdict(int)
+    words = 0
+    for row in rows:
+        v = videos.setdefault(
+            str(row.get("video", row["id"])), {"frames": set(), "pairs": 0, "duration": None}
+        )
+        v["pairs"] += 1
+        v["frames"].update((row.get("source_frame", row["source"]), row.get("target_frame", row["target"])))
+        if row.get("duration") is not None:
+            v["duration"] = float(row["duration"])
+        per_class[str(row.get("class") or row.get("label") or NO_CLASS)] += 1
+        words += len(str(row["action"]).split())
+    n_videos = len(videos)
+    durations = [v["duration"] for v in videos.values() if v["duration"] is not None]
+    return {
+        "videos": n_videos,
+        "avg_length_s": sum(durations) / len(durations) if durations else None,
+        "total_length_h": sum(durations) / 3600 if durations else None,
+        "samples": len(rows),
+        "avg_opv": sum(len(v["frames"]) for v in videos.values()) / n_videos if n_videos else 0.0,
+        "avg_apv": sum(v["pairs"] for v in videos.values()) / n_videos if n_videos else 0.0,
+        "avg_wpa": words / len(rows) if rows else 0.0,
+        "classes": len(per_class),
+        "per_class": dict(sorted(per_class.items())),
+    }
+
+
+def _fmt(value: Any, digits: int = 2) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def stats_markdown(name: str, before: Mapping[str, Any], after: Mapping[str, Any], score: str) -> str:
+    """Table 5 (before and after selection) and per-class counts as Markdown."""
+    lines = [
+        f"# Synthetic trajectories: {name}",
+        "",
+        "OPV: observations (key-frames) per video, APV: actions per video, WPA: words per action.",
+        "",
+        "| set | videos | avg. length | total length | #samples | avg. OPV | avg. APV | avg. WPA | classes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for title, s in (("annotated (before selection)", before), ("selected", after)):
+        length = f"{_fmt(s['avg_length_s'])} s" if s["avg_length_s"] is not None else "n/a"
+        total = f"{_fmt(s['total_length_h'])} h" if s["total_length_h"] is not None else "n/a"
+        lines.append(
+            f"| {title} | {_fmt(s['videos'])} | {length} | {total} | {_fmt(s['samples'])} | "
+            f"{_fmt(s['avg_opv'])} | {_fmt(s['avg_apv'])} | {_fmt(s['avg_wpa'])} | {_fmt(s['classes'])} |"
+        )
+    lines += [
+        "",
+        f"## Per class (score: {score} log-likelihood of the action)",
+        "",
+        "| class | annotated | selected | mean score (selected) |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    means = after.get("mean_score_per_class", {})
+    for cls in sorted(set(before["per_class"]) | set(after["per_class"])):
+        lines.append(
+            f"| {cls} | {_fmt(before['per_class'].get(cls, 0))} | {_fmt(after['per_class'].get(cls, 0))} | "
+            f"{_fmt(means.get(cls), 3)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot_class_scores(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    score_key: str,
+    max_classes: int = 30,
+    title: str = "",
+) -> None:
+    """Box plot of the scores per class (the most frequent ``max_classes``), as in Figure 11."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_class: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        by_class[str(row["class"])].append(float(row[score_key]))
+    classes = sorted(by_class, key=lambda c: (-len(by_class[c]), c))[:max_classes]
+    classes.sort()
+    height = max(2.5, 0.3 * len(classes) + 1.2)
+    fig, ax = plt.subplots(figsize=(7, height))
+    if classes:
+        ax.boxplot([by_class[c] for c in classes], vert=False, widths=0.6, showfliers=True)
+        ax.set_yticks(range(1, len(classes) + 1), [f"{c} ({len(by_class[c])})" for c in classes])
+    ax.set_xlabel(
+        f"CDM log-likelihood of the action ({'mean per token' if score_key == 'score_mean' else 'sum'})"
+    )
+    shown = (
+        f"{len(classes)} of {len(by_class)} classes"
+        if len(by_class) > len(classes)
+        else f"{len(classes)} classes"
+    )
+    ax.set_title(f"{title} ({shown})" if title else shown)
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+# -- the run ----------------------------------------------------------------------------------------
+
+
+def _place_image(src: str, dest: Path) -> None:
+    """Hard-link ``src`` at ``dest`` (a copy across file systems), replacing atomically."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
+class _ImagePlacer:
+    """Gives each source image one stable place under ``images/``: ``<folder>/<file>`` of the
+    key-frame (its video id and frame), with a suffix if two sources would collide."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.placed: dict[str, Path] = {}
+        self.taken: set[Path] = set()
+
+    def __call__(self, src: str) -> str:
+        if src in self.placed:
+            return str(self.placed[src])
+        p = Path(src)
+        rel = Path("images") / p.parent.name / p.name
+        n = 1
+        while rel in self.taken:
+            rel = Path("images") / p.parent.name / f"{p.stem}-{n}{p.suffix}"
+            n += 1
+        if not p.is_file():
+            raise DataError(f"image not found: {src}")
+        _place_image(src, self.out / rel)
+        self.taken.add(rel)
+        self.placed[src] = self.out / rel
+        return str(self.out / rel)
+
+
+def select_synthetic(
+    annotated: str | os.PathLike[str], out_dir: str | os.PathLike[str], cfg: SelectConfig | None = None
+) -> SelectSummary:
+    """Select ``cfg.k`` triplets with :func:`stratified_top_k` and write the synthetic dataset.
+
+    Writes into ``out_dir``: ``synthetic.jsonl`` (triplets, images under ``images/``),
+    ``stats.md`` and ``stats.json`` (Table 5 and per-class counts), ``scores_by_class.png``
+    (Figure 11), ``problems.jsonl``.
+    """
+    cfg = cfg or SelectConfig()
+    cfg.validate()
+    problems = Problems(strict=cfg.strict)
+    rows = read_annotated(annotated, problems)
+    if not rows:
+        raise DataError(f"{annotated}: no usable annotated rows (see the reasons above or use --strict)")
+    out = Path(out_dir)
+    key = f"score_{cfg.score}"
+    summary = SelectSummary(rows=len(rows), problems=len(problems))
+    with RunDir(out, cfg, "select") as rd:
+        chosen = stratified_top_k(rows, cfg.k, score=lambda r: float(r[key]), label=lambda r: r["class"])
+        # Images of an earlier selection in this folder would linger unreferenced.
+        shutil.rmtree(out / "images", ignore_errors=True)
+        place = _ImagePlacer(out)
+        triplets = []
+        for r in chosen:
+            meta = {
+                "class": r["class"],
+                "score": float(r[key]),
+                "score_kind": cfg.score,
+                "score_sum": float(r["score_sum"]),
+                "score_mean": float(r["score_mean"]),
+                "n_tokens": r.get("n_tokens"),
+                "video": r.get("video"),
+                "frames": [r.get("source_frame"), r.get("target_frame")],
+                "decoding": r.get("decoding"),
+            }
+            triplets.append(
+                Triplet(
+                    id=r["id"],
+                    subset=f"synthetic/{cfg.name}",
+                    source=place(r["source"]),
+                    action=r["action"],
+                    target=place(r["target"]),
+                    meta=meta,
+                )
+            )
+        manifest = out / "synthetic.jsonl"
+        write_manifest(manifest, triplets)
+        before, after = dataset_stats(rows), dataset_stats(chosen)
+        scores: dict[str, list[float]] = defaultdict(list)
+        for r in chosen:
+            scores[r["class"]].append(float(r[key]))
+        after["mean_score_per_class"] = {c: sum(v) / len(v) for c, v in sorted(scores.items())}
+        counts_all = before["per_class"]
+        summary.classes = len(counts_all)
+        summary.exhausted = sum(after["per_class"].get(c, 0) == n for c, n in counts_all.items())
+        stats = {"name": cfg.name, "k": cfg.k, "score": cfg.score, "annotated": before, "selected": after}
+        write_atomic(out / "stats.json", json.dumps(stats, indent=2))
+        write_atomic(out / "stats.md", stats_markdown(cfg.name, before, after, cfg.score))
+        plot_class_scores(
+            chosen, out / "scores_by_class.png", key, cfg.plot_classes, title=f"synthetic/{cfg.name}"
+        )
+        problems.write(out / "problems.jsonl")
+        summary.selected = len(triplets)
+        summary.manifest = str(manifest)
+        rd.log(f"selected {summary.selected} of {summary.rows} rows from {summary.classes} classes")
+    return summary
+
+
+def summary_dict(summary: SelectSummary) -> dict[str, Any]:
+    """The summary as plain data."""
+    return asdict(summary)
