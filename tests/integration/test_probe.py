@@ -98,3 +98,37 @@ def test_trained_dynamics_model_prefers_references_more(tiny_dir, tmp_path):
 
     assert pct(after) > pct(before) and pct(after) >= 75.0, (pct(before), pct(after))
     assert read_manifest(tmp_path / "test" / "manifest.jsonl")
+
+
+def test_vlm_dynamics_probe_and_comparison_table(tiny_dir, tmp_path, capsys):
+    """A transformers image-text-to-text model (a tiny LLaVA) in the dynamics direction beside our backbone."""
+    import torch
+    from PIL import Image
+
+    from worldboot.evaluate.vlm import VLMDynamicsScorer
+    from worldboot.models.tiny import save_tiny_llava
+
+    vlm_dir = save_tiny_llava(tmp_path / "llava")
+    scorer = VLMDynamicsScorer(vlm_dir)
+    src, tgt = Image.new("RGB", (40, 40), "red"), Image.new("RGB", (40, 40), "blue")
+    total, mean, n = scorer.score(src, tgt, "move the cube")
+    # By hand: log-softmax of the model's logits over the action's tokens.
+    prompt = scorer.processor(text=[scorer._prompt()], images=[[src, tgt]], return_tensors="pt")
+    action = scorer.tokenizer(" move the cube", add_special_tokens=False)["input_ids"] + [scorer.tokenizer.eos_token_id]
+    ids = torch.cat([prompt["input_ids"][0], torch.tensor(action)]).unsqueeze(0)
+    with torch.no_grad():
+        logits = scorer.model(input_ids=ids, pixel_values=prompt["pixel_values"]).logits[0].float()
+    logp = torch.log_softmax(logits, -1)
+    expected = sum(logp[ids.shape[1] - len(action) - 1 + i, t].item() for i, t in enumerate(action))
+    assert n == len(action) and total == pytest.approx(expected, abs=1e-4) and mean == pytest.approx(expected / n)
+
+    square_triplets(tmp_path / "sq", 5, seed=4)
+    out = tmp_path / "cmp"
+    code = main(["probe", str(tmp_path / "sq" / "manifest.jsonl"), "--model", f"tiny={tiny_dir}",
+                 "--vlm", f"llava={vlm_dir}", "--out", str(out), "batch_size=16"])
+    assert code == 0
+    vlm_rows = [json.loads(line) for line in (out / "llava" / "preferences.jsonl").read_text().splitlines()]
+    assert vlm_rows and {r["direction"] for r in vlm_rows} == {"dynamics"}
+    assert len(vlm_rows) == 5 * len(NEGATIVE_KINDS)
+    compare = (out / "compare.md").read_text()
+    assert "| tiny |" in compare and "| llava |" in compare

@@ -9,6 +9,7 @@ from worldboot.commands import HELP_FORMATTER
 EXAMPLE = """examples:
   worldboot probe ../shared/data/aurora-bench/test.json --model runs/base --out runs/probe
   worldboot probe data/world/manifest.jsonl --model runs/cdm --out runs/probe-cdm --max-per-subset 50 score=total
+  worldboot probe bench.jsonl --model anole=/models/anole-7b-hf --vlm qwen=/models/Qwen2.5-VL-7B-Instruct --out runs/probe-vlms
 """
 
 
@@ -27,7 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HELP_FORMATTER,
     )
     p.add_argument("manifest", help="triplets: a JSONL manifest, AURORA-BENCH test.json, AURORA train.json or EPIC CSV")
-    p.add_argument("--model", required=True, metavar="DIR", help="model directory (base, or a trained run)")
+    p.add_argument("--model", action="append", default=[], metavar="[NAME=]DIR",
+                   help="a backbone directory (base, or a trained run); repeatable")
+    p.add_argument("--vlm", action="append", default=[], metavar="[NAME=]DIR",
+                   help="a transformers image-text-to-text model (e.g. Qwen2.5-VL), dynamics direction only; repeatable")
     p.add_argument("--out", required=True, metavar="DIR", help="report directory")
     p.add_argument("--root", metavar="DIR", help="folder the manifest's image paths are relative to")
     p.add_argument("--task", help="keep only these subsets (comma-separated)")
@@ -40,16 +44,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, probe, write the report and print the tables."""
+    from pathlib import Path
+
     from rich.console import Console
     from rich.markdown import Markdown
     from rich.progress import Progress
 
-    from worldboot.config import RunDir, load_config
+    from worldboot.config import RunDir, load_config, write_atomic
     from worldboot.data.formats import load_any
     from worldboot.data.negatives import NEGATIVE_KINDS
     from worldboot.data.schema import Problems
     from worldboot.errors import ConfigError, DataError
-    from worldboot.evaluate.probe import DIRECTIONS, ProbeConfig, probe, write_report
+    from worldboot.evaluate.probe import (
+        DIRECTIONS,
+        BackboneScorer,
+        ProbeConfig,
+        VLMScorer,
+        compare_markdown,
+        probe,
+        write_report,
+    )
     from worldboot.models import load_backbone
 
     cfg = load_config(ProbeConfig, None, args.overrides)
@@ -59,20 +73,52 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"unknown kind or direction {bad[0]!r}; kinds: {', '.join(NEGATIVE_KINDS)}; "
                           f"directions: {', '.join(DIRECTIONS)}")
+    models = [_named(m) for m in args.model]
+    vlms = [_named(m) for m in args.vlm]
+    if not models and not vlms:
+        raise ConfigError("give at least one --model or --vlm")
+    names = [n for n, _ in models + vlms]
+    if len(set(names)) != len(names):
+        raise ConfigError(f"model names must differ: {', '.join(names)} (use NAME=DIR)")
     console = Console(stderr=True)
     problems = Problems(strict=args.strict)
     triplets = load_any(args.manifest, root=args.root, tasks=args.task, problems=problems)
     if not triplets:
         raise DataError(f"no usable triplet in {args.manifest}")
-    backbone = load_backbone(args.model)
-    with RunDir(args.out, cfg, "probe") as run_dir, Progress(console=console, transient=True) as bar:
-        task = bar.add_task("scoring", total=None)
-        rows = probe(triplets, backbone, cfg, problems, progress=lambda d, t: bar.update(task, completed=d, total=t))
-        summary = write_report(rows, args.out)
-        problems.write(f"{args.out}/problems.jsonl")
-        run_dir.log(f"{len(triplets)} triplets, {len(rows)} comparisons, {len(problems)} problems")
-    Console().print(Markdown((run_dir.path / "probe.md").read_text()))
+    single = len(names) == 1
+    out = Path(args.out)
+    summaries = {}
+    with RunDir(out, cfg, "probe") as run_dir:
+        for kind, (name, path) in [("model", m) for m in models] + [("vlm", v) for v in vlms]:
+            if kind == "model":
+                scorer = BackboneScorer(load_backbone(path), cfg)
+            else:
+                from worldboot.evaluate.vlm import VLMDynamicsScorer
+
+                scorer = VLMScorer(VLMDynamicsScorer(path), cfg)
+            with Progress(console=console, transient=True) as bar:
+                task = bar.add_task(f"scoring {name}", total=None)
+                rows = probe(triplets, scorer, cfg, problems,
+                             progress=lambda d, t, task=task: bar.update(task, completed=d, total=t))
+            target = out if single else out / name
+            summaries[name] = write_report(rows, target)
+            run_dir.log(f"{name}: {len(rows)} comparisons")
+            Console().print(Markdown(f"## {name}\n\n" + (target / "probe.md").read_text()))
+        if not single:
+            write_atomic(out / "compare.md", compare_markdown(summaries))
+            Console().print(Markdown(compare_markdown(summaries)))
+        problems.write(out / "problems.jsonl")
     for p in problems:
         console.print(f"skipped: {p}", markup=False)
-    console.print(f"{len(rows)} comparisons over {len(summary['subsets']) - 1} subsets; report in {args.out}")
+    console.print(f"{len(triplets)} triplets, {len(names)} model(s); report in {out}")
     return 0
+
+
+def _named(spec: str) -> tuple[str, str]:
+    """``NAME=DIR`` or ``DIR`` (named after its folder)."""
+    from pathlib import Path
+
+    if "=" in spec:
+        name, _, path = spec.partition("=")
+        return name, path
+    return Path(spec).name or spec, spec

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from PIL import Image
 
 from worldboot.config import write_atomic
 from worldboot.data.negatives import NEGATIVE_KINDS, make_negatives
@@ -59,13 +60,6 @@ class ProbeConfig:
     max_per_subset: int = 0
 
 
-def _example(backbone: Backbone, t: Triplet, codes: dict[str, torch.Tensor], direction: str):
-    src, tgt = codes[t.source], codes[t.target]
-    if direction == "world":
-        return backbone.world_example(src, t.action, tgt)
-    return backbone.dynamics_example(src, tgt, t.action)
-
-
 def _limit(triplets: Sequence[Triplet], per_subset: int) -> list[Triplet]:
     if per_subset <= 0:
         return list(triplets)
@@ -78,9 +72,83 @@ def _limit(triplets: Sequence[Triplet], per_subset: int) -> list[Triplet]:
     return out
 
 
+class BackboneScorer:
+    """Scores triplets with one of our backbones, in both directions, in batches.
+
+    Each distinct image is encoded once (AURORA chains and negatives reuse images).
+    """
+
+    directions = DIRECTIONS
+
+    def __init__(self, backbone: Backbone, cfg: ProbeConfig) -> None:
+        self.backbone = backbone
+        self.cfg = cfg
+        self.codes: dict[str, torch.Tensor] = {}
+
+    def prepare(self, paths: Sequence[str], problems: Problems) -> set[str]:
+        """Encode the images; returns the readable paths."""
+        readable, images = [], []
+        for p in paths:
+            try:
+                images.append(open_image(p))
+                readable.append(p)
+            except DataError as err:
+                problems.add(p, 0, str(err))
+        bs = self.cfg.batch_size
+        for start in range(0, len(readable), bs):
+            enc = self.backbone.encode_images(images[start : start + bs])
+            for i, p in enumerate(readable[start : start + bs]):
+                self.codes[p] = enc.codes[i]
+        return set(self.codes)
+
+    def score(self, jobs: Sequence[tuple[str, Triplet]], progress=None) -> list[float]:
+        """Scores of ``(direction, triplet)`` jobs."""
+        bb, codes, bs = self.backbone, self.codes, self.cfg.batch_size
+        examples = [
+            bb.world_example(codes[t.source], t.action, codes[t.target]) if d == "world"
+            else bb.dynamics_example(codes[t.source], codes[t.target], t.action)
+            for d, t in jobs
+        ]
+        out: list[float] = []
+        for start in range(0, len(examples), bs):
+            s = bb.score(examples[start : start + bs], batch_size=bs)
+            out.extend((s.mean if self.cfg.score == "mean" else s.total).tolist())
+            if progress:
+                progress(min(start + bs, len(examples)), len(examples))
+        return out
+
+
+class VLMScorer:
+    """Scores triplets with a transformers VLM (:mod:`worldboot.evaluate.vlm`): dynamics only."""
+
+    directions = ("dynamics",)
+
+    def __init__(self, vlm, cfg: ProbeConfig) -> None:
+        self.vlm = vlm
+        self.cfg = cfg
+        self.images: dict[str, Image.Image] = {}
+
+    def prepare(self, paths: Sequence[str], problems: Problems) -> set[str]:
+        for p in paths:
+            try:
+                self.images[p] = open_image(p)
+            except DataError as err:
+                problems.add(p, 0, str(err))
+        return set(self.images)
+
+    def score(self, jobs: Sequence[tuple[str, Triplet]], progress=None) -> list[float]:
+        out = []
+        for i, (_, t) in enumerate(jobs):
+            total, mean, _ = self.vlm.score(self.images[t.source], self.images[t.target], t.action)
+            out.append(mean if self.cfg.score == "mean" else total)
+            if progress:
+                progress(i + 1, len(jobs))
+        return out
+
+
 def probe(
     triplets: Sequence[Triplet],
-    backbone: Backbone,
+    model: Backbone | BackboneScorer | VLMScorer,
     cfg: ProbeConfig | None = None,
     problems: Problems | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -89,10 +157,10 @@ def probe(
 
     Args:
         triplets: Triplets with targets.
-        backbone: The model to probe.
+        model: A backbone (both directions), or a scorer (a VLM: dynamics only).
         cfg: Settings.
         problems: Filled with unreadable images (their triplets are skipped).
-        progress: Called as ``progress(done, total)`` after each scored batch.
+        progress: Called as ``progress(done, total)`` while scoring.
 
     Returns:
         Rows ``{id, subset, kind, direction, reference, negative, preferred}`` where
@@ -100,6 +168,8 @@ def probe(
     """
     cfg = cfg or ProbeConfig()
     problems = problems if problems is not None else Problems()
+    scorer = model if isinstance(model, (BackboneScorer, VLMScorer)) else BackboneScorer(model, cfg)
+    directions = [d for d in cfg.directions if d in scorer.directions]
     triplets = _limit([t for t in triplets if t.target], cfg.max_per_subset)
     hashes: dict[str, str] = {}
 
@@ -109,50 +179,29 @@ def probe(
         return hashes[path]
 
     negatives = make_negatives(triplets, cfg.kinds, seed=cfg.seed, hasher=hasher)
-
-    # Encode each distinct image once (AURORA chains and negatives reuse images).
     paths = sorted({p for t in triplets for p in (t.source, t.target)}
                    | {p for n in negatives for p in (n.negative.source, n.negative.target)})
-    codes: dict[str, torch.Tensor] = {}
-    readable = []
-    images = []
-    for p in paths:
-        try:
-            images.append(open_image(p))
-            readable.append(p)
-        except DataError as err:
-            problems.add(p, 0, str(err))
-    for start in range(0, len(readable), cfg.batch_size):
-        enc = backbone.encode_images(images[start : start + cfg.batch_size])
-        for i, p in enumerate(readable[start : start + cfg.batch_size]):
-            codes[p] = enc.codes[i]
-    ok = set(codes)
+    ok = scorer.prepare(paths, problems)
 
     def usable(t: Triplet) -> bool:
         return t.source in ok and t.target in ok
 
-    jobs: list[tuple[str, Triplet]] = []  # (key, triplet)
-    keys: dict[tuple[str, str], int] = {}
+    jobs: list[tuple[str, Triplet]] = []
+    keys: dict[tuple, int] = {}
     for t in triplets:
         if usable(t):
-            for d in cfg.directions:
+            for d in directions:
                 keys[("ref", t.id, d)] = len(jobs)
                 jobs.append((d, t))
     pairs = []
     for n in negatives:
         if not (usable(n.reference) and usable(n.negative)):
             continue
-        for d in cfg.directions:
+        for d in directions:
             keys[("neg", n.reference.id, n.kind, d)] = len(jobs)
             jobs.append((d, n.negative))
             pairs.append((n, d))
-    examples = [_example(backbone, t, codes, d) for d, t in jobs]
-    scores: list[float] = []
-    for start in range(0, len(examples), cfg.batch_size):
-        s = backbone.score(examples[start : start + cfg.batch_size], batch_size=cfg.batch_size)
-        scores.extend((s.mean if cfg.score == "mean" else s.total).tolist())
-        if progress:
-            progress(min(start + cfg.batch_size, len(examples)), len(examples))
+    scores = scorer.score(jobs, progress)
     rows = []
     for n, d in pairs:
         ref = scores[keys[("ref", n.reference.id, d)]]
@@ -169,6 +218,19 @@ def probe(
             }
         )
     return rows
+
+
+def compare_markdown(summaries: dict[str, dict[str, Any]], direction: str = "dynamics") -> str:
+    """Several models in one table: percent preferred over all subsets, per negative kind."""
+    kinds = [k for k in NEGATIVE_KINDS if any(k in s["kinds"] for s in summaries.values())]
+    lines = [f"### {direction} direction, all subsets: % reference preferred", "",
+             "| model | " + " | ".join(k.replace("_", " ") for k in kinds) + " |",
+             "|---" * (len(kinds) + 1) + "|"]
+    for name, summary in summaries.items():
+        cells = {c["kind"]: c for c in summary["cells"] if c["direction"] == direction and c["subset"] == "all"}
+        lines.append(f"| {name} | " + " | ".join(
+            f"{cells[k]['percent']:.1f}% ({cells[k]['n']})" if k in cells else "–" for k in kinds) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:

@@ -165,3 +165,49 @@ def save_tiny_chameleon(path: str | os.PathLike[str], spec: TinyChameleonSpec | 
     path = Path(path)
     build_tiny_chameleon(spec).save(path)
     return path
+
+
+#: A minimal chat template for tiny VLMs: ``role: content`` lines, images as the processor's token.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{% else %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}"
+)
+
+
+def save_tiny_llava(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """A tiny random LLaVA (CLIP vision tower + Llama) with its processor, saved for
+    ``AutoModelForImageTextToText`` / ``AutoProcessor``: the stand-in for real VLMs such as
+    Qwen2.5-VL in tests of the dynamics-direction probe (no hub needed)."""
+    from transformers import (
+        CLIPImageProcessor,
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    path = Path(path)
+    tok = build_tokenizer(0, 600)
+    tok.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tok, patch_size=8, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=TINY_CHAT_TEMPLATE,
+    )
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=2, image_size=32, patch_size=8),
+        text_config=LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                num_attention_heads=4, num_key_value_heads=4, bos_token_id=tok.bos_token_id,
+                                eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+    )
+    torch.manual_seed(seed)
+    LlavaForConditionalGeneration(config).save_pretrained(path)
+    processor.save_pretrained(path)
+    return path
