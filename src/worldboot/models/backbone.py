@@ -185,10 +185,13 @@ class Backbone(Protocol):
         prompts: Sequence[Example],
         num_samples: int = 1,
         sampling: SamplingConfig | None = None,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         uncond_prompts: Sequence[Example] | None = None,
     ) -> torch.Tensor:
-        """Exactly ``L`` image codes per sample: ``[len(prompts), num_samples, L]``."""
+        """Exactly ``L`` image codes per sample: ``[len(prompts), num_samples, L]``.
+
+        ``generator`` is one generator, or one per prompt (each prompt's samples then do not
+        depend on the rest of the batch)."""
         ...
 
     def generate_text(

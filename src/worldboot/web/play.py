@@ -5,8 +5,8 @@ scores each candidate by log p(action | source, candidate), the paper's best-of-
 user picks one and types the next action: a rollout, step by step. Rollouts live in memory
 (bounded: the oldest are dropped), keyed by an unguessable id.
 
-This calls the backbone directly (encode, world_example, generate_images, decode_codes,
-dynamics_example, score) so the web app does not depend on ``worldboot.infer``.
+Sampling and ranking are :func:`worldboot.infer.generate.predict` with a
+:class:`~worldboot.infer.verify.Verifier`, the same code as ``worldboot generate --best-of N``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from worldboot.errors import DataError, ModelError
+from worldboot.errors import DataError
 from worldboot.web.study import IMAGE_FORMATS
 
 #: Uploads larger than this many pixels are refused before decoding (decompression bombs).
@@ -122,9 +122,8 @@ class Predictor:
         max_steps: Steps per rollout.
         max_samples: Largest N a request may ask for.
 
-    Raises:
-        ModelError: When the verifier's image tokenizer differs from the world model's (the
-            verifier scores the world model's codes directly).
+    A verifier whose image tokenizer differs from the world model's re-encodes the source and
+    the decoded candidates with its own (see :mod:`worldboot.infer.verify`).
     """
 
     def __init__(
@@ -138,14 +137,12 @@ class Predictor:
         max_steps: int = 16,
         max_samples: int = 16,
     ) -> None:
+        from worldboot.infer.verify import Verifier
         from worldboot.models.backbone import SamplingConfig
 
-        if verifier is not None and verifier.tokenizer_fingerprint() != world.tokenizer_fingerprint():
-            raise ModelError(
-                "the verifier's image tokenizer differs from the world model's: it cannot score its codes"
-            )
         self.world = world
         self.verifier = verifier
+        self._verifier = Verifier(verifier, world) if verifier is not None else None
         self.num_samples = num_samples
         self.sampling = sampling or SamplingConfig()
         self.seed = seed
@@ -162,23 +159,20 @@ class Predictor:
         with self._lock:
             return self._rollouts.get(rollout_id)
 
-    def _candidates(self, rollout: Rollout, source_codes, action: str, n: int) -> list[Candidate]:
+    def _candidates(
+        self, rollout: Rollout, source_codes, source_image: Image.Image, action: str, n: int
+    ) -> list[Candidate]:
         import torch
 
+        from worldboot.infer.generate import make_generator, predict
+
         with torch.no_grad():
-            generator = torch.Generator(device=self.world.device).manual_seed(
-                rollout.seed + len(rollout.steps)
-            )
-            prompt = self.world.world_example(source_codes, action)
-            codes = self.world.generate_images(
-                [prompt], num_samples=n, sampling=self.sampling, generator=generator
+            generator = make_generator(rollout.seed + len(rollout.steps), self.world.device)
+            pred = predict(
+                self.world, [source_codes], [action], n, self.sampling, [generator], self._verifier, [source_image]
             )[0]
-            images = self.world.decode_codes(codes)
-            scores: list[float | None] = [None] * n
-            if self.verifier is not None:
-                examples = [self.verifier.dynamics_example(source_codes, c, action) for c in codes]
-                scores = [float(s) for s in self.verifier.score(examples).total]
-        cands = [Candidate(codes[i].clone(), images[i], scores[i]) for i in range(n)]
+        scores = pred.scores.total.tolist() if pred.scores is not None else [None] * n
+        cands = [Candidate(pred.codes[i].clone(), pred.images[i], scores[i]) for i in range(n)]
         if self.verifier is not None:
             cands.sort(key=lambda c: c.score, reverse=True)
         return cands
@@ -204,7 +198,7 @@ class Predictor:
             shown = image.copy()
             shown.thumbnail((DISPLAY_SIDE, DISPLAY_SIDE))
             rollout.steps.append(
-                Step(source_codes, shown, action, self._candidates(rollout, source_codes, action, n))
+                Step(source_codes, shown, action, self._candidates(rollout, source_codes, image, action, n))
             )
             self._rollouts[rollout.id] = rollout
             while len(self._rollouts) > self.max_rollouts:
@@ -230,7 +224,12 @@ class Predictor:
             last.chosen = choice
             picked = last.candidates[choice]
             rollout.steps.append(
-                Step(picked.codes, picked.image, action, self._candidates(rollout, picked.codes, action, n))
+                Step(
+                    picked.codes,
+                    picked.image,
+                    action,
+                    self._candidates(rollout, picked.codes, picked.image, action, n),
+                )
             )
             self._rollouts.move_to_end(rollout_id)
         return rollout

@@ -1,0 +1,752 @@
+"""Next-observation prediction with the world model (CWM), optionally best-of-N with the CDM.
+
+For each (source, action) of a manifest the world model samples image tokens only, exactly
+``L`` of them (:meth:`~worldboot.models.backbone.Backbone.generate_images` prefills the prompt
+once and repeats its KV cache N times), which are decoded to a PNG. With a verifier the N
+candidates are scored by the dynamics model in one batched forward and the argmax is the
+prediction (:mod:`worldboot.infer.verify`).
+
+**Seeds.** Sample ``id`` of repeat ``k`` draws from its own generator seeded with
+:func:`sample_seed` ``(seed + k, id)``, so its output does not depend on batching, sharding or
+resuming. (Up to float rounding: a batch pads prompts to one length, which moves logits by
+~1e-7; a sampled token could flip only when two cumulative probabilities meet that closely.)
+
+**Output** (``PRED``; with ``repeats > 1`` each repeat ``k`` is a folder ``PRED/repeat-k`` of
+the same shape, so that evaluation reports mean ± std over runs)::
+
+    predictions.jsonl          one row per sample, in manifest order (see below)
+    images/<id>.png            the prediction
+    candidates/<id>/<k>.png    every candidate, when there is a verifier or N > 1
+    codes/<id>.safetensors     source, candidates [N, L] (and the verifier's codes and scores)
+    problems.jsonl             bad manifest rows: {file, line, reason} (at PRED's top)
+    config.yaml  meta.json  log.txt
+
+A row: ``{id, subset, action, source, target, image, codes, seed, repeat, sampling, best_of,
+world, verifier, verifier_score, verifier_reencoded, candidates: [{image, score, total, mean}],
+chosen}``; image paths are relative to the row's folder. ``candidates`` and ``chosen`` appear
+when there is a verifier or N > 1; ``score`` is the verifier's log p(action | source,
+candidate) by the configured kind (``total`` or ``mean``), None without a verifier.
+
+**Resume and shards.** Rows are appended with a flush per batch after their PNGs and codes are
+on disk (atomically), so a killed run resumes where it stopped: ids already in the folder are
+skipped and a truncated last line is cut. Shard ``i/n`` (``--shard`` or the processes of
+``accelerate launch``) takes the ``i``-th contiguous part of the manifest and appends to
+``shards/i-of-n.jsonl``; the last shard to finish merges every shard into
+``predictions.jsonl`` in manifest order (under a file lock), so a sharded run ends with the
+same files as a single one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from PIL import Image
+
+from worldboot.config import RunDir, dump_yaml, read_yaml, to_dict, write_atomic
+from worldboot.errors import ConfigError, DataError
+from worldboot.infer.verify import CandidateScores, Verifier
+from worldboot.models.backbone import SamplingConfig
+
+# -- configs -------------------------------------------------------------------------------------
+
+
+@dataclass
+class VerifierSettings:
+    """The dynamics model (CDM) that picks among candidates.
+
+    Attributes:
+        path: CDM model directory (a base model, a trained run or an adapter); None: no verifier.
+        score: Rank by ``total`` log p(action | source, candidate) (the paper) or its ``mean``
+            per token.
+        on_mismatch: When the CDM's image tokenizer differs from the world model's:
+            ``reencode`` the decoded candidates with the CDM's tokenizer, or ``error``.
+    """
+
+    path: str | None = None
+    score: Literal["total", "mean"] = "total"
+    on_mismatch: Literal["reencode", "error"] = "reencode"
+
+
+@dataclass
+class PredictConfig:
+    """Settings shared by ``worldboot generate`` and ``worldboot rollout`` (and their presets).
+
+    Attributes:
+        world: The world model (CWM) directory.
+        best_of: N, candidates sampled per sample from one prefill.
+        verifier: The CDM that ranks the N candidates.
+        sampling: Temperature (the paper: 1; lower values copy the source), top-k, top-p and
+            classifier-free guidance (``guidance_scale`` > 1 mixes in the prompt without action).
+        seed: The run seed; each sample's seed derives from it and the sample id.
+        dtype: Model dtype (``bfloat16`` on GPUs); float32 when None.
+        device: ``cpu``, ``cuda``, ``cuda:1``...; default: the process's accelerate device or CPU.
+    """
+
+    world: str | None = None
+    best_of: int = 1
+    verifier: VerifierSettings = field(default_factory=VerifierSettings)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    seed: int = 0
+    dtype: str | None = None
+    device: str | None = None
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` on values that cannot work."""
+        if not self.world:
+            raise ConfigError("no world model: pass --world MODEL_DIR (config: world)")
+        if self.best_of < 1:
+            raise ConfigError(f"best_of must be at least 1, got {self.best_of}")
+        s = self.sampling
+        if s.temperature < 0:
+            raise ConfigError(f"sampling.temperature must be >= 0, got {s.temperature}")
+        if s.top_k < 0:
+            raise ConfigError(f"sampling.top_k must be >= 0 (0 = off), got {s.top_k}")
+        if not 0 < s.top_p <= 1:
+            raise ConfigError(f"sampling.top_p must be in (0, 1], got {s.top_p}")
+        if s.guidance_scale <= 0:
+            raise ConfigError(f"sampling.guidance_scale must be > 0 (1 = off), got {s.guidance_scale}")
+        if self.best_of > 1 and s.temperature == 0:
+            raise ConfigError("best_of > 1 with sampling.temperature=0 gives N identical candidates")
+
+
+@dataclass
+class GenerateConfig(PredictConfig):
+    """``worldboot generate``: a manifest in, one predicted next observation per row out.
+
+    Attributes:
+        manifest: A triplet JSONL manifest, AURORA-BENCH ``test.json`` or any format of
+            :mod:`worldboot.data.formats`.
+        out: The predictions folder.
+        format: The manifest's format (default: guessed).
+        root: Folder the manifest's image paths are relative to (default: per format).
+        tasks: Keep only these subsets, comma-separated.
+        repeats: Independent runs (``repeat-k`` folders, seeds ``seed + k``).
+        batch_size: Prompts per forward pass (each with ``best_of`` samples).
+        strict: Stop at the first bad manifest row instead of reporting and skipping it.
+    """
+
+    manifest: str | None = None
+    out: str | None = None
+    format: str | None = None
+    root: str | None = None
+    tasks: str | None = None
+    repeats: int = 1
+    batch_size: int = 4
+    strict: bool = False
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.manifest:
+            raise ConfigError("no manifest: pass MANIFEST (config: manifest)")
+        if not self.out:
+            raise ConfigError("no output folder: pass --out PRED (config: out)")
+        if self.repeats < 1:
+            raise ConfigError(f"repeats must be at least 1, got {self.repeats}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+
+
+#: Config keys whose values decide the outputs: a folder made with other values is not resumed.
+RESUME_KEYS = ("world", "best_of", "verifier", "sampling", "seed", "repeats")
+
+
+# -- seeds and the prediction of one batch -------------------------------------------------------
+
+
+def sample_seed(run_seed: int, sample_id: str) -> int:
+    """The seed of one sample: a hash of the run seed and the sample id (63 bits).
+
+    The same in every process, batch and run, so a sample's output does not depend on which
+    other samples share its batch or its shard.
+    """
+    digest = hashlib.blake2b(f"{run_seed}\0{sample_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator on ``device`` seeded with ``seed``."""
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+@dataclass
+class Prediction:
+    """The candidates of one (source, action) and the one picked.
+
+    Attributes:
+        codes: ``[N, L]`` world-model codes of the candidates.
+        images: The N decoded candidates.
+        scores: The verifier's scores (None without a verifier).
+        chosen: Index of the prediction among the candidates (0 without a verifier).
+    """
+
+    codes: torch.Tensor
+    images: list[Image.Image]
+    scores: CandidateScores | None
+    chosen: int
+
+    @property
+    def image(self) -> Image.Image:
+        """The chosen candidate."""
+        return self.images[self.chosen]
+
+    @property
+    def chosen_codes(self) -> torch.Tensor:
+        """``[L]`` codes of the chosen candidate."""
+        return self.codes[self.chosen]
+
+
+def predict(
+    world: Any,
+    sources: Sequence[torch.Tensor],
+    actions: Sequence[str],
+    num_samples: int = 1,
+    sampling: SamplingConfig | None = None,
+    generators: torch.Generator | Sequence[torch.Generator] | None = None,
+    verifier: Verifier | None = None,
+    source_images: Sequence[Image.Image] | None = None,
+) -> list[Prediction]:
+    """Best-of-N next observations for a batch of (source codes, action).
+
+    Each prompt is prefilled once and its KV cache expanded to ``num_samples`` samples; the
+    candidates are decoded; with a verifier each prompt's candidates are scored in one batched
+    forward and the best is chosen.
+
+    Args:
+        world: The world model.
+        sources: ``[L]`` codes of each source.
+        actions: The action of each source.
+        num_samples: N.
+        sampling: Sampling settings (``guidance_scale != 1`` adds the unconditional prompts).
+        generators: One generator per prompt (batch-independent samples), one for all, or None.
+        verifier: Ranks the candidates; None keeps candidate 0.
+        source_images: The sources as images (needed by a verifier with another tokenizer).
+
+    Returns:
+        One :class:`Prediction` per prompt.
+    """
+    sampling = sampling or SamplingConfig()
+    sources = [torch.as_tensor(s, dtype=torch.long).flatten() for s in sources]
+    prompts = [world.world_example(s, a) for s, a in zip(sources, actions, strict=True)]
+    uncond = None
+    if sampling.guidance_scale != 1.0:
+        make = getattr(world, "world_uncond_example", None)
+        uncond = [make(s) if make is not None else world.world_example(s, "") for s in sources]
+    codes = world.generate_images(prompts, num_samples, sampling, generators, uncond)
+    out = []
+    for p, cands in enumerate(codes):
+        # Decoding per prompt keeps the decoder's memory at N images (512-px ones for Anole).
+        images = world.decode_codes(cands)
+        scores, chosen = None, 0
+        if verifier is not None:
+            src_img = source_images[p] if source_images is not None else None
+            scores = verifier.score_candidates(sources[p], cands, actions[p], src_img, images)
+            chosen = verifier.choose(scores)
+        out.append(Prediction(cands, images, scores, chosen))
+    return out
+
+
+# -- files ----------------------------------------------------------------------------------------
+
+
+def file_stem(sample_id: str) -> str:
+    """A file name for a sample id: the id itself when it is a safe name, else a cleaned id
+    plus a short hash (two ids never share a name)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("._")[:100]
+    if stem == sample_id and stem:
+        return stem
+    digest = hashlib.blake2b(sample_id.encode(), digest_size=4).hexdigest()
+    return f"{stem or 'sample'}-{digest}"
+
+
+def _tmp(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write a PNG atomically (a temporary file, then a rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    image.save(tmp, format="PNG")
+    os.replace(tmp, path)
+
+
+def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Write a safetensors file atomically."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp(path)
+    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def repair_tail(path: Path) -> None:
+    """Cut a partial last line (left by a kill in the middle of a write) off a JSONL file."""
+    if not path.is_file():
+        return
+    with open(path, "rb+") as fh:
+        data = fh.read()
+        if data and not data.endswith(b"\n"):
+            fh.truncate(data.rfind(b"\n") + 1)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The rows of a predictions JSONL; a truncated or malformed line is skipped."""
+    rows: list[dict[str, Any]] = []
+    if not path.is_file():
+        return rows
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for raw in fh:
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "id" in row:
+                rows.append(row)
+    return rows
+
+
+def _row_files(folder: Path) -> list[Path]:
+    """``predictions.jsonl`` and every shard file of a predictions folder."""
+    return [folder / "predictions.jsonl", *sorted((folder / "shards").glob("*-of-*.jsonl"))]
+
+
+def done_ids(folder: Path) -> set[str]:
+    """Ids a predictions folder already holds (merged or in any shard file)."""
+    return {str(r["id"]) for f in _row_files(folder) for r in read_rows(f)}
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        try:
+            import fcntl
+        except ImportError:  # Windows: shards are run one after another there
+            yield
+            return
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def merge_rows(folder: Path, order: Sequence[str]) -> int:
+    """Fold every shard file of ``folder`` into ``predictions.jsonl`` in manifest order.
+
+    The first row of an id wins; ids not in ``order`` keep their order after the others.
+    Shard files are removed once the merged file is in place. Returns the number of rows.
+    """
+    rank = {sid: i for i, sid in enumerate(order)}
+    rows: dict[str, dict[str, Any]] = {}
+    shard_files = _row_files(folder)[1:]
+    for f in _row_files(folder):
+        for row in read_rows(f):
+            rows.setdefault(str(row["id"]), row)
+    merged = sorted(rows.values(), key=lambda r: rank.get(str(r["id"]), len(rank)))
+    write_atomic(folder / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in merged))
+    for f in shard_files:
+        f.unlink(missing_ok=True)
+    return len(merged)
+
+
+# -- manifests ------------------------------------------------------------------------------------
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` to ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def shard_items(items: Sequence[Any], index: int, count: int) -> list[Any]:
+    """The ``index``-th of ``count`` contiguous, balanced parts (as accelerate's
+    ``split_between_processes``: the first ``len % count`` parts have one more item)."""
+    per, extra = divmod(len(items), count)
+    start = index * per + min(index, extra)
+    return list(items[start : start + per + (index < extra)])
+
+
+def _line_numbers(path: Path, fmt: str) -> dict[str, int]:
+    """Id -> 1-based line of a JSONL manifest (for problems found after loading)."""
+    lines: dict[str, int] = {}
+    if fmt != "jsonl":
+        return lines
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                row = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(row, dict) and "id" in row:
+                lines.setdefault(str(row["id"]), lineno)
+    return lines
+
+
+def load_samples(cfg: GenerateConfig, problems: Any) -> tuple[list[Any], dict[str, int]]:
+    """The manifest's triplets (targets optional, unique ids) and each id's line.
+
+    Images are not opened here: a source that cannot be read is reported when its batch comes.
+    """
+    from worldboot.data.formats import detect_format, load_any
+
+    path = Path(cfg.manifest)
+    fmt = cfg.format or detect_format(path)
+    triplets = load_any(
+        path, fmt, cfg.root, cfg.tasks, problems, check_images=False, require_target=False
+    )
+    lines = _line_numbers(path, fmt)
+    seen: set[str] = set()
+    unique = []
+    for t in triplets:
+        line = lines.get(t.id) or int(t.meta.get("line") or t.meta.get("entry") or 0)
+        lines[t.id] = line
+        if t.id in seen:
+            problems.add(path, line, f"duplicate id: {t.id}")
+            continue
+        seen.add(t.id)
+        unique.append(t)
+    return unique, lines
+
+
+# -- the run --------------------------------------------------------------------------------------
+
+
+@dataclass
+class GenerateSummary:
+    """What a run did."""
+
+    samples: int = 0
+    shard_samples: int = 0
+    predicted: int = 0
+    done_before: int = 0
+    problems: int = 0
+    merged: bool = False
+    out: str = ""
+    shard: str = "0/1"
+    reencoded: bool = False
+
+
+def distributed_shard() -> tuple[int, int, torch.device] | None:
+    """``(process_index, num_processes, device)`` under ``accelerate launch`` (or torchrun) with
+    several processes, else None."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    state = PartialState(cpu=not torch.cuda.is_available())
+    return state.process_index, state.num_processes, state.device
+
+
+def check_resumable(out: Path, cfg: GenerateConfig) -> None:
+    """Refuse to add to a folder whose predictions were made with other settings.
+
+    Raises:
+        ConfigError: Naming the first key that differs.
+    """
+    old_file = out / "config.yaml"
+    patterns = ("predictions.jsonl", "shards/*.jsonl", "repeat-*/predictions.jsonl", "repeat-*/shards/*.jsonl")
+    if not old_file.is_file() or not any(any(out.glob(p)) for p in patterns):
+        return
+    old, new = read_yaml(old_file), to_dict(cfg)
+
+    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        out_: dict[str, Any] = {}
+        for k, v in tree.items():
+            out_.update(flat(v, f"{prefix}.{k}" if prefix else k))
+        return out_
+
+    for key in RESUME_KEYS:
+        a, b = flat(old.get(key), key), flat(new.get(key), key)
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                raise ConfigError(
+                    f"{out} holds predictions made with {k}={a.get(k)!r}, not {b.get(k)!r}: "
+                    "use another --out (or delete the folder) to start afresh"
+                )
+
+
+def _rel(path: Path, base: Path) -> str:
+    return path.relative_to(base).as_posix()
+
+
+def load_models(
+    cfg: PredictConfig,
+    device: torch.device | None = None,
+    world: Any | None = None,
+    verifier: Verifier | None = None,
+) -> tuple[Any, Verifier | None]:
+    """The world model and the verifier of a config; only those not given are loaded.
+
+    Args:
+        cfg: Its ``world``, ``verifier``, ``dtype`` and ``device`` are used.
+        device: The process's device under accelerate, used when ``cfg.device`` is not set.
+        world: An already loaded world model.
+        verifier: An already loaded verifier (None and no ``cfg.verifier.path``: none).
+    """
+    from worldboot.models import load_backbone
+
+    kwargs: dict[str, Any] = {}
+    if cfg.dtype:
+        kwargs["dtype"] = cfg.dtype
+    target = cfg.device or (str(device) if device is not None and device.type != "cpu" else None)
+    if target and target != "cpu":
+        kwargs["device_map"] = target
+    if world is None:
+        world = load_backbone(cfg.world, **kwargs)
+    if verifier is None and cfg.verifier.path:
+        verifier = Verifier.load(cfg.verifier.path, world, cfg.verifier.score, cfg.verifier.on_mismatch, **kwargs)
+    return world, verifier
+
+
+def write_prediction(
+    folder: Path,
+    triplet: Any,
+    pred: Prediction,
+    source_codes: torch.Tensor,
+    seed: int,
+    repeat: int,
+    cfg: GenerateConfig,
+    record: dict[str, Any],
+) -> dict[str, Any]:
+    """Write one sample's PNGs and codes (atomically) and return its row."""
+    stem = file_stem(triplet.id)
+    image_path = folder / "images" / f"{stem}.png"
+    codes_path = folder / "codes" / f"{stem}.safetensors"
+    tensors = {"source": source_codes, "candidates": pred.codes, "chosen": torch.tensor(pred.chosen)}
+    with_candidates = pred.scores is not None or len(pred.images) > 1
+    candidates = []
+    if with_candidates:
+        for k, img in enumerate(pred.images):
+            cpath = folder / "candidates" / stem / f"{k}.png"
+            save_png(img, cpath)
+            entry: dict[str, Any] = {"image": _rel(cpath, folder), "score": None}
+            if pred.scores is not None:
+                entry.update(
+                    score=float(pred.scores.get(cfg.verifier.score)[k]),
+                    total=float(pred.scores.total[k]),
+                    mean=float(pred.scores.mean[k]),
+                )
+            candidates.append(entry)
+    if pred.scores is not None:
+        tensors.update(verifier_total=pred.scores.total, verifier_mean=pred.scores.mean)
+        if pred.scores.reencoded:
+            tensors.update(
+                verifier_source=pred.scores.source_codes, verifier_candidates=pred.scores.candidate_codes
+            )
+    save_png(pred.image, image_path)
+    save_tensors(tensors, codes_path)
+    row: dict[str, Any] = {
+        "id": triplet.id,
+        "subset": triplet.subset,
+        "action": triplet.action,
+        "source": triplet.source,
+        "target": triplet.target,
+        "image": _rel(image_path, folder),
+        "codes": _rel(codes_path, folder),
+        "seed": seed,
+        "repeat": repeat,
+        **record,
+        "verifier_reencoded": bool(pred.scores is not None and pred.scores.reencoded),
+    }
+    if with_candidates:
+        row["candidates"] = candidates
+        row["chosen"] = pred.chosen
+    return row
+
+
+def run_generate(
+    cfg: GenerateConfig,
+    shard: tuple[int, int] | None = None,
+    world: Any | None = None,
+    verifier: Verifier | None = None,
+    progress: bool = True,
+    on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
+) -> GenerateSummary:
+    """Predict the next observation of every manifest row (of this shard) not yet in ``cfg.out``.
+
+    Args:
+        cfg: Settings (validated here).
+        shard: ``(i, n)``; None: the accelerate process's part when launched with several
+            processes, else everything.
+        world: An already loaded world model (default: ``load_backbone(cfg.world)``).
+        verifier: An already loaded verifier (default: loaded from ``cfg.verifier.path`` if set).
+        progress: Show a progress bar (``WORLDBOOT_NO_PROGRESS`` turns it off too).
+        on_batch: Called with ``(batch index, rows)`` after each batch is on disk.
+
+    Returns:
+        Counts; ``merged`` tells whether ``predictions.jsonl`` now holds every shard.
+
+    Raises:
+        UserError: Bad settings, a missing manifest or model, a folder made with other
+            settings, or (with ``strict``) a bad manifest row.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from worldboot.data.schema import Problems
+    from worldboot.images import open_image
+
+    cfg.validate()
+    dist = None
+    if shard is None:
+        dist = distributed_shard()
+        shard = (dist[0], dist[1]) if dist else (0, 1)
+    index, count = shard
+    out = Path(cfg.out)
+    check_resumable(out, cfg)
+    problems = Problems(strict=cfg.strict)
+    samples, lines = load_samples(cfg, problems)
+    if index > 0:  # every shard loads the whole manifest; its problems are reported once
+        problems.items.clear()
+    mine = shard_items(samples, index, count)
+    folders = [out] if cfg.repeats == 1 else [out / f"repeat-{k}" for k in range(cfg.repeats)]
+    summary = GenerateSummary(
+        samples=len(samples), shard_samples=len(mine), out=str(out), shard=f"{index}/{count}"
+    )
+    run_path = out if count == 1 else out / "shards" / f"{index}-of-{count}"
+    marker = run_path / "done"  # a finished shard; the merge waits for all of them
+    marker.unlink(missing_ok=True)
+    order = [t.id for t in samples]
+    if count > 1:
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / "config.yaml", dump_yaml(cfg))
+    else:
+        # A single run folds in what earlier sharded runs left unmerged.
+        for folder in folders:
+            if list((folder / "shards").glob("*-of-*.jsonl")):
+                with _file_lock(out / ".merge.lock"):
+                    merge_rows(folder, order)
+
+    world, verifier = load_models(cfg, dist[2] if dist else None, world, verifier)
+    record = {
+        "sampling": dataclasses.asdict(cfg.sampling),
+        "best_of": cfg.best_of,
+        "world": str(Path(cfg.world).resolve()) if cfg.world else None,
+        "verifier": str(Path(cfg.verifier.path).resolve()) if cfg.verifier.path else None,
+        "verifier_score": cfg.verifier.score if cfg.verifier.path else None,
+    }
+    done = [done_ids(f) for f in folders]
+    todo = [t for t in mine if any(t.id not in d for d in done)]
+    summary.done_before = sum(t.id in d for t in mine for d in done)
+    files = [f / "predictions.jsonl" if count == 1 else f / "shards" / f"{index}-of-{count}.jsonl" for f in folders]
+    for f in files:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        repair_tail(f)
+    manifest = Path(cfg.manifest)
+    with RunDir(run_path, cfg, "generate") as rd:
+        rd.log(
+            f"generate {cfg.manifest} with {cfg.world} (best of {cfg.best_of}, verifier {cfg.verifier.path}): "
+            f"shard {index}/{count}, {len(mine)} samples, {summary.done_before} predictions already done"
+        )
+        if verifier is not None and verifier.reencode:
+            summary.reencoded = True
+            rd.log("the verifier's tokenizer differs from the world model's: candidates are re-encoded")
+        disabled = not progress or bool(os.environ.get("WORLDBOOT_NO_PROGRESS"))
+        bar = Progress(
+            TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=disabled
+        )
+        with ExitStack() as stack:
+            handles = [stack.enter_context(open(f, "a", encoding="utf-8")) for f in files]
+            stack.enter_context(bar)
+            job = bar.add_task("samples", total=len(mine) * len(folders), completed=summary.done_before)
+            for b, start in enumerate(range(0, len(todo), cfg.batch_size)):
+                batch = todo[start : start + cfg.batch_size]
+                ready, images = [], []
+                for t in batch:
+                    try:
+                        images.append(open_image(t.source))
+                    except DataError as err:
+                        problems.add(manifest, lines.get(t.id, 0), f"unreadable source: {err}")
+                        bar.update(job, advance=sum(t.id not in d for d in done))
+                        continue
+                    ready.append(t)
+                if not ready:
+                    continue
+                sources = world.encode_images(images).codes
+                written: list[dict[str, Any]] = []
+                for k, (folder, fh) in enumerate(zip(folders, handles, strict=True)):
+                    idx = [i for i, t in enumerate(ready) if t.id not in done[k]]
+                    if not idx:
+                        continue
+                    seeds = [sample_seed(cfg.seed + k, ready[i].id) for i in idx]
+                    preds = predict(
+                        world,
+                        [sources[i] for i in idx],
+                        [ready[i].action for i in idx],
+                        cfg.best_of,
+                        cfg.sampling,
+                        [make_generator(s, world.device) for s in seeds],
+                        verifier,
+                        [images[i] for i in idx],
+                    )
+                    rows = [
+                        write_prediction(folder, ready[i], p, sources[i], s, k, cfg, record)
+                        for i, p, s in zip(idx, preds, seeds, strict=True)
+                    ]
+                    # The PNGs are in place; one write, flush and fsync per batch: a kill
+                    # loses at most this batch, and never leaves a row without its image.
+                    fh.write("".join(json.dumps(r) + "\n" for r in rows))
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                    done[k].update(r["id"] for r in rows)
+                    written.extend(rows)
+                    bar.update(job, advance=len(rows))
+                summary.predicted += len(written)
+                if on_batch is not None:
+                    on_batch(b, written)
+        summary.problems = len(problems)
+        problems.write(run_path / "problems.jsonl")
+        if count > 1:
+            marker.write_text("")
+        rd.log(f"predicted {summary.predicted}; {summary.problems} problems")
+    summary.merged = count == 1 or _merge_if_complete(out, folders, count, order)
+    return summary
+
+
+def _merge_if_complete(out: Path, folders: Sequence[Path], count: int, order: Sequence[str]) -> bool:
+    """Merge the shards' rows and problems once every shard of ``count`` has finished."""
+    with _file_lock(out / ".merge.lock"):
+        shard_dirs = [out / "shards" / f"{i}-of-{count}" for i in range(count)]
+        if not all((d / "done").is_file() for d in shard_dirs):
+            return False
+        for folder in folders:
+            merge_rows(folder, order)
+        lines: list[str] = []
+        for d in shard_dirs:
+            f = d / "problems.jsonl"
+            if f.is_file():
+                lines.extend(ln for ln in f.read_text().splitlines(keepends=True) if ln not in lines)
+                f.unlink()
+        write_atomic(out / "problems.jsonl", "".join(lines))
+        metas = [json.loads((d / "meta.json").read_text()) for d in shard_dirs if (d / "meta.json").is_file()]
+        failed = [m["status"] for m in metas if m.get("status") != "ok"]
+        meta = {
+            "stage": "generate",
+            "status": failed[0] if failed else "ok",
+            "end_time": max((m.get("end_time") or "" for m in metas), default=None),
+            "shards": count,
+            "shard_meta": metas,
+        }
+        write_atomic(out / "meta.json", json.dumps(meta, indent=2))
+        for d in shard_dirs:
+            (d / "done").unlink(missing_ok=True)
+    return True
