@@ -1,0 +1,95 @@
+"""``worldboot base``: build or locate the tiny foundation model of the procedural world."""
+
+from __future__ import annotations
+
+import argparse
+
+from worldboot.commands import HELP_FORMATTER
+
+EXAMPLE = """examples:
+  worldboot base build                        # the smoke preset, built once and cached
+  worldboot base build --preset paper         # bigger and longer (a few minutes on 2 cores)
+  worldboot base build --config configs/demo/base_paper.yaml lm.steps=2000 --force
+  worldboot base path --preset paper          # print where it is (build it first)
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--preset", default="smoke", choices=["smoke", "paper"], help="named recipe (default: smoke)")
+    p.add_argument("--config", metavar="YAML", help="recipe file changing the preset (configs/demo/base_*.yaml)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides, e.g. lm.steps=500")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add ``base build`` and ``base path``."""
+    p = sub.add_parser(
+        "base",
+        help="build or locate the world's foundation model",
+        description=(
+            "The embedded default base model: a tiny Chameleon whose VQ tokenizer and language model "
+            "are pre-trained on the procedural world's images and captions (no dynamics). Cached in "
+            "$WORLDBOOT_CACHE (default ~/.cache/worldboot) under a hash of its recipe."
+        ),
+        epilog=EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    groups = p.add_subparsers(dest="base_command", metavar="{build,path}")
+    groups.required = True
+    b = groups.add_parser(
+        "build",
+        help="build the base model (or reuse the cached one) and print its path and quality",
+        description="Build the base model unless its recipe's build is cached; print its path and measurements.",
+        epilog=EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    _common(b)
+    b.add_argument("--force", action="store_true", help="rebuild even if a cached model exists")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=run_build)
+    q = groups.add_parser(
+        "path",
+        help="print the cached base model's folder (exit 1 when not built)",
+        description="Print the folder of the base model of a recipe; exit 1 when it has not been built.",
+        epilog=EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    _common(q)
+    q.set_defaults(func=run_path)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    """Build (or reuse) and report."""
+    from rich.console import Console
+
+    from worldboot.foundation.world_base import get_world_base, load_recipe, read_info
+
+    recipe = load_recipe(args.preset, args.config, args.overrides)
+    err = Console(stderr=True)
+    path = get_world_base(recipe, progress=not args.quiet, force=args.force, log=None if args.quiet else err.print)
+    info = read_info(path)
+    vq, lm = info["vq"], info["lm"]
+    print(path)
+    print(
+        f"vq: round-trip parse rate {vq['parse_rate']:.1%} on {info['recipe']['vq']['eval_scenes']} held-out scenes, "
+        f"pixel error {vq['pixel_mae']:.2f}/255, {int(vq['codes_used'])} codes in use"
+    )
+    print(
+        f"lm: held-out loss {lm['eval_loss']:.3f}, captions exact {lm['caption_exact']:.1%} "
+        f"(objects named {lm['caption_objects']:.1%}), caption-to-image parse {lm['image_parse']:.1%}; "
+        f"{info['parameters']:,} parameters, built in {info['seconds']:.0f} s"
+    )
+    return 0
+
+
+def run_path(args: argparse.Namespace) -> int:
+    """Print the path, or say how to build it."""
+    import sys
+
+    from worldboot.foundation.world_base import base_path, is_built, load_recipe
+
+    path = base_path(load_recipe(args.preset, args.config, args.overrides))
+    if not is_built(path):
+        print(f"not built yet: {path} (run 'worldboot base build --preset {args.preset}')", file=sys.stderr)
+        return 1
+    print(path)
+    return 0

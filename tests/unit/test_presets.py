@@ -1,0 +1,63 @@
+"""Every shipped YAML under configs/ opens with the command that runs it and loads into its config."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from worldboot.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESETS = sorted(p for p in (ROOT / "configs").rglob("*.yaml"))
+
+
+def _loader(command: str, path: Path):
+    """The config class (or loader) for the command a preset's first line shows."""
+    words = command.split()
+    if words[:2] == ["accelerate", "launch"]:
+        if path.parent.name == "accelerate":
+            from accelerate.commands.config.config_args import ClusterConfig
+
+            return lambda p: ClusterConfig.from_yaml_file(p)
+        words = ["worldboot", *words[words.index("worldboot.cli") + 1 :]]
+    assert words[0] == "worldboot", f"first line must be a worldboot or accelerate command: {command}"
+    verb = words[1:3]
+    if verb[0] == "train":
+        from worldboot.train.recipes import TrainConfig as cls
+    elif verb[0] == "generate":
+        from worldboot.infer.generate import GenerateConfig as cls
+    elif verb[0] == "rollout":
+        from worldboot.infer.rollout import RolloutConfig as cls
+    elif verb[0] == "keyframes":
+        from worldboot.mining.keyframes import KeyframeConfig as cls
+    elif verb == ["evaluate", "actions"]:
+        from worldboot.evaluate.run import ActionsConfig as cls
+    elif verb == ["evaluate", "spatial"]:
+        from worldboot.evaluate.spatial import SpatialConfig as cls
+    elif verb[0] == "evaluate":
+        from worldboot.evaluate.run import EvaluateConfig as cls
+    elif verb[0] == "serve":
+        from worldboot.web.study import load_study
+
+        return load_study
+    elif verb[0] == "base":
+        from worldboot.foundation.world_base import BaseRecipe as cls
+    elif verb[0] == "demo":
+        from worldboot.demo import DemoConfig as cls
+    else:
+        raise AssertionError(f"no loader known for '{command}': add it to tests/unit/test_presets.py")
+    return lambda path: load_config(cls, path)
+
+
+def test_there_are_presets():
+    assert len(PRESETS) >= 10
+
+
+@pytest.mark.parametrize("path", PRESETS, ids=[str(p.relative_to(ROOT / "configs")) for p in PRESETS])
+def test_preset_loads(path):
+    first = path.read_text().splitlines()[0]
+    assert first.startswith("# "), f"{path} must open with a comment showing the command that runs it"
+    command = first[2:].strip()
+    assert str(path.relative_to(ROOT)) in command or "--config" not in command or path.name in command
+    assert _loader(command, path)(path) is not None
