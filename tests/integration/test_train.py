@@ -16,6 +16,7 @@ import torch
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.train.recipes import (
     DataSettings,
+    LoraSettings,
     OptimSettings,
     Recipe,
     SourceSettings,
@@ -205,3 +206,13 @@ def test_two_processes_match_one(tiny_dir, cache_dir, tmp_path):
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=0)
     assert _losses(tmp_path / "one") == pytest.approx(_losses(tmp_path / "two"), abs=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_losses(tiny_dir, cache_dir, tmp_path):
+    """Recomputing activations in backward changes memory, not the numbers."""
+    plain = _cfg(tiny_dir, cache_dir, tmp_path / "plain", max_steps=3, lora=LoraSettings(dropout=0.0))
+    ckpt = _cfg(tiny_dir, cache_dir, tmp_path / "ckpt", max_steps=3, lora=LoraSettings(dropout=0.0),
+                gradient_checkpointing=True)
+    run_training(plain)
+    run_training(ckpt)
+    assert _losses(tmp_path / "plain") == pytest.approx(_losses(tmp_path / "ckpt"), abs=1e-5)
