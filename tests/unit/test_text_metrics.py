@@ -97,3 +97,8 @@ def test_actions_command_with_bertscore(tmp_path, capsys):
     md = capsys.readouterr().out
     assert "BERTScore (MiniLM-L6)" in md and "not comparable with roberta-large" in md and "| CDM |" in md
     assert (out / "table.csv").read_text().startswith("model,subset,bertscore,rouge1,rougeL,bleu,scored,total")
+
+
+def test_bertscore_of_an_empty_prediction_is_zero():
+    scores = bertscore_f1(["", "move the red cube left"], ["move the red cube left", "move the red cube left"])
+    assert scores[0] == 0.0 and scores[1] == pytest.approx(1.0, abs=1e-4)

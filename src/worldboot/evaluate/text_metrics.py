@@ -106,16 +106,24 @@ def bertscore_f1(
     model = cfg.bertscore_model or str(bundled_minilm_dir())
     if not candidates:
         return []
+    # bert-score 0.3.13 encodes an empty string with a tokenizer method transformers 5 removed;
+    # an empty prediction shares no token with its reference, so it scores 0 without the model.
+    keep = [i for i, (c, r) in enumerate(zip(candidates, references, strict=True)) if c.strip() and r.strip()]
+    out = [0.0] * len(candidates)
+    if not keep:
+        return out
     _, _, f1 = bert_score.score(
-        list(candidates),
-        list(references),
+        [candidates[i] for i in keep],
+        [references[i] for i in keep],
         model_type=model,
         num_layers=cfg.bertscore_layers,
         batch_size=cfg.batch_size,
         device=cfg.device,
         verbose=False,
     )
-    return [float(x) for x in f1]
+    for i, x in zip(keep, f1, strict=True):
+        out[i] = float(x)
+    return out
 
 
 def read_predicted_actions(path: str | os.PathLike[str], problems: Problems) -> dict[str, str]:
