@@ -1,0 +1,597 @@
+"""``worldboot demo``: the paper's whole method in miniature, on the procedural world, on a CPU.
+
+Stages, each a call into the same code the CLI stages run, each finished stage recorded in
+``stages.json`` so that a rerun after a kill skips what is done:
+
+1. ``base``: the tiny foundation model of the world (pictures and words, no dynamics),
+   built once and cached (:mod:`worldboot.foundation`).
+2. ``data``: labelled train and test triplets of the five world subsets, and unlabelled clips.
+3. ``probe``: does the base prefer real trajectories? (Figure 2 in miniature.)
+4. ``cdm``: tokenize, train the dynamics model with LoRA, and measure its actions (Table 1).
+5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
+6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
+   two ablations (without synthetic data; without the weighted loss), equal steps each.
+7. ``predict``: N candidates per test sample from each world model, scored by the CDM and
+   judged by the world's judge; best-of-K for K in ``best_of`` (Figure 7).
+8. ``report``: ``report.md`` and ``report.html`` with Tables 1, 2, 3, 5, Figures 2, 3, 7,
+   example images, and which of the paper's claims held on this run.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import shutil
+import statistics
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from worldboot.config import RunDir, write_atomic
+
+#: The presets shipped with the package source (a checkout); see :func:`preset_path`.
+PRESET_DIR = Path(__file__).resolve().parents[2] / "configs" / "demo"
+
+STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "predict", "report")
+
+
+@dataclass
+class TrainSettings:
+    """One fine-tuning run of the demo.
+
+    Attributes:
+        steps: Optimiser steps.
+        batch_size: Global batch.
+        micro_batch_size: Samples per forward pass.
+        lr: Peak learning rate (cosine decay, short warm-up).
+        lora: Train a LoRA adapter (the paper's way); False trains every weight, which a
+            tiny base with little capacity in its attention projections may need.
+        lora_r: LoRA rank (alpha = 2r, dropout 0.05, as in the paper).
+    """
+
+    steps: int = 60
+    batch_size: int = 16
+    micro_batch_size: int = 16
+    lr: float = 2e-3
+    lora: bool = True
+    lora_r: int = 16
+
+
+@dataclass
+class DemoConfig:
+    """The demo's sizes; ``configs/demo/smoke.yaml`` and ``paper.yaml`` are the presets.
+
+    Attributes:
+        base_preset: Preset of the world foundation model (``smoke`` or ``paper``).
+        seed: Seeds data, training and sampling.
+        train_per_subset: Labelled training triplets per world subset.
+        test_per_subset: Test triplets per subset.
+        clips: Unlabelled video clips to mine.
+        clip_size: Clip frame side in pixels.
+        synthetic_k: Synthetic triplets kept by Algorithm 1.
+        keyframes: Key-frames per clip (paper K_f = 6).
+        interval: Least distance between key-frames in frames (paper I_f = 20).
+        probe_per_subset: Test triplets per subset in the probe.
+        best_of: The K of best-of-K; the largest is the number of candidates drawn.
+        weight_mix: Uniform share in the recognition weights of the CWM's loss.
+        cdm: The dynamics model's training.
+        cwm: Each world model's training (the same for all four, for a fair comparison).
+        torch_threads: Threads for torch (0 = torch's default).
+    """
+
+    base_preset: str = "smoke"
+    seed: int = 0
+    train_per_subset: int = 40
+    test_per_subset: int = 6
+    clips: int = 10
+    clip_size: int = 96
+    synthetic_k: int = 60
+    keyframes: int = 6
+    interval: int = 20
+    probe_per_subset: int = 6
+    best_of: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    weight_mix: float = 0.1
+    cdm: TrainSettings = field(default_factory=TrainSettings)
+    cwm: TrainSettings = field(default_factory=TrainSettings)
+    torch_threads: int = 0
+
+
+def preset_path(name: str) -> Path | None:
+    """``configs/demo/<name>.yaml`` of a checkout; None when the package is installed without
+    it, in which case the :class:`DemoConfig` defaults (the smoke sizes) apply."""
+    path = PRESET_DIR / f"{name}.yaml"
+    return path if path.is_file() else None
+
+
+WORLD_MODELS = {
+    # name: (use synthetic data, loss weighting)
+    "C-FT": (False, "none"),
+    "CWM": (True, "l2"),
+    "CWM w/o synthetic": (False, "l2"),
+    "CWM w/o weighted loss": (True, "none"),
+}
+
+
+class Demo:
+    """Runs the stages into ``out``, resuming finished ones.
+
+    Args:
+        cfg: Sizes.
+        out: Run directory.
+        say: Where progress lines go.
+    """
+
+    def __init__(self, cfg: DemoConfig, out: str | os.PathLike[str], say: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.say = say
+        self.state_path = self.out / "stages.json"
+        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _done(self, name: str, result: dict[str, Any], seconds: float) -> None:
+        self.state[name] = {"result": result, "seconds": round(seconds, 1)}
+        write_atomic(self.state_path, json.dumps(self.state, indent=2))
+
+    def run(self) -> Path:
+        """Run every stage not yet done; returns the path of ``report.md``."""
+        import torch
+
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
+        with RunDir(self.out, self.cfg, "demo") as run:
+            for name in STAGES:
+                if name in self.state and name != "report":
+                    self.say(f"[{name}] done before ({self.state[name]['seconds']} s), skipped")
+                    continue
+                self.say(f"[{name}] ...")
+                t0 = time.perf_counter()
+                result = getattr(self, f"stage_{name}")()
+                dt = time.perf_counter() - t0
+                self._done(name, result, dt)
+                run.log(f"{name}: {dt:.1f} s")
+                self.say(f"[{name}] {dt:.1f} s")
+        return self.out / "report.md"
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def stage_base(self) -> dict[str, Any]:
+        from worldboot.foundation.world_base import get_world_base
+
+        path = get_world_base(self.cfg.base_preset, progress=False)
+        return {"path": str(path)}
+
+    @property
+    def base_dir(self) -> str:
+        return self.state["base"]["result"]["path"]
+
+    def stage_data(self) -> dict[str, Any]:
+        from worldboot.data.world_gen import generate_clips, generate_triplets
+
+        c = self.cfg
+        data = self.out / "data"
+        train = generate_triplets(data / "train", c.train_per_subset, seed=c.seed)
+        test = generate_triplets(data / "test", c.test_per_subset, seed=c.seed + 1000)
+        clips = generate_clips(data / "clips", c.clips, seed=c.seed + 2000, size=c.clip_size)
+        return {"train": len(train), "test": len(test), "clips": len(clips)}
+
+    def _triplets(self, split: str):
+        from worldboot.data.schema import read_manifest
+
+        return read_manifest(self.out / "data" / split / "manifest.jsonl")
+
+    def stage_probe(self) -> dict[str, Any]:
+        from worldboot.evaluate.probe import ProbeConfig, probe, write_report
+        from worldboot.models import load_backbone
+
+        cfg = ProbeConfig(max_per_subset=self.cfg.probe_per_subset, batch_size=16, seed=self.cfg.seed)
+        rows = probe(self._triplets("test"), load_backbone(self.base_dir), cfg)
+        summary = write_report(rows, self.out / "probe")
+        return {"comparisons": len(rows), "cells": [c for c in summary["cells"] if c["subset"] == "all"]}
+
+    def _train(self, task: str, out: Path, caches: list[Path], s: TrainSettings, weighting: str = "none") -> None:
+        from worldboot.train.recipes import (
+            DataSettings,
+            LoraSettings,
+            LossSettings,
+            OptimSettings,
+            SourceSettings,
+            TrainConfig,
+            run_training,
+        )
+
+        if out.exists():
+            shutil.rmtree(out)  # an unfinished run of a killed demo starts over
+        cfg = TrainConfig(
+            task=task, base_model=self.base_dir, out=str(out), max_steps=s.steps, batch_size=s.batch_size,
+            micro_batch_size=s.micro_batch_size, save_every=0, eval_every=0, log_every=5, seed=self.cfg.seed,
+            lora=LoraSettings(enabled=s.lora, r=s.lora_r, alpha=2 * s.lora_r, dropout=0.05),
+            optim=OptimSettings(lr=s.lr, warmup_steps=max(1, s.steps // 20)),
+            data=DataSettings(sources=[SourceSettings(cache=str(c)) for c in caches], eval_fraction=0.0),
+            loss=LossSettings(weighting=weighting, uniform_mix=self.cfg.weight_mix),
+        )
+        run_training(cfg)
+
+    def _cache(self, triplets, name: str) -> Path:
+        from worldboot.data.cache import build_cache
+        from worldboot.models import load_backbone
+
+        path = self.out / "cache" / name
+        build_cache(triplets, load_backbone(self.base_dir), path, progress=False)
+        return path
+
+    def stage_cdm(self) -> dict[str, Any]:
+        from worldboot.data.world import Action
+        from worldboot.data.world_text import parse_action
+        from worldboot.evaluate.text_metrics import TextMetricsConfig, score_actions
+        from worldboot.models import load_backbone
+
+        labelled = self._cache(self._triplets("train"), "labelled")
+        self._train("dynamics", self.out / "cdm", [labelled], self.cfg.cdm)
+        test = self._triplets("test")
+        refs = {t.id: (t.subset, t.action) for t in test}
+        results: dict[str, Any] = {}
+        for name, path in (("Chameleon ZS (base)", self.base_dir), ("CDM", self.out / "cdm")):
+            bb = load_backbone(path)
+            preds = self._describe(bb, test)
+            _, summary = score_actions(preds, refs, TextMetricsConfig())
+            correct = []
+            for t in test:
+                got = parse_action(preds[t.id])
+                correct.append(got is not None and got == Action.from_json(t.meta["action"]))
+            overall = dict(summary["overall"])
+            overall["action_accuracy"] = sum(correct) / len(correct)
+            results[name] = overall
+            write_atomic(self.out / "cdm_actions" / f"{_slug(name)}.jsonl",
+                         "".join(json.dumps({"id": i, "action": a}) + "\n" for i, a in preds.items()))
+        return results
+
+    @staticmethod
+    def _describe(bb, triplets) -> dict[str, str]:
+        from worldboot.images import open_image
+
+        out = {}
+        for start in range(0, len(triplets), 16):
+            chunk = triplets[start : start + 16]
+            enc = bb.encode_images([open_image(p) for t in chunk for p in (t.source, t.target)])
+            prompts = [bb.dynamics_example(enc.codes[2 * i], enc.codes[2 * i + 1]) for i in range(len(chunk))]
+            for t, text in zip(chunk, bb.generate_text(prompts, max_new_tokens=24), strict=True):
+                out[t.id] = text
+        return out
+
+    def stage_mine(self) -> dict[str, Any]:
+        from worldboot.data.world_gen import read_clip_truth
+        from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
+        from worldboot.mining.keyframes import (
+            KeyframeConfig,
+            action_overlap_rate,
+            keyframe_hit_rate,
+            mine_videos,
+        )
+        from worldboot.mining.select import SelectConfig, select_synthetic
+        from worldboot.models import load_backbone
+
+        mining = self.out / "mining"
+        kcfg = KeyframeConfig(k=self.cfg.keyframes, interval=self.cfg.interval)
+        summary = mine_videos(self.out / "data" / "clips", mining / "keyframes", kcfg, progress=False)
+        pairs = mining / "keyframes" / "pairs.jsonl"
+        rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]
+        truth = read_clip_truth(self.out / "data" / "clips" / "ground_truth.jsonl")
+        spans = {r["video"]: [(a["start"], a["end"]) for a in r["actions"]] for r in truth}
+        quality = {"pair_overlap": action_overlap_rate(rows, spans), "keyframe_hit": keyframe_hit_rate(rows, spans)}
+        annotate_pairs(pairs, load_backbone(self.out / "cdm"), mining / "annotated", AnnotateConfig(), progress=False)
+        sel = select_synthetic(mining / "annotated", mining / "synthetic",
+                               SelectConfig(k=self.cfg.synthetic_k, name="world-clips"))
+        synthetic = self._read(mining / "synthetic" / "synthetic.jsonl")
+        self._cache(synthetic, "synthetic")
+        return {"videos": getattr(summary, "videos", None), "pairs": len(rows), "selected": len(synthetic),
+                **quality, "select": {k: v for k, v in asdict(sel).items() if isinstance(v, (int, float, str))}}
+
+    @staticmethod
+    def _read(path: Path):
+        from worldboot.data.schema import read_manifest
+
+        return read_manifest(path)
+
+    def stage_cwm(self) -> dict[str, Any]:
+        caches = {"labelled": self.out / "cache" / "labelled", "synthetic": self.out / "cache" / "synthetic"}
+        out = {}
+        for name, (synthetic, weighting) in WORLD_MODELS.items():
+            use = [caches["labelled"]] + ([caches["synthetic"]] if synthetic else [])
+            self._train("world", self.out / "cwm" / _slug(name), use, self.cfg.cwm, weighting)
+            rows = [json.loads(x) for x in (self.out / "cwm" / _slug(name) / "metrics.jsonl").read_text().splitlines()]
+            out[name] = {"final_loss": next(r["loss"] for r in reversed(rows) if "loss" in r)}
+        return out
+
+    def stage_predict(self) -> dict[str, Any]:
+        import torch
+
+        from worldboot.data.world_judge import judge_triplet
+        from worldboot.images import open_image
+        from worldboot.infer.generate import make_generator, predict, sample_seed
+        from worldboot.infer.verify import Verifier
+        from worldboot.models import load_backbone
+        from worldboot.models.backbone import SamplingConfig
+
+        test = self._triplets("test")
+        n = max(self.cfg.best_of)
+        verifier = Verifier(load_backbone(self.out / "cdm"))
+        results: dict[str, list[dict[str, Any]]] = {}
+        copy_rows = []
+        for t in test:
+            r = judge_triplet(t, open_image(t.source))
+            copy_rows.append({"id": t.id, "subset": t.subset, "es": [r.editing_success], "me": [r.minimal_editing],
+                              "score": [r.score], "cdm": [0.0]})
+        results["Copy"] = copy_rows
+        for name in WORLD_MODELS:
+            world = load_backbone(self.out / "cwm" / _slug(name))
+            rows = []
+            folder = self.out / "predictions" / _slug(name)
+            for start in range(0, len(test), 4):
+                chunk = test[start : start + 4]
+                images = [open_image(t.source) for t in chunk]
+                codes = world.encode_images(images).codes
+                gens = [make_generator(sample_seed(self.cfg.seed, t.id)) for t in chunk]
+                preds = predict(world, list(codes), [t.action for t in chunk], n, SamplingConfig(temperature=1.0),
+                                gens, verifier, images)
+                for t, p in zip(chunk, preds, strict=True):
+                    judged = [judge_triplet(t, img) for img in p.images]
+                    cdm = p.scores.get(verifier.score_kind).tolist() if p.scores is not None else [0.0] * n
+                    rows.append({"id": t.id, "subset": t.subset, "es": [j.editing_success for j in judged],
+                                 "me": [j.minimal_editing for j in judged], "score": [j.score for j in judged],
+                                 "cdm": cdm})
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for k, img in enumerate(p.images[: min(n, 4)]):
+                        img.save(folder / f"{t.id}-{k}.png")
+            results[name] = rows
+            del world
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        write_atomic(self.out / "predictions" / "judged.json", json.dumps(results))
+        return {"models": list(results), "samples": len(test), "candidates": n}
+
+    # -- report -----------------------------------------------------------------------------
+
+    def stage_report(self) -> dict[str, Any]:
+        from worldboot.evaluate.plots import plot_recognition_weights
+
+        judged = json.loads((self.out / "predictions" / "judged.json").read_text())
+        figures = self.out / "figures"
+        figures.mkdir(exist_ok=True)
+        plot_recognition_weights(self.out / "cache" / "labelled", figures / "figure3_weights.png", n=4,
+                                 seed=self.cfg.seed)
+        shutil.copy(self.out / "probe" / "figure2_preferences.png", figures / "figure2_preferences.png")
+        ks = sorted(self.cfg.best_of)
+        table2 = _table2(judged, ks)
+        _plot_k(judged, ks, figures / "figure7_best_of_k.png")
+        claims = _claims(self.state, table2, ks)
+        md = _markdown(self, table2, ks, claims)
+        write_atomic(self.out / "report.md", md)
+        write_atomic(self.out / "report.html", _html(md, self.out))
+        return {"claims": claims}
+
+
+def _slug(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-").replace("--", "-")
+
+
+def _pick(row: dict[str, Any], k: int) -> int:
+    """Index of best-of-k: the candidate with the highest CDM score among the first k."""
+    cands = row["cdm"][:k]
+    return max(range(len(cands)), key=lambda i: cands[i])
+
+
+def _table2(judged: dict[str, list[dict[str, Any]]], ks: list[int]) -> dict[str, Any]:
+    """Per model (and best-of-K variants): mean score, ES and ME per subset and overall."""
+    out: dict[str, Any] = {}
+    for name, rows in judged.items():
+        variants = [(name, 1)] if name == "Copy" else [(name, 1)] + [(f"{name} + best-of-{k}", k) for k in ks if k > 1]
+        for label, k in variants:
+            per: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+            for r in rows:
+                i = _pick(r, k) if k > 1 else 0
+                for subset in (r["subset"], "all"):
+                    per[subset]["score"].append(r["score"][i])
+                    per[subset]["es"].append(r["es"][i])
+                    per[subset]["me"].append(r["me"][i])
+            out[label] = {s: {m: statistics.fmean(v) for m, v in d.items()} | {"n": len(d["score"])}
+                          for s, d in per.items()}
+        if name != "Copy":
+            oracle: dict[str, list[float]] = defaultdict(list)
+            for r in rows:
+                for subset in (r["subset"], "all"):
+                    oracle[subset].append(max(r["score"][: max(ks)]))
+            out[f"{name} oracle best-of-{max(ks)}"] = {s: {"score": statistics.fmean(v), "n": len(v)}
+                                                        for s, v in oracle.items()}
+    return out
+
+
+def _plot_k(judged: dict[str, list[dict[str, Any]]], ks: list[int], path: Path) -> None:
+    """Figure 7: judge score against K for best-of-K with the CDM, per world model (mean ± std
+    over bootstrap resamples of the test samples)."""
+    import random
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, rows in judged.items():
+        if name == "Copy":
+            continue
+        means, stds = [], []
+        for k in ks:
+            vals = [r["score"][_pick(r, k)] for r in rows]
+            rng = random.Random(0)
+            boots = [statistics.fmean(rng.choices(vals, k=len(vals))) for _ in range(200)]
+            means.append(statistics.fmean(vals))
+            stds.append(statistics.pstdev(boots))
+        ax.errorbar(ks, means, yerr=stds, marker="o", capsize=3, label=name)
+    copy = statistics.fmean(r["score"][0] for r in judged["Copy"])
+    ax.axhline(copy, color="grey", ls="--", lw=0.8, label="Copy")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.set_xlabel("K (candidates ranked by the CDM)")
+    ax.set_ylabel("world-judge score (0-10)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int]) -> list[dict[str, Any]]:
+    """The paper's claims, each with the numbers of this run and whether it held."""
+    kmax = max(ks)
+    cdm = state["cdm"]["result"]
+    score = {name: v["all"]["score"] for name, v in table2.items()}
+    es = {name: v["all"].get("es") for name, v in table2.items()}
+    cdm_acc = cdm["CDM"]["action_accuracy"]
+    base_acc = cdm["Chameleon ZS (base)"]["action_accuracy"]
+    cwm_success = (es["CWM"] or 0.0) / 10.0
+    base_m, cdm_m = cdm["Chameleon ZS (base)"], cdm["CDM"]
+    text_better = all((cdm_m.get(m) or 0) > (base_m.get(m) or 0) for m in ("bertscore", "rougeL"))
+    return [
+        {"claim": "Fine-tuning makes Chameleon a much better dynamics model than zero-shot (Table 1 metrics)",
+         "held": text_better,
+         "evidence": f"BERTScore {_fmt(base_m.get('bertscore'))} -> {_fmt(cdm_m.get('bertscore'))}, ROUGE-L "
+                     f"{_fmt(base_m.get('rougeL'))} -> {_fmt(cdm_m.get('rougeL'))} (base -> CDM)"},
+        {"claim": "The fine-tuned CDM names the exact action (the world's stricter test)",
+         "held": cdm_acc > base_acc, "evidence": f"action accuracy {base_acc:.2f} (base) -> {cdm_acc:.2f} (CDM)"},
+        {"claim": "The CDM is easier to learn than the CWM at equal compute (Section 1)",
+         "held": cdm_acc > cwm_success,
+         "evidence": f"after the same steps and batch: CDM action accuracy {cdm_acc:.2f} vs CWM editing success "
+                     f"{cwm_success:.2f} (ES / 10)"},
+        {"claim": "The CWM (synthetic data + weighted loss) beats C-FT (Table 2)",
+         "held": score["CWM"] > score["C-FT"], "evidence": f"score {score['CWM']:.2f} vs {score['C-FT']:.2f}"},
+        {"claim": "The recognition-weighted loss raises editing success (Table 3)",
+         "held": (es["CWM"] or 0) > (es["CWM w/o weighted loss"] or 0),
+         "evidence": f"ES {es['CWM']:.2f} with vs {es['CWM w/o weighted loss']:.2f} without"},
+        {"claim": "Synthetic data from the CDM helps the CWM (ablation)",
+         "held": score["CWM"] > score["CWM w/o synthetic"],
+         "evidence": f"score {score['CWM']:.2f} with vs {score['CWM w/o synthetic']:.2f} without"},
+        {"claim": f"Best-of-N with the CDM raises C-FT's score (Figure 7, K={kmax})",
+         "held": score[f"C-FT + best-of-{kmax}"] > score["C-FT"],
+         "evidence": f"score {score['C-FT']:.2f} (K=1) -> {score[f'C-FT + best-of-{kmax}']:.2f} (K={kmax})"},
+        {"claim": "Copy gets no editing success from the judge (sanity check)",
+         "held": (es["Copy"] or 0) == 0.0, "evidence": f"Copy ES {es['Copy']:.2f}"},
+    ]
+
+
+def _fmt(x: Any) -> str:
+    return f"{x:.2f}" if isinstance(x, float) else str(x)
+
+
+def _markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dict[str, Any]]) -> str:
+    st = demo.state
+    cfg = demo.cfg
+    lines = ["# worldboot demo: the paper in miniature", "",
+             f"Procedural world, tiny Chameleon base `{st['base']['result']['path']}` (preset "
+             f"`{cfg.base_preset}`), {st['data']['result']['train']} labelled training triplets, "
+             f"{st['data']['result']['test']} test triplets, {st['data']['result']['clips']} unlabelled clips.", "",
+             "## Which of the paper's claims held on this run", ""]
+    for c in claims:
+        lines.append(f"- {'**held**' if c['held'] else '**did not hold**'}: {c['claim']}. {c['evidence']}.")
+    lines += ["", "Small runs are noisy: a claim that did not hold here is a measurement of this run, not a "
+              "verdict on the paper. The `paper` preset trains longer on more data.", ""]
+    lines += ["## Table 1: dynamics model, action prediction on the test triplets", "",
+              "| model | action accuracy | BERTScore (MiniLM)* | ROUGE-1 | ROUGE-L | BLEU |", "|---|---|---|---|---|---|"]
+    for name, m in st["cdm"]["result"].items():
+        lines.append(f"| {name} | {m['action_accuracy']:.2f} | {_fmt(m.get('bertscore'))} | {_fmt(m.get('rouge1'))} | "
+                     f"{_fmt(m.get('rougeL'))} | {_fmt(m.get('bleu'))} |")
+    lines += ["", "*BERTScore with the offline MiniLM-L6 model: not comparable with roberta-large numbers.", ""]
+    subsets = sorted(k for k in table2["Copy"] if k != "all")
+    lines += ["## Table 2: world models, world-judge score (0-10, min of the two criteria)", "",
+              "| model | " + " | ".join(s.replace("world/", "") for s in subsets) + " | all |",
+              "|---" * (len(subsets) + 2) + "|"]
+    for name, per in table2.items():
+        lines.append(f"| {name} | " + " | ".join(_fmt(per[s]["score"]) if s in per else "–" for s in subsets)
+                     + f" | {_fmt(per['all']['score'])} |")
+    lines += ["", "## Table 3: editing success (ES) and minimal editing (ME), all subsets", "",
+              "| model | ES | ME | score |", "|---|---|---|---|"]
+    for name, per in table2.items():
+        if "es" in per["all"]:
+            a = per["all"]
+            lines.append(f"| {name} | {a['es']:.2f} | {a['me']:.2f} | {a['score']:.2f} |")
+    stats = demo.out / "mining" / "synthetic" / "stats.md"
+    mine = st["mine"]["result"]
+    lines += ["", "## Table 5: mined synthetic data", "",
+              f"{mine['pairs']} key-frame pairs from the clips, {mine['selected']} kept by Algorithm 1."]
+    if "pair_overlap" in mine:
+        lines.append(f"Share of key-frame pairs spanning a true action: {mine['pair_overlap']:.2f}; share of "
+                     f"key-frames inside an action: {mine['keyframe_hit']:.2f}.")
+    if stats.is_file():
+        lines += ["", stats.read_text()]
+    lines += ["", "## Figures", "",
+              "Figure 2 (probe of the base model): ![](figures/figure2_preferences.png)", "",
+              "Figure 3 (recognition weights): ![](figures/figure3_weights.png)", "",
+              "Figure 7 (best-of-K with the CDM as verifier): ![](figures/figure7_best_of_k.png)", ""]
+    probe_md = demo.out / "probe" / "probe.md"
+    if probe_md.is_file():
+        lines += ["### Probe of the base model (Figure 2 as a table)", "", probe_md.read_text(), ""]
+    lines += ["## Examples", "", "| source | action | target | C-FT | CWM |", "|---|---|---|---|---|"]
+    test = demo._triplets("test")
+    for t in test[:: max(1, len(test) // 5)][:5]:
+        rel = os.path.relpath
+        cells = [f"![]({rel(t.source, demo.out)})", html.escape(t.action), f"![]({rel(t.target, demo.out)})"]
+        for name in ("C-FT", "CWM"):
+            p = demo.out / "predictions" / _slug(name) / f"{t.id}-0.png"
+            cells.append(f"![]({rel(p, demo.out)})" if p.is_file() else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---|"]
+    for name in STAGES:
+        if name in st:
+            lines.append(f"| {name} | {st[name]['seconds']} |")
+    return "\n".join(lines) + "\n"
+
+
+def _html(md: str, out: Path) -> str:
+    """A self-contained page from the Markdown (tables, images, lists) without extra packages."""
+    import re
+
+    body, table = [], []
+
+    def flush_table() -> None:
+        if not table:
+            return
+        rows = [r for r in table if not re.fullmatch(r"\|(\s*-+\s*\|)+", r.replace("---", "-"))]
+        body.append("<table>")
+        for i, r in enumerate(rows):
+            tag = "th" if i == 0 else "td"
+            cells = [c.strip() for c in r.strip("|").split("|")]
+            body.append("<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>" for c in cells) + "</tr>")
+        body.append("</table>")
+        table.clear()
+
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if not set(line.replace("|", "").strip()) <= {"-"}:
+                table.append(line)
+            continue
+        flush_table()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{_inline(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line)}</p>")
+    flush_table()
+    style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
+             "th{background:#f3f3f3}img{max-width:100%;image-rendering:pixelated}td img{width:96px}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>worldboot demo</title><style>{style}</style>"
+            f"</head><body>{''.join(body)}</body></html>")
+
+
+def _inline(text: str) -> str:
+    import re
+
+    text = html.escape(text, quote=False)
+    text = re.sub(r"!\[\]\(([^)]+)\)", r"<img src='\1' alt=''>", text)
+    text = re.sub(r"\*\*([^*]+)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", text)
