@@ -231,6 +231,22 @@ def load_config(
     return from_dict(cls, tree)
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"i/n"`` (shard i of n, as ``--shard`` takes it) to ``(i, n)`` with ``0 <= i < n``.
+
+    Raises:
+        ConfigError: When the text is not of that form.
+    """
+    try:
+        i_text, n_text = text.split("/")
+        i, n = int(i_text), int(n_text)
+    except ValueError:
+        raise ConfigError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise ConfigError(f"shard {text!r}: need 0 <= i < n")
+    return i, n
+
+
 def dump_yaml(cfg: Any) -> str:
     """The config as YAML text."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)

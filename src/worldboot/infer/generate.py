@@ -364,16 +364,6 @@ def merge_rows(folder: Path, order: Sequence[str]) -> int:
 # -- manifests ------------------------------------------------------------------------------------
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` to ``(i, n)`` with ``0 <= i < n``."""
-    try:
-        i_text, n_text = text.split("/")
-        i, n = int(i_text), int(n_text)
-    except ValueError:
-        raise ConfigError(f"--shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"--shard {text}: need 0 <= i < n")
-    return i, n
 
 
 def shard_items(items: Sequence[Any], index: int, count: int) -> list[Any]:

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import RunDir
+from worldboot.config import RunDir, parse_shard
 from worldboot.data.schema import Problems
 from worldboot.errors import ConfigError, DataError
 from worldboot.images import open_image
@@ -97,16 +97,6 @@ class AnnotateSummary:
     output: str = ""
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
-    try:
-        i_text, n_text = text.split("/")
-        i, n = int(i_text), int(n_text)
-    except ValueError:
-        raise ConfigError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"shard {text!r}: need 0 <= i < n")
-    return i, n
 
 
 def shard_of(pair_id: str, n: int) -> int:
