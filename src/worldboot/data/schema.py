@@ -97,6 +97,27 @@ class Problems:
         write_atomic(path, "".join(json.dumps(asdict(p)) + "\n" for p in self.items))
 
 
+def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each JSON object line of a JSONL file.
+
+    Blank lines are skipped; a line that is not valid JSON, or not an object, is recorded in
+    ``problems`` with its 1-based line number (raised in strict mode) and skipped.
+    """
+    with open(path, encoding="utf-8") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            if not raw.strip():
+                continue
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError as err:
+                problems.add(path, lineno, f"malformed JSON: {err.msg}")
+                continue
+            if not isinstance(row, dict):
+                problems.add(path, lineno, "malformed JSON: not an object")
+                continue
+            yield lineno, row
+
+
 def resolve_under(root: str | os.PathLike[str], rel: str) -> Path:
     """Resolve ``rel`` under ``root``, refusing anything that escapes it.
 
@@ -172,49 +193,38 @@ def read_manifest(
     problems = problems if problems is not None else Problems()
     root = Path(root) if root is not None else path.parent
     out: list[Triplet] = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
+    for lineno, row in iter_jsonl(path, problems):
+        missing = [k for k in ("id", "source", "action") if k not in row]
+        if missing:
+            problems.add(path, lineno, f"missing field: {', '.join(missing)}")
+            continue
+        if not str(row["action"]).strip():
+            problems.add(path, lineno, "empty action")
+            continue
+        try:
+            source = str(resolve_under(root, row["source"]))
+            target = str(resolve_under(root, row["target"])) if row.get("target") else None
+        except DataError as err:
+            problems.add(path, lineno, str(err))
+            continue
+        if check_images:
+            checks = (image_problem(source, "source", row["source"]),)
+            if target:
+                checks += (image_problem(target, "target", row["target"]),)
+            bad = next(filter(None, checks), None)
+            if bad:
+                problems.add(path, lineno, bad)
                 continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as err:
-                problems.add(path, lineno, f"malformed JSON: {err.msg}")
-                continue
-            if not isinstance(row, dict):
-                problems.add(path, lineno, "malformed JSON: not an object")
-                continue
-            missing = [k for k in ("id", "source", "action") if k not in row]
-            if missing:
-                problems.add(path, lineno, f"missing field: {', '.join(missing)}")
-                continue
-            if not str(row["action"]).strip():
-                problems.add(path, lineno, "empty action")
-                continue
-            try:
-                source = str(resolve_under(root, row["source"]))
-                target = str(resolve_under(root, row["target"])) if row.get("target") else None
-            except DataError as err:
-                problems.add(path, lineno, str(err))
-                continue
-            if check_images:
-                checks = (image_problem(source, "source", row["source"]),)
-                if target:
-                    checks += (image_problem(target, "target", row["target"]),)
-                bad = next(filter(None, checks), None)
-                if bad:
-                    problems.add(path, lineno, bad)
-                    continue
-            out.append(
-                Triplet(
-                    id=str(row["id"]),
-                    subset=str(row.get("subset", "default")),
-                    source=source,
-                    action=str(row["action"]).strip(),
-                    target=target,
-                    meta=dict(row.get("meta") or {}),
-                )
+        out.append(
+            Triplet(
+                id=str(row["id"]),
+                subset=str(row.get("subset", "default")),
+                source=source,
+                action=str(row["action"]).strip(),
+                target=target,
+                meta=dict(row.get("meta") or {}),
             )
+        )
     return out
 
 

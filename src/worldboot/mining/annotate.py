@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.config import RunDir, parse_shard
-from worldboot.data.schema import Problems
+from worldboot.data.schema import Problems, iter_jsonl
 from worldboot.errors import ConfigError, DataError
 from worldboot.images import open_image
 
@@ -132,39 +132,28 @@ def read_pairs(path: str | os.PathLike[str], problems: Problems) -> list[dict[st
     root = path.resolve().parent
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as err:
-                problems.add(path, lineno, f"malformed JSON: {err.msg}")
-                continue
-            if not isinstance(row, dict):
-                problems.add(path, lineno, "malformed JSON: not an object")
-                continue
-            missing = [k for k in REQUIRED if not row.get(k)]
-            if missing:
-                problems.add(path, lineno, f"missing field: {', '.join(missing)}")
-                continue
-            row["id"] = str(row["id"])
-            if row["id"] in seen:
-                problems.add(path, lineno, f"duplicate id: {row['id']}")
-                continue
-            bad = False
-            for key in ("source", "target"):
-                image = (root / str(row[key])).resolve()
-                if not image.is_file():
-                    problems.add(path, lineno, f"image not found: {image}")
-                    bad = True
-                    break
-                row[key] = str(image)
-            if bad:
-                continue
-            seen.add(row["id"])
-            row["_line"] = lineno
-            rows.append(row)
+    for lineno, row in iter_jsonl(path, problems):
+        missing = [k for k in REQUIRED if not row.get(k)]
+        if missing:
+            problems.add(path, lineno, f"missing field: {', '.join(missing)}")
+            continue
+        row["id"] = str(row["id"])
+        if row["id"] in seen:
+            problems.add(path, lineno, f"duplicate id: {row['id']}")
+            continue
+        bad = False
+        for key in ("source", "target"):
+            image = (root / str(row[key])).resolve()
+            if not image.is_file():
+                problems.add(path, lineno, f"image not found: {image}")
+                bad = True
+                break
+            row[key] = str(image)
+        if bad:
+            continue
+        seen.add(row["id"])
+        row["_line"] = lineno
+        rows.append(row)
     return rows
 
 

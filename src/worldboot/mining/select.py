@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from worldboot.config import RunDir, write_atomic
-from worldboot.data.schema import Problems, Triplet, write_manifest
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, write_manifest
 from worldboot.errors import ConfigError, DataError
 
 T = TypeVar("T")
@@ -140,47 +140,36 @@ def read_annotated(path: str | os.PathLike[str], problems: Problems) -> list[dic
     seen: set[str] = set()
     for file in files:
         base = file.resolve().parent
-        with open(file, encoding="utf-8") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    row = json.loads(raw)
-                except json.JSONDecodeError as err:
-                    problems.add(file, lineno, f"malformed JSON: {err.msg}")
-                    continue
-                if not isinstance(row, dict):
-                    problems.add(file, lineno, "malformed JSON: not an object")
-                    continue
-                missing = [
-                    k for k in ("id", "source", "target", "action", "score_mean", "score_sum") if k not in row
-                ]
-                if missing:
-                    problems.add(file, lineno, f"missing field: {', '.join(missing)}")
-                    continue
-                if not str(row["action"]).strip():
-                    problems.add(file, lineno, "empty action")
-                    continue
-                try:
-                    finite = math.isfinite(float(row["score_mean"])) and math.isfinite(
-                        float(row["score_sum"])
-                    )
-                except (TypeError, ValueError):
-                    finite = False
-                if not finite:
-                    problems.add(file, lineno, "score is not a finite number")
-                    continue
-                rid = str(row["id"])
-                if rid in seen:
-                    problems.add(file, lineno, f"duplicate id: {rid}")
-                    continue
-                seen.add(rid)
-                row["id"] = rid
-                row["action"] = str(row["action"]).strip()
-                row["source"] = str((base / str(row["source"])).resolve())
-                row["target"] = str((base / str(row["target"])).resolve())
-                row["class"] = str(row.get("label") or NO_CLASS)
-                rows.append(row)
+        for lineno, row in iter_jsonl(file, problems):
+            missing = [
+                k for k in ("id", "source", "target", "action", "score_mean", "score_sum") if k not in row
+            ]
+            if missing:
+                problems.add(file, lineno, f"missing field: {', '.join(missing)}")
+                continue
+            if not str(row["action"]).strip():
+                problems.add(file, lineno, "empty action")
+                continue
+            try:
+                finite = math.isfinite(float(row["score_mean"])) and math.isfinite(
+                    float(row["score_sum"])
+                )
+            except (TypeError, ValueError):
+                finite = False
+            if not finite:
+                problems.add(file, lineno, "score is not a finite number")
+                continue
+            rid = str(row["id"])
+            if rid in seen:
+                problems.add(file, lineno, f"duplicate id: {rid}")
+                continue
+            seen.add(rid)
+            row["id"] = rid
+            row["action"] = str(row["action"]).strip()
+            row["source"] = str((base / str(row["source"])).resolve())
+            row["target"] = str((base / str(row["target"])).resolve())
+            row["class"] = str(row.get("label") or NO_CLASS)
+            rows.append(row)
     return rows
 
 
