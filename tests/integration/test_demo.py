@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from worldboot.cli import main
 
 
+# On a machine without the cached world base, the first run builds it (about 6 minutes on 2 cores).
+@pytest.mark.timeout(1800)
 def test_smoke_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--preset", "smoke", "--out", str(out)]) == 0
