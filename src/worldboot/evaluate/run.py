@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from worldboot.config import RunDir, write_atomic
-from worldboot.data.schema import Problems, Triplet, read_manifest, resolve_under
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under
 from worldboot.errors import ConfigError, DataError, UserError
 from worldboot.evaluate.judge import JudgeConfig, JudgeRequest, Verdict, make_judge
 from worldboot.evaluate.metrics import MetricsConfig
@@ -163,49 +163,41 @@ class Prediction:
 def _read_predictions_jsonl(pred_dir: Path, problems: Problems) -> dict[str, Prediction]:
     path = pred_dir / "predictions.jsonl"
     out: dict[str, Prediction] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
+    for lineno, row in iter_jsonl(path, problems):
+        if "id" not in row:
+            problems.add(path, lineno, "missing field: id")
+            continue
+        sid = str(row["id"])
+        if sid in out:
+            problems.add(path, lineno, f"duplicate id: {sid}")
+            continue
+        try:
+            candidates = []
+            for c in row.get("candidates") or []:
+                cpath = c["image"] if isinstance(c, dict) else c
+                cscore = c.get("score") if isinstance(c, dict) else None
+                candidates.append(
+                    Candidate(str(resolve_under(pred_dir, cpath)), float(cscore) if cscore is not None else None)
+                )
+            chosen = row.get("chosen")
+            chosen = int(chosen) if chosen is not None else None
+            if chosen is not None and not 0 <= chosen < len(candidates):
+                problems.add(path, lineno, f"chosen {chosen} is not a candidate index")
+                chosen = None
+            if row.get("image"):
+                image = str(resolve_under(pred_dir, row["image"]))
+            elif chosen is not None:
+                image = candidates[chosen].image
+            else:
+                problems.add(path, lineno, "missing field: image")
                 continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as err:
-                problems.add(path, lineno, f"malformed JSON: {err.msg}")
-                continue
-            if not isinstance(row, dict) or "id" not in row:
-                problems.add(path, lineno, "missing field: id")
-                continue
-            sid = str(row["id"])
-            if sid in out:
-                problems.add(path, lineno, f"duplicate id: {sid}")
-                continue
-            try:
-                candidates = []
-                for c in row.get("candidates") or []:
-                    cpath = c["image"] if isinstance(c, dict) else c
-                    cscore = c.get("score") if isinstance(c, dict) else None
-                    candidates.append(
-                        Candidate(str(resolve_under(pred_dir, cpath)), float(cscore) if cscore is not None else None)
-                    )
-                chosen = row.get("chosen")
-                chosen = int(chosen) if chosen is not None else None
-                if chosen is not None and not 0 <= chosen < len(candidates):
-                    problems.add(path, lineno, f"chosen {chosen} is not a candidate index")
-                    chosen = None
-                if row.get("image"):
-                    image = str(resolve_under(pred_dir, row["image"]))
-                elif chosen is not None:
-                    image = candidates[chosen].image
-                else:
-                    problems.add(path, lineno, "missing field: image")
-                    continue
-            except DataError as err:
-                problems.add(path, lineno, str(err))
-                continue
-            except (KeyError, TypeError, ValueError) as err:
-                problems.add(path, lineno, f"bad candidates: {type(err).__name__}: {err}")
-                continue
-            out[sid] = Prediction(image=image, candidates=candidates, chosen=chosen)
+        except DataError as err:
+            problems.add(path, lineno, str(err))
+            continue
+        except (KeyError, TypeError, ValueError) as err:
+            problems.add(path, lineno, f"bad candidates: {type(err).__name__}: {err}")
+            continue
+        out[sid] = Prediction(image=image, candidates=candidates, chosen=chosen)
     return out
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.config import RunDir, write_atomic
-from worldboot.data.schema import Problems, resolve_under
+from worldboot.data.schema import Problems, iter_jsonl, resolve_under
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.images import open_image
 
@@ -88,31 +88,23 @@ def read_mc(path: str | os.PathLike[str], problems: Problems) -> list[MCItem]:
     if not path.is_file():
         raise DataError(f"multiple-choice file not found: {path}")
     items = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as err:
-                problems.add(path, lineno, f"malformed JSON: {err.msg}")
-                continue
-            missing = [k for k in ("image", "question", "choices", "answer") if not isinstance(row, dict) or k not in row]
-            if missing:
-                problems.add(path, lineno, f"missing field: {', '.join(missing)}")
-                continue
-            choices = row["choices"]
-            if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
-                problems.add(path, lineno, "choices must be a list of at least two non-empty strings")
-                continue
-            choices = [c.strip() for c in choices]
-            try:
-                answer = _answer_index(row["answer"], choices)
-                image = str(resolve_under(path.parent, row["image"]))
-            except (ValueError, DataError) as err:
-                problems.add(path, lineno, str(err))
-                continue
-            items.append(MCItem(image, str(row["question"]).strip(), choices, answer, lineno))
+    for lineno, row in iter_jsonl(path, problems):
+        missing = [k for k in ("image", "question", "choices", "answer") if k not in row]
+        if missing:
+            problems.add(path, lineno, f"missing field: {', '.join(missing)}")
+            continue
+        choices = row["choices"]
+        if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) and c.strip() for c in choices):
+            problems.add(path, lineno, "choices must be a list of at least two non-empty strings")
+            continue
+        choices = [c.strip() for c in choices]
+        try:
+            answer = _answer_index(row["answer"], choices)
+            image = str(resolve_under(path.parent, row["image"]))
+        except (ValueError, DataError) as err:
+            problems.add(path, lineno, str(err))
+            continue
+        items.append(MCItem(image, str(row["question"]).strip(), choices, answer, lineno))
     return items
 
 

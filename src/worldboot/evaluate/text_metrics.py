@@ -15,14 +15,13 @@ Predicted actions are compared with the benchmark's ground-truth actions, one re
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worldboot.data.schema import Problems
+from worldboot.data.schema import Problems, iter_jsonl
 from worldboot.errors import ConfigError, DataError
 
 #: Keys under which a predictions file may hold the predicted action.
@@ -136,27 +135,19 @@ def read_predicted_actions(path: str | os.PathLike[str], problems: Problems) -> 
     if not path.is_file():
         raise DataError(f"predicted actions not found: {path}")
     out: dict[str, str] = {}
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as err:
-                problems.add(path, lineno, f"malformed JSON: {err.msg}")
-                continue
-            if not isinstance(row, dict) or "id" not in row:
-                problems.add(path, lineno, "missing field: id")
-                continue
-            key = next((k for k in ACTION_KEYS if isinstance(row.get(k), str)), None)
-            if key is None:
-                problems.add(path, lineno, f"missing field: one of {', '.join(ACTION_KEYS)}")
-                continue
-            sid = str(row["id"])
-            if sid in out:
-                problems.add(path, lineno, f"duplicate id: {sid}")
-                continue
-            out[sid] = row[key].strip()
+    for lineno, row in iter_jsonl(path, problems):
+        if "id" not in row:
+            problems.add(path, lineno, "missing field: id")
+            continue
+        key = next((k for k in ACTION_KEYS if isinstance(row.get(k), str)), None)
+        if key is None:
+            problems.add(path, lineno, f"missing field: one of {', '.join(ACTION_KEYS)}")
+            continue
+        sid = str(row["id"])
+        if sid in out:
+            problems.add(path, lineno, f"duplicate id: {sid}")
+            continue
+        out[sid] = row[key].strip()
     return out
 
 
