@@ -472,3 +472,22 @@ def test_shipped_preset_loads_and_flags_win(tmp_path):
     binary.write_bytes(bytes(range(256)))
     with pytest.raises(DataError, match="neither a video"):
         find_videos(binary)
+
+
+def test_world_clips_keyframe_pairs_overlap_actions_more_than_even_spacing(tmp_path):
+    """The issue's measure on procedural-world clips with two or three actions each: the share of
+    key-frame pairs whose span overlaps a true action beats evenly spaced frames (measured here:
+    0.89 vs 0.63 and 0.85 vs 0.72 for seeds 0 and 1). With 3-5 actions per clip, as in the
+    default spec, almost any pair straddles an action and the two are level."""
+    from worldboot.data.world_gen import ClipSpec, generate_clips
+
+    gt, pairs, even = {}, [], []
+    for seed in (0, 1):
+        rows = generate_clips(tmp_path / "clips" / f"s{seed}", 12, seed=seed, spec=ClipSpec(actions=(2, 3)))
+        gt.update({f"{seed}/{r['video']}": [(a["start"], a["end"]) for a in r["actions"]] for r in rows})
+        run = tmp_path / f"run{seed}"
+        mine_videos(tmp_path / "clips" / f"s{seed}", run, KeyframeConfig(k=6, interval=20), progress=False)
+        pairs += [{**p, "video": f"{seed}/{p['video']}"} for p in check_run(run, 6, 20)]
+        even += [{**p, "video": f"{seed}/{p['video']}"} for p in evenly_spaced_rows(run)]
+    assert len(gt) == 24 and {p["video"] for p in pairs} <= set(gt)
+    assert action_overlap_rate(pairs, gt) > action_overlap_rate(even, gt) + 0.05
