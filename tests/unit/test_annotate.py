@@ -64,18 +64,6 @@ def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread while these tests run: on the shared 2-core machine two threads
-    made the tiny model 7x slower (0.44 s against 3.1 s for one annotate run)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture()
 def pairs(tmp_path) -> Path:
     return make_pairs(tmp_path / "keyframes")

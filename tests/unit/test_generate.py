@@ -31,14 +31,6 @@ from worldboot.infer.verify import Verifier
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two cores shared by several jobs: one thread per test process is faster than two fighting.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def world(tiny_dir):

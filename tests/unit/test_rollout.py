@@ -17,13 +17,6 @@ from worldboot.infer.verify import Verifier
 ACTIONS = ["move the red cube to the left", "open the box", "turn the object around"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def world(tiny_dir):

@@ -18,14 +18,6 @@ from worldboot.infer.generate import GenerateConfig, read_rows, run_generate
 from worldboot.infer.verify import Verifier, argmax_index
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def world(tiny_dir):
     from worldboot.models import load_backbone
