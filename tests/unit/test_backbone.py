@@ -79,6 +79,22 @@ def test_score_is_padding_safe(tiny):
     assert batched == pytest.approx(alone, abs=1e-4)
 
 
+def test_shared_prefix_scores_equal_plain_scores(tiny):
+    """The verifier's way (source prefix run once, cache repeated) gives score()'s numbers."""
+    enc = tiny.encode_images(_images(4))
+    same_action = [tiny.dynamics_example(enc.codes[0], enc.codes[i], "open the box") for i in (1, 2, 3)]
+    ragged = [
+        tiny.dynamics_example(enc.codes[0], enc.codes[1], "left"),
+        tiny.dynamics_example(enc.codes[0], enc.codes[2], "move the small blue circle further away please"),
+    ]
+    unrelated = [tiny.dynamics_example(enc.codes[i], enc.codes[3], "left") for i in (0, 1)]
+    for examples in (same_action, ragged, unrelated, same_action[:1]):
+        plain = tiny.score(examples, batch_size=len(examples))
+        shared = tiny.score_shared_prefix(examples)
+        assert shared.total.tolist() == pytest.approx(plain.total.tolist(), abs=1e-4)
+        assert shared.count.tolist() == plain.count.tolist()
+
+
 def test_labels_only_on_completion(tiny):
     enc = tiny.encode_images(_images(2))
     ex = tiny.world_example(enc.codes[0], "move", enc.codes[1])

@@ -77,22 +77,23 @@ def test_chosen_is_the_argmax_of_independently_recomputed_scores(tmp_path, data,
         assert not row["verifier_reencoded"] and "verifier_source" not in tensors
 
 
-def test_one_batched_forward_scores_like_one_by_one(world, monkeypatch):
+def test_one_batched_forward_scores_like_one_by_one(world):
     gen = torch.Generator().manual_seed(0)
     src = torch.randint(0, world.codebook_size, (world.image_seq_len,), generator=gen)
     cands = torch.randint(0, world.codebook_size, (5, world.image_seq_len), generator=gen)
-    calls = []
+    batches = []
     verifier = Verifier(world, world)
-    original = world.score
-
-    def spy(examples, batch_size=8):
-        calls.append((len(examples), batch_size))
-        return original(examples, batch_size)
-
-    monkeypatch.setattr(world, "score", spy)
-    scores = verifier.score_candidates(src, cands, "open the box")
-    monkeypatch.undo()
-    assert calls == [(5, 5)]
+    hook = world.model.register_forward_pre_hook(
+        lambda _m, _a, kw: batches.append(tuple(kw["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        scores = verifier.score_candidates(src, cands, "open the box")
+    finally:
+        hook.remove()
+    # The shared <s>, source image and the candidate's begin-image once, then all five
+    # candidates with the action together.
+    prefix = 1 + (world.image_seq_len + 2) + 1
+    assert batches == [(1, prefix), (5, batches[1][1])]
     one = [float(world.score([world.dynamics_example(src, c, "open the box")]).total[0]) for c in cands]
     assert scores.total.tolist() == pytest.approx(one, abs=1e-4)
     assert verifier.choose(scores) == int(torch.tensor(one).argmax())

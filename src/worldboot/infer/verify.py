@@ -5,7 +5,8 @@ The world model samples N candidate next observations; the CDM scores each one a
 
     ô_t = argmax_i p_CDM(a | o_s, o_t^(i)),   o_t^(i) ~ p_CWM(o_t | o_s, a)
 
-All N candidates of one sample are scored in one batched forward.
+All N candidates of one sample are scored in one batched forward, on top of the source image's
+KV cache, computed once for all of them.
 
 **A verifier with another image tokenizer.** The CDM reads image *codes*. When its
 :meth:`~worldboot.models.backbone.Backbone.tokenizer_fingerprint` differs from the world
@@ -146,7 +147,7 @@ class Verifier:
             encoded = self.backbone.encode_images([source_image, *candidate_images]).codes
             source_codes, candidate_codes = encoded[0], encoded[1:]
         examples = [self.backbone.dynamics_example(source_codes, c, action) for c in candidate_codes]
-        scores = self.backbone.score(examples, batch_size=len(examples))
+        scores = self.backbone.score_shared_prefix(examples)
         return CandidateScores(
             total=scores.total.float(),
             mean=scores.mean.float(),

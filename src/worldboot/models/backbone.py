@@ -180,6 +180,11 @@ class Backbone(Protocol):
         """Log-probabilities of each example's completion, padding-safe."""
         ...
 
+    def score_shared_prefix(self, examples: Sequence[Example]) -> Scores:
+        """:meth:`score` of one batch whose examples start alike (a verifier's candidates):
+        the common prefix may be run once."""
+        ...
+
     def generate_images(
         self,
         prompts: Sequence[Example],

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers.cache_utils import DynamicLayer
 from transformers.generation.logits_process import (
     LogitsProcessorList,
     TemperatureLogitsWarper,
@@ -136,6 +137,54 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model.get_base_model()
         else:
             return model
+
+
+class _ReservedLayer(DynamicLayer):
+    """A KV-cache layer with room reserved for the tokens still to come.
+
+    transformers' ``DynamicLayer`` concatenates every new key and value onto the whole cache,
+    so a step copies all of it: at 8 samples x 2 x layers, most of what best-of-N adds to a
+    step on a small model. This layer writes each step into a buffer sized once for the
+    prompt plus the image and hands attention a view of the filled part (no library cache
+    does that: ``StaticLayer`` attends over its whole buffer, padding included). Past the
+    reserve it falls back to concatenating.
+    """
+
+    @classmethod
+    def reserve(cls, layer: DynamicLayer, extra: int) -> _ReservedLayer:
+        new = cls()
+        keys, values = layer.keys, layer.values
+        n = keys.shape[-2]
+        new.dtype, new.device, new.is_initialized = keys.dtype, keys.device, True
+        new._k = keys.new_empty((*keys.shape[:-2], n + extra, keys.shape[-1]))
+        new._v = values.new_empty((*values.shape[:-2], n + extra, values.shape[-1]))
+        new._k[..., :n, :] = keys
+        new._v[..., :n, :] = values
+        new._n = n
+        new.keys, new.values = new._k[..., :n, :], new._v[..., :n, :]
+        return new
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+        end = self._n + key_states.shape[-2]
+        if end > self._k.shape[-2]:
+            self._k = torch.cat([self.keys, key_states], dim=-2)
+            self._v = torch.cat([self.values, value_states], dim=-2)
+        else:
+            self._k[..., self._n : end, :] = key_states
+            self._v[..., self._n : end, :] = value_states
+        self._n = end
+        self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+        return self.keys, self.values
+
+
+def _reserve_cache(cache: Any, extra: int) -> None:
+    """Give every plain layer of ``cache`` room for ``extra`` more tokens (see :class:`_ReservedLayer`)."""
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return
+    for i, layer in enumerate(layers):
+        if type(layer) is DynamicLayer and layer.is_initialized:
+            layers[i] = _ReservedLayer.reserve(layer, extra)
 
 
 class ChameleonBackbone:
@@ -343,6 +392,54 @@ class ChameleonBackbone:
         count = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)
         return Scores(total=total, mean=total / count.clamp(min=1), count=count)
 
+    @torch.no_grad()
+    def score_shared_prefix(self, examples: Sequence[Example]) -> Scores:
+        """:meth:`score` in one batch, running the tokens all examples start with only once.
+
+        A verifier scores N candidates that share ``<s>`` and the source image: the shared
+        prefix is run for one row and its KV cache repeated N times, then the rest of every
+        example runs on top of it. Falls back to :meth:`score` when there is nothing to share.
+        """
+        if len(examples) < 2:
+            return self.score(examples, batch_size=max(1, len(examples)))
+        first = examples[0].input_ids
+        # The last prompt token predicts the first completion token: it must be in every tail.
+        shared = min(e.completion_start for e in examples) - 1
+        for e in examples[1:]:
+            k = 0
+            limit = min(shared, len(e.input_ids))
+            while k < limit and e.input_ids[k] == first[k]:
+                k += 1
+            shared = k
+        if shared < 2:
+            return self.score(examples, batch_size=len(examples))
+        n = len(examples)
+        tails = [Example(e.input_ids[shared:], e.labels[shared:], e.completion_start - shared) for e in examples]
+        batch = self.collate(tails).to(self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            prefix = torch.tensor([first[:shared]], device=self.device)
+            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache.batch_repeat_interleave(n)
+            ones = torch.ones((n, shared), dtype=torch.long, device=self.device)
+            mask = torch.cat([ones, batch.attention_mask], 1)
+            pos = torch.arange(shared, shared + batch.input_ids.shape[1], device=self.device).expand(n, -1)
+            logits_mask, targets, rows = completion_positions(batch.labels)
+            out = self.model(
+                input_ids=batch.input_ids,
+                attention_mask=mask,
+                position_ids=pos,
+                past_key_values=cache,
+                logits_mask=logits_mask,
+            )
+        finally:
+            self.model.train(was_training)
+        logp = torch.log_softmax(out.logits.float(), dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1).cpu()
+        total = torch.zeros(n).index_add_(0, rows.cpu(), logp)
+        count = torch.bincount(rows.cpu(), minlength=n)
+        return Scores(total=total, mean=total / count.clamp(min=1), count=count)
+
     # -- generation -------------------------------------------------------------------------
 
     @staticmethod
@@ -464,6 +561,7 @@ class ChameleonBackbone:
         vocab = self._image_vocab()
         cache, logits, mask, last_pos = self._prefill(batch, vocab)
         cache.batch_repeat_interleave(num_samples)
+        _reserve_cache(cache, self.image_seq_len)
         logits = logits.repeat_interleave(num_samples, 0)
         mask = mask.repeat_interleave(num_samples, 0)
         last_pos = last_pos.repeat_interleave(num_samples, 0)
