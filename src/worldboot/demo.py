@@ -277,7 +277,8 @@ class Demo:
         from worldboot.models import load_backbone
 
         mining = self.out / "mining"
-        kcfg = KeyframeConfig(k=self.cfg.keyframes, interval=self.cfg.interval)
+        # PNG: the world's frames are drawn in flat colours that JPEG would smear.
+        kcfg = KeyframeConfig(k=self.cfg.keyframes, interval=self.cfg.interval, image_format="png")
         summary = mine_videos(self.out / "data" / "clips", mining / "keyframes", kcfg, progress=False)
         pairs = mining / "keyframes" / "pairs.jsonl"
         rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]

@@ -12,7 +12,7 @@ EXAMPLE = """example:
   VIDEO_DIR_OR_LIST is a folder (searched recursively; the label of a video is its parent
   folder's name), one video, a CSV with columns video,label, or a text file with one path
   per line.
-  Outputs: RUN/pairs.jsonl (consecutive key-frames of each video), RUN/frames/ (PNG),
+  Outputs: RUN/pairs.jsonl (consecutive key-frames of each video), RUN/frames/ (JPEG),
   RUN/videos/ (one result per video; a rerun resumes), RUN/problems.jsonl, RUN/summary.json.
 """
 
@@ -25,6 +25,8 @@ FIELDS = (
     "stride",
     "min_score",
     "image_max_side",
+    "image_format",
+    "jpeg_quality",
     "workers",
     "engine",
     "strict",
@@ -57,8 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         choices=["dis", "farneback"],
         help="optical flow (default dis: over 10x faster than farneback)",
     )
-    p.add_argument("--size", type=int, help="longer side of the frames the flow sees (default 160)")
-    p.add_argument("--stride", type=int, help="flow every s-th frame, others only grabbed (default 1)")
+    p.add_argument("--size", type=int, help="longer side of the frames the flow sees (default 128)")
+    p.add_argument("--stride", type=int, help="flow every s-th frame, others only grabbed (default 2; 1: every frame)")
     p.add_argument(
         "--min-score", dest="min_score", type=float, help="motion a key-frame must exceed (default 0)"
     )
@@ -68,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         help="save key-frames at most this large (default: as decoded)",
     )
+    p.add_argument(
+        "--image-format",
+        dest="image_format",
+        choices=["jpg", "png"],
+        help="key-frame files (default jpg, quality 95; png is lossless and about 6x slower to write)",
+    )
+    p.add_argument("--jpeg-quality", dest="jpeg_quality", type=int, help="JPEG quality 1-100 (default 95)")
     p.add_argument("--workers", type=int, help="videos decoded in parallel (default 1)")
     p.add_argument("--engine", choices=["local", "ray"], help="local process pool (default) or Ray Data")
     p.add_argument("--strict", action="store_true", default=None, help="stop at the first unreadable video")

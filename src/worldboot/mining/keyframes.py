@@ -9,9 +9,9 @@ apart are chosen greedily by score, and consecutive key-frames (in time order) b
 Layout of a run directory::
 
     RUN/videos/<video_id>.json     one result per video, written atomically after its frames
-    RUN/frames/<video_id>/<frame>.png   key-frame images (each saved once)
+    RUN/frames/<video_id>/<frame>.jpg   key-frame images (each saved once; or .png)
     RUN/pairs.jsonl                assembled from the per-video results: id, video, label,
-                                   source, target (PNG paths relative to RUN), source_frame,
+                                   source, target (image paths relative to RUN), source_frame,
                                    target_frame, source_score, target_score, and the
                                    key-frames' times and the video's duration in seconds
     RUN/problems.jsonl             videos skipped, with the reason
@@ -21,9 +21,10 @@ A rerun skips videos whose result exists with the same settings and the same sou
 (size and mtime), so a killed run resumes and never duplicates rows.
 
 Decoding is the largest cost, but on small videos not by far (``benchmarks/bench_mining.py``):
-frames the flow does not need are skipped with ``grab()`` (no colour conversion), frames are
-downscaled before the flow, and only the frames that can still become key-frames are kept in
-memory (see :func:`buffer_size`), so each video is decoded once.
+frames the flow does not need are skipped with ``grab()`` (no colour conversion; the flow runs
+on every second frame by default), frames are downscaled before the flow, only the frames that
+can still become key-frames are kept in memory (see :func:`buffer_size`), in buffers reused
+from frame to frame, so each video is decoded once; key-frames are written as JPEG.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ VIDEO_EXTENSIONS = (
 )  # fmt: skip
 
 #: Bumped when the per-video result format or the scoring changes: older results are redone.
-RESULT_VERSION = 1
+RESULT_VERSION = 2
 
 #: A video is reported as truncated when it decodes fewer than this share of the frames its
 #: header announces (headers of variable-frame-rate files are estimates, hence the slack).
@@ -67,14 +68,20 @@ class KeyframeConfig:
         k: Key-frames per video, K_f (paper: 6).
         interval: Minimum distance between two key-frames in frames, I_f (paper: 20).
         flow: ``dis`` (OpenCV DIS, ultrafast preset: ~10x faster) or ``farneback``.
-        size: Longer side of the grey frames the flow runs on, in pixels.
+        size: Longer side of the grey frames the flow runs on, in pixels (DIS costs in
+            proportion to the area; at 128 the key-frames match those at 160 within 2 frames).
         stride: Flow between frames ``t - stride`` and ``t`` for every ``stride``-th frame;
-            only those frames are decoded to pixels, the others are grabbed and skipped.
-            1 scores every frame.
+            only those frames are converted to pixels, the others are grabbed and skipped.
+            1 scores every frame; the default 2 (a score every 1/12 s at 25 fps, well below
+            I_f) halves the flow's cost, which on small videos rivals the decoding's.
         min_score: Frames whose motion score is not above this are never key-frames (with
             the default 0, frames identical to their predecessor are excluded).
         image_max_side: Save key-frames with the longer side at most this (0: as decoded).
             Also bounds the memory of the frames kept while a video is scanned.
+        image_format: ``jpg`` (default; what video frame datasets such as Something-Something
+            ship) or ``png`` (lossless, for rendered videos; about 6x slower to write, which
+            on a 720p video costs as much as decoding it).
+        jpeg_quality: JPEG quality, 1-100.
         workers: Videos decoded in parallel (processes or Ray tasks).
         engine: ``local`` (a process pool) or ``ray`` (Ray Data, for clusters).
         strict: Stop at the first unreadable video instead of reporting and skipping it.
@@ -83,10 +90,12 @@ class KeyframeConfig:
     k: int = 6
     interval: int = 20
     flow: Literal["dis", "farneback"] = "dis"
-    size: int = 160
-    stride: int = 1
+    size: int = 128
+    stride: int = 2
     min_score: float = 0.0
     image_max_side: int = 0
+    image_format: Literal["jpg", "png"] = "jpg"
+    jpeg_quality: int = 95
     workers: int = 1
     engine: Literal["local", "ray"] = "local"
     strict: bool = False
@@ -103,6 +112,10 @@ class KeyframeConfig:
             raise ConfigError(f"stride must be at least 1, got {self.stride}")
         if self.workers < 1:
             raise ConfigError(f"workers must be at least 1, got {self.workers}")
+        if self.image_format not in ("jpg", "png"):
+            raise ConfigError(f"image_format must be jpg or png, got {self.image_format!r}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ConfigError(f"jpeg_quality must be 1-100, got {self.jpeg_quality}")
         if self.image_max_side < 0:
             raise ConfigError(f"image_max_side must be 0 (off) or positive, got {self.image_max_side}")
 
@@ -117,6 +130,8 @@ class KeyframeConfig:
             "stride": self.stride,
             "min_score": self.min_score,
             "image_max_side": self.image_max_side,
+            "image_format": self.image_format,
+            "jpeg_quality": self.jpeg_quality if self.image_format == "jpg" else None,
         }
 
 
@@ -453,6 +468,54 @@ def _fit_side(frame, max_side: int):
     )
 
 
+class _FramePool:
+    """Frame buffers reused from one ``VideoCapture.read`` to the next, and across videos.
+
+    A scan keeps up to :func:`buffer_size` full frames (196 with the paper's settings), so
+    a fresh buffer per decoded frame means the allocator maps new memory for most frames and
+    the kernel zeroes it: on short videos that cost a fifth of the decoding time. Buffers of
+    frames that are dropped go back here and the next read decodes into one of them; the pool
+    outlives a video (one per worker process, for the last frame size seen), since a mining
+    run decodes many videos of the same size. It holds at most ``limit + 2`` buffers.
+    No library offers this: OpenCV's ``read`` only accepts a destination array.
+    """
+
+    _current: _FramePool | None = None
+
+    def __init__(self, shape: tuple[int, ...], limit: int) -> None:
+        self.shape = shape
+        self.limit = limit + 2
+        self.free: list[Any] = []
+
+    @classmethod
+    def for_capture(cls, cap: Any, limit: int) -> _FramePool:
+        import cv2
+
+        shape = (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), 3)
+        pool = cls._current
+        if pool is None or pool.shape != shape:
+            pool = cls(shape, limit)
+            cls._current = pool
+        pool.limit = max(pool.limit, limit + 2)
+        return pool
+
+    def take(self) -> Any:
+        """A free buffer, or ``None`` (OpenCV then allocates one)."""
+        return self.free.pop() if self.free else None
+
+    @classmethod
+    def recycle(cls, frames: Iterable[Any]) -> None:
+        """Return the kept frames of a finished scan to the current pool."""
+        if cls._current is not None:
+            for frame in frames:
+                cls._current.give(frame)
+
+    def give(self, frame: Any) -> None:
+        """Return a buffer no longer needed (``None`` and frames of another size are ignored)."""
+        if frame is not None and frame.shape == self.shape and len(self.free) < self.limit:
+            self.free.append(frame)
+
+
 @dataclass
 class VideoScan:
     """What decoding one video gave.
@@ -502,6 +565,7 @@ def scan_video(path: str | os.PathLike[str], cfg: KeyframeConfig) -> VideoScan:
         heap: list[tuple[float, int]] = []  # (score, -frame): the worst kept frame on top
         kept: dict[int, tuple[float, float, Any]] = {}
         scores: list[tuple[int, float]] = []
+        pool = _FramePool.for_capture(cap, limit)
         prev = None
         first_ts = last_ts = None
         t = 0
@@ -510,7 +574,7 @@ def scan_video(path: str | os.PathLike[str], cfg: KeyframeConfig) -> VideoScan:
                 if not cap.grab():
                     break
             else:
-                ok, frame = cap.read()
+                ok, frame = cap.read(pool.take())
                 if not ok or frame is None:
                     break
                 grey = small_grey(frame, cfg.size)
@@ -523,11 +587,16 @@ def scan_video(path: str | os.PathLike[str], cfg: KeyframeConfig) -> VideoScan:
                     scores.append((t, score))
                     if score > cfg.min_score and (len(heap) < limit or (score, -t) > heap[0]):
                         ts = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-                        kept[t] = (score, ts, _fit_side(frame, cfg.image_max_side))
+                        image = _fit_side(frame, cfg.image_max_side)
+                        kept[t] = (score, ts, image)
+                        if image is not frame:
+                            pool.give(frame)
+                        frame = None
                         heapq.heappush(heap, (score, -t))
                         if len(heap) > limit:
                             _, neg = heapq.heappop(heap)
-                            del kept[-neg]
+                            pool.give(kept.pop(-neg)[2])
+                pool.give(frame)
                 prev = grey
             ts = cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
             first_ts = ts if first_ts is None else first_ts
@@ -551,12 +620,13 @@ def scan_video(path: str | os.PathLike[str], cfg: KeyframeConfig) -> VideoScan:
     return VideoScan(t, claimed, fps, duration, scores, kept)
 
 
-def _encode_png(image) -> bytes:
+def _encode_image(image, fmt: str, quality: int) -> bytes:
     import cv2
 
-    ok, buf = cv2.imencode(".png", image)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpg" else []
+    ok, buf = cv2.imencode(f".{fmt}", image, params)
     if not ok:
-        raise DataError("cannot encode a key-frame as PNG")
+        raise DataError(f"cannot encode a key-frame as {fmt.upper()}")
     return buf.tobytes()
 
 
@@ -628,12 +698,13 @@ def mine_video(task: Mapping[str, Any], run_dir: str, cfg: Mapping[str, Any]) ->
         keyframes = []
         for frame_idx in chosen:
             score, ts, image = scan.kept[frame_idx]
-            rel = (frames_rel / f"{frame_idx:06d}.png").as_posix()
+            rel = (frames_rel / f"{frame_idx:06d}.{conf.image_format}").as_posix()
             out = Path(run_dir) / rel
             tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-            tmp.write_bytes(_encode_png(image))
+            tmp.write_bytes(_encode_image(image, conf.image_format, conf.jpeg_quality))
             os.replace(tmp, out)
             keyframes.append({"frame": frame_idx, "score": score, "time": ts, "image": rel})
+        _FramePool.recycle(image for _, _, image in scan.kept.values())
         record.update(
             n_frames=scan.n_frames,
             claimed_frames=scan.claimed_frames,
