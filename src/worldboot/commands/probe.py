@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
     from rich.markdown import Markdown
-    from rich.progress import Progress
 
     from worldboot.config import RunDir, load_config, write_atomic
     from worldboot.data.formats import load_any
@@ -65,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
     from worldboot.models import load_backbone
+    from worldboot.progress import progress_bar
 
     cfg = load_config(ProbeConfig, None, args.overrides)
     if args.max_per_subset is not None:
@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
                 from worldboot.evaluate.vlm import VLMDynamicsScorer
 
                 scorer = VLMScorer(VLMDynamicsScorer(path), cfg)
-            with Progress(console=console, transient=True) as bar:
+            with progress_bar(None, transient=True) as bar:
                 task = bar.add_task(f"scoring {name}", total=None)
                 rows = probe(triplets, scorer, cfg, problems,
                              progress=lambda d, t, task=task: bar.update(task, completed=d, total=t))

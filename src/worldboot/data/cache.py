@@ -44,6 +44,7 @@ from worldboot.config import write_atomic
 from worldboot.data.schema import Problem, Problems, Triplet, content_hash
 from worldboot.errors import DataError, ModelError, UserError
 from worldboot.images import open_image
+from worldboot.progress import progress_bar
 
 FORMAT = "worldboot-token-cache"
 VERSION = 1
@@ -119,21 +120,6 @@ class _Hasher:
 
     def save(self) -> None:
         write_atomic(self.path, json.dumps(self.memo))
-
-
-def _progress(enabled: bool):
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        # WORLDBOOT_NO_PROGRESS is the project-wide switch (tests, batch jobs).
-        disable=not enabled or bool(os.environ.get("WORLDBOOT_NO_PROGRESS")),
-    )
 
 
 def build_cache(
@@ -212,7 +198,7 @@ def build_cache(
     hash_of: dict[str, str] = {}
     unreadable: dict[str, str] = {}  # path -> why it cannot be read
     paths = list(dict.fromkeys(p for t in candidates for p in (t.source, t.target)))
-    with _progress(progress) as bar:
+    with progress_bar(None, progress) as bar:
         task = bar.add_task("hashing images", total=len(paths))
         for p in paths:
             try:
@@ -304,7 +290,7 @@ def build_cache(
     memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # hash -> (codes [L], features [L, D])
     failed: dict[str, str] = {}  # hash -> why its image cannot be decoded
     done = len(index["shards"])
-    with _progress(progress) as bar:
+    with progress_bar(None, progress) as bar:
         task = bar.add_task("encoding triplets", total=len(plan), completed=min(len(plan), done * shard_size))
         for k in range(done, num_shards):
             part = plan[k * shard_size : (k + 1) * shard_size]

@@ -56,6 +56,7 @@ from worldboot.data.world import (
 from worldboot.data.world_render import _check_size, draw_poses, extent, object_pose, render
 from worldboot.data.world_text import action_text, canonical_text, templates_for
 from worldboot.errors import DataError
+from worldboot.progress import progress_bar
 
 #: Action family -> the Kinetics-like class of clips dominated by it.
 CLIP_CLASSES: dict[str, str] = {
@@ -127,10 +128,8 @@ def generate_triplets(
     _check_size(size, 4)
     out = Path(out_dir)
     families = _families(subsets)
-    from rich.progress import Progress
-
     triplets = []
-    with Progress(disable=not progress) as bar:
+    with progress_bar(None, progress) as bar:
         task = bar.add_task("triplets", total=n_per_subset * len(families))
         for family in families:
             for i in range(n_per_subset):
@@ -398,10 +397,8 @@ def generate_clips(
             )
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
-    from rich.progress import Progress
-
     rows = []
-    with Progress(disable=not progress) as bar:
+    with progress_bar(None, progress) as bar:
         task = bar.add_task("clips", total=n_clips)
         for i in range(n_clips):
             plan = plan_clip(i, seed, spec)

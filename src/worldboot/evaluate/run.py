@@ -40,6 +40,7 @@ from worldboot.evaluate.metrics import MetricsConfig
 from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate, render_csv, render_markdown, summary_json
 from worldboot.evaluate.text_metrics import TextMetricsConfig
 from worldboot.images import open_image
+from worldboot.progress import progress_bar, progress_enabled
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 COPY = "Copy"
@@ -303,14 +304,8 @@ class _Progress:
         self._progress = None
 
     def __enter__(self) -> _Progress:
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeRemainingColumn
-
-            self._progress = Progress(
-                "[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                console=Console(stderr=True), transient=True,
-            )
+        if progress_enabled(self.enabled):
+            self._progress = progress_bar(None, transient=True)
             self._progress.__enter__()
         return self
 

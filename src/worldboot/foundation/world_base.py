@@ -78,6 +78,7 @@ from worldboot.data.world_render import draw_poses, parse_scene, render
 from worldboot.errors import ConfigError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.vq_train import VQTrainSettings, train_vq
+from worldboot.progress import progress_bar
 
 #: Bump when the build code changes what a recipe produces: every cached base is rebuilt.
 RECIPE_VERSION = 1
@@ -405,9 +406,6 @@ def pretrain_lm(
     Returns:
         ``train_loss`` (mean of the last 20 steps), ``eval_loss``, ``seconds``.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     t0 = time.perf_counter()
     rng = random.Random(f"worldboot/base/lm/{seed}")
     scenes = [world.sample_scene(rng, rng.randint(1, world.MAX_OBJECTS)) for _ in range(recipe.scenes)]
@@ -440,15 +438,7 @@ def pretrain_lm(
     model.train()
     backbone.vqgan.eval()
     losses: list[float] = []
-    bar = Progress(
-        TextColumn("[bold]language model"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress or bool(os.environ.get("WORLDBOOT_NO_PROGRESS")),
-    )
+    bar = progress_bar("[bold]language model", progress, info=True)
     with bar:
         task = bar.add_task("lm", total=recipe.steps, info="")
         for step in range(recipe.steps):

@@ -56,6 +56,7 @@ from worldboot.config import RunDir, dump_yaml, read_yaml, to_dict, write_atomic
 from worldboot.errors import ConfigError, DataError
 from worldboot.infer.verify import CandidateScores, Verifier
 from worldboot.models.backbone import SamplingConfig
+from worldboot.progress import progress_bar
 
 # -- configs -------------------------------------------------------------------------------------
 
@@ -590,7 +591,6 @@ def run_generate(
         UserError: Bad settings, a missing manifest or model, a folder made with other
             settings, or (with ``strict``) a bad manifest row.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from worldboot.data.schema import Problems
     from worldboot.images import open_image
@@ -650,10 +650,7 @@ def run_generate(
         if verifier is not None and verifier.reencode:
             summary.reencoded = True
             rd.log("the verifier's tokenizer differs from the world model's: candidates are re-encoded")
-        disabled = not progress or bool(os.environ.get("WORLDBOOT_NO_PROGRESS"))
-        bar = Progress(
-            TextColumn("generate"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=disabled
-        )
+        bar = progress_bar("generate", progress)
         with ExitStack() as stack:
             handles = [stack.enter_context(open(f, "a", encoding="utf-8")) for f in files]
             stack.enter_context(bar)

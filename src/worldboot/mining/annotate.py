@@ -29,6 +29,7 @@ from worldboot.config import RunDir, parse_shard
 from worldboot.data.schema import Problems, iter_jsonl
 from worldboot.errors import ConfigError, DataError
 from worldboot.images import open_image
+from worldboot.progress import progress_bar
 
 #: Fields every pairs row must have.
 REQUIRED = ("id", "source", "target")
@@ -273,7 +274,6 @@ def annotate_pairs(
         Counts and the output file.
     """
     import torch
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from worldboot.models.backbone import SamplingConfig
 
@@ -302,13 +302,7 @@ def annotate_pairs(
             f"annotate {pairs_path} with {model_dir or 'a backbone'}: shard {shard}, {len(mine)} pairs, "
             f"{summary.done_before} already done"
         )
-        bar = Progress(
-            TextColumn("annotate"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            disable=not progress,
-        )
+        bar = progress_bar("annotate", progress)
         with bar, open(out_file, "a", encoding="utf-8") as fh:
             job = bar.add_task("pairs", total=len(mine), completed=summary.done_before)
             for b, batch in _batches(mine, cfg.batch_size):

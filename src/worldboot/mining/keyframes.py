@@ -46,6 +46,7 @@ from typing import Any, Literal
 from worldboot.config import RunDir, write_atomic
 from worldboot.data.schema import Problems
 from worldboot.errors import ConfigError, DataError, UserError
+from worldboot.progress import progress_bar
 
 #: File name endings taken as videos when a directory is scanned.
 VIDEO_EXTENSIONS = (
@@ -902,14 +903,9 @@ def mine_videos(
             stale.unlink(missing_ok=True)
         todo = [t for t in tasks if load_result(run, t, cfg) is None]
         rd.log(f"{len(tasks)} videos, {len(tasks) - len(todo)} already mined, engine {cfg.engine}")
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        bar = Progress(
-            TextColumn("keyframes"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-            TextColumn("{task.fields[note]}"), disable=not progress,
-        )  # fmt: skip
+        bar = progress_bar("keyframes", progress, info=True)
         with bar:
-            job = bar.add_task("videos", total=len(tasks), completed=len(tasks) - len(todo), note="")
+            job = bar.add_task("videos", total=len(tasks), completed=len(tasks) - len(todo), info="")
             skipped = 0
 
             def on_done(record: dict[str, Any]) -> None:
@@ -919,7 +915,7 @@ def mine_videos(
                     rd.log(f"skipped {record['video']}: {record['reason']}")
                     if cfg.strict:
                         raise DataError(f"{record['path']}: {record['reason']}")
-                bar.update(job, advance=1, note=f"{skipped} skipped" if skipped else "")
+                bar.update(job, advance=1, info=f"{skipped} skipped" if skipped else "")
                 if on_result is not None:
                     on_result(record)
 

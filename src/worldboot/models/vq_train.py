@@ -32,7 +32,6 @@ Everything here is model-side and data-agnostic: batches come from a callable, s
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,6 +42,7 @@ from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAE
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder
+from worldboot.progress import progress_bar
 
 
 @dataclass
@@ -157,9 +157,6 @@ def train_vq(
         Final metrics: ``l1`` (mean absolute pixel error of the last batch), ``vq_loss``,
         ``codes_used`` (distinct codes in the last 20 batches), ``restarts``, ``seconds``.
     """
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     s = settings or VQTrainSettings()
     quant = vqgan.vq.quantize
     quant.beta = s.beta
@@ -186,15 +183,7 @@ def train_vq(
     restarts = 0
     t0 = time.perf_counter()
     metrics: dict[str, float] = {}
-    bar = Progress(
-        TextColumn("[bold]VQ tokenizer"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(),
-        console=Console(stderr=True),
-        disable=not progress or bool(os.environ.get("WORLDBOOT_NO_PROGRESS")),
-    )
+    bar = progress_bar("[bold]VQ tokenizer", progress, info=True)
     with bar:
         task = bar.add_task("vq", total=s.steps, info="")
         for step in range(s.steps):

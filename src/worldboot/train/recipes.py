@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ import torch
 
 from worldboot.config import RunDir, write_atomic
 from worldboot.errors import ConfigError, DataError, ModelError
+from worldboot.progress import progress_bar
 from worldboot.train.losses import completion_loss_sum
 from worldboot.train.render import RenderedExample, collate, render
 
@@ -496,13 +496,9 @@ class Recipe:
         Returns:
             The last step's metrics (and the final eval loss).
         """
-        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
-
         acc = self.accelerator
         last: dict[str, float] = {}
-        columns = [TextColumn(f"[bold]{self.cfg.task}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
-        with Progress(*columns, disable=not acc.is_main_process or bool(os.environ.get("WORLDBOOT_NO_PROGRESS"))) as bar:
+        with progress_bar(f"[bold]{self.cfg.task}", acc.is_main_process, info=True) as bar:
             task = bar.add_task("train", total=self.total_steps, completed=self.global_step, info="")
             while self.global_step < self.total_steps:
                 t0 = time.perf_counter()
