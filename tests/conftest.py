@@ -43,6 +43,14 @@ def tiny(tiny_dir: Path):
     return load_chameleon(tiny_dir)
 
 
+@pytest.fixture(scope="module")
+def world(tiny_dir: Path):
+    """The tiny backbone as a world model, loaded once per test module (tests only read it)."""
+    from worldboot.models import load_backbone
+
+    return load_backbone(tiny_dir)
+
+
 @pytest.fixture(scope="session")
 def aurora_bench() -> Path:
     """The real AURORA-BENCH subsets; skipped when ../shared is not beside the checkout."""

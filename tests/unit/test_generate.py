@@ -33,13 +33,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def world(tiny_dir):
-    from worldboot.models import load_backbone
-
-    return load_backbone(tiny_dir)
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("squares")
     square_triplets(root, 5, seed=3)

@@ -18,13 +18,6 @@ ACTIONS = ["move the red cube to the left", "open the box", "turn the object aro
 
 
 
-@pytest.fixture(scope="module")
-def world(tiny_dir):
-    from worldboot.models import load_backbone
-
-    return load_backbone(tiny_dir)
-
-
 @pytest.fixture()
 def image(tmp_path):
     img = Image.new("RGB", (96, 64), (128, 128, 128))

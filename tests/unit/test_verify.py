@@ -19,13 +19,6 @@ from worldboot.infer.verify import Verifier, argmax_index
 
 
 @pytest.fixture(scope="module")
-def world(tiny_dir):
-    from worldboot.models import load_backbone
-
-    return load_backbone(tiny_dir)
-
-
-@pytest.fixture(scope="module")
 def data(tmp_path_factory):
     root = tmp_path_factory.mktemp("squares")
     square_triplets(root, 3, seed=5)

@@ -351,14 +351,6 @@ def _upload(fmt: str = "PNG", size: int = 48, seed: int = 0) -> bytes:
     return buf.getvalue()
 
 
-@pytest.fixture(scope="module")
-def world(tiny_dir):
-    """The tiny random Chameleon, loaded once for this module (it serves as CWM and CDM)."""
-    from worldboot.models import load_backbone
-
-    return load_backbone(tiny_dir)
-
-
 @pytest.fixture()
 def play_app(world):
     from worldboot.web.play import Predictor
