@@ -24,6 +24,7 @@ import json
 import os
 import shutil
 import statistics
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -116,6 +117,40 @@ WORLD_MODELS = {
 }
 
 
+class PeakMemory:
+    """Peak resident memory (MB) of this process while a block runs.
+
+    ``resource``'s ``ru_maxrss`` only knows the peak since the process started, so a thread
+    samples psutil's RSS every ``interval`` seconds instead (a peak shorter than that can be
+    missed; the demo's stages hold their memory for seconds).
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        while True:
+            self.peak_mb = max(self.peak_mb, proc.memory_info().rss / 2**20)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
 class Demo:
     """Runs the stages into ``out``, resuming finished ones.
 
@@ -134,8 +169,8 @@ class Demo:
 
     # -- bookkeeping ------------------------------------------------------------------------
 
-    def _done(self, name: str, result: dict[str, Any], seconds: float) -> None:
-        self.state[name] = {"result": result, "seconds": round(seconds, 1)}
+    def _done(self, name: str, result: dict[str, Any], seconds: float, peak_mb: float | None = None) -> None:
+        self.state[name] = {"result": result, "seconds": round(seconds, 1), "peak_mb": peak_mb}
         write_atomic(self.state_path, json.dumps(self.state, indent=2))
 
     def run(self) -> Path:
@@ -151,11 +186,12 @@ class Demo:
                     continue
                 self.say(f"[{name}] ...")
                 t0 = time.perf_counter()
-                result = getattr(self, f"stage_{name}")()
+                with PeakMemory() as mem:
+                    result = getattr(self, f"stage_{name}")()
                 dt = time.perf_counter() - t0
-                self._done(name, result, dt)
-                run.log(f"{name}: {dt:.1f} s")
-                self.say(f"[{name}] {dt:.1f} s")
+                self._done(name, result, dt, round(mem.peak_mb))
+                run.log(f"{name}: {dt:.1f} s, peak {mem.peak_mb:.0f} MB")
+                self.say(f"[{name}] {dt:.1f} s, peak memory {mem.peak_mb:.0f} MB")
         return self.out / "report.md"
 
     # -- stages -----------------------------------------------------------------------------
@@ -543,10 +579,11 @@ def _markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[di
             p = demo.out / "predictions" / _slug(name) / f"{t.id}-0.png"
             cells.append(f"![]({rel(p, demo.out)})" if p.is_file() else "–")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Time per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak memory (MB) |", "|---|---|---|"]
     for name in STAGES:
         if name in st:
-            lines.append(f"| {name} | {st[name]['seconds']} |")
+            peak = st[name].get("peak_mb")
+            lines.append(f"| {name} | {st[name]['seconds']} | {'–' if peak is None else peak} |")
     return "\n".join(lines) + "\n"
 
 

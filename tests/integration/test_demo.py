@@ -32,6 +32,8 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     html = (out / "report.html").read_text()
     assert "<table>" in html and "figure7_best_of_k.png" in html
     state = json.loads((out / "stages.json").read_text())
+    assert all(s["seconds"] >= 0 and s["peak_mb"] > 0 for s in state.values()), state
+    assert "peak memory (MB)" in report
     cdm = state["cdm"]["result"]
     base, tuned = cdm["Chameleon ZS (base)"], cdm["CDM"]
     assert tuned["bertscore"] > base["bertscore"] and tuned["rougeL"] > base["rougeL"], (base, tuned)
