@@ -337,3 +337,19 @@ def test_cli_world_commands(tmp_path, capsys):
         main(["world", "triplets", "--out", str(tmp_path / "x"), "--n-per-subset", "1", "--size", "30"]) == 2
     )
     assert "multiple of 4" in capsys.readouterr().err
+
+
+def test_slot_accuracy_gives_partial_credit():
+    from worldboot.data.world_text import slot_accuracy
+
+    truth = Action("move", "right", Ref("red", "circle"), steps=2)
+    for template in range(4):  # any paraphrase of the true action is fully right
+        assert slot_accuracy(action_text(truth, template), truth) == 1.0
+    # Slots: family, kind, colour, shape, steps. Right object and family, wrong direction and
+    # distance: 3 of the 5.
+    wrong_way = action_text(Action("move", "left", Ref("red", "circle"), steps=1))
+    assert slot_accuracy(wrong_way, truth) == pytest.approx(3 / 5)
+    # Another family about another object: nothing right.
+    other = action_text(Action("attribute", "colour", Ref("blue", "square"), value="green"))
+    assert slot_accuracy(other, truth) == 0.0
+    assert slot_accuracy("a table with two objects", truth) == 0.0

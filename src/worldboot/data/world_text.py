@@ -207,3 +207,38 @@ def parse_action(text: str) -> Action | None:
         if action_problem(action) is None:
             return action
     return None
+
+
+def action_slots(action: Action) -> dict[str, Any]:
+    """The parts of an action a description must get right: family, kind, the object's colour
+    and shape, and whichever of steps, anchor, place and value the action has."""
+    slots: dict[str, Any] = {
+        "family": action.family,
+        "kind": action.kind,
+        "colour": action.obj.colour,
+        "shape": action.obj.shape,
+    }
+    if action.steps:
+        slots["steps"] = action.steps
+    if action.anchor is not None:
+        slots["anchor_colour"] = action.anchor.colour
+        slots["anchor_shape"] = action.anchor.shape
+    if action.where is not None:
+        slots["where"] = action.where
+    if action.value is not None:
+        slots["value"] = action.value
+    return slots
+
+
+def slot_accuracy(text: str, truth: Action) -> float:
+    """Partial credit for a predicted action text: the share of :func:`action_slots` of the
+    true action that the parsed text gets right (0 when the text names no action).
+
+    Exact-match accuracy is 0 until a model gets every word of an action right; this shows
+    a dynamics model learning the parts first (which object, which kind of change).
+    """
+    pred = parse_action(text)
+    if pred is None:
+        return 0.0
+    want, got = action_slots(truth), action_slots(pred)
+    return sum(got.get(k) == v for k, v in want.items()) / len(want)
