@@ -59,6 +59,9 @@ class TinyChameleonSpec:
         vq_base_channels: VQ width; a multiple of 32 (GroupNorm with 32 groups).
         vq_channel_multiplier: One entry per resolution; ``len - 1`` halvings of the image.
         vq_embed_dim: Codebook vector size.
+        vq_attention: Keep the VQ's middle attention block (Chameleon's ``attn_type:
+            vanilla``); False replaces it by the identity (``attn_type: none``), for a
+            tokenizer whose tokens depend on their neighbourhood only.
         max_positions: Longest sequence.
         seed: Weight initialisation seed.
     """
@@ -73,6 +76,7 @@ class TinyChameleonSpec:
     vq_base_channels: int = 32
     vq_channel_multiplier: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
     vq_embed_dim: int = 64
+    vq_attention: bool = True
     max_positions: int = 512
     seed: int = 0
 
@@ -134,6 +138,7 @@ def tiny_config(spec: TinyChameleonSpec, tokenizer: PreTrainedTokenizerFast) -> 
             "channel_multiplier": list(spec.vq_channel_multiplier),
             "num_res_blocks": 1,
             "attn_resolutions": [],
+            "attn_type": "vanilla" if spec.vq_attention else "none",
             "resolution": spec.image_size,
         },
     )
