@@ -22,6 +22,7 @@ from worldboot.data.world_gen import (
     generate_triplets,
     plan_clip,
     read_clip_truth,
+    sample_pair,
 )
 from worldboot.data.world_render import parse_scene, render
 from worldboot.data.world_text import TEMPLATES, action_text, normalise_text, parse_action, templates_for
@@ -353,3 +354,18 @@ def test_slot_accuracy_gives_partial_credit():
     other = action_text(Action("attribute", "colour", Ref("blue", "square"), value="green"))
     assert slot_accuracy(other, truth) == 0.0
     assert slot_accuracy("a table with two objects", truth) == 0.0
+
+
+def test_distractor_actions_are_other_changes_of_the_same_scene():
+    rng = random.Random(5)
+    for i in range(40):
+        scene, truth = sample_pair(rng, w.FAMILIES[i % 5])
+        others = w.distractor_actions(scene, truth, 4, random.Random(i))
+        assert 1 <= len(others) <= 4 and len(set(others)) == len(others)
+        want = w.apply(scene, truth)
+        for a in others:
+            assert a != truth and w.is_valid(scene, a) and w.apply(scene, a) != want
+    # Deterministic in the generator's seed.
+    scene, truth = sample_pair(random.Random(1), "move")
+    assert w.distractor_actions(scene, truth, 4, random.Random(2)) == w.distractor_actions(
+        scene, truth, 4, random.Random(2))

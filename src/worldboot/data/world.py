@@ -538,6 +538,23 @@ def sample_action(scene: Scene, family: str, rng: random.Random) -> Action | Non
     return rng.choice(cands) if cands else None
 
 
+def distractor_actions(scene: Scene, truth: Action, n: int, rng: random.Random) -> list[Action]:
+    """Up to ``n`` other actions that can happen in ``scene``, for a multiple-choice question
+    "which of these happened?": each of a random family, none leading to the scene ``truth``
+    leads to (``put X on Y`` and ``move X further away`` can be the same change), no two
+    alike. Fewer than ``n`` when the scene allows fewer."""
+    want = apply(scene, truth)
+    out: list[Action] = []
+    for _ in range(20 * n):
+        if len(out) == n:
+            break
+        action = sample_action(scene, rng.choice(FAMILIES), rng)
+        if action is None or action == truth or action in out or apply(scene, action) == want:
+            continue
+        out.append(action)
+    return out
+
+
 def acted_on(action: Action) -> tuple[Ref | None, Ref | None]:
     """The acted-on object's name before and after the action (None before an ``add``; the new
     colour after a recolouring; None after a ``remove``)."""
@@ -604,6 +621,7 @@ __all__ = [
     "why_invalid",
     "candidate_actions",
     "sample_action",
+    "distractor_actions",
     "acted_on",
     *_LAZY,
 ]
