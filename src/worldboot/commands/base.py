@@ -8,7 +8,7 @@ from worldboot.commands import HELP_FORMATTER
 
 EXAMPLE = """examples:
   worldboot base build                        # the smoke preset, built once and cached
-  worldboot base build --preset paper         # bigger and longer (a few minutes on 2 cores)
+  worldboot base build --preset paper         # bigger and longer (about half an hour on 2 cores)
   worldboot base build --config configs/demo/base_paper.yaml lm.steps=2000 --force
   worldboot base path --preset paper          # print where it is (build it first)
 """
