@@ -110,6 +110,9 @@ def test_build_load_reuse_and_rebuild(cache):
     info = wb.read_info(path)
     assert info["lm"]["eval_loss"] < 6.0
     assert info["vq"]["codes_used"] >= 64  # no collapse onto a few codes
+    # The build measures how local the tokenizer is and how well the LM copies a repeated image.
+    assert 0.0 <= info["vq"]["codes_kept"] <= 1.0 and info["vq"]["locality"] >= 0.0
+    assert 0.0 <= info["lm"]["copy_accuracy"] <= 1.0
 
     backbone = load_backbone(path)
     assert backbone.image_seq_len == 64 and backbone.codebook_size == 512

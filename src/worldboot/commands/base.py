@@ -72,10 +72,13 @@ def run_build(args: argparse.Namespace) -> int:
     print(
         f"vq: round-trip parse rate {vq['parse_rate']:.1%} on {info['recipe']['vq']['eval_scenes']} held-out scenes, "
         f"pixel error {vq['pixel_mae']:.2f}/255, {int(vq['codes_used'])} codes in use"
+        + (f", codes kept where an action does not act {vq['codes_kept']:.1%}" if "codes_kept" in vq else "")
     )
     print(
         f"lm: held-out loss {lm['eval_loss']:.3f}, captions exact {lm['caption_exact']:.1%} "
-        f"(objects named {lm['caption_objects']:.1%}), caption-to-image parse {lm['image_parse']:.1%}; "
+        f"(objects named {lm['caption_objects']:.1%}), caption-to-image parse {lm['image_parse']:.1%}"
+        + (f", repeated image copied {lm['copy_accuracy']:.1%}" if "copy_accuracy" in lm else "")
+        + "; "
         f"{info['parameters']:,} parameters, built in {info['seconds']:.0f} s"
     )
     return 0
