@@ -79,6 +79,9 @@ class DemoConfig:
         keyframes: Key-frames per clip (paper K_f = 6).
         interval: Least distance between key-frames in frames (paper I_f = 20).
         probe_per_subset: Test triplets per subset in the probe.
+        paraphrase: Label training triplets with a random paraphrase template (False: the
+            canonical text only, an easier target for a small model); test triplets always
+            use paraphrases, as human-written references would.
         best_of: The K of best-of-K; the largest is the number of candidates drawn.
         weight_mix: Uniform share in the recognition weights of the CWM's loss.
         cdm: The dynamics model's training.
@@ -96,6 +99,7 @@ class DemoConfig:
     keyframes: int = 6
     interval: int = 20
     probe_per_subset: int = 6
+    paraphrase: bool = True
     best_of: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     weight_mix: float = 0.1
     cdm: TrainSettings = field(default_factory=TrainSettings)
@@ -213,7 +217,7 @@ class Demo:
 
         c = self.cfg
         data = self.out / "data"
-        train = generate_triplets(data / "train", c.train_per_subset, seed=c.seed)
+        train = generate_triplets(data / "train", c.train_per_subset, seed=c.seed, paraphrase=c.paraphrase)
         test = generate_triplets(data / "test", c.test_per_subset, seed=c.seed + 1000)
         clips = generate_clips(data / "clips", c.clips, seed=c.seed + 2000, size=c.clip_size)
         return {"train": len(train), "test": len(test), "clips": len(clips)}
