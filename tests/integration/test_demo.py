@@ -10,7 +10,7 @@ import pytest
 from worldboot.cli import main
 
 
-# On a machine without the cached world base, the first run builds it (about 8 minutes on 2 cores).
+# On a machine without the cached world base, the first run builds it (about 4 minutes on 2 idle cores).
 @pytest.mark.timeout(1800)
 def test_smoke_demo_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"

@@ -40,8 +40,8 @@ caption-to-image generation (the parsed image equals the described scene).
 
 **Measured** (2 shared, heavily loaded CPU cores, one torch thread; seed 0):
 
-* ``smoke`` with the locality loss and shown-twice images (recipe version 2): built in 636 s
-  on two cores shared with another build (the locality loss costs about 30 % more VQ time);
+* ``smoke`` with the locality loss and shown-twice images (recipe version 2): built in 247 s
+  on 2 idle cores (636 s on cores shared with another build);
   VQ round trip parses 6.5 % of 200 held-out scenes, pixel error 7.6/255; an action leaves
   the codes of 88 % of the positions it does not touch unchanged (62 % before); LM held-out
   loss 0.82 (1.49 before), second copy of a shown-twice image predicted at 71 % of tokens
