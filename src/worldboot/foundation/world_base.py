@@ -134,8 +134,9 @@ class VQRecipe:
         base_channels: Encoder/decoder width; a multiple of 32 (GroupNorm).
         channel_multiplier: One entry per resolution: 4 entries = 3 halvings = 8x8 tokens.
         attention: Keep the middle attention block of Chameleon's VQ (``attn_type:
-            vanilla``). False (``attn_type: none``) leaves every token a function of its
-            neighbourhood only, which the locality loss then makes nearly exact.
+            vanilla``). False (``attn_type: none``) removes it; measured on the smoke recipe,
+            that alone does not make tokens local (GroupNorm still mixes the whole image:
+            52 % of untouched codes kept) and with the locality loss it keeps 88 % vs 85 %.
         train: Optimiser settings (``train.locality_weight`` > 0: the locality loss on pairs of
             world scenes before and after an action, see :func:`locality_pairs`).
         crowded: Share of training images with 5-12 objects.
@@ -462,9 +463,13 @@ def vq_parse_rate(backbone: Any, scenes: Sequence[Scene], batch_size: int = 64) 
 # --------------------------------------------------------------------------------------------
 
 
+def _image_ids(backbone: Any, codes: torch.Tensor) -> list[int]:
+    return [backbone.boi_id, *backbone.code_to_token[codes.long()].tolist(), backbone.eoi_id]
+
+
 def caption_image_ids(backbone: Any, codes: torch.Tensor, caption: str, image_first: bool) -> list[int]:
     """``<s> [boi] image [eoi] caption </s>`` or ``<s> caption [boi] image [eoi] </s>``."""
-    image = [backbone.boi_id, *backbone.code_to_token[codes.long()].tolist(), backbone.eoi_id]
+    image = _image_ids(backbone, codes)
     text = list(backbone.tokenizer(" " + caption, add_special_tokens=False)["input_ids"])
     body = image + text if image_first else text + image
     return [backbone.bos_id, *body, backbone.eos_id]
@@ -472,7 +477,7 @@ def caption_image_ids(backbone: Any, codes: torch.Tensor, caption: str, image_fi
 
 def copy_image_ids(backbone: Any, codes: torch.Tensor) -> list[int]:
     """``<s> [boi] image [eoi] [boi] image [eoi] </s>``: one image shown twice."""
-    image = [backbone.boi_id, *backbone.code_to_token[codes.long()].tolist(), backbone.eoi_id]
+    image = _image_ids(backbone, codes)
     return [backbone.bos_id, *image, *image, backbone.eos_id]
 
 
