@@ -23,17 +23,15 @@ BUDGET_S = {"smoke": 300, "paper": 45 * 60}
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", default="smoke", choices=sorted(BUDGET_S))
+    ap.add_argument("--preset", default="smoke", choices=sorted(BUDGET_S))  # the keys of demo.PRESETS
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--keep", metavar="DIR", help="run there and keep the run (default: a temporary folder)")
     args = ap.parse_args()
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
-    from worldboot.config import load_config
-    from worldboot.demo import STAGES, Demo, DemoConfig, preset_path
+    from worldboot.demo import STAGES, Demo, load_demo_config
 
-    path = preset_path(args.preset)
     overrides = [f"torch_threads={args.threads}"] if args.threads else []
-    cfg = load_config(DemoConfig, path, overrides)
+    cfg = load_demo_config(args.preset, overrides=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.keep or tmp)
         Demo(cfg, out, say=lambda line: print(line, flush=True)).run()

@@ -61,3 +61,27 @@ def test_preset_loads(path):
     command = first[2:].strip()
     assert str(path.relative_to(ROOT)) in command or "--config" not in command or path.name in command
     assert _loader(command, path)(path) is not None
+
+
+def test_demo_presets_match_shipped_yaml():
+    """`worldboot demo --preset NAME` reads its sizes from Python (an installed package has no
+    configs/ folder); the shipped YAML files must say the same."""
+    from worldboot.config import to_dict
+    from worldboot.demo import PRESETS as DEMO_PRESETS
+    from worldboot.demo import DemoConfig, load_demo_config
+
+    for name, make in DEMO_PRESETS.items():
+        path = ROOT / "configs" / "demo" / f"{name}.yaml"
+        assert to_dict(load_config(DemoConfig, path)) == to_dict(make()), name
+        # The file applied on top of the other preset gives the file's sizes back.
+        other = next(n for n in DEMO_PRESETS if n != name)
+        assert to_dict(load_demo_config(other, path)) == to_dict(make()), name
+    assert load_demo_config("smoke", overrides=["cdm.steps=7"]).cdm.steps == 7
+
+
+def test_unknown_demo_preset_is_a_config_error():
+    from worldboot.demo import load_demo_config
+    from worldboot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown demo preset 'huge'"):
+        load_demo_config("huge")

@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
-    p.add_argument("--preset", choices=PRESETS, default="smoke", help="sizes: configs/demo/<preset>.yaml")
-    p.add_argument("--config", metavar="YAML", help="a demo config instead of a preset")
+    p.add_argument("--preset", choices=PRESETS, default="smoke",
+                   help="named sizes (the same as configs/demo/<preset>.yaml)")
+    p.add_argument("--config", metavar="YAML", help="a demo config changing the preset (any subset of its keys)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. cdm.steps=100")
@@ -41,11 +42,9 @@ def run(args: argparse.Namespace) -> int:
     import shutil
     from pathlib import Path
 
-    from worldboot.config import load_config
-    from worldboot.demo import Demo, DemoConfig, preset_path
+    from worldboot.demo import Demo, load_demo_config
 
-    path = args.config or preset_path(args.preset)
-    cfg = load_config(DemoConfig, path, args.overrides)
+    cfg = load_demo_config(args.preset, args.config, args.overrides)
     if args.fresh and Path(args.out).exists():
         shutil.rmtree(args.out)
     report = Demo(cfg, args.out).run()
