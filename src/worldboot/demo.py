@@ -111,9 +111,9 @@ class DemoConfig:
 
 def _smoke() -> DemoConfig:
     # The tiny base has little capacity in its attention projections, so the demo trains every
-    # weight (lora False); Anole-7B runs use the paper's LoRA (configs/anole7b/). 200 CDM steps
-    # on 500 triplets: enough for the CDM to write the world's action language and get some of
-    # its parts right (60 steps on 200 triplets were not: slot accuracy 0.01 at 150 steps).
+    # weight (lora False); Anole-7B runs use the paper's LoRA (configs/anole7b/). Measured slot
+    # accuracy of the CDM (base: 0): 200 triplets gave 0.00 after 60 steps and 0.01 after 150;
+    # 500 triplets and 200 steps give 0.14.
     return DemoConfig(
         base_preset="smoke", train_per_subset=100, test_per_subset=6, clips=10, synthetic_k=60, probe_per_subset=6,
         cdm=TrainSettings(steps=200, lr=1e-3, lora=False), cwm=TrainSettings(steps=60, lr=1e-3, lora=False),
