@@ -18,7 +18,7 @@ import subprocess
 import sys
 import types
 import typing
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
@@ -229,6 +229,26 @@ def load_config(
         key, _, raw = item.partition("=")
         _set_dotted(tree, key.strip(), _parse_scalar(raw.strip()))
     return from_dict(cls, tree)
+
+
+def load_preset(
+    presets: Mapping[str, Callable[[], T]],
+    name: str,
+    path: str | os.PathLike[str] | None = None,
+    overrides: Iterable[str] = (),
+    kind: str = "",
+) -> T:
+    """A named preset (a factory of config dataclasses), changed by an optional YAML file and
+    dotted overrides, as :func:`load_config` resolves them.
+
+    Raises:
+        ConfigError: For an unknown name (``kind`` says of what, e.g. ``"demo"``) or a bad key.
+    """
+    if name not in presets:
+        what = f"{kind} preset" if kind else "preset"
+        raise ConfigError(f"unknown {what} {name!r}; choose from {', '.join(presets)}")
+    made = presets[name]()
+    return load_config(type(made), path, overrides, base=to_dict(made))
 
 
 def parse_shard(text: str) -> tuple[int, int]:

@@ -140,12 +140,9 @@ def load_demo_config(
     Raises:
         ConfigError: For an unknown preset or a bad key.
     """
-    from worldboot.config import load_config, to_dict
-    from worldboot.errors import ConfigError
+    from worldboot.config import load_preset
 
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown demo preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return load_config(DemoConfig, config, overrides, base=to_dict(PRESETS[preset]()))
+    return load_preset(PRESETS, preset, config, overrides, kind="demo")
 
 
 WORLD_MODELS = {

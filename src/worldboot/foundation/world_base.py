@@ -103,11 +103,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from worldboot.config import load_config, to_dict, write_atomic
+from worldboot.config import load_preset, to_dict, write_atomic
 from worldboot.data import world
 from worldboot.data.world import COLOURS, GRID, SHAPES, SIZES, STATES, Obj, Scene
 from worldboot.data.world_render import draw_poses, parse_scene, render
-from worldboot.errors import ConfigError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.vq_train import VQTrainSettings, train_vq
 from worldboot.progress import progress_bar
@@ -255,9 +254,7 @@ def load_recipe(
     Raises:
         ConfigError: For an unknown preset or a bad key.
     """
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown base preset {preset!r}; choose from {', '.join(PRESETS)}")
-    return load_config(BaseRecipe, config, overrides, base=to_dict(PRESETS[preset]()))
+    return load_preset(PRESETS, preset, config, overrides, kind="base")
 
 
 def world_fingerprint() -> dict[str, Any]:
