@@ -38,7 +38,7 @@ STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "predict", "report")
 #: Options of the multiple-choice action test of Table 1 (the true action and CHOICES - 1 others).
 CHOICES = 5
 #: Rows of Table 2 that are not world models: the source image as the prediction, and the true
-#: target through the tokenizer (the best score any world model on this base can reach).
+#: target through the tokenizer (what a world model that wrote exactly the target's tokens scores).
 CEILING = "Target through the tokenizer (ceiling)"
 BASELINES = ("Copy", CEILING)
 
