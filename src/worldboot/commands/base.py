@@ -14,8 +14,13 @@ EXAMPLE = """examples:
 """
 
 
+#: ``worldboot.foundation.world_base.PRESETS``'s names, spelt out because that module imports
+#: torch and the parser must not (a test keeps the two equal).
+PRESETS = ("smoke", "paper")
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="smoke", choices=["smoke", "paper"], help="named recipe (default: smoke)")
+    p.add_argument("--preset", default="smoke", choices=PRESETS, help="named recipe (default: smoke)")
     p.add_argument("--config", metavar="YAML", help="recipe file changing the preset (configs/demo/base_*.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted recipe overrides, e.g. lm.steps=500")
 

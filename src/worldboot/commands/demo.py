@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 
 from worldboot.commands import HELP_FORMATTER
+from worldboot.demo import PRESETS  # light: the demo module imports torch only inside its stages
 
 EXAMPLE = """examples:
   worldboot demo --out runs/demo                      # the smoke preset: a few minutes on 2 cores
   worldboot demo --preset paper --out runs/demo-paper # larger, tests the paper's claims (under 45 minutes)
   worldboot demo --out runs/demo cwm.steps=120        # any size is a dotted override
 """
-
-PRESETS = ("smoke", "paper")
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``demo`` subcommand."""
@@ -28,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
-    p.add_argument("--preset", choices=PRESETS, default="smoke",
+    p.add_argument("--preset", choices=list(PRESETS), default="smoke",
                    help="named sizes (the same as configs/demo/<preset>.yaml)")
     p.add_argument("--config", metavar="YAML", help="a demo config changing the preset (any subset of its keys)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
