@@ -116,6 +116,8 @@ def test_build_load_reuse_and_rebuild(cache):
 
     backbone = load_backbone(path)
     assert backbone.image_seq_len == 64 and backbone.codebook_size == 512
+    # The base keeps its action-first world layout: source and target images side by side.
+    assert backbone.templates == wb.PROMPTS and wb.PROMPTS.world == ""
     # Seconds of VQ training cannot reach the smoke preset's parse rate (slow test below), but
     # the round trip must already be far closer to the scene than an untrained tokenizer's.
     scenes = wb.eval_scenes(7, 20)

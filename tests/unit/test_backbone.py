@@ -106,6 +106,28 @@ def test_labels_only_on_completion(tiny):
     assert all(lab == -100 for lab in dyn.labels[: dyn.completion_start])
 
 
+def test_world_layout_can_put_the_action_first(tiny):
+    """``world_before`` moves the action before the source image: the images become adjacent."""
+    from worldboot.models.backbone import PromptTemplates
+
+    enc = tiny.encode_images(_images(2))
+    default = tiny.world_example(enc.codes[0], "move left", enc.codes[1])
+    text = tiny.tokenizer(" Action: move left. Next observation:", add_special_tokens=False)["input_ids"]
+    start = 1 + tiny.image_seq_len + 2  # <s> [boi] o_s [eoi]
+    assert default.input_ids[1] == tiny.boi_id and default.input_ids[start : start + len(text)] == text
+
+    tiny.templates = PromptTemplates(world_before=" Action: {action}.", world="")
+    first = tiny.world_example(enc.codes[0], "move left", enc.codes[1])
+    before = tiny.tokenizer(" Action: move left.", add_special_tokens=False)["input_ids"]
+    assert first.input_ids[1 : 1 + len(before)] == before
+    boi = 1 + len(before)
+    assert first.input_ids[boi] == tiny.boi_id
+    # [boi] o_s [eoi] [boi] | o_t: the target starts L + 2 tokens after the source.
+    assert first.completion_start == boi + tiny.image_seq_len + 3
+    assert first.input_ids[first.completion_start - 2 : first.completion_start] == [tiny.eoi_id, tiny.boi_id]
+    assert first.input_ids[first.completion_start :] == default.input_ids[default.completion_start :]
+
+
 def test_generation_exact_length_and_decodes(tiny):
     enc = tiny.encode_images(_images(2))
     prompts = [tiny.world_example(enc.codes[0], "move left"), tiny.world_example(enc.codes[1], "open the box now")]

@@ -9,8 +9,10 @@ maps them to its vocabulary when it builds sequences.
 
 Sequence layouts (labels on the completion only, ``-100`` elsewhere):
 
-* world (CWM, p(o_t | o_s, a)): ``<s> [boi] o_s [eoi] world_prompt(a) [boi] | o_t`` — the
-  completion is the ``L`` target image tokens.
+* world (CWM, p(o_t | o_s, a)): ``<s> world_before(a) [boi] o_s [eoi] world_prompt(a) [boi] | o_t``
+  — the completion is the ``L`` target image tokens. By default ``world_before`` is empty and the
+  action follows the source image, as in image editing; the procedural world's tiny base puts
+  the action first so that the two images are adjacent (see :class:`PromptTemplates`).
 * dynamics (CDM, p(a | o_s, o_t)): ``<s> [boi] o_s [eoi] [boi] o_t [eoi] dynamics_prompt | a </s>``
   — the completion is the action text and the end-of-sequence token.
 """
@@ -116,10 +118,17 @@ class PromptTemplates:
 
     Attributes:
         world: Text between source image and target image; ``{action}`` is replaced.
+        world_before: Text before the source image in the world layout; ``{action}`` is
+            replaced. Empty by default. A small model copies the source's tokens into the
+            target far more readily when nothing stands between the two images, because it
+            then learns copying at one fixed offset (the embedded world base, which saw images
+            shown twice in a row in pre-training, uses ``world_before=" Action: {action}."``
+            and ``world=""``).
         dynamics: Text after the two images, before the action.
     """
 
     world: str = " Action: {action}. Next observation:"
+    world_before: str = ""
     dynamics: str = " What happened between the two observations?"
     action_prefix: str = " "
     extra: dict[str, str] = field(default_factory=dict)

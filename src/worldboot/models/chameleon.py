@@ -306,8 +306,9 @@ class ChameleonBackbone:
         return [self.boi_id, *self.code_to_token[codes.cpu()].tolist(), self.eoi_id]
 
     def world_example(self, source: torch.Tensor, action: str, target: torch.Tensor | None = None) -> Example:
-        prompt = [self.bos_id, *self._image(source), *self._text(self.templates.world.format(action=action))]
-        prompt.append(self.boi_id)
+        before = self._text(self.templates.world_before.format(action=action))
+        between = self._text(self.templates.world.format(action=action))
+        prompt = [self.bos_id, *before, *self._image(source), *between, self.boi_id]
         if target is None:
             return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
         completion = self._image(target)[1:-1]
