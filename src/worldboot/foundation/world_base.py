@@ -130,7 +130,6 @@ RECIPE_VERSION = 3
 #: 0.5 of 10, judge score 0.05), against 2.0 and 0.22 with the action first.
 PROMPTS = PromptTemplates(world_before=" Action: {action}.", world="")
 INFO_FILE = "base_info.json"
-PRESETS_NAMES = ("smoke", "paper")
 
 
 # --------------------------------------------------------------------------------------------
