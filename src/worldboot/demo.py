@@ -87,7 +87,7 @@ class DemoConfig:
         best_of: The K of best-of-K; the largest is the number of candidates drawn.
         weight_mix: Uniform share in the recognition weights of the CWM's loss. The world's
             tokenizer keeps untouched positions' features unchanged, so their pure recognition
-            weight is 0 and a world model trained on it never learns to keep them; measured on
+            weight is ~0 and a world model trained on it barely learns to keep them; measured on
             the paper preset (labelled data, 400 steps, temperature 1): mix 0.1 gave editing
             success 1.69 and minimal editing 0.19, 0.3 gave 1.68 and 0.72, 0.6 gave 1.32 and
             1.13, the plain loss 1.37 and 2.60.

@@ -89,13 +89,12 @@ def test_unknown_demo_preset_is_a_config_error():
 
 def test_cli_offers_every_preset():
     """The parsers list the preset names without importing torch; they must list them all."""
+    from worldboot.cli import build_parser
     from worldboot.commands import base as base_command
     from worldboot.demo import PRESETS as DEMO_PRESETS
     from worldboot.foundation.world_base import PRESETS as BASE_PRESETS
 
     assert tuple(base_command.PRESETS) == tuple(BASE_PRESETS)
-    from worldboot.cli import build_parser
-
     parser = build_parser()
     demo = parser._subparsers._group_actions[0].choices["demo"]
     preset = next(a for a in demo._actions if a.dest == "preset")
