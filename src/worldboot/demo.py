@@ -14,7 +14,9 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
 7. ``predict``: N candidates per test sample from each world model, scored by the CDM and
    judged by the world's judge; best-of-K for K in ``best_of`` (Figure 7).
 8. ``report``: ``report.md`` and ``report.html`` with Tables 1, 2, 3, 5, Figures 2, 3, 7,
-   example images, and which of the paper's claims held on this run.
+   example images, and which of the paper's claims held on this run: each claim's comparison is
+   a paired Wilcoxon signed-rank test over the test triplets, so a verdict is ``held``,
+   ``did not hold`` or ``not significant`` (:func:`_claims`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ CHOICES = 5
 #: target through the tokenizer (what a world model that wrote exactly the target's tokens scores).
 CEILING = "Target through the tokenizer (ceiling)"
 BASELINES = ("Copy", CEILING)
+#: Significance level of the claims' tests.
+ALPHA = 0.05
 
 
 @dataclass
@@ -317,34 +321,43 @@ class Demo:
         for name, path in (("Chameleon ZS (base)", self.base_dir), ("CDM", self.out / "cdm")):
             bb = load_backbone(path)
             preds = self._describe(bb, test)
-            _, summary = score_actions(preds, refs, TextMetricsConfig())
+            rows, summary = score_actions(preds, refs, TextMetricsConfig())
             correct, slots = [], []
             for t in test:
                 truth = Action.from_json(t.meta["action"])
                 got = parse_action(preds[t.id])
-                correct.append(got is not None and got == truth)
+                correct.append(float(got is not None and got == truth))
                 slots.append(slot_accuracy(preds[t.id], truth))
+            choices = self._choice_hits(bb, test)
             overall = dict(summary["overall"])
             overall["action_accuracy"] = sum(correct) / len(correct)
             overall["slot_accuracy"] = sum(slots) / len(slots)
-            overall["choice_accuracy"] = self._choice_accuracy(bb, test)
+            overall["choice_accuracy"] = sum(choices) / max(1, len(choices))
+            # Per test triplet, in test order: the claims' paired significance tests read these.
+            by_id = {r["id"]: r for r in rows}
+            overall["per_sample"] = {
+                "ids": [t.id for t in test], "exact": correct, "slot": slots, "choice": choices,
+                "bertscore": [by_id[t.id].get("bertscore") for t in test],
+                "rougeL": [by_id[t.id].get("rougeL") for t in test],
+            }
             results[name] = overall
             write_atomic(self.out / "cdm_actions" / f"{_slug(name)}.jsonl",
                          "".join(json.dumps({"id": i, "action": a}) + "\n" for i, a in preds.items()))
         return results
 
-    def _choice_accuracy(self, bb, triplets, n_other: int = CHOICES - 1) -> float:
-        """How often ``bb`` picks the true action, argmax log p(a | o_s, o_t), among it and
-        ``n_other`` other actions that can happen in the same source scene (canonical texts for
-        all, so wording gives nothing away). Unlike a generated text, this asks only whether the
-        model reads the change between the two images: chance is ``1 / (n_other + 1)``."""
+    def _choice_hits(self, bb, triplets, n_other: int = CHOICES - 1) -> list[float]:
+        """Per triplet, 1.0 if ``bb`` picks the true action, argmax log p(a | o_s, o_t), among it
+        and ``n_other`` other actions that can happen in the same source scene (canonical texts
+        for all, so wording gives nothing away), else 0.0. Unlike a generated text, this asks
+        only whether the model reads the change between the two images: chance is
+        ``1 / (n_other + 1)``."""
         import random
 
         from worldboot.data import world
         from worldboot.data.world_text import canonical_text
         from worldboot.images import open_image
 
-        right = 0
+        hits = []
         for t in triplets:
             truth = world.Action.from_json(t.meta["action"])
             scene = world.Scene.from_json(t.meta["source_scene"])
@@ -352,8 +365,8 @@ class Demo:
             options = [truth, *world.distractor_actions(scene, truth, n_other, rng)]
             enc = bb.encode_images([open_image(t.source), open_image(t.target)])
             examples = [bb.dynamics_example(enc.codes[0], enc.codes[1], canonical_text(a)) for a in options]
-            right += int(bb.score_shared_prefix(examples).total.argmax()) == 0
-        return right / max(1, len(triplets))
+            hits.append(float(int(bb.score_shared_prefix(examples).total.argmax()) == 0))
+        return hits
 
     @staticmethod
     def _describe(bb, triplets) -> dict[str, str]:
@@ -487,7 +500,7 @@ class Demo:
         ks = sorted(self.cfg.best_of)
         table2 = _table2(judged, ks)
         _plot_k(judged, ks, figures / "figure7_best_of_k.png")
-        claims = _claims(self.state, table2, ks)
+        claims = _claims(self.state, table2, ks, judged)
         md = _markdown(self, table2, ks, claims)
         write_atomic(self.out / "report.md", md)
         write_atomic(self.out / "report.html", _html(md, self.out))
@@ -563,54 +576,127 @@ def _plot_k(judged: dict[str, list[dict[str, Any]]], ks: list[int], path: Path) 
     plt.close(fig)
 
 
-def _claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int]) -> list[dict[str, Any]]:
-    """The paper's claims, each with the numbers of this run and whether it held."""
+def _paired_p(x: list[float], y: list[float]) -> float | None:
+    """Two-sided Wilcoxon signed-rank p-value of paired per-sample values (None without pairs)."""
+    from worldboot.evaluate.human import wilcoxon_paired
+
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
+    if not pairs:
+        return None
+    return wilcoxon_paired([a for a, _ in pairs], [b for _, b in pairs])[1]
+
+
+def _chance_p(hits: list[float], chance: float) -> float | None:
+    """Two-sided exact binomial p-value of ``sum(hits)`` successes in ``len(hits)`` against chance."""
+    from scipy.stats import binomtest
+
+    return binomtest(int(sum(hits)), len(hits), chance).pvalue if hits else None
+
+
+def _verdict(better: bool, p: float | None) -> str:
+    """``held``, ``did not hold`` or ``not significant`` (``p >= ALPHA``, either direction).
+
+    Without a p-value (a deterministic check, or a run from before per-sample results were kept)
+    the direction alone decides.
+    """
+    if p is not None and p >= ALPHA:
+        return "not significant"
+    return "held" if better else "did not hold"
+
+
+def _per_sample(judged: dict[str, list[dict[str, Any]]], name: str, metric: str, k: int = 1) -> dict[str, float]:
+    """Test id -> the judge's ``metric`` of ``name``'s best-of-``k`` candidate."""
+    return {r["id"]: r[metric][_pick(r, k) if k > 1 else 0] for r in judged[name]}
+
+
+def _claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
+            judged: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The paper's claims, each with the numbers of this run, a p-value and a verdict.
+
+    A comparison of two models is a two-sided Wilcoxon signed-rank test over the test triplets
+    (paired: both models on the same triplet); the multiple-choice claim also tests against
+    chance (exact binomial), and the claim's p-value is the larger of its tests'. A claim
+    ``held`` when its direction is right and ``p < ALPHA``; ``not significant`` when
+    ``p >= ALPHA`` (this run cannot tell); ``did not hold`` when the difference is significant
+    the other way.
+    """
     kmax = max(ks)
     cdm = state["cdm"]["result"]
     score = {name: v["all"]["score"] for name, v in table2.items()}
     es = {name: v["all"].get("es") for name, v in table2.items()}
-    cdm_acc = cdm["CDM"]["action_accuracy"]
-    base_acc = cdm["Chameleon ZS (base)"]["action_accuracy"]
-    cdm_slots = cdm["CDM"].get("slot_accuracy", 0.0)
-    base_slots = cdm["Chameleon ZS (base)"].get("slot_accuracy", 0.0)
-    cdm_choice = cdm["CDM"].get("choice_accuracy", 0.0)
-    base_choice = cdm["Chameleon ZS (base)"].get("choice_accuracy", 0.0)
-    cwm_success = (es["CWM"] or 0.0) / 10.0
+    me = {name: v["all"].get("me") for name, v in table2.items()}
+
+    def es_me(a: str, b: str) -> str:
+        # The two criteria behind a score gap (Table 3): what each model gained and lost.
+        return f" (ES {es[a]:.2f} vs {es[b]:.2f}, ME {me[a]:.2f} vs {me[b]:.2f})"
+
     base_m, cdm_m = cdm["Chameleon ZS (base)"], cdm["CDM"]
+    base_s, cdm_s = base_m.get("per_sample", {}), cdm_m.get("per_sample", {})
+    has_samples = bool(base_s) and bool(cdm_s)
+
+    def cdm_p(metric: str) -> float | None:
+        return _paired_p(cdm_s[metric], base_s[metric]) if has_samples else None
+
+    def world_p(a: str, b: str, metric: str = "score", ka: int = 1) -> float | None:
+        x, y = _per_sample(judged, a, metric, ka), _per_sample(judged, b, metric)
+        return _paired_p([x[i] for i in y], list(y.values()))
+
+    cdm_acc, base_acc = cdm_m["action_accuracy"], base_m["action_accuracy"]
+    cdm_slots, base_slots = cdm_m.get("slot_accuracy", 0.0), base_m.get("slot_accuracy", 0.0)
+    cdm_choice, base_choice = cdm_m.get("choice_accuracy", 0.0), base_m.get("choice_accuracy", 0.0)
+    cwm_success = (es["CWM"] or 0.0) / 10.0
     text_better = all((cdm_m.get(m) or 0) > (base_m.get(m) or 0) for m in ("bertscore", "rougeL"))
-    return [
-        {"claim": "Fine-tuning makes Chameleon a much better dynamics model than zero-shot (Table 1 metrics)",
-         "held": text_better,
-         "evidence": f"BERTScore {_fmt(base_m.get('bertscore'))} -> {_fmt(cdm_m.get('bertscore'))}, ROUGE-L "
-                     f"{_fmt(base_m.get('rougeL'))} -> {_fmt(cdm_m.get('rougeL'))} (base -> CDM)"},
-        {"claim": "The fine-tuned CDM names the exact action (the world's stricter test)",
-         "held": cdm_acc > base_acc, "evidence": f"action accuracy {base_acc:.2f} (base) -> {cdm_acc:.2f} (CDM)"},
-        {"claim": "The fine-tuned CDM gets the parts of the action right (which object, which change)",
-         "held": cdm_slots > base_slots,
-         "evidence": f"slot accuracy {base_slots:.2f} (base) -> {cdm_slots:.2f} (CDM)"},
-        {"claim": "The fine-tuned CDM reads the change between the two images (picks the true action among "
-                   f"{CHOICES} that can happen in the scene more often than the base and than chance, "
-                   f"{1 / CHOICES:.2f})",
-         "held": cdm_choice > max(base_choice, 1 / CHOICES),
-         "evidence": f"choice accuracy {base_choice:.2f} (base) -> {cdm_choice:.2f} (CDM)"},
-        {"claim": "The CDM is easier to learn than the CWM at equal compute (Section 1)",
-         "held": cdm_slots > cwm_success,
-         "evidence": f"after the same steps and batch, partial credit on both sides: CDM slot accuracy "
-                     f"{cdm_slots:.2f} vs CWM editing success {cwm_success:.2f} (ES / 10)"},
-        {"claim": "The CWM (synthetic data + weighted loss) beats C-FT (Table 2)",
-         "held": score["CWM"] > score["C-FT"], "evidence": f"score {score['CWM']:.2f} vs {score['C-FT']:.2f}"},
-        {"claim": "The recognition-weighted loss raises editing success (Table 3)",
-         "held": (es["CWM"] or 0) > (es["CWM w/o weighted loss"] or 0),
-         "evidence": f"ES {es['CWM']:.2f} with vs {es['CWM w/o weighted loss']:.2f} without"},
-        {"claim": "Synthetic data from the CDM helps the CWM (ablation)",
-         "held": score["CWM"] > score["CWM w/o synthetic"],
-         "evidence": f"score {score['CWM']:.2f} with vs {score['CWM w/o synthetic']:.2f} without"},
-        {"claim": f"Best-of-N with the CDM raises C-FT's score (Figure 7, K={kmax})",
-         "held": score[f"C-FT + best-of-{kmax}"] > score["C-FT"],
-         "evidence": f"score {score['C-FT']:.2f} (K=1) -> {score[f'C-FT + best-of-{kmax}']:.2f} (K={kmax})"},
-        {"claim": "Copy gets no editing success from the judge (sanity check)",
-         "held": (es["Copy"] or 0) == 0.0, "evidence": f"Copy ES {es['Copy']:.2f}"},
+    text_ps = [cdm_p(m) for m in ("bertscore", "rougeL")]
+    choice_ps = [cdm_p("choice"), _chance_p(cdm_s["choice"], 1 / CHOICES) if has_samples else None]
+    easier_p = None
+    if has_samples:
+        cwm_es = _per_sample(judged, "CWM", "es")
+        easier_p = _paired_p(cdm_s["slot"], [cwm_es[i] / 10.0 for i in cdm_s["ids"]])
+
+    def worst(ps: list[float | None]) -> float | None:
+        return None if any(p is None for p in ps) else max(ps)  # type: ignore[type-var]
+
+    rows = [
+        ("Fine-tuning makes Chameleon a much better dynamics model than zero-shot (Table 1 metrics)",
+         text_better, worst(text_ps),
+         f"BERTScore {_fmt(base_m.get('bertscore'))} -> {_fmt(cdm_m.get('bertscore'))}, ROUGE-L "
+         f"{_fmt(base_m.get('rougeL'))} -> {_fmt(cdm_m.get('rougeL'))} (base -> CDM)"),
+        ("The fine-tuned CDM names the exact action (the world's stricter test)",
+         cdm_acc > base_acc, cdm_p("exact"), f"action accuracy {base_acc:.2f} (base) -> {cdm_acc:.2f} (CDM)"),
+        ("The fine-tuned CDM gets the parts of the action right (which object, which change)",
+         cdm_slots > base_slots, cdm_p("slot"), f"slot accuracy {base_slots:.2f} (base) -> {cdm_slots:.2f} (CDM)"),
+        ("The fine-tuned CDM reads the change between the two images (picks the true action among "
+         f"{CHOICES} that can happen in the scene more often than the base and than chance, {1 / CHOICES:.2f})",
+         cdm_choice > max(base_choice, 1 / CHOICES), worst(choice_ps),
+         f"choice accuracy {base_choice:.2f} (base) -> {cdm_choice:.2f} (CDM)"),
+        ("The CDM is easier to learn than the CWM at equal compute (Section 1)",
+         cdm_slots > cwm_success, easier_p,
+         f"after the same steps and batch, partial credit on both sides: CDM slot accuracy "
+         f"{cdm_slots:.2f} vs CWM editing success {cwm_success:.2f} (ES / 10)"),
+        ("The CWM (synthetic data + weighted loss) beats C-FT (Table 2)",
+         score["CWM"] > score["C-FT"], world_p("CWM", "C-FT"),
+         f"score {score['CWM']:.2f} vs {score['C-FT']:.2f}" + es_me("CWM", "C-FT")),
+        ("The recognition-weighted loss raises editing success (Table 3)",
+         (es["CWM"] or 0) > (es["CWM w/o weighted loss"] or 0), world_p("CWM", "CWM w/o weighted loss", "es"),
+         f"ES {es['CWM']:.2f} with vs {es['CWM w/o weighted loss']:.2f} without (ME {me['CWM']:.2f} vs "
+         f"{me['CWM w/o weighted loss']:.2f})"),
+        ("Synthetic data from the CDM helps the CWM (ablation)",
+         score["CWM"] > score["CWM w/o synthetic"], world_p("CWM", "CWM w/o synthetic"),
+         f"score {score['CWM']:.2f} with vs {score['CWM w/o synthetic']:.2f} without"
+         + es_me("CWM", "CWM w/o synthetic")),
+        (f"Best-of-N with the CDM raises C-FT's score (Figure 7, K={kmax})",
+         score[f"C-FT + best-of-{kmax}"] > score["C-FT"], world_p("C-FT", "C-FT", ka=kmax),
+         f"score {score['C-FT']:.2f} (K=1) -> {score[f'C-FT + best-of-{kmax}']:.2f} (K={kmax})"
+         + es_me(f"C-FT + best-of-{kmax}", "C-FT")),
+        ("Copy gets no editing success from the judge (sanity check)",
+         (es["Copy"] or 0) == 0.0, None, f"Copy ES {es['Copy']:.2f}"),
     ]
+    out = []
+    for claim, better, p, evidence in rows:
+        verdict = _verdict(better, p)
+        out.append({"claim": claim, "verdict": verdict, "held": verdict == "held", "p": p,
+                    "evidence": evidence + ("" if p is None else f"; p = {p:.2g}")})
+    return out
 
 
 def _fmt(x: Any) -> str:
@@ -626,9 +712,14 @@ def _markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[di
              f"{st['data']['result']['test']} test triplets, {st['data']['result']['clips']} unlabelled clips.", "",
              "## Which of the paper's claims held on this run", ""]
     for c in claims:
-        lines.append(f"- {'**held**' if c['held'] else '**did not hold**'}: {c['claim']}. {c['evidence']}.")
-    lines += ["", "Small runs are noisy: a claim that did not hold here is a measurement of this run, not a "
-              "verdict on the paper. The `paper` preset trains longer on more data.", ""]
+        lines.append(f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}.")
+    n = st["data"]["result"]["test"]
+    lines += ["", f"p: two-sided Wilcoxon signed-rank test over the {n} test triplets, paired (the two models "
+              f"on the same triplet); the choice claim also tests against chance (exact binomial) and "
+              f"reports the larger p. **held**: the right direction with p < {ALPHA}; **not significant**: "
+              f"p >= {ALPHA}, this run cannot tell; **did not hold**: significant the other way. "
+              "A claim that did not hold here is a measurement of this run, not a verdict on the paper; "
+              "the `paper` preset trains longer on more data.", ""]
     lines += ["## Table 1: dynamics model, action prediction on the test triplets", "",
               "| model | action accuracy | slot accuracy† | action choice‡ | BERTScore (MiniLM)* | ROUGE-1 | "
               "ROUGE-L | BLEU |",

@@ -1,0 +1,102 @@
+"""The demo's claims: a verdict from a paired significance test over the test triplets, not from
+the sign of a difference of means alone."""
+
+from __future__ import annotations
+
+import random
+
+from worldboot import demo
+
+
+def _judged(n: int, scores: dict[str, list], cdm: list[list[float]]) -> dict:
+    """A judged.json in the shape the predict stage writes. ``scores[name][i]`` is one score or
+    a list of candidates' scores; ES equals the score, ME is 10; ``cdm[i]`` are the verifier's
+    scores of triplet ``i``'s candidates (best-of-K picks their argmax)."""
+    out = {}
+    for name, vals in scores.items():
+        rows = []
+        for i in range(n):
+            s = vals[i] if isinstance(vals[i], list) else [vals[i]]
+            rows.append({"id": f"t{i}", "subset": "world/move" if i % 2 else "world/count", "score": s,
+                         "es": s, "me": [10.0] * len(s), "cdm": cdm[i][: len(s)]})
+        out[name] = rows
+    return out
+
+
+def _state(n: int, base_slot: list[float], cdm_slot: list[float], base_choice: list[float],
+           cdm_choice: list[float]) -> dict:
+    def model(slot, choice, bert):
+        return {"action_accuracy": 0.0, "slot_accuracy": sum(slot) / n, "choice_accuracy": sum(choice) / n,
+                "bertscore": sum(bert) / n, "rougeL": sum(bert) / n,
+                "per_sample": {"ids": [f"t{i}" for i in range(n)], "exact": [0.0] * n, "slot": slot,
+                               "choice": choice, "bertscore": bert, "rougeL": bert}}
+
+    rng = random.Random(0)
+    return {"cdm": {"result": {
+        "Chameleon ZS (base)": model(base_slot, base_choice, [0.3 + 0.01 * rng.random() for _ in range(n)]),
+        "CDM": model(cdm_slot, cdm_choice, [0.5 + 0.01 * rng.random() for _ in range(n)]),
+    }}}
+
+
+def test_verdict_needs_significance_and_direction():
+    assert demo._verdict(True, 0.01) == "held"
+    assert demo._verdict(False, 0.01) == "did not hold"
+    assert demo._verdict(True, 0.2) == "not significant"
+    assert demo._verdict(False, 0.2) == "not significant"
+    assert demo._verdict(True, None) == "held"  # a deterministic check: the direction decides
+
+
+def test_claims_separate_a_real_gap_from_noise():
+    n = 40
+    rng = random.Random(1)
+    noise = [rng.choice([0.0, 0.5, 1.0]) for _ in range(n)]
+    # C-FT above the CWM on every triplet (a real gap, the wrong way); the ablation without
+    # synthetic data scores the same as the CWM but for a few random triplets (noise).
+    cwm = noise
+    cft = [v + 2.0 for v in noise]
+    wo_syn = [v + (0.5 if i in (3, 17) else -0.5 if i == 9 else 0.0) for i, v in enumerate(noise)]
+    # C-FT's 8 candidates: the CDM ranks the candidate scoring 4 first on every triplet.
+    cft_k = [[c, c, c, c + 2.0, c, c, c, c] for c in cft]
+    cdm_scores = [[0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]] * n
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": cft_k, "CWM": [[v] * 8 for v in cwm],
+                         "CWM w/o synthetic": [[v] * 8 for v in wo_syn],
+                         "CWM w/o weighted loss": [[v] * 8 for v in cwm]}, cdm_scores)
+    ks = [1, 2, 4, 8]
+    table2 = demo._table2(judged, ks)
+    state = _state(n, base_slot=[0.0] * n, cdm_slot=[0.5] * n, base_choice=[0.0, 1.0] * (n // 2),
+                   cdm_choice=[0.0, 1.0] * (n // 2))
+    claims = demo._claims(state, table2, ks, judged)
+
+    def claim(start: str) -> dict:
+        return next(c for c in claims if c["claim"].startswith(start))
+
+    beats = claim("The CWM (synthetic data + weighted loss) beats C-FT")
+    assert beats["verdict"] == "did not hold" and beats["p"] < 1e-6 and not beats["held"]
+    synth = claim("Synthetic data from the CDM helps the CWM")
+    assert synth["verdict"] == "not significant" and synth["p"] >= demo.ALPHA
+    best = claim("Best-of-N with the CDM raises C-FT's score")
+    assert best["verdict"] == "held" and best["held"] and best["p"] < 1e-6
+    slots = claim("The fine-tuned CDM gets the parts of the action right")
+    assert slots["verdict"] == "held" and "p = " in slots["evidence"]
+    # Choice: the CDM equals its base (50 % each), which is above chance but not above the base.
+    choice = claim("The fine-tuned CDM reads the change")
+    assert choice["verdict"] == "not significant" and choice["p"] == 1.0
+    # Every difference is zero (no exact action on either side): no test can tell.
+    exact = claim("The fine-tuned CDM names the exact action")
+    assert exact["verdict"] == "not significant"
+    copy = claim("Copy gets no editing success from the judge")
+    assert copy["verdict"] == "held" and copy["p"] is None
+
+
+def test_claims_of_a_run_without_per_sample_results_fall_back_to_the_direction():
+    """A run from before the CDM stage kept per-sample results still gets a report."""
+    n = 6
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [[1.0] * 8] * n, "CWM": [[2.0] * 8] * n,
+                         "CWM w/o synthetic": [[1.0] * 8] * n, "CWM w/o weighted loss": [[1.0] * 8] * n},
+                     [[0.0] * 8] * n)
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+    for m in state["cdm"]["result"].values():
+        del m["per_sample"]
+    claims = demo._claims(state, demo._table2(judged, [1, 8]), [1, 8], judged)
+    slots = next(c for c in claims if "parts of the action" in c["claim"])
+    assert slots["verdict"] == "held" and slots["p"] is None
