@@ -789,7 +789,7 @@ def _html(md: str, out: Path) -> str:
     """A self-contained page from the Markdown (tables, images, lists) without extra packages."""
     import re
 
-    body, table = [], []
+    body, table, items = [], [], []
 
     def flush_table() -> None:
         if not table:
@@ -803,20 +803,29 @@ def _html(md: str, out: Path) -> str:
         body.append("</table>")
         table.clear()
 
+    def flush_list() -> None:
+        if items:
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
+            items.clear()
+
     for line in md.splitlines():
         if line.startswith("|"):
+            flush_list()
             if not set(line.replace("|", "").strip()) <= {"-"}:
                 table.append(line)
             continue
         flush_table()
+        if line.startswith("- "):
+            items.append(line[2:])
+            continue
+        flush_list()
         if line.startswith("#"):
             level = len(line) - len(line.lstrip("#"))
             body.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{_inline(line[2:])}</li>")
         elif line.strip():
             body.append(f"<p>{_inline(line)}</p>")
     flush_table()
+    flush_list()
     style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
              "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}"
              "th{background:#f3f3f3}img{max-width:100%;image-rendering:pixelated}td img{width:96px}")

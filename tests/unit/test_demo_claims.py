@@ -100,3 +100,10 @@ def test_claims_of_a_run_without_per_sample_results_fall_back_to_the_direction()
     claims = demo._claims(state, demo._table2(judged, [1, 8]), [1, 8], judged)
     slots = next(c for c in claims if "parts of the action" in c["claim"])
     assert slots["verdict"] == "held" and slots["p"] is None
+
+
+def test_report_html_wraps_the_claims_in_a_list_and_keeps_the_order():
+    md = "# Report\n\n- **held**: a `claim`.\n- **not significant**: another.\n| a | b |\n|---|---|\n| 1 | 2 |\nafter\n"
+    page = demo._html(md, None)
+    assert "<ul><li><b>held</b>: a <code>claim</code>.</li><li><b>not significant</b>: another.</li></ul>" in page
+    assert page.index("</ul>") < page.index("<table>") < page.index("<p>after</p>")
