@@ -49,6 +49,11 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert "action choice" in report and "reads the change" in report
     judged = json.loads((out / "predictions" / "judged.json").read_text())
     assert all(r["es"][0] == 0.0 for r in judged["Copy"])  # the world judge gives Copy no success
+    from worldboot.demo import GREEDY, WORLD_MODELS
+
+    for name in WORLD_MODELS:  # each world model sampled (best-of-8) and decoded greedily
+        assert len(judged[name][0]["score"]) == 8 and len(judged[name + GREEDY][0]["score"]) == 1, name
+    assert f"C-FT{GREEDY}" in report
     # The tokenizer's ceiling: the true targets' own tokens, decoded, do reach the judge's success
     # (measured 2.07 of 10 on the smoke base, where every world model scores below 0.5).
     from worldboot.demo import CEILING

@@ -107,3 +107,20 @@ def test_report_html_wraps_the_claims_in_a_list_and_keeps_the_order():
     page = demo._html(md, None)
     assert "<ul><li><b>held</b>: a <code>claim</code>.</li><li><b>not significant</b>: another.</li></ul>" in page
     assert page.index("</ul>") < page.index("<table>") < page.index("<p>after</p>")
+
+
+def test_greedy_rows_get_no_best_of_and_a_run_without_best_of_gets_no_best_of_claim():
+    n = 6
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [[1.0] * 8] * n, "C-FT" + demo.GREEDY: [2.0] * n,
+                         "CWM": [[2.0] * 8] * n, "CWM w/o synthetic": [[1.0] * 8] * n,
+                         "CWM w/o weighted loss": [[1.0] * 8] * n}, [[0.0] * 8] * n)
+    table2 = demo._table2(judged, [1, 2, 8])
+    assert "C-FT + best-of-8" in table2 and "C-FT oracle best-of-8" in table2
+    greedy = [k for k in table2 if k.startswith("C-FT" + demo.GREEDY)]
+    assert greedy == ["C-FT" + demo.GREEDY] and table2[greedy[0]]["all"]["score"] == 2.0
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+    assert any("Best-of-N" in c["claim"] for c in demo._claims(state, table2, [1, 2, 8], judged))
+    one = {k: [dict(r, score=r["score"][:1], es=r["es"][:1], me=r["me"][:1], cdm=r["cdm"][:1]) for r in v]
+           for k, v in judged.items()}
+    claims = demo._claims(state, demo._table2(one, [1]), [1], one)
+    assert len(claims) == 9 and not any("Best-of-N" in c["claim"] for c in claims)
