@@ -136,7 +136,8 @@ def _paper() -> DemoConfig:
     # after 400 steps and 0.23 after 1000, choice 0.25 and 0.21 (against 0.20 chance): more
     # steps on the same data do not help; 5000 triplets and 1000 steps give 0.28 and 0.31 (base
     # 0.23, p = 0.016). On 100 test triplets three of the four world-model claims were at
-    # p > 0.1; on 200 (with the larger training set) two of those three were settled.
+    # p > 0.1; on 200 (with the larger training set) one of them was settled (the weighted
+    # loss's editing success, p = 0.001), the other two stayed at p = 0.14 and 0.4.
     return DemoConfig(
         base_preset="paper", train_per_subset=1000, test_per_subset=40, clips=200, synthetic_k=1000,
         probe_per_subset=20,
