@@ -49,15 +49,18 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     assert "action choice" in report and "reads the change" in report
     judged = json.loads((out / "predictions" / "judged.json").read_text())
     assert all(r["es"][0] == 0.0 for r in judged["Copy"])  # the world judge gives Copy no success
-    from worldboot.demo import GREEDY, WORLD_MODELS
+    from worldboot.demo import CEILING, GREEDY, WORLD_MODELS
 
     for name in WORLD_MODELS:  # each world model sampled (best-of-8) and decoded greedily
         assert len(judged[name][0]["score"]) == 8 and len(judged[name + GREEDY][0]["score"]) == 1, name
     assert f"C-FT{GREEDY}" in report
+    # The claims' paired tests read the CDM stage's per-sample results, one per test triplet.
+    for m in (base, tuned):
+        per = m["per_sample"]
+        assert len(per["ids"]) == len(per["slot"]) == len(per["choice"]) == len(judged["Copy"])
+    assert "Wilcoxon" in report and "; p = " in report
     # The tokenizer's ceiling: the true targets' own tokens, decoded, do reach the judge's success
     # (measured 2.07 of 10 on the smoke base, where every world model scores below 0.5).
-    from worldboot.demo import CEILING
-
     ceiling = [r["score"][0] for r in judged[CEILING]]
     assert len(ceiling) == len(judged["Copy"]) and sum(ceiling) / len(ceiling) > 0.5
     assert "ceiling" in report
