@@ -8,7 +8,7 @@ from worldboot.commands import HELP_FORMATTER
 
 EXAMPLE = """examples:
   worldboot base build                        # the smoke preset, built once and cached
-  worldboot base build --preset paper         # bigger and longer (about half an hour on 2 cores)
+  worldboot base build --preset paper         # bigger and longer
   worldboot base build --config configs/demo/base_paper.yaml lm.steps=2000 --force
   worldboot base path --preset paper          # print where it is (build it first)
 """
@@ -75,14 +75,14 @@ def run_build(args: argparse.Namespace) -> int:
     vq, lm = info["vq"], info["lm"]
     print(path)
     print(
-        f"vq: round-trip parse rate {vq['parse_rate']:.1%} on {info['recipe']['vq']['eval_scenes']} held-out scenes, "
-        f"pixel error {vq['pixel_mae']:.2f}/255, {int(vq['codes_used'])} codes in use"
-        + (f", codes kept where an action does not act {vq['codes_kept']:.1%}" if "codes_kept" in vq else "")
+        f"vq: codes right {vq['code_accuracy']:.2%} (jittered or resized {vq['code_accuracy_shaken']:.2%}), "
+        f"round trip parses {vq['parse_rate']:.1%} of {info['recipe']['vq']['eval_scenes']} held-out scenes, "
+        f"pixel error {vq['pixel_mae']:.2f}/255, codes kept where an action does not act {vq['codes_kept']:.2%}"
     )
     print(
         f"lm: held-out loss {lm['eval_loss']:.3f}, captions exact {lm['caption_exact']:.1%} "
         f"(objects named {lm['caption_objects']:.1%}), caption-to-image parse {lm['image_parse']:.1%}"
-        + (f", repeated image copied {lm['copy_accuracy']:.1%}" if "copy_accuracy" in lm else "")
+        + f", repeated image copied {lm['copy_accuracy']:.1%}"
         + "; "
         f"{info['parameters']:,} parameters, built in {info['seconds']:.0f} s"
     )

@@ -10,91 +10,45 @@ laptop in minutes. :func:`get_world_base` builds it on first use and caches it.
 
 1. *Tokenizer of words.* :func:`worldboot.models.tiny.build_tokenizer` (byte-level BPE) is
    trained on :func:`text_corpus`: scene captions (:func:`describe`), the action texts of
-   every paraphrase template of every action kind, and the two prompt templates. The action
+   every paraphrase template of every action kind, and the prompt templates. The action
    *words* are known; what actions do is not.
-2. *Tokenizer of images.* A VQ-VAE of Chameleon's architecture (transformers'
+2. *Tokenizer of images.* A VQ model of Chameleon's architecture (transformers'
    ``ChameleonVQVAE`` + our ``ChameleonVQDecoder``; 64-px images, three halvings, 8x8 = 64
-   tokens) is trained by :func:`worldboot.models.vq_train.train_vq` (object-weighted L1 +
-   the quantizer's codebook and commitment losses, data-dependent codebook initialisation
-   and dead-code restarts) on :func:`vq_images`: world scenes as the triplet generator
-   renders them, scenes crowded with up to 12 objects (more object patches per image, and
-   repeated colour+shape pairs as a generated image may show), scenes under camera jitter,
-   and clip frames (96-px renders caught mid-action, down-sampled as the backbone does).
-   Beside them, a *locality loss* on pairs of scenes before and after a world action keeps
-   the pre-quantisation features of the token positions the action did not touch where they
-   were (:func:`worldboot.models.vq_train.locality_loss`; why: see that module). Without it
-   an edit of one cell changed the codes of 38 % of the other positions, so a dynamics model
-   saw changes everywhere and a world model had to rewrite the whole image.
-3. *Language model.* A tiny Chameleon (``models/tiny.py`` sizes, the VQ frozen) is fully
-   trained on interleaved captions and single images, ``<s> [boi] image [eoi] caption
-   </s>`` and ``<s> caption [boi] image [eoi] </s>``, and (``copy_fraction``) on one image
-   shown twice, ``<s> [boi] image [eoi] [boi] image [eoi] </s>``, with the next-token loss on
-   every token. No sequence holds two different images or an action text, so no dynamics are
-   learnt; the repeated image teaches that token positions of one image correspond to those
-   of the next. The base's world layout (:data:`PROMPTS`) puts the action before the source
-   image, so that a world model's source and target are adjacent in the same way. Data order
-   and initialisation are seeded: the same recipe gives the same model.
+   tokens, 2x2 for each cell of the world's grid) trained by
+   :func:`worldboot.models.vq_train.train_vq` with *given* codes: every token's code is the
+   part of the drawing the renderer put there (:func:`~worldboot.data.world_render.patch_codes`:
+   the bare table, or a quarter of one of 84 shape x state x colour x size drawings). The encoder learns to name each cell's
+   drawing, under camera jitter and at the clips' resolution too; the decoder learns to draw
+   each code. So the round trip is exact when the encoder is, and a cell an action does not
+   touch keeps its code: the properties a dynamics model (compare two token grids) and a world
+   model (copy what did not change) build on.
+3. *Language model.* A tiny Chameleon (the VQ frozen) is fully trained on interleaved captions
+   and single images, ``<s> [boi] image [eoi] caption </s>`` and ``<s> caption [boi] image
+   [eoi] </s>``, and (``copy_fraction``) on one image shown twice, ``<s> [boi] image [eoi]
+   [boi] image [eoi] </s>``, with the next-token loss on every token. No sequence holds two
+   different images or an action text, so no dynamics are learnt; the repeated image teaches
+   that token positions of one image correspond to those of the next. The base's world layout
+   (:data:`PROMPTS`) puts the action before the source image, so that a world model's source
+   and target are adjacent in the same way. Data order and initialisation are seeded: the
+   same recipe gives the same model.
 
-**Quality** is measured after each build and saved in ``base_info.json``: the VQ's scene
-round trip (``parse_scene(decode(encode(render(scene)))) == scene`` on held-out random
-scenes), the language model's held-out loss, greedy captioning (exact caption) and
-caption-to-image generation (the parsed image equals the described scene).
-
-**Measured** (2 shared, heavily loaded CPU cores, one torch thread; seed 0):
-
-* recipe version 3 (the action-first world layout, :data:`PROMPTS`; otherwise version 2's
-  recipes, so the VQ numbers differ only by the thread count): ``smoke`` built in 384 s on one
-  thread, round trip parses 6.0 %, 86.4 % of untouched codes kept, LM held-out loss 0.85,
-  repeated image copied at 69 %; ``paper`` built in 2621 s on 2 cores shared with another
-  build, parses 37.0 %, 78.7 % kept, LM loss 0.81, captions exact 6.2 %, copied at 88.8 %.
-* ``smoke`` with the locality loss and shown-twice images (recipe version 2): built in 247 s
-  on 2 idle cores (636 s on cores shared with another build);
-  VQ round trip parses 6.5 % of 200 held-out scenes, pixel error 7.6/255; an action leaves
-  the codes of 88 % of the positions it does not touch unchanged (62 % before); LM held-out
-  loss 0.82 (1.49 before), second copy of a shown-twice image predicted at 71 % of tokens
-  (59 % without the shown-twice images). A CDM fine-tuned on 1000 triplets (600 steps) names
-  the right kind of change (move, count...) for 34 % of test triplets (23 % on the local VQ
-  without shown-twice images, 20 % before either; chance 20 %), and still memorises its
-  training triplets rather than reading the change: picked out of five actions that can
-  happen in the scene, the true one wins 26 % of the time (the base: 20 %). With 5000 triplets
-  and 3000 steps it does read it: 43 % (base 23 %), 21 % of objects named right, 2 % exact.
-* ``paper``, recipe version 2 (one torch thread, the other core busy): built in 1662 s (VQ
-  1225 s); VQ round trip parses 39.5 % of 200 held-out scenes (46.5 % in version 1), pixel
-  error 3.2/255, 80 % of untouched codes kept; LM held-out loss 0.78 (1.14), greedy captions
-  exact 9.4 % (3 %), objects named 14.1 % (6.5 %), repeated image copied at 85 % of tokens.
-* ``smoke``, recipe version 1 (VQ 400 steps x 8 images, LM 250 steps x 16): built in 326 s (VQ ~270 s, LM
-  52 s); VQ round trip parses 10 % of 200 held-out scenes, pixel error 7.4/255, 481 codes in
-  use; LM held-out loss 1.49, greedy captions exact 0 %, caption-to-image parse 0 %.
-  Fine-tuning on it (``benchmarks/bench_world_base.py``, 320 triplets, LoRA r16): CDM
-  action accuracy 0 % after 150 and 400 steps (texts look like actions, e.g. "move the red
-  square", but do not name the right one); CWM judge score 0.20/10 (Copy: 0), 38 % of
-  generated images parseable.
-* the ``paper`` VQ settings, version 1 (1500 steps x 8 images, 17 min here): parse rate 0 % during the
-  continuous warm start, then 20 % (step 600), 32 % (900), 43 % (1200), 53 % (1350), 49 %
-  (1500) on 100 held-out scenes; pixel error 2.5/255. The 95 % target is not reached: the
-  decoder of this architecture learns pixel-exact shapes slowly (see the report).
-* ``paper``, version 1, whole build (one torch thread, the other core busy): 1371 s (VQ 954 s, LM 408 s);
-  VQ round trip parses 46.5 % of 200 held-out scenes, pixel error 2.5/255, 510 codes in use;
-  LM (1.7M parameters) held-out loss 1.14, greedy captions exact 3 %, objects named 6.5 %,
-  caption-to-image parse 0 % (34 % parseable).
-* Tried on the ``smoke`` VQ (400 steps, parse rate on 200 scenes): a per-pixel palette
-  cross-entropy added to L1 (0 %: it pushes colours past the palette), training on plain
-  scenes only (1.5 %), one token per 16-px cell (4 halvings, 16 tokens: 1 %), 1024 codes of
-  64 dimensions (13.5 %), no dead-code restarts (11.5 %, with only 153 codes in use: the
-  codebook is not what limits it); none beats simply training longer. A longer LM pre-training on the
-  smoke VQ (1000 steps) reaches held-out loss 1.27 but still names 1 % of objects.
+**Quality** is measured after each build and saved in ``base_info.json``: the tokenizer's code
+accuracy (plain and shaken scenes), its round trip (``parse_scene(decode(encode(render(s))))
+== s`` on held-out scenes), how many codes of untouched cells an action keeps
+(:func:`locality_rate`), the language model's held-out loss, greedy captioning and
+caption-to-image generation. Measured figures and the recipes tried before are in
+``docs/results.md`` and ``docs/log.md``.
 
 **Cache.** The model lives in ``$WORLDBOOT_CACHE/base-<preset>-<hash>/`` (default
 ``~/.cache/worldboot``), where the hash covers the recipe, :data:`RECIPE_VERSION` and the
-world's constants (palette, shapes, grid, templates). It is built in a temporary folder and
-renamed into place under an ``fcntl`` lock, so concurrent builders wait for one another and
-a killed build leaves nothing half-written behind.
+world's constants (palette, shapes, grid, cell kinds, templates). It is built in a temporary
+folder and renamed into place under a file lock, so concurrent builders wait for one another
+and a killed build leaves nothing half-written behind.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -108,18 +62,20 @@ from typing import Any
 
 import numpy as np
 import torch
+from filelock import FileLock
 from PIL import Image
 
 from worldboot.config import load_preset, to_dict, write_atomic
 from worldboot.data import world
 from worldboot.data.world import COLOURS, GRID, SHAPES, SIZES, STATES, Obj, Scene
-from worldboot.data.world_render import draw_poses, parse_scene, render
+from worldboot.data.world_render import CELL_KINDS, parse_scene, patch_code_count, patch_codes, render
+from worldboot.errors import ConfigError
 from worldboot.models.backbone import PromptTemplates
-from worldboot.models.vq_train import VQTrainSettings, train_vq
+from worldboot.models.vq_train import VQBatch, VQTrainSettings, train_vq
 from worldboot.progress import progress_bar
 
 #: Bump when the build code changes what a recipe produces: every cached base is rebuilt.
-RECIPE_VERSION = 3
+RECIPE_VERSION = 4
 
 #: The base's prompt layouts. The action comes before the source image, so that the world
 #: layout shows the source and the target image side by side, as the shown-twice pre-training
@@ -142,21 +98,25 @@ class VQRecipe:
     """The image tokenizer and its training.
 
     Attributes:
-        codebook: Number of codes (image tokens). The world has about 340 distinct 8x8
-            patches when rendered without jitter, so 512 codes leave room for jitter and blur.
+        codebook: Number of codes (image tokens); at least
+            :func:`~worldboot.data.world_render.patch_code_count` (337 with 2x2 tokens a
+            cell: the bare table, and each of 84 drawings' four quarters). Codes past those
+            are never used.
         embed_dim: Code vector size (also the latent channels).
         base_channels: Encoder/decoder width; a multiple of 32 (GroupNorm).
-        channel_multiplier: One entry per resolution: 4 entries = 3 halvings = 8x8 tokens.
-        attention: Keep the middle attention block of Chameleon's VQ (``attn_type:
-            vanilla``). False (``attn_type: none``) removes it; measured on the smoke recipe,
-            that alone does not make tokens local (GroupNorm still mixes the whole image:
-            52 % of untouched codes kept) and with the locality loss it keeps 88 % vs 85 %.
-        train: Optimiser settings (``train.locality_weight`` > 0: the locality loss on pairs of
-            world scenes before and after an action, see :func:`locality_pairs`).
-        crowded: Share of training images with 5-12 objects.
-        jitter: Share of images shifted by a camera jitter of 1-2 pixels.
-        clip_frames: Share of images that are 96-px clip frames caught mid-action.
-        eval_scenes: Held-out scenes on which the round-trip parse rate is measured.
+        channel_multiplier: One entry per resolution; the token grid must be a multiple of the
+            world's grid (64-px images, 4 entries = 3 halvings = 8x8 tokens, 2x2 a cell: a
+            code then names a quarter of a drawing, which the decoder learns far faster than
+            a whole cell from one code: parse rate 50 % vs 2 % after 450 steps).
+        attention: Keep the middle attention block of Chameleon's VQ (``attn_type: vanilla``).
+        train: Optimiser settings.
+        crowded: Share of training scenes with 5-16 objects (every cell kind in every cell,
+            and colour+shape repeats, as a generated image may show).
+        jitter: Share of encoder inputs shifted by a camera jitter of 1-2 pixels (their codes
+            are those of the unshifted scene, so the tokenizer ignores camera shake).
+        clip_frames: Share of encoder inputs drawn at the clips' 96 px and resized, as mined
+            key-frames are.
+        eval_scenes: Held-out scenes on which the round trip is measured.
     """
 
     codebook: int = 512
@@ -165,9 +125,9 @@ class VQRecipe:
     channel_multiplier: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
     attention: bool = True
     train: VQTrainSettings = field(default_factory=VQTrainSettings)
-    crowded: float = 0.4
-    jitter: float = 0.15
-    clip_frames: float = 0.1
+    crowded: float = 0.6
+    jitter: float = 0.2
+    clip_frames: float = 0.2
     eval_scenes: int = 200
 
 
@@ -232,9 +192,9 @@ class BaseRecipe:
 def _smoke() -> BaseRecipe:
     return BaseRecipe(
         name="smoke",
-        vq=VQRecipe(train=VQTrainSettings(steps=400, batch_size=8, lr=2e-3, locality_weight=1.0)),
+        vq=VQRecipe(train=VQTrainSettings(steps=1000, batch_size=4, lr=2e-3)),
         lm=LMRecipe(
-            hidden=128, layers=2, heads=4, intermediate=256, scenes=768, steps=250, batch_size=16, copy_fraction=0.25
+            hidden=128, layers=2, heads=4, intermediate=256, scenes=768, steps=400, batch_size=16, copy_fraction=0.5
         ),
     )
 
@@ -242,7 +202,7 @@ def _smoke() -> BaseRecipe:
 def _paper() -> BaseRecipe:
     return BaseRecipe(
         name="paper",
-        vq=VQRecipe(train=VQTrainSettings(steps=1500, batch_size=8, lr=2e-3, locality_weight=1.0)),
+        vq=VQRecipe(train=VQTrainSettings(steps=2000, batch_size=4, lr=2e-3)),
         lm=LMRecipe(
             hidden=192,
             layers=3,
@@ -252,7 +212,7 @@ def _paper() -> BaseRecipe:
             steps=800,
             batch_size=16,
             lr=2e-3,
-            copy_fraction=0.25,
+            copy_fraction=0.5,
         ),
     )
 
@@ -284,6 +244,7 @@ def world_fingerprint() -> dict[str, Any]:
         "shapes": list(SHAPES),
         "sizes": list(SIZES),
         "states": {k: list(v) for k, v in STATES.items()},
+        "cell_kinds": [list(k) if k else None for k in CELL_KINDS],
         "templates": {f"{f}/{k}": list(t) for (f, k), t in TEMPLATES.items()},
         "prompts": dataclasses.asdict(PROMPTS),
         "specials": list(SPECIAL_TOKENS),
@@ -351,8 +312,8 @@ def text_corpus(seed: int = 0, n_scenes: int = 600, n_actions: int = 300) -> lis
 
 
 def crowded_scene(rng: random.Random, n: int) -> Scene:
-    """``n`` objects with any attributes in distinct cells (colour+shape may repeat, as in a
-    generated image; the world's own scenes never hold more than four)."""
+    """``n`` objects (at most ``GRID * GRID``) with any attributes in distinct cells
+    (colour+shape may repeat, as in a generated image; the world's own scenes hold at most four)."""
     cells = rng.sample([(r, c) for r in range(GRID) for c in range(GRID)], n)
     objects = []
     for r, c in cells:
@@ -362,43 +323,43 @@ def crowded_scene(rng: random.Random, n: int) -> Scene:
     return Scene(tuple(objects))
 
 
-def _clip_frame(rng: random.Random, size: int) -> Image.Image:
-    """A 96-px frame caught mid-action with camera jitter, as clips show them."""
-    from worldboot.data.world_gen import ClipStep, max_jitter, sample_pair, transition_poses
+def _encoder_input(rng: random.Random, recipe: VQRecipe, scene: Scene, size: int) -> Image.Image:
+    """``scene`` as the encoder may meet it: plain, under camera jitter, or drawn at the clips'
+    96 px (with jitter) for the backbone to resize, as mined key-frames are."""
+    from worldboot.data.world_gen import max_jitter
 
-    scene, action = sample_pair(rng, rng.choice(world.FAMILIES))
-    step = ClipStep(action, scene, world.apply(scene, action), 0, 1)
-    big = 96
-    amp = max_jitter(big)
-    poses = transition_poses(step, rng.random(), big)
-    img = draw_poses(poses, big, (rng.randint(-amp, amp), rng.randint(-amp, amp)))
-    return img.resize((size, size), Image.LANCZOS)
+    u = rng.random()
+    if u < recipe.clip_frames:
+        big = 96
+        amp = max_jitter(big)
+        return render(scene, big, (rng.randint(-amp, amp), rng.randint(-amp, amp)))
+    if u < recipe.clip_frames + recipe.jitter:
+        return render(scene, size, (rng.choice((-2, -1, 1, 2)), rng.choice((-2, -1, 0, 1, 2))))
+    return render(scene, size)
 
 
-def vq_images(recipe: VQRecipe, seed: int, step: int, n: int, size: int = 64) -> list[Image.Image]:
-    """Training images of batch ``step`` (deterministic in ``seed`` and ``step``)."""
+def vq_batch(backbone: Any, recipe: VQRecipe, seed: int, step: int, n: int) -> VQBatch:
+    """Training batch ``step`` of the tokenizer (deterministic in ``seed`` and ``step``): world
+    or crowded scenes, each seen as the encoder may meet it, with its cell codes and its plain
+    drawing as the decoder's target."""
     rng = random.Random(f"worldboot/base/vq/{seed}/{step}")
-    out = []
-    for _ in range(n):
-        u = rng.random()
-        if u < recipe.clip_frames:
-            out.append(_clip_frame(rng, size))
-            continue
-        if u < recipe.clip_frames + recipe.crowded:
-            scene = crowded_scene(rng, rng.randint(5, 12))
-        else:
-            scene = world.sample_scene(rng, rng.randint(1, world.MAX_OBJECTS))
-        offset = (0, 0)
-        if rng.random() < recipe.jitter:
-            offset = (rng.choice((-2, -1, 1, 2)), rng.choice((-2, -1, 0, 1, 2)))
-        out.append(render(scene, size, offset))
-    return out
+    size = backbone.image_size
+    scenes = [
+        crowded_scene(rng, rng.randint(5, GRID * GRID))
+        if rng.random() < recipe.crowded
+        else world.sample_scene(rng, rng.randint(1, world.MAX_OBJECTS))
+        for _ in range(n)
+    ]
+    inputs = backbone.preprocess([_encoder_input(rng, recipe, s, size) for s in scenes])
+    targets = backbone.preprocess([render(s, size) for s in scenes])
+    per_cell = backbone.vqgan.grid // GRID
+    codes = torch.from_numpy(np.stack([patch_codes(s, per_cell) for s in scenes]))
+    return VQBatch(inputs, codes, targets)
 
 
-def untouched_tokens(before: Scene, after: Scene, tokens: int, margin: int = 1) -> np.ndarray:
+def untouched_tokens(before: Scene, after: Scene, tokens: int, margin: int = 0) -> np.ndarray:
     """``[tokens, tokens]`` bool: the token positions an edit from ``before`` to ``after``
-    leaves alone, i.e. outside every cell whose content changed, widened by ``margin`` tokens
-    (a convolution's receptive field reaches a little past the cell)."""
+    leaves alone, i.e. outside every cell whose content changed, widened by ``margin`` tokens."""
     per_cell = tokens // GRID
     keep = np.ones((tokens, tokens), dtype=bool)
     old = {(o.row, o.col): o for o in before.objects}
@@ -408,21 +369,6 @@ def untouched_tokens(before: Scene, after: Scene, tokens: int, margin: int = 1) 
             r0, c0 = r * per_cell, c * per_cell
             keep[max(0, r0 - margin) : r0 + per_cell + margin, max(0, c0 - margin) : c0 + per_cell + margin] = False
     return keep
-
-
-def locality_pairs(seed: int, step: int, n: int, size: int, tokens: int) -> tuple[list[Image.Image], torch.Tensor]:
-    """``n`` world scenes before and after a random action (images interleaved) and the token
-    positions each action leaves alone (``[n, tokens, tokens]``), for the VQ's locality loss."""
-    from worldboot.data.world_gen import sample_pair
-
-    rng = random.Random(f"worldboot/base/vq-pairs/{seed}/{step}")
-    images, keep = [], []
-    for _ in range(n):
-        scene, action = sample_pair(rng, rng.choice(world.FAMILIES))
-        after = world.apply(scene, action)
-        images += [render(scene, size), render(after, size)]
-        keep.append(untouched_tokens(scene, after, tokens))
-    return images, torch.from_numpy(np.stack(keep))
 
 
 def locality_rate(backbone: Any, n: int = 200, seed: int = 0) -> dict[str, float]:
@@ -455,18 +401,38 @@ def eval_scenes(seed: int, n: int) -> list[Scene]:
 
 
 def vq_parse_rate(backbone: Any, scenes: Sequence[Scene], batch_size: int = 64) -> dict[str, float]:
-    """Round trip through the backbone's tokenizer: the share of scenes that
-    ``parse_scene(decode(encode(render(scene))))`` recovers exactly, and the mean pixel error."""
-    ok, err = 0, 0.0
+    """Round trip through the backbone's tokenizer on held-out scenes.
+
+    Returns:
+        ``parse_rate``: share of scenes that ``parse_scene(decode(encode(render(scene))))``
+        recovers exactly; ``pixel_mae``: mean pixel error (0-255) of that round trip;
+        ``code_accuracy``: share of token positions whose code is their patch's
+        (:func:`~worldboot.data.world_render.patch_codes`), and ``code_accuracy_shaken`` the same
+        for scenes under camera jitter or drawn at 96 px and resized.
+    """
+    ok, err, hits, shaken, total = 0, 0.0, 0, 0, 0
+    rng = random.Random("worldboot/base/eval-shake")
+    shake = VQRecipe(jitter=0.5, clip_frames=0.5)
     for i in range(0, len(scenes), batch_size):
         chunk = scenes[i : i + batch_size]
         images = [render(s, backbone.image_size) for s in chunk]
-        decoded = backbone.decode_codes(backbone.encode_images(images).codes)
-        for s, a, b in zip(chunk, images, decoded, strict=True):
+        codes = backbone.encode_images(images).codes
+        per_cell = backbone.vqgan.grid // GRID
+        truth = torch.from_numpy(np.stack([patch_codes(s, per_cell).flatten() for s in chunk]))
+        hits += int((codes == truth).sum())
+        moved = backbone.encode_images([_encoder_input(rng, shake, s, backbone.image_size) for s in chunk]).codes
+        shaken += int((moved == truth).sum())
+        total += truth.numel()
+        for s, a, b in zip(chunk, images, backbone.decode_codes(codes), strict=True):
             ok += parse_scene(b) == s
             err += float(np.abs(np.asarray(a, np.float32) - np.asarray(b, np.float32)).mean())
     n = max(len(scenes), 1)
-    return {"parse_rate": ok / n, "pixel_mae": err / n}
+    return {
+        "parse_rate": ok / n,
+        "pixel_mae": err / n,
+        "code_accuracy": hits / max(total, 1),
+        "code_accuracy_shaken": shaken / max(total, 1),
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -682,17 +648,19 @@ def build_world_base(
             seed=recipe.seed,
         )
         backbone = build_tiny_chameleon(spec, corpus=text_corpus(recipe.seed), templates=PROMPTS)
-        size = backbone.image_size
+        grid = backbone.vqgan.grid
+        if grid % GRID or recipe.vq.codebook < patch_code_count(grid // GRID):
+            raise ConfigError(
+                f"the world base's tokenizer needs whole token patches per cell (a token grid that is a "
+                f"multiple of {GRID}, got {grid}x{grid}: vq.channel_multiplier) and a code for every patch "
+                f"(vq.codebook >= {patch_code_count(max(1, grid // GRID))}, got {recipe.vq.codebook})"
+            )
 
-        def sample(step: int, n: int) -> torch.Tensor:
-            return backbone.preprocess(vq_images(recipe.vq, recipe.seed, step, n, size))
-
-        def pairs(step: int, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-            images, keep = locality_pairs(recipe.seed, step, n, size, backbone.vqgan.grid)
-            return backbone.preprocess(images), keep
+        def sample(step: int, n: int) -> VQBatch:
+            return vq_batch(backbone, recipe.vq, recipe.seed, step, n)
 
         vq_settings = dataclasses.replace(recipe.vq.train, seed=recipe.seed)
-        vq_metrics = train_vq(backbone.vqgan, sample, vq_settings, progress=progress, log=log, sample_pairs=pairs)
+        vq_metrics = train_vq(backbone.vqgan, sample, vq_settings, progress=progress, log=log)
         vq_metrics.update(vq_parse_rate(backbone, eval_scenes(recipe.seed, recipe.vq.eval_scenes)))
         vq_metrics.update(locality_rate(backbone, seed=recipe.seed))
         log(f"vq: {vq_metrics}")
@@ -754,29 +722,25 @@ def get_world_base(
         return path
     root = path.parent
     root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{path.name}.lock", "w") as lock:
-        # One builder at a time; the others wait here, then find the model built.
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    # One builder at a time; the others wait here, then find the model built.
+    with FileLock(root / f".{path.name}.lock"):
+        if is_built(path) and not force:
+            return path
+        tmp = root / f".{path.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(f".{path.name}.tmp-*"):  # a killed builder's leftovers
+            shutil.rmtree(stale, ignore_errors=True)
         try:
-            if is_built(path) and not force:
-                return path
-            tmp = root / f".{path.name}.tmp-{os.getpid()}"
-            shutil.rmtree(tmp, ignore_errors=True)
-            for stale in root.glob(f".{path.name}.tmp-*"):  # a killed builder's leftovers
-                shutil.rmtree(stale, ignore_errors=True)
-            try:
-                build_world_base(recipe, tmp, progress=progress, log=log)
-                if path.exists():  # forced rebuild: swap the old model out first
-                    old = root / f".{path.name}.old-{os.getpid()}"
-                    os.rename(path, old)
-                    os.rename(tmp, path)
-                    shutil.rmtree(old, ignore_errors=True)
-                else:
-                    os.rename(tmp, path)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            build_world_base(recipe, tmp, progress=progress, log=log)
+            if path.exists():  # forced rebuild: swap the old model out first
+                old = root / f".{path.name}.old-{os.getpid()}"
+                os.rename(path, old)
+                os.rename(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, path)
         finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
