@@ -39,13 +39,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
 
-    from worldboot.data import world
+    from worldboot import world
     from worldboot.data.cache import build_cache
-    from worldboot.data.world_gen import generate_triplets
-    from worldboot.data.world_judge import judge
-    from worldboot.data.world_render import parse_scene
-    from worldboot.data.world_text import parse_action
-    from worldboot.foundation.world_base import get_world_base, read_info
     from worldboot.models import load_backbone
     from worldboot.models.backbone import SamplingConfig
     from worldboot.train.recipes import (
@@ -57,6 +52,11 @@ def main() -> None:
         TrainConfig,
         run_training,
     )
+    from worldboot.world.base import get_world_base, read_info
+    from worldboot.world.gen import generate_triplets
+    from worldboot.world.judge import judge
+    from worldboot.world.render import parse_scene
+    from worldboot.world.text import parse_action
 
     t0 = time.perf_counter()
     base = get_world_base(args.preset, progress=True, log=print)

@@ -251,7 +251,7 @@ class Demo:
     # -- stages -----------------------------------------------------------------------------
 
     def stage_base(self) -> dict[str, Any]:
-        from worldboot.foundation.world_base import get_world_base
+        from worldboot.world.base import get_world_base
 
         path = get_world_base(self.cfg.base_preset, progress=False)
         return {"path": str(path)}
@@ -261,7 +261,7 @@ class Demo:
         return self.state["base"]["result"]["path"]
 
     def stage_data(self) -> dict[str, Any]:
-        from worldboot.data.world_gen import generate_clips, generate_triplets
+        from worldboot.world.gen import generate_clips, generate_triplets
 
         c = self.cfg
         data = self.out / "data"
@@ -316,10 +316,10 @@ class Demo:
         return path
 
     def stage_cdm(self) -> dict[str, Any]:
-        from worldboot.data.world import Action
-        from worldboot.data.world_text import parse_action, slot_accuracy
         from worldboot.evaluate.text_metrics import TextMetricsConfig, score_actions
         from worldboot.models import load_backbone
+        from worldboot.world.scene import Action
+        from worldboot.world.text import parse_action, slot_accuracy
 
         labelled = self._cache(self._triplets("train"), "labelled")
         self._train("dynamics", self.out / "cdm", [labelled], self.cfg.cdm)
@@ -361,9 +361,9 @@ class Demo:
         ``1 / (n_other + 1)``."""
         import random
 
-        from worldboot.data import world
-        from worldboot.data.world_text import canonical_text
+        from worldboot import world
         from worldboot.images import open_image
+        from worldboot.world.text import canonical_text
 
         hits = []
         for t in triplets:
@@ -390,7 +390,6 @@ class Demo:
         return out
 
     def stage_mine(self) -> dict[str, Any]:
-        from worldboot.data.world_gen import read_clip_truth
         from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
         from worldboot.mining.keyframes import (
             KeyframeConfig,
@@ -400,6 +399,7 @@ class Demo:
         )
         from worldboot.mining.select import SelectConfig, select_synthetic
         from worldboot.models import load_backbone
+        from worldboot.world.gen import read_clip_truth
 
         mining = self.out / "mining"
         # PNG: the world's frames are drawn in flat colours that JPEG would smear.
@@ -437,12 +437,12 @@ class Demo:
     def stage_predict(self) -> dict[str, Any]:
         import torch
 
-        from worldboot.data.world_judge import judge_triplet
         from worldboot.images import open_image
         from worldboot.infer.generate import make_generator, predict, sample_seed
         from worldboot.infer.verify import Verifier
         from worldboot.models import load_backbone
         from worldboot.models.backbone import SamplingConfig
+        from worldboot.world.judge import judge_triplet
 
         test = self._triplets("test")
         n = max(self.cfg.best_of)

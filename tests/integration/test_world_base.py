@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from worldboot import world
 from worldboot.config import read_yaml, to_dict
-from worldboot.data import world
-from worldboot.data.world_render import patch_code_count
-from worldboot.foundation import world_base as wb
 from worldboot.models import load_backbone
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
+from worldboot.world import base as wb
+from worldboot.world.render import patch_code_count
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What the issue asks of the smoke preset's tokenizer (and the paper's): exact and local.
@@ -94,7 +94,7 @@ def test_describe_names_every_object_in_reading_order():
 
 
 def test_corpus_holds_every_action_template_word():
-    from worldboot.data.world_text import TEMPLATES
+    from worldboot.world.text import TEMPLATES
 
     words = set(" ".join(wb.text_corpus(n_scenes=50, n_actions=100)).replace(",", " ").split())
     for temps in TEMPLATES.values():

@@ -18,7 +18,6 @@ from PIL import Image
 from worldboot.cli import build_parser, main, subcommand_names
 from worldboot.config import load_config
 from worldboot.errors import DataError
-from worldboot.evaluate.judge import world_judge_available
 from worldboot.evaluate.run import EvaluateConfig, read_predictions, run_evaluation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -265,9 +264,7 @@ def test_folder_predictions_keyed_by_id(tmp_path):
 
 
 def test_world_judge_scores_world_samples(tmp_path, capsys):
-    if not world_judge_available():
-        pytest.skip("worldboot.data.world.judge is not available yet (the procedural world's judge)")
-    from worldboot.data.world_gen import generate_triplets
+    from worldboot.world.gen import generate_triplets
 
     triplets = generate_triplets(tmp_path / "world", 1, seed=5)
     pred = tmp_path / "pred"
@@ -287,8 +284,6 @@ def test_world_judge_scores_world_samples(tmp_path, capsys):
 
 
 def test_world_judge_on_foreign_actions_fails_per_sample(bench):
-    if not world_judge_available():
-        pytest.skip("worldboot.data.world.judge is not available yet (the procedural world's judge)")
     out = bench["tmp"] / "world"
     assert main(["evaluate", str(bench["editor"]), "--bench", str(bench["manifest"]), "--out", str(out),
                  "--judge", "world", "--quiet"]) == 0

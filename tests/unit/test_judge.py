@@ -23,7 +23,6 @@ from worldboot.evaluate.judge import (
     VerdictParseError,
     build_prompt,
     parse_verdict,
-    world_judge_available,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -261,8 +260,3 @@ def test_custom_key_variable_and_server_echo_is_scrubbed(tmp_path, monkeypatch, 
         (v,) = judge.judge_many([JudgeRequest(images[0], "a", images[1])])
         assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
     assert v.score is None and "AuthenticationError" in v.error and KEY not in v.error and KEY[-4:] not in v.error
-
-
-def test_world_judge_availability_is_a_bool():
-    # worldboot.data.world may expose ``judge`` lazily before its module exists: no crash.
-    assert world_judge_available() in (True, False)

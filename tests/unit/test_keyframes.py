@@ -279,10 +279,8 @@ def test_keyframes_beat_evenly_spaced_frames_on_action_clips(tmp_path):
 def test_procedural_world_clips_keyframes_land_on_actions(tmp_path):
     """The project's procedural clips (several smooth actions, idle stretches, a wandering
     camera): key-frames fall inside actions more often than evenly spaced frames."""
-    try:
-        from worldboot.data.world import generate_clips
-    except ImportError:
-        pytest.skip("worldboot.data.world.generate_clips not available")
+    from worldboot.world.gen import generate_clips
+
     rows = generate_clips(tmp_path / "clips", 12, seed=0)
     gt = {r["video"]: [(a["start"], a["end"]) for a in r["actions"]] for r in rows}
     run = tmp_path / "run"
@@ -502,7 +500,7 @@ def test_world_clips_keyframe_pairs_overlap_actions_more_than_even_spacing(tmp_p
     key-frame pairs whose span overlaps a true action beats evenly spaced frames (measured here:
     0.89 vs 0.63 and 0.85 vs 0.72 for seeds 0 and 1). With 3-5 actions per clip, as in the
     default spec, almost any pair straddles an action and the two are level."""
-    from worldboot.data.world_gen import ClipSpec, generate_clips
+    from worldboot.world.gen import ClipSpec, generate_clips
 
     gt, pairs, even = {}, [], []
     for seed in (0, 1):

@@ -42,7 +42,7 @@ def _loader(command: str, path: Path):
 
         return load_study
     elif verb[0] == "base":
-        from worldboot.foundation.world_base import BaseRecipe as cls
+        from worldboot.world.base import BaseRecipe as cls
     elif verb[0] == "demo":
         from worldboot.demo import DemoConfig as cls
     else:
@@ -92,7 +92,7 @@ def test_cli_offers_every_preset():
     from worldboot.cli import build_parser
     from worldboot.commands import base as base_command
     from worldboot.demo import PRESETS as DEMO_PRESETS
-    from worldboot.foundation.world_base import PRESETS as BASE_PRESETS
+    from worldboot.world.base import PRESETS as BASE_PRESETS
 
     assert tuple(base_command.PRESETS) == tuple(BASE_PRESETS)
     parser = build_parser()

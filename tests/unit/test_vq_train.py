@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from worldboot.data import world
-from worldboot.data.world import Action, Obj, Ref, Scene
-from worldboot.data.world_render import CELL_KINDS, cell_kind, patch_code_count, patch_codes
-from worldboot.foundation import world_base as wb
+from worldboot import world
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
 from worldboot.models.vq_train import VQTrainSettings, code_logits, train_vq
+from worldboot.world import base as wb
+from worldboot.world.render import CELL_KINDS, cell_kind, patch_code_count, patch_codes
+from worldboot.world.scene import Action, Obj, Ref, Scene
 
 
 def _scene() -> Scene:

@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
+from worldboot import world as w
 from worldboot.cli import main
-from worldboot.data import world as w
 from worldboot.data.schema import read_manifest
-from worldboot.data.world import Action, InvalidAction, Obj, Ref, Scene
-from worldboot.data.world_gen import (
+from worldboot.errors import DataError
+from worldboot.images import open_image
+from worldboot.world.gen import (
     CLIP_CLASSES,
     ClipSpec,
     clip_frames,
@@ -24,10 +25,9 @@ from worldboot.data.world_gen import (
     read_clip_truth,
     sample_pair,
 )
-from worldboot.data.world_render import parse_scene, render
-from worldboot.data.world_text import TEMPLATES, action_text, normalise_text, parse_action, templates_for
-from worldboot.errors import DataError
-from worldboot.images import open_image
+from worldboot.world.render import parse_scene, render
+from worldboot.world.scene import Action, InvalidAction, Obj, Ref, Scene
+from worldboot.world.text import TEMPLATES, action_text, normalise_text, parse_action, templates_for
 
 
 def _scene(*objs: Obj) -> Scene:
@@ -174,7 +174,7 @@ def test_parse_action_normalises_and_rejects():
     assert parse_action("make the red square dance") is None
     assert parse_action("make the pink square blue") is None
     assert parse_action("") is None
-    assert w.canonical_text(action) == action.text() == "make the red square blue"
+    assert w.canonical_text(action) == w.action_text(action, 0) == "make the red square blue"
 
 
 # ------------------------------------------------------------------------------------ render & parse
@@ -236,7 +236,7 @@ def test_generate_triplets_deterministic_and_consistent(tmp_path):
         action = Action.from_json(t.meta["action"])
         source, target = Scene.from_json(t.meta["source_scene"]), Scene.from_json(t.meta["target_scene"])
         assert action.subset == t.subset and w.apply(source, action) == target
-        assert parse_action(t.action) == action and t.meta["canonical"] == action.text()
+        assert parse_action(t.action) == action and t.meta["canonical"] == w.canonical_text(action)
         assert parse_scene(open_image(t.source)) == source and parse_scene(open_image(t.target)) == target
         assert open_image(t.source).size == (64, 64)
 
@@ -341,7 +341,7 @@ def test_cli_world_commands(tmp_path, capsys):
 
 
 def test_slot_accuracy_gives_partial_credit():
-    from worldboot.data.world_text import slot_accuracy
+    from worldboot.world.text import slot_accuracy
 
     truth = Action("move", "right", Ref("red", "circle"), steps=2)
     for template in range(4):  # any paraphrase of the true action is fully right

@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from worldboot.data import world as w
+from worldboot import world as w
 from worldboot.data.schema import Problems
-from worldboot.data.world import Action, Obj, Ref, Scene
-from worldboot.data.world_gen import generate_triplets, sample_pair
-from worldboot.data.world_judge import judge, judge_predictions, judge_scenes, judge_triplet, mean_scores
-from worldboot.data.world_render import render
 from worldboot.errors import DataError
+from worldboot.world.gen import generate_triplets, sample_pair
+from worldboot.world.judge import judge, judge_predictions, judge_scenes, judge_triplet, mean_scores
+from worldboot.world.render import render
+from worldboot.world.scene import Action, Obj, Ref, Scene
 
 RED = Ref("red", "square")
 
@@ -43,7 +43,7 @@ def test_true_target_scores_ten_and_copy_scores_zero():
         true = judge(source, action, target)
         assert (true.editing_success, true.minimal_editing, true.score) == (10, 10, 10), true.details
         copy = judge(source, action, source)
-        assert copy.editing_success == 0 and copy.score == 0, (action.text(), copy.details)
+        assert copy.editing_success == 0 and copy.score == 0, (w.canonical_text(action), copy.details)
         assert copy.minimal_editing == 10
 
 

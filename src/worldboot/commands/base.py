@@ -14,7 +14,7 @@ EXAMPLE = """examples:
 """
 
 
-#: ``worldboot.foundation.world_base.PRESETS``'s names, spelt out because that module imports
+#: ``worldboot.world.base.PRESETS``'s names, spelt out because that module imports
 #: torch and the parser must not (a test keeps the two equal).
 PRESETS = ("smoke", "paper")
 
@@ -66,7 +66,7 @@ def run_build(args: argparse.Namespace) -> int:
     """Build (or reuse) and report."""
     from rich.console import Console
 
-    from worldboot.foundation.world_base import get_world_base, load_recipe, read_info
+    from worldboot.world.base import get_world_base, load_recipe, read_info
 
     recipe = load_recipe(args.preset, args.config, args.overrides)
     err = Console(stderr=True)
@@ -93,7 +93,7 @@ def run_path(args: argparse.Namespace) -> int:
     """Print the path, or say how to build it."""
     import sys
 
-    from worldboot.foundation.world_base import base_path, is_built, load_recipe
+    from worldboot.world.base import base_path, is_built, load_recipe
 
     path = base_path(load_recipe(args.preset, args.config, args.overrides))
     if not is_built(path):

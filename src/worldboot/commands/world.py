@@ -5,7 +5,7 @@ manifest for the five subsets ``world/move``, ``world/count``, ``world/relation`
 ``world/attribute`` and ``world/motion``. ``worldboot world clips`` writes unlabelled mp4
 clips, one folder per class as in Kinetics, with a separate ground truth for evaluation.
 ``worldboot world parse`` prints the scene the parser reads in images (useful to check what a
-generated image shows). See :mod:`worldboot.data.world`.
+generated image shows). See :mod:`worldboot.world.scene`.
 """
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_triplets(args: argparse.Namespace) -> int:
     """Generate triplets and print how many per subset."""
-    from worldboot.data.world_gen import MANIFEST, generate_triplets
+    from worldboot.world.gen import MANIFEST, generate_triplets
 
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
     triplets = generate_triplets(
@@ -116,7 +116,7 @@ def run_triplets(args: argparse.Namespace) -> int:
 
 def run_clips(args: argparse.Namespace) -> int:
     """Generate clips and print how many per class."""
-    from worldboot.data.world_gen import GROUND_TRUTH, ClipSpec, generate_clips
+    from worldboot.world.gen import GROUND_TRUTH, ClipSpec, generate_clips
 
     if args.n < 0:
         from worldboot.errors import DataError
@@ -137,7 +137,7 @@ def run_parse(args: argparse.Namespace) -> int:
     """Print each image's parsed scene."""
     import json
 
-    from worldboot.data.world_render import parse_scene
+    from worldboot.world.render import parse_scene
 
     for path in args.images:
         scene = parse_scene(path)

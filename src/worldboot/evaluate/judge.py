@@ -554,24 +554,6 @@ class OpenAIJudge:
 # -- the procedural world's judge -------------------------------------------------------------
 
 
-def world_judge_available() -> bool:
-    """True when :mod:`worldboot.data.world` provides ``judge``."""
-    import importlib.util
-
-    try:
-        if importlib.util.find_spec("worldboot.data.world") is None:
-            return False
-    except (ImportError, ValueError):
-        return False
-    try:
-        import worldboot.data.world as world
-
-        # ``judge`` may be a lazy attribute whose module is not written yet.
-        return callable(getattr(world, "judge", None))
-    except ImportError:
-        return False
-
-
 class WorldJudge:
     """The procedural world's exact judge: it parses the rendered scenes instead of asking a VLM.
 
@@ -580,26 +562,21 @@ class WorldJudge:
     world's generator writes them); otherwise ``judge(source_image, action, predicted_image)``
     parses the source. Both return ``editing_success``, ``minimal_editing``, ``score`` and
     ``details``. An action or image the world cannot read is a per-sample failure.
-
-    Raises:
-        ConfigError: When :mod:`worldboot.data.world` has no judge.
     """
 
     name = "world"
 
     def __init__(self) -> None:
-        if not world_judge_available():
-            raise ConfigError("judge 'world' needs worldboot.data.world.judge, which is not available")
-        import worldboot.data.world as world
+        from worldboot.world.judge import judge, judge_triplet
 
-        self._judge = world.judge
-        self._judge_triplet = getattr(world, "judge_triplet", None)
+        self._judge = judge
+        self._judge_triplet = judge_triplet
         self.usage = Usage()
 
     def _one(self, req: JudgeRequest) -> Verdict:
         try:
             predicted = open_image(req.prediction)
-            source = open_image(req.source) if req.triplet is None or self._judge_triplet is None else None
+            source = open_image(req.source) if req.triplet is None else None
         except DataError as err:
             return Verdict(error=str(err))
         try:

@@ -24,7 +24,7 @@ touch (``docs/log.md``). Given codes make both properties a matter of classifica
 accuracy. No maintained library trains a Chameleon VQ this way; the loop is a few lines.
 
 Everything here is model-side: batches come from a callable, so
-:mod:`worldboot.foundation.world_base` supplies world scenes and their codes.
+:mod:`worldboot.world.base` supplies world scenes and their codes.
 """
 
 from __future__ import annotations

@@ -43,7 +43,10 @@ import numpy as np
 
 from worldboot.config import write_atomic
 from worldboot.data.schema import Triplet, write_manifest
-from worldboot.data.world import (
+from worldboot.errors import DataError
+from worldboot.progress import progress_bar
+from worldboot.world.render import _check_size, draw_poses, extent, object_pose, render
+from worldboot.world.scene import (
     FAMILIES,
     SUBSETS,
     Action,
@@ -53,10 +56,7 @@ from worldboot.data.world import (
     sample_action,
     sample_scene,
 )
-from worldboot.data.world_render import _check_size, draw_poses, extent, object_pose, render
-from worldboot.data.world_text import action_text, canonical_text, templates_for
-from worldboot.errors import DataError
-from worldboot.progress import progress_bar
+from worldboot.world.text import action_text, canonical_text, templates_for
 
 #: Action family -> the Kinetics-like class of clips dominated by it.
 CLIP_CLASSES: dict[str, str] = {

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from worldboot.data.world import GRID, PALETTE, SHAPES, SIZES, STATES, TABLE, Obj, Scene
 from worldboot.errors import DataError
+from worldboot.world.scene import GRID, PALETTE, SHAPES, SIZES, STATES, TABLE, Obj, Scene
 
 #: Palette rows: index 0 is the table, then the object colours in :data:`PALETTE` order.
 _NAMES = ("table", *PALETTE)
@@ -76,7 +76,7 @@ class Pose:
     """A drawable object in continuous image coordinates.
 
     Attributes:
-        shape: One of :data:`~worldboot.data.world.SHAPES`.
+        shape: One of :data:`~worldboot.world.scene.SHAPES`.
         rgb: Fill colour.
         cx: Centre x in pixels (pixel centres are integers).
         cy: Centre y.

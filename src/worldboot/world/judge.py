@@ -8,7 +8,7 @@ minimum:
 * **minimal editing**: is the edited image recognisably the original, minimally changed?
 
 In the procedural world both can be measured rather than asked: the source and the prediction
-are parsed into scenes (:func:`~worldboot.data.world_render.parse_scene`) and compared with
+are parsed into scenes (:func:`~worldboot.world.render.parse_scene`) and compared with
 the expected scene ``apply(parse(source), action)``.
 
 Editing success looks only at the acted-on object and gives graded credit, as a careful human
@@ -48,10 +48,10 @@ from typing import Any
 import numpy as np
 
 from worldboot.data.schema import Problems, Triplet
-from worldboot.data.world import OFFSETS, Action, Obj, Ref, Scene, acted_on, apply, why_invalid
-from worldboot.data.world_render import ParsedImage, parse_image
-from worldboot.data.world_text import canonical_text, parse_action
 from worldboot.errors import DataError
+from worldboot.world.render import ParsedImage, parse_image
+from worldboot.world.scene import OFFSETS, Action, Obj, Ref, Scene, acted_on, apply, why_invalid
+from worldboot.world.text import canonical_text, parse_action
 
 ImageLike = Any  # PIL image, RGB array or image path
 
@@ -366,7 +366,7 @@ def judge(
 
 def judge_triplet(triplet: Triplet, predicted_image: ImageLike) -> JudgeResult:
     """Judge a prediction for a world triplet, using the scenes its ``meta`` holds when present
-    (as :func:`~worldboot.data.world_gen.generate_triplets` writes them)."""
+    (as :func:`~worldboot.world.gen.generate_triplets` writes them)."""
     meta = triplet.meta or {}
     action = meta.get("action") or triplet.action
     source = Scene.from_json(meta["source_scene"]) if meta.get("source_scene") else None

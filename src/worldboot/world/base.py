@@ -2,7 +2,7 @@
 
 Anole-7B, the paper's starting point, has seen countless images and captions but was never
 trained to predict what an action does to a scene. worldboot's embedded demo needs a base of
-the same kind for its own world (:mod:`worldboot.data.world`), small enough to build on a
+the same kind for its own world (:mod:`worldboot.world.scene`), small enough to build on a
 laptop in minutes. :func:`get_world_base` builds it on first use and caches it.
 
 **Recipe** (:class:`BaseRecipe`; presets ``smoke`` and ``paper``, mirrored in
@@ -16,7 +16,7 @@ laptop in minutes. :func:`get_world_base` builds it on first use and caches it.
    ``ChameleonVQVAE`` + our ``ChameleonVQDecoder``; 64-px images, three halvings, 8x8 = 64
    tokens, 2x2 for each cell of the world's grid) trained by
    :func:`worldboot.models.vq_train.train_vq` with *given* codes: every token's code is the
-   part of the drawing the renderer put there (:func:`~worldboot.data.world_render.patch_codes`:
+   part of the drawing the renderer put there (:func:`~worldboot.world.render.patch_codes`:
    the bare table, or a quarter of one of 84 shape x state x colour x size drawings). The encoder learns to name each cell's
    drawing, under camera jitter and at the clips' resolution too; the decoder learns to draw
    each code. So the round trip is exact when the encoder is, and a cell an action does not
@@ -65,14 +65,14 @@ import torch
 from filelock import FileLock
 from PIL import Image
 
+from worldboot import world
 from worldboot.config import load_preset, to_dict, write_atomic
-from worldboot.data import world
-from worldboot.data.world import COLOURS, GRID, SHAPES, SIZES, STATES, Obj, Scene
-from worldboot.data.world_render import CELL_KINDS, parse_scene, patch_code_count, patch_codes, render
 from worldboot.errors import ConfigError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.vq_train import VQBatch, VQTrainSettings, train_vq
 from worldboot.progress import progress_bar
+from worldboot.world.render import CELL_KINDS, parse_scene, patch_code_count, patch_codes, render
+from worldboot.world.scene import COLOURS, GRID, SHAPES, SIZES, STATES, Obj, Scene
 
 #: Bump when the build code changes what a recipe produces: every cached base is rebuilt.
 RECIPE_VERSION = 4
@@ -99,7 +99,7 @@ class VQRecipe:
 
     Attributes:
         codebook: Number of codes (image tokens); at least
-            :func:`~worldboot.data.world_render.patch_code_count` (337 with 2x2 tokens a
+            :func:`~worldboot.world.render.patch_code_count` (337 with 2x2 tokens a
             cell: the bare table, and each of 84 drawings' four quarters). Codes past those
             are never used.
         embed_dim: Code vector size (also the latent channels).
@@ -234,8 +234,8 @@ def load_recipe(
 
 def world_fingerprint() -> dict[str, Any]:
     """The world's constants a base model depends on (what it draws and what words it knows)."""
-    from worldboot.data.world_text import TEMPLATES
     from worldboot.models.tiny import SPECIAL_TOKENS
+    from worldboot.world.text import TEMPLATES
 
     return {
         "grid": GRID,
@@ -292,7 +292,7 @@ def describe(scene: Scene) -> str:
 
 def text_corpus(seed: int = 0, n_scenes: int = 600, n_actions: int = 300) -> list[str]:
     """Lines to train the BPE on: captions, every template of sampled actions, the prompts."""
-    from worldboot.data.world_text import action_text, templates_for
+    from worldboot.world.text import action_text, templates_for
 
     rng = random.Random(f"worldboot/base/corpus/{seed}")
     lines = [describe(world.sample_scene(rng, rng.randint(1, world.MAX_OBJECTS))) for _ in range(n_scenes)]
@@ -326,7 +326,7 @@ def crowded_scene(rng: random.Random, n: int) -> Scene:
 def _encoder_input(rng: random.Random, recipe: VQRecipe, scene: Scene, size: int) -> Image.Image:
     """``scene`` as the encoder may meet it: plain, under camera jitter, or drawn at the clips'
     96 px (with jitter) for the backbone to resize, as mined key-frames are."""
-    from worldboot.data.world_gen import max_jitter
+    from worldboot.world.gen import max_jitter
 
     u = rng.random()
     if u < recipe.clip_frames:
@@ -376,7 +376,7 @@ def locality_rate(backbone: Any, n: int = 200, seed: int = 0) -> dict[str, float
     of token positions an action leaves alone whose code stays the same (1 for a perfectly
     local tokenizer), and ``codes_changed``, the share of positions it touches whose code
     changes."""
-    from worldboot.data.world_gen import sample_pair
+    from worldboot.world.gen import sample_pair
 
     rng = random.Random(f"worldboot/base/locality/{seed}")
     pairs = []
@@ -407,7 +407,7 @@ def vq_parse_rate(backbone: Any, scenes: Sequence[Scene], batch_size: int = 64) 
         ``parse_rate``: share of scenes that ``parse_scene(decode(encode(render(scene))))``
         recovers exactly; ``pixel_mae``: mean pixel error (0-255) of that round trip;
         ``code_accuracy``: share of token positions whose code is their patch's
-        (:func:`~worldboot.data.world_render.patch_codes`), and ``code_accuracy_shaken`` the same
+        (:func:`~worldboot.world.render.patch_codes`), and ``code_accuracy_shaken`` the same
         for scenes under camera jitter or drawn at 96 px and resized.
     """
     ok, err, hits, shaken, total = 0, 0.0, 0, 0, 0

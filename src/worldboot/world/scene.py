@@ -32,21 +32,21 @@ directly above Y. Every action has several paraphrased templates (:data:`TEMPLAT
 :func:`action_text` writes one, :func:`parse_action` reads any of them back. :func:`apply`
 executes an action and :func:`sample_action` draws only valid ones.
 
-**Where the rest lives** (all re-exported here lazily, so ``from worldboot.data.world import
-render`` works):
+**Where the rest lives** (the package :mod:`worldboot.world` re-exports all of it, so
+``from worldboot import world; world.render(...)`` works; this module imports none of them):
 
-* :mod:`worldboot.data.world_text`: the paraphrase templates, :func:`action_text`,
+* :mod:`worldboot.world.text`: the paraphrase templates, :func:`action_text`,
   :func:`canonical_text` and :func:`parse_action`.
-* :mod:`worldboot.data.world_render`: :func:`render` and the scene parser :func:`parse_scene`.
-* :mod:`worldboot.data.world_gen`: :func:`generate_triplets` (PNG pairs + JSONL manifest) and
+* :mod:`worldboot.world.render`: :func:`render` and the scene parser :func:`parse_scene`.
+* :mod:`worldboot.world.gen`: :func:`generate_triplets` (PNG pairs + JSONL manifest) and
   :func:`generate_clips` (mp4 videos with smooth actions, one folder per class, Kinetics-like).
-* :mod:`worldboot.data.world_judge`: :func:`judge`, an automatic counterpart of the GPT-4o
+* :mod:`worldboot.world.judge`: :func:`judge`, an automatic counterpart of the GPT-4o
   judge (editing success and minimal editing, 0-10 each).
 
 Example::
 
     import random
-    from worldboot.data import world
+    from worldboot import world
 
     rng = random.Random(0)
     scene = world.sample_scene(rng)
@@ -310,12 +310,6 @@ class Action:
     def subset(self) -> str:
         return SUBSETS[self.family]
 
-    def text(self, template: int = 0) -> str:
-        """The action in words; template 0 is the canonical text."""
-        from worldboot.data.world_text import action_text
-
-        return action_text(self, template)
-
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"family": self.family, "kind": self.kind, "obj": vars(self.obj).copy()}
         if self.steps:
@@ -468,7 +462,7 @@ def apply(scene: Scene, action: Action) -> Scene:
     """
     out = _apply(scene, action)
     if isinstance(out, str):
-        raise InvalidAction(f"cannot {action.text()}: {out}")
+        raise InvalidAction(f"cannot {action.family}/{action.kind} the {action.obj.colour} {action.obj.shape}: {out}")
     return out
 
 
@@ -565,39 +559,6 @@ def acted_on(action: Action) -> tuple[Ref | None, Ref | None]:
     return before, after
 
 
-# --------------------------------------------------------------------------------------------
-# Lazy re-exports (PEP 562), so that ``world.render`` etc. work without import cycles.
-# --------------------------------------------------------------------------------------------
-
-_LAZY = {
-    "SLOTS": "worldboot.data.world_text",
-    "TEMPLATES": "worldboot.data.world_text",
-    "templates_for": "worldboot.data.world_text",
-    "action_text": "worldboot.data.world_text",
-    "canonical_text": "worldboot.data.world_text",
-    "parse_action": "worldboot.data.world_text",
-    "normalise_text": "worldboot.data.world_text",
-    "render": "worldboot.data.world_render",
-    "parse_scene": "worldboot.data.world_render",
-    "generate_triplets": "worldboot.data.world_gen",
-    "generate_clips": "worldboot.data.world_gen",
-    "read_clip_truth": "worldboot.data.world_gen",
-    "CLIP_CLASSES": "worldboot.data.world_gen",
-    "judge": "worldboot.data.world_judge",
-    "judge_scenes": "worldboot.data.world_judge",
-    "judge_triplet": "worldboot.data.world_judge",
-    "JudgeResult": "worldboot.data.world_judge",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 __all__ = [
     "GRID",
     "MAX_OBJECTS",
@@ -623,5 +584,4 @@ __all__ = [
     "sample_action",
     "distractor_actions",
     "acted_on",
-    *_LAZY,
 ]

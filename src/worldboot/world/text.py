@@ -15,7 +15,7 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from worldboot.data.world import COLOURS, SHAPES, SIZES, Action, Ref, action_problem
+from worldboot.world.scene import COLOURS, SHAPES, SIZES, Action, Ref, action_problem
 
 #: Slot vocabularies: slot -> {value -> words}. Values are move/relation kinds, steps or sizes.
 SLOTS: dict[str, dict[Any, str]] = {
