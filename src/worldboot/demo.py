@@ -488,6 +488,7 @@ class Demo:
                     folder.mkdir(parents=True, exist_ok=True)
                     for k, img in enumerate(p.images[: min(n, 4)]):
                         img.save(folder / f"{t.id}-{k}.png")
+                    p.image.save(folder / f"{t.id}-best.png")  # the CDM's pick of all n
                 # Greedy decoding beside the paper's temperature 1: how much of a model's
                 # minimal-editing loss is sampling noise (the paper: lower temperatures copy).
                 greedy = predict(world, list(codes), [t.action for t in chunk], 1, SamplingConfig(temperature=0.0),
@@ -517,11 +518,52 @@ class Demo:
         ks = sorted(self.cfg.best_of)
         table2 = _table2(judged, ks)
         _plot_k(judged, ks, figures / "figure7_best_of_k.png")
+        _plot_examples(self, figures / "examples.png")
         claims = _claims(self.state, table2, ks, judged)
         md = _markdown(self, table2, ks, claims)
         write_atomic(self.out / "report.md", md)
         write_atomic(self.out / "report.html", _html(md, self.out))
         return {"claims": claims}
+
+
+def _plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
+    """Source, target, C-FT's and the CWM's first sample, and the CDM's pick of the CWM's
+    samples, for ``n`` test triplets spread over the test set, with each action as a caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from worldboot.images import open_image
+
+    test = demo._triplets("test")
+    rows = test[:: max(1, len(test) // n)][:n]
+    k = max(demo.cfg.best_of)
+    columns = [("source", None), ("target", None), ("C-FT", "0"), ("CWM", "0"), (f"CWM + best-of-{k}", "best")]
+    import textwrap
+
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.8 * len(columns), 2.2 * len(rows) + 0.4),
+                             squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (2.2 * len(rows) + 0.4),
+                        wspace=0.08, hspace=0.45)
+    for i, t in enumerate(rows):
+        for j, (label, suffix) in enumerate(columns):
+            ax = axes[i][j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if suffix is None:
+                img_path = Path(t.source if label == "source" else t.target)
+            else:
+                img_path = demo.out / "predictions" / _slug(label.split(" + ")[0]) / f"{t.id}-{suffix}.png"
+            if img_path.is_file():
+                ax.imshow(open_image(img_path), interpolation="nearest")
+            if i == 0:
+                box = ax.get_position()
+                fig.text((box.x0 + box.x1) / 2, 1 - 0.2 / (2.2 * len(rows) + 0.4), label, ha="center",
+                         va="center", fontsize=9, weight="bold")
+        axes[i][0].set_title(textwrap.shorten(t.action, 70), fontsize=8, loc="left", x=0.0)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _slug(name: str) -> str:
@@ -791,7 +833,9 @@ def _markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[di
     lines += ["", "## Figures", "",
               "Figure 2 (probe of the base model): ![](figures/figure2_preferences.png)", "",
               "Figure 3 (recognition weights): ![](figures/figure3_weights.png)", "",
-              "Figure 7 (best-of-K with the CDM as verifier): ![](figures/figure7_best_of_k.png)", ""]
+              "Figure 7 (best-of-K with the CDM as verifier): ![](figures/figure7_best_of_k.png)", "",
+              f"Examples (temperature 1; the last column is the CDM's pick of {max(demo.cfg.best_of)} CWM samples): "
+              "![](figures/examples.png)", ""]
     probe_md = demo.out / "probe" / "probe.md"
     if probe_md.is_file():
         lines += ["### Probe of the base model (Figure 2 as a table)", "", probe_md.read_text(), ""]

@@ -19,6 +19,7 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
     for name in [
         "report.md", "report.html", "config.yaml", "meta.json", "stages.json",
         "figures/figure2_preferences.png", "figures/figure3_weights.png", "figures/figure7_best_of_k.png",
+        "figures/examples.png",
         "probe/preferences.jsonl", "mining/keyframes/pairs.jsonl",
         "mining/synthetic/synthetic.jsonl", "mining/synthetic/stats.md", "predictions/judged.json",
     ]:
@@ -52,6 +53,8 @@ def test_smoke_demo_end_to_end(tmp_path, capsys):
 
     for name in WORLD_MODELS:  # each world model sampled (best-of-8) and decoded greedily
         assert len(judged[name][0]["score"]) == 8 and len(judged[name + GREEDY][0]["score"]) == 1, name
+    first = judged["CWM"][0]["id"]
+    assert (out / "predictions" / "cwm" / f"{first}-best.png").is_file()  # the CDM's pick, for the figure
     assert f"C-FT{GREEDY}" in report
     # The claims' paired tests read the CDM stage's per-sample results, one per test triplet.
     for m in (base, tuned):

@@ -98,10 +98,11 @@ class VQRecipe:
     """The image tokenizer and its training.
 
     Attributes:
-        codebook: Number of codes (image tokens); at least
-            :func:`~worldboot.world.render.patch_code_count` (337 with 2x2 tokens a
-            cell: the bare table, and each of 84 drawings' four quarters). Codes past those
-            are never used.
+        codebook: Number of codes (image tokens): exactly
+            :func:`~worldboot.world.render.patch_code_count` (337 with 2x2 tokens a cell: the
+            bare table, and each of 84 drawings' four quarters). A code no patch has would
+            never be trained, yet a world model sampling at temperature 1 would draw it now and
+            then, and decode it to noise.
         embed_dim: Code vector size (also the latent channels).
         base_channels: Encoder/decoder width; a multiple of 32 (GroupNorm).
         channel_multiplier: One entry per resolution; the token grid must be a multiple of the
@@ -119,7 +120,7 @@ class VQRecipe:
         eval_scenes: Held-out scenes on which the round trip is measured.
     """
 
-    codebook: int = 512
+    codebook: int = 337
     embed_dim: int = 32
     base_channels: int = 32
     channel_multiplier: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
@@ -649,11 +650,11 @@ def build_world_base(
         )
         backbone = build_tiny_chameleon(spec, corpus=text_corpus(recipe.seed), templates=PROMPTS)
         grid = backbone.vqgan.grid
-        if grid % GRID or recipe.vq.codebook < patch_code_count(grid // GRID):
+        if grid % GRID or recipe.vq.codebook != patch_code_count(grid // GRID):
             raise ConfigError(
                 f"the world base's tokenizer needs whole token patches per cell (a token grid that is a "
                 f"multiple of {GRID}, got {grid}x{grid}: vq.channel_multiplier) and a code for every patch "
-                f"(vq.codebook >= {patch_code_count(max(1, grid // GRID))}, got {recipe.vq.codebook})"
+                f"and no other (vq.codebook={patch_code_count(max(1, grid // GRID))}, got {recipe.vq.codebook})"
             )
 
         def sample(step: int, n: int) -> VQBatch:
