@@ -136,7 +136,8 @@ def train_vq(
 
     Returns:
         ``code_accuracy`` (encoder codes equal to the given ones, last 20 batches),
-        ``decoder_mse`` (last 20 batches, pixels in [-1, 1]), ``codes_used``, ``seconds``.
+        ``decoder_mse`` (last 20 batches, pixels in [-1, 1]), ``codes_used`` (distinct codes the
+        batches taught), ``seconds``.
     """
     s = settings or VQTrainSettings()
     torch.manual_seed(s.seed)
