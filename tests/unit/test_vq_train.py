@@ -9,7 +9,7 @@ from worldboot import world
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
 from worldboot.models.vq_train import VQTrainSettings, code_logits, train_vq
 from worldboot.world import base as wb
-from worldboot.world.render import CELL_KINDS, cell_kind, patch_code_count, patch_codes
+from worldboot.world.render import CELL_KINDS, cell_kind, patch_code_count, patch_codes, render
 from worldboot.world.scene import Action, Obj, Ref, Scene
 
 
@@ -73,7 +73,7 @@ def test_vq_batch_is_deterministic_and_coded_by_cell():
 
 def test_code_logits_pick_what_encode_returns():
     bb = _backbone()
-    pixels = bb.preprocess([wb.render(_scene(), 64)])
+    pixels = bb.preprocess([render(_scene(), 64)])
     codes, _ = bb.vqgan.encode(pixels)
     assert torch.equal(code_logits(bb.vqgan, pixels).argmax(1), codes.flatten())
 
