@@ -4,7 +4,7 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
 ``stages.json`` so that a rerun after a kill skips what is done:
 
 1. ``base``: the tiny foundation model of the world (pictures and words, no dynamics),
-   built once and cached (:mod:`worldboot.foundation`).
+   built once and cached (:mod:`worldboot.world.base`).
 2. ``data``: labelled train and test triplets of the five world subsets, and unlabelled clips.
 3. ``probe``: does the base prefer real trajectories? (Figure 2 in miniature.)
 4. ``cdm``: tokenize, train the dynamics model with LoRA, and measure its actions (Table 1).

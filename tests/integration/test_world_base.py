@@ -14,7 +14,8 @@ from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
 from worldboot.world import base as wb
 from worldboot.world.base import recipe as recipe_module
 from worldboot.world.base import store
-from worldboot.world.render import patch_code_count, render
+from worldboot.world.patches import patch_code_count
+from worldboot.world.render import render
 
 ROOT = Path(__file__).resolve().parents[2]
 #: What the issue asks of the smoke preset's tokenizer (and the paper's): exact and local.

@@ -9,7 +9,8 @@ from worldboot import world
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
 from worldboot.models.vq_train import VQTrainSettings, code_logits, train_vq
 from worldboot.world import base as wb
-from worldboot.world.render import CELL_KINDS, cell_kind, patch_code_count, patch_codes, render
+from worldboot.world.patches import CELL_KINDS, cell_kind, patch_code_count, patch_codes
+from worldboot.world.render import render
 from worldboot.world.scene import Action, Obj, Ref, Scene
 
 

@@ -4,7 +4,8 @@ Modules, each importing only those above it:
 
 * :mod:`~worldboot.world.scene`: scenes, the five action families, ``apply`` and sampling;
 * :mod:`~worldboot.world.text`: paraphrase templates, canonical texts, ``parse_action``;
-* :mod:`~worldboot.world.render`: the renderer, the patch codes its tokenizer learns, ``parse_scene``;
+* :mod:`~worldboot.world.render`: the renderer and ``parse_scene``;
+* :mod:`~worldboot.world.patches`: what each token patch shows, the codes the base's tokenizer learns;
 * :mod:`~worldboot.world.gen`: labelled triplets and unlabelled mp4 clips with ground truth;
 * :mod:`~worldboot.world.judge`: the world's judge (editing success, minimal editing);
 * :mod:`~worldboot.world.base`: the tiny foundation model of the world, built and cached

@@ -16,7 +16,7 @@ laptop in minutes. :func:`get_world_base` builds it on first use and caches it.
    ``ChameleonVQVAE`` + our ``ChameleonVQDecoder``; 64-px images, three halvings, 8x8 = 64
    tokens, 2x2 for each cell of the world's grid) trained by
    :func:`worldboot.models.vq_train.train_vq` with *given* codes: every token's code is the
-   part of the drawing the renderer put there (:func:`~worldboot.world.render.patch_codes`:
+   part of the drawing the renderer put there (:func:`~worldboot.world.patches.patch_codes`:
    the bare table, or a quarter of one of 84 shape x state x colour x size drawings). The encoder learns to name each cell's
    drawing, under camera jitter and at the clips' resolution too; the decoder learns to draw
    each code. So the round trip is exact when the encoder is, and a cell an action does not

@@ -22,7 +22,8 @@ from worldboot.world.base.data import (
 from worldboot.world.base.recipe import (
     VQRecipe,
 )
-from worldboot.world.render import parse_scene, patch_codes, render
+from worldboot.world.patches import patch_codes
+from worldboot.world.render import parse_scene, render
 from worldboot.world.scene import GRID, Scene
 
 
@@ -57,7 +58,7 @@ def vq_parse_rate(backbone: Any, scenes: Sequence[Scene], batch_size: int = 64) 
         ``parse_rate``: share of scenes that ``parse_scene(decode(encode(render(scene))))``
         recovers exactly; ``pixel_mae``: mean pixel error (0-255) of that round trip;
         ``code_accuracy``: share of token positions whose code is their patch's
-        (:func:`~worldboot.world.render.patch_codes`), and ``code_accuracy_shaken`` the same
+        (:func:`~worldboot.world.patches.patch_codes`), and ``code_accuracy_shaken`` the same
         for scenes under camera jitter or drawn at 96 px and resized.
     """
     ok, err, hits, shaken, total = 0, 0.0, 0, 0, 0

@@ -16,7 +16,8 @@ from worldboot.world.base.recipe import (
     PROMPTS,
     VQRecipe,
 )
-from worldboot.world.render import patch_codes, render
+from worldboot.world.patches import patch_codes
+from worldboot.world.render import render
 from worldboot.world.scene import COLOURS, GRID, SHAPES, SIZES, STATES, Obj, Scene
 
 # --------------------------------------------------------------------------------------------

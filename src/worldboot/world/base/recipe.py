@@ -14,7 +14,7 @@ from worldboot import world
 from worldboot.config import load_preset, to_dict
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.vq_train import VQTrainSettings
-from worldboot.world.render import CELL_KINDS
+from worldboot.world.patches import CELL_KINDS
 from worldboot.world.scene import GRID, SHAPES, SIZES, STATES
 
 #: Bump when the build code changes what a recipe produces: every cached base is rebuilt.
@@ -42,7 +42,7 @@ class VQRecipe:
 
     Attributes:
         codebook: Number of codes (image tokens): exactly
-            :func:`~worldboot.world.render.patch_code_count` (337 with 2x2 tokens a cell: the
+            :func:`~worldboot.world.patches.patch_code_count` (337 with 2x2 tokens a cell: the
             bare table, and each of 84 drawings' four quarters). A code no patch has would
             never be trained, yet a world model sampling at temperature 1 would draw it now and
             then, and decode it to noise.

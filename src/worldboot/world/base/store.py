@@ -28,7 +28,7 @@ from worldboot.world.base.recipe import (
     load_recipe,
     recipe_hash,
 )
-from worldboot.world.render import patch_code_count
+from worldboot.world.patches import patch_code_count
 from worldboot.world.scene import GRID
 
 # --------------------------------------------------------------------------------------------
