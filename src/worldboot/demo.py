@@ -7,7 +7,7 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
    built once and cached (:mod:`worldboot.world.base`).
 2. ``data``: labelled train and test triplets of the five world subsets, and unlabelled clips.
 3. ``probe``: does the base prefer real trajectories? (Figure 2 in miniature.)
-4. ``cdm``: tokenize, train the dynamics model with LoRA, and measure its actions (Table 1).
+4. ``cdm``: tokenize, fine-tune the dynamics model (LoRA or every weight, per preset), and measure its actions (Table 1).
 5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
 6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
    two ablations (without synthetic data; without the weighted loss), equal steps each.

@@ -111,7 +111,6 @@ def code_logits(vqgan: VQGAN, pixels: torch.Tensor) -> torch.Tensor:
 def object_weights(targets: torch.Tensor, codes: torch.Tensor, object_weight: float) -> torch.Tensor:
     """``[B, 1, H, W]``: ``object_weight`` on the pixels of cells whose code is not 0 (the
     empty cell), 1 elsewhere."""
-    batch, h, w = codes.shape
     full = (codes != 0).float()[:, None]
     full = torch.nn.functional.interpolate(full, size=targets.shape[-2:], mode="nearest")
     return 1.0 + (object_weight - 1.0) * full
