@@ -9,17 +9,12 @@ value of the wrong type names the key and the type it wants.
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
 import difflib
 import json
 import os
-import platform
-import subprocess
-import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -29,19 +24,6 @@ from worldboot.errors import ConfigError
 
 T = TypeVar("T")
 
-#: Packages whose versions every run records in ``meta.json``.
-TRACKED_PACKAGES = (
-    "worldboot",
-    "torch",
-    "transformers",
-    "peft",
-    "accelerate",
-    "safetensors",
-    "numpy",
-    "opencv-python-headless",
-    "deepspeed",
-    "openai",
-)
 
 
 def _type_name(tp: Any) -> str:
@@ -251,107 +233,8 @@ def load_preset(
     return load_config(type(made), path, overrides, base=to_dict(made))
 
 
-def parse_shard(text: str) -> tuple[int, int]:
-    """``"i/n"`` (shard i of n, as ``--shard`` takes it) to ``(i, n)`` with ``0 <= i < n``.
-
-    Raises:
-        ConfigError: When the text is not of that form.
-    """
-    try:
-        i_text, n_text = text.split("/")
-        i, n = int(i_text), int(n_text)
-    except ValueError:
-        raise ConfigError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from None
-    if n < 1 or not 0 <= i < n:
-        raise ConfigError(f"shard {text!r}: need 0 <= i < n")
-    return i, n
-
-
 def dump_yaml(cfg: Any) -> str:
     """The config as YAML text."""
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
 
 
-def _git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-            check=False,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str | None]:
-    """Installed versions of ``names`` (None where a package is absent)."""
-    versions: dict[str, str | None] = {}
-    for name in names:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = None
-    return versions
-
-
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def write_atomic(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: never half-written."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-class RunDir:
-    """A stage's output directory: ``config.yaml``, ``meta.json`` and ``log.txt`` beside the outputs.
-
-    Use as a context manager; ``meta.json`` gets the end time and status on exit.
-
-    Args:
-        path: The directory (created if absent).
-        cfg: The resolved config dataclass, written to ``config.yaml``.
-        stage: The stage's name, recorded in ``meta.json``.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str) -> None:
-        self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.cfg = cfg
-        self.meta: dict[str, Any] = {
-            "stage": stage,
-            "git_sha": _git_sha(),
-            "versions": package_versions(),
-            "python": sys.version.split()[0],
-            "platform": platform.platform(),
-            "argv": sys.argv,
-            "start_time": _now(),
-            "end_time": None,
-            "status": "running",
-        }
-
-    def __enter__(self) -> RunDir:
-        write_atomic(self.path / "config.yaml", dump_yaml(self.cfg))
-        self._write_meta()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.meta["end_time"] = _now()
-        self.meta["status"] = "ok" if exc_type is None else f"failed: {exc_type.__name__}"
-        self._write_meta()
-
-    def _write_meta(self) -> None:
-        write_atomic(self.path / "meta.json", json.dumps(self.meta, indent=2))
-
-    def log(self, message: str) -> None:
-        """Append a time-stamped line to ``log.txt``."""
-        with open(self.path / "log.txt", "a") as fh:
-            fh.write(f"{_now()} {message}\n")

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import RunDir, write_atomic
+from worldboot.runs import RunDir, read_jsonl, write_atomic
 
 STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "predict", "report")
 #: Options of the multiple-choice action test of Table 1 (the true action and CHOICES - 1 others).
@@ -406,7 +406,7 @@ class Demo:
         kcfg = KeyframeConfig(k=self.cfg.keyframes, interval=self.cfg.interval, image_format="png")
         summary = mine_videos(self.out / "data" / "clips", mining / "keyframes", kcfg, progress=False)
         pairs = mining / "keyframes" / "pairs.jsonl"
-        rows = [json.loads(line) for line in pairs.read_text().splitlines() if line.strip()]
+        rows = [row for _, row in read_jsonl(pairs)]
         truth = read_clip_truth(self.out / "data" / "clips" / "ground_truth.jsonl")
         spans = {r["video"]: [(a["start"], a["end"]) for a in r["actions"]] for r in truth}
         quality = {"pair_overlap": action_overlap_rate(rows, spans), "keyframe_hit": keyframe_hit_rate(rows, spans)}
@@ -430,7 +430,7 @@ class Demo:
         for name, (synthetic, weighting) in WORLD_MODELS.items():
             use = [caches["labelled"]] + ([caches["synthetic"]] if synthetic else [])
             self._train("world", self.out / "cwm" / _slug(name), use, self.cfg.cwm, weighting)
-            rows = [json.loads(x) for x in (self.out / "cwm" / _slug(name) / "metrics.jsonl").read_text().splitlines()]
+            rows = [row for _, row in read_jsonl(self.out / "cwm" / _slug(name) / "metrics.jsonl")]
             out[name] = {"final_loss": next(r["loss"] for r in reversed(rows) if "loss" in r)}
         return out
 

@@ -17,14 +17,8 @@ from worldboot.cli import main
 from worldboot.data.schema import read_manifest
 from worldboot.errors import ConfigError, DataError
 from worldboot.images import open_image
-from worldboot.mining.annotate import (
-    AnnotateConfig,
-    annotate_pairs,
-    done_ids,
-    parse_shard,
-    repair_tail,
-    shard_of,
-)
+from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
+from worldboot.runs import done_ids, parse_shard, shard_of
 
 FAST = {"batch_size": 2, "max_new_tokens": 5}
 
@@ -124,19 +118,6 @@ def test_crash_and_truncated_line_resume_to_the_clean_output(tiny, pairs, tmp_pa
     assert annotate_pairs(pairs, tiny, killed, cfg, progress=False).annotated == 0
 
 
-def test_repair_tail_and_done_ids(tmp_path):
-    f = tmp_path / "annotated.jsonl"
-    f.write_text('{"id": "a"}\n{"id": "b"}\n{"id": "c", "act')
-    assert repair_tail(f) == len('{"id": "c", "act')
-    assert f.read_text() == '{"id": "a"}\n{"id": "b"}\n'
-    assert repair_tail(f) == 0
-    (tmp_path / "annotated.shard-1-of-2.jsonl").write_text('{"id": "d"}\nnot json\n')
-    assert done_ids(tmp_path) == {"a", "b", "d"}
-    f.write_text('{"id": "a"')  # nothing whole
-    repair_tail(f)
-    assert f.read_text() == ""
-
-
 def test_shards_split_the_work_once(tiny, pairs, tmp_path):
     assert parse_shard("1/3") == (1, 3)
     for bad in ("3/3", "1", "a/b", "-1/2"):
@@ -151,7 +132,7 @@ def test_shards_split_the_work_once(tiny, pairs, tmp_path):
         rows = read_jsonl(out / f"annotated.shard-{i}-of-2.jsonl")
         assert all(shard_of(r["id"], 2) == i for r in rows)
     assert sum(counts) == 6 and all(counts)
-    assert done_ids(out) == set(ids)
+    assert done_ids(out.glob("annotated*.jsonl")) == set(ids)
     # Neither a repeated shard nor an unsharded run in the same folder writes a duplicate.
     assert (
         annotate_pairs(pairs, tiny, out, AnnotateConfig(**FAST), shard=(0, 2), progress=False).annotated == 0
@@ -230,4 +211,4 @@ def test_accelerate_launch_shards_by_rank(tiny_dir, pairs, tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     files = sorted(p.name for p in out.glob("annotated*.jsonl"))
     assert files == ["annotated.shard-0-of-2.jsonl", "annotated.shard-1-of-2.jsonl"]
-    assert done_ids(out) == {r["id"] for r in read_jsonl(pairs)}
+    assert done_ids(out.glob("annotated*.jsonl")) == {r["id"] for r in read_jsonl(pairs)}

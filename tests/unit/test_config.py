@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
-import yaml
 
-from worldboot.config import RunDir, dump_yaml, load_config
+from worldboot.config import dump_yaml, load_config
 from worldboot.errors import ConfigError
 
 
@@ -68,19 +66,3 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(dump_yaml(cfg))
     assert load_config(Root, path) == cfg
-
-
-def test_run_dir_writes_config_and_meta(tmp_path):
-    cfg = Root()
-    with RunDir(tmp_path / "run", cfg, "unit") as run:
-        run.log("hello")
-        meta = json.loads((tmp_path / "run" / "meta.json").read_text())
-        assert meta["status"] == "running" and meta["end_time"] is None
-    meta = json.loads((tmp_path / "run" / "meta.json").read_text())
-    assert meta["status"] == "ok" and meta["end_time"] and meta["start_time"]
-    assert meta["versions"]["torch"] and "git_sha" in meta
-    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["steps"] == 100
-    assert "hello" in (tmp_path / "run" / "log.txt").read_text()
-    with pytest.raises(RuntimeError), RunDir(tmp_path / "run2", cfg, "unit"):
-        raise RuntimeError("boom")
-    assert json.loads((tmp_path / "run2" / "meta.json").read_text())["status"].startswith("failed")

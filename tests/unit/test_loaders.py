@@ -261,3 +261,15 @@ def test_manifest_image_check_reports_lines(tmp_path: Path):
     triplets = read_manifest(manifest, problems, check_images=True)
     assert [t.id for t in triplets] == ["1", "3"]
     assert [(p.line, p.reason) for p in problems] == [(2, "missing target image: gone.png")]
+
+
+def test_jsonl_lines_that_are_not_utf8_are_reported_by_line(tmp_path: Path):
+    from worldboot.data.schema import iter_jsonl
+
+    f = tmp_path / "m.jsonl"
+    f.write_bytes(b'{"id": "a"}\n{"id": "\xff\xfe"}\n\n{"id": "c"}\n')
+    problems = Problems()
+    assert [(n, r["id"]) for n, r in iter_jsonl(f, problems)] == [(1, "a"), (4, "c")]
+    assert [str(p) for p in problems] == [f"{f}:2: not UTF-8 text (byte 9 of the line)"]
+    with pytest.raises(DataError, match=r"m.jsonl:2: not UTF-8"):
+        list(iter_jsonl(f, Problems(strict=True)))

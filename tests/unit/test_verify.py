@@ -14,8 +14,9 @@ from safetensors.torch import load_file
 from helpers import square_triplets
 from worldboot.cli import main
 from worldboot.errors import ModelError
-from worldboot.infer.generate import GenerateConfig, read_rows, run_generate
+from worldboot.infer.generate import GenerateConfig, run_generate
 from worldboot.infer.verify import Verifier, argmax_index
+from worldboot.runs import read_rows
 
 
 @pytest.fixture(scope="module")

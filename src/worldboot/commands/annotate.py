@@ -55,8 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from worldboot.errors import ConfigError
-    from worldboot.mining.annotate import AnnotateConfig, annotate_pairs, distributed_shard, parse_shard
+    from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
     from worldboot.models import load_backbone
+    from worldboot.runs import distributed_shard, parse_shard
 
     if args.temperature is not None and not args.sample:
         raise ConfigError("--temperature applies to sampling: add --sample")

@@ -101,8 +101,8 @@ def run(args: argparse.Namespace) -> int:
     """Generate, then print a one-line summary."""
     import sys
 
-    from worldboot.config import parse_shard
     from worldboot.infer.generate import run_generate
+    from worldboot.runs import parse_shard
 
     cfg = config_from_args(args)
     shard = parse_shard(args.shard) if args.shard else None

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from worldboot.config import package_versions
+    from worldboot.runs import package_versions
 
     console = Console()
     table = Table(title="worldboot", show_header=True)

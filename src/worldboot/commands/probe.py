@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.markdown import Markdown
 
-    from worldboot.config import RunDir, load_config, write_atomic
+    from worldboot.config import load_config
     from worldboot.data.formats import load_any
     from worldboot.data.negatives import NEGATIVE_KINDS
     from worldboot.data.schema import Problems
@@ -65,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     )
     from worldboot.models import load_backbone
     from worldboot.progress import progress_bar
+    from worldboot.runs import RunDir, write_atomic
 
     cfg = load_config(ProbeConfig, None, args.overrides)
     if args.max_per_subset is not None:

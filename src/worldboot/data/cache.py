@@ -40,11 +40,11 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from worldboot.config import write_atomic
 from worldboot.data.schema import Problem, Problems, Triplet, content_hash
 from worldboot.errors import DataError, ModelError, UserError
 from worldboot.images import open_image
 from worldboot.progress import progress_bar
+from worldboot.runs import atomic_path, write_atomic
 
 FORMAT = "worldboot-token-cache"
 VERSION = 1
@@ -381,9 +381,8 @@ def _write_shard(
     )
     w = torch.stack(weights).float() if weights else torch.zeros((0, seq_len), dtype=torch.float32)
     metadata = {"hashes": json.dumps(hashes), "records": json.dumps(records, default=str)}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file({"codes": codes.contiguous(), "weights": w.contiguous()}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file({"codes": codes.contiguous(), "weights": w.contiguous()}, str(tmp), metadata=metadata)
 
 
 class TokenCache:

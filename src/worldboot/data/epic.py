@@ -25,6 +25,7 @@ from pathlib import Path
 
 from worldboot.data.schema import Problems, Triplet, resolve_under
 from worldboot.errors import DataError
+from worldboot.runs import write_atomic
 
 #: Video extensions tried when a row gives a ``video_id`` rather than a path.
 VIDEO_EXTENSIONS = (".MP4", ".mp4", ".avi", ".mkv", ".webm", ".mov", ".MOV")
@@ -69,10 +70,7 @@ def _write_frame_atomic(path: Path, frame) -> None:
     ok, buf = cv2.imencode(path.suffix, frame, [int(cv2.IMWRITE_JPEG_QUALITY), 95])
     if not ok:
         raise DataError(f"cannot encode frame as {path.suffix}: {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    write_atomic(path, buf.tobytes())
 
 
 def extract_frames(video: Path, frames: dict[int, Path], number_base: int = 0) -> dict[int, str]:

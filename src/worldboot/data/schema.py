@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import write_atomic
 from worldboot.errors import DataError
+from worldboot.runs import write_atomic
 
 
 @dataclass
@@ -98,13 +98,19 @@ class Problems:
 
 
 def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each JSON object line of a JSONL file.
+    """``(line number, object)`` for each JSON object line of a user's JSONL file.
 
-    Blank lines are skipped; a line that is not valid JSON, or not an object, is recorded in
-    ``problems`` with its 1-based line number (raised in strict mode) and skipped.
+    Blank lines are skipped; a line that is not UTF-8, not valid JSON, or not an object is
+    recorded in ``problems`` with its 1-based line number (raised in strict mode) and skipped.
+    (Files a stage wrote itself are read with :func:`worldboot.runs.read_jsonl`.)
     """
-    with open(path, encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
+    with open(path, "rb") as fh:
+        for lineno, data in enumerate(fh, start=1):
+            try:
+                raw = data.decode("utf-8")
+            except UnicodeDecodeError as err:
+                problems.add(path, lineno, f"not UTF-8 text (byte {err.start + 1} of the line)")
+                continue
             if not raw.strip():
                 continue
             try:

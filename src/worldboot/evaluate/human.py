@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldboot.config import write_atomic
 from worldboot.errors import ConfigError, DataError
+from worldboot.runs import write_atomic
 from worldboot.web.db import Vote, VoteStore
 from worldboot.web.study import Study, default_db_path, load_study
 

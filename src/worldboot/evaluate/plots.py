@@ -8,14 +8,15 @@ standard deviation shaded; reference models (e.g. GoT, SmartEdit) are horizontal
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from worldboot.data.schema import Problems, iter_jsonl
 from worldboot.errors import DataError
+from worldboot.runs import atomic_path
 
 REQUIRED = ("model", "k", "repeat", "subset", "score")
 
@@ -32,18 +33,11 @@ def read_k_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     if not path.is_file():
         raise DataError(f"K results not found: {path}")
     rows: list[dict[str, Any]] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        if path.suffix.lower() == ".csv":
+    if path.suffix.lower() == ".csv":
+        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
             items = [(i + 2, r) for i, r in enumerate(csv.DictReader(fh))]
-        else:
-            items = []
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    items.append((lineno, json.loads(raw)))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{lineno}: malformed JSON: {err.msg}") from None
+    else:
+        items = list(iter_jsonl(path, Problems(strict=True)))
     for lineno, row in items:
         missing = [k for k in REQUIRED if not isinstance(row, dict) or row.get(k) in (None, "")]
         if missing:
@@ -137,11 +131,9 @@ def plot_score_vs_k(
     fig.suptitle(title)
     fig.tight_layout()
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.stem}.tmp{os.getpid()}{out.suffix}")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, out)
     return out
 
 

@@ -29,12 +29,12 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from worldboot.config import write_atomic
 from worldboot.data.negatives import NEGATIVE_KINDS, make_negatives
 from worldboot.data.schema import Problems, Triplet, content_hash
 from worldboot.errors import DataError
 from worldboot.images import open_image
 from worldboot.models.backbone import Backbone
+from worldboot.runs import write_atomic
 
 DIRECTIONS = ("world", "dynamics")
 

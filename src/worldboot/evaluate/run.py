@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from worldboot.config import RunDir, write_atomic
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under
 from worldboot.errors import ConfigError, DataError, UserError
 from worldboot.evaluate.judge import JudgeConfig, JudgeRequest, Verdict, make_judge
@@ -41,6 +40,7 @@ from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate, render_csv,
 from worldboot.evaluate.text_metrics import TextMetricsConfig
 from worldboot.images import open_image
 from worldboot.progress import progress_bar, progress_enabled
+from worldboot.runs import RunDir, write_atomic
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 COPY = "Copy"

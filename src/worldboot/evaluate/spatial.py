@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import RunDir, write_atomic
 from worldboot.data.schema import Problems, iter_jsonl, resolve_under
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.images import open_image
+from worldboot.runs import RunDir, write_atomic
 
 
 @dataclass

@@ -41,10 +41,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -52,11 +50,24 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from worldboot.config import RunDir, dump_yaml, read_yaml, to_dict, write_atomic
+from worldboot.config import dump_yaml, read_yaml, to_dict
 from worldboot.errors import ConfigError, DataError
 from worldboot.infer.verify import CandidateScores, Verifier
 from worldboot.models.backbone import SamplingConfig
 from worldboot.progress import progress_bar
+from worldboot.runs import (
+    RunDir,
+    append_jsonl,
+    atomic_path,
+    distributed_shard,
+    done_ids,
+    file_lock,
+    read_jsonl,
+    read_rows,
+    repair_tail,
+    shard_items,
+    write_atomic,
+)
 
 # -- configs -------------------------------------------------------------------------------------
 
@@ -269,78 +280,23 @@ def file_stem(sample_id: str) -> str:
     return f"{stem or 'sample'}-{digest}"
 
 
-def _tmp(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp{os.getpid()}")
-
-
 def save_png(image: Image.Image, path: Path) -> None:
     """Write a PNG atomically (a temporary file, then a rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    image.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
     """Write a safetensors file atomically."""
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp(path)
-    save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
-
-
-def repair_tail(path: Path) -> None:
-    """Cut a partial last line (left by a kill in the middle of a write) off a JSONL file."""
-    if not path.is_file():
-        return
-    with open(path, "rb+") as fh:
-        data = fh.read()
-        if data and not data.endswith(b"\n"):
-            fh.truncate(data.rfind(b"\n") + 1)
-
-
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a predictions JSONL; a truncated or malformed line is skipped."""
-    rows: list[dict[str, Any]] = []
-    if not path.is_file():
-        return rows
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for raw in fh:
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and "id" in row:
-                rows.append(row)
-    return rows
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
 
 
 def _row_files(folder: Path) -> list[Path]:
     """``predictions.jsonl`` and every shard file of a predictions folder."""
     return [folder / "predictions.jsonl", *sorted((folder / "shards").glob("*-of-*.jsonl"))]
-
-
-def done_ids(folder: Path) -> set[str]:
-    """Ids a predictions folder already holds (merged or in any shard file)."""
-    return {str(r["id"]) for f in _row_files(folder) for r in read_rows(f)}
-
-
-@contextmanager
-def _file_lock(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        try:
-            import fcntl
-        except ImportError:  # Windows: shards are run one after another there
-            yield
-            return
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def merge_rows(folder: Path, order: Sequence[str]) -> int:
@@ -367,27 +323,14 @@ def merge_rows(folder: Path, order: Sequence[str]) -> int:
 
 
 
-def shard_items(items: Sequence[Any], index: int, count: int) -> list[Any]:
-    """The ``index``-th of ``count`` contiguous, balanced parts (as accelerate's
-    ``split_between_processes``: the first ``len % count`` parts have one more item)."""
-    per, extra = divmod(len(items), count)
-    start = index * per + min(index, extra)
-    return list(items[start : start + per + (index < extra)])
-
-
 def _line_numbers(path: Path, fmt: str) -> dict[str, int]:
     """Id -> 1-based line of a JSONL manifest (for problems found after loading)."""
     lines: dict[str, int] = {}
     if fmt != "jsonl":
         return lines
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:
-                row = json.loads(raw)
-            except ValueError:
-                continue
-            if isinstance(row, dict) and "id" in row:
-                lines.setdefault(str(row["id"]), lineno)
+    for lineno, row in read_jsonl(path):
+        if "id" in row:
+            lines.setdefault(str(row["id"]), lineno)
     return lines
 
 
@@ -433,17 +376,6 @@ class GenerateSummary:
     out: str = ""
     shard: str = "0/1"
     reencoded: bool = False
-
-
-def distributed_shard() -> tuple[int, int, torch.device] | None:
-    """``(process_index, num_processes, device)`` under ``accelerate launch`` (or torchrun) with
-    several processes, else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    from accelerate import PartialState
-
-    state = PartialState(cpu=not torch.cuda.is_available())
-    return state.process_index, state.num_processes, state.device
 
 
 def check_resumable(out: Path, cfg: GenerateConfig) -> None:
@@ -607,7 +539,7 @@ def run_generate(
     samples, lines = load_samples(cfg, problems)
     if index > 0:  # every shard loads the whole manifest; its problems are reported once
         problems.items.clear()
-    mine = shard_items(samples, index, count)
+    mine = shard_items(samples, index, count, key=lambda t: t.id)
     folders = [out] if cfg.repeats == 1 else [out / f"repeat-{k}" for k in range(cfg.repeats)]
     summary = GenerateSummary(
         samples=len(samples), shard_samples=len(mine), out=str(out), shard=f"{index}/{count}"
@@ -623,7 +555,7 @@ def run_generate(
         # A single run folds in what earlier sharded runs left unmerged.
         for folder in folders:
             if list((folder / "shards").glob("*-of-*.jsonl")):
-                with _file_lock(out / ".merge.lock"):
+                with file_lock(out / ".merge.lock"):
                     merge_rows(folder, order)
 
     world, verifier = load_models(cfg, dist[2] if dist else None, world, verifier)
@@ -634,7 +566,7 @@ def run_generate(
         "verifier": str(Path(cfg.verifier.path).resolve()) if cfg.verifier.path else None,
         "verifier_score": cfg.verifier.score if cfg.verifier.path else None,
     }
-    done = [done_ids(f) for f in folders]
+    done = [done_ids(_row_files(f)) for f in folders]
     todo = [t for t in mine if any(t.id not in d for d in done)]
     summary.done_before = sum(t.id in d for t in mine for d in done)
     files = [f / "predictions.jsonl" if count == 1 else f / "shards" / f"{index}-of-{count}.jsonl" for f in folders]
@@ -651,9 +583,8 @@ def run_generate(
             summary.reencoded = True
             rd.log("the verifier's tokenizer differs from the world model's: candidates are re-encoded")
         bar = progress_bar("generate", progress)
-        with ExitStack() as stack:
-            handles = [stack.enter_context(open(f, "a", encoding="utf-8")) for f in files]
-            stack.enter_context(bar)
+        with bar:
+            handles = files
             job = bar.add_task("samples", total=len(mine) * len(folders), completed=summary.done_before)
             for b, start in enumerate(range(0, len(todo), cfg.batch_size)):
                 batch = todo[start : start + cfg.batch_size]
@@ -691,9 +622,7 @@ def run_generate(
                     ]
                     # The PNGs are in place; one write, flush and fsync per batch: a kill
                     # loses at most this batch, and never leaves a row without its image.
-                    fh.write("".join(json.dumps(r) + "\n" for r in rows))
-                    fh.flush()
-                    os.fsync(fh.fileno())
+                    append_jsonl(fh, rows)
                     done[k].update(r["id"] for r in rows)
                     written.extend(rows)
                     bar.update(job, advance=len(rows))
@@ -705,13 +634,18 @@ def run_generate(
         if count > 1:
             marker.write_text("")
         rd.log(f"predicted {summary.predicted}; {summary.problems} problems")
+    if count == 1 and summary.done_before and summary.predicted:
+        # Rows done before (a resumed run, or shards folded in) and rows added now: back to
+        # the manifest's order, as one uninterrupted run writes them.
+        for folder in folders:
+            merge_rows(folder, order)
     summary.merged = count == 1 or _merge_if_complete(out, folders, count, order)
     return summary
 
 
 def _merge_if_complete(out: Path, folders: Sequence[Path], count: int, order: Sequence[str]) -> bool:
     """Merge the shards' rows and problems once every shard of ``count`` has finished."""
-    with _file_lock(out / ".merge.lock"):
+    with file_lock(out / ".merge.lock"):
         shard_dirs = [out / "shards" / f"{i}-of-{count}" for i in range(count)]
         if not all((d / "done").is_file() for d in shard_dirs):
             return False

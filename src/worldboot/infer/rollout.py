@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from worldboot.config import RunDir, write_atomic
 from worldboot.errors import ConfigError
 from worldboot.infer.generate import (
     PredictConfig,
@@ -41,6 +40,7 @@ from worldboot.infer.generate import (
 )
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
+from worldboot.runs import RunDir, write_atomic
 
 
 @dataclass

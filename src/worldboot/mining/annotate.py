@@ -16,8 +16,6 @@ and each shard writes its own file, ``annotated.shard-<i>-of-<n>.jsonl``.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -25,11 +23,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import RunDir, parse_shard
 from worldboot.data.schema import Problems, iter_jsonl
 from worldboot.errors import ConfigError, DataError
 from worldboot.images import open_image
 from worldboot.progress import progress_bar
+from worldboot.runs import RunDir, append_jsonl, done_ids, parse_shard, repair_tail, shard_items
 
 #: Fields every pairs row must have.
 REQUIRED = ("id", "source", "target")
@@ -100,16 +98,6 @@ class AnnotateSummary:
 
 
 
-def shard_of(pair_id: str, n: int) -> int:
-    """The shard of a pair: a stable hash of its id (the same in every process and run).
-
-    BLAKE2, not CRC32: CRC is linear, so ids that differ in a few digits (as pair ids do)
-    can all share their low bits and land in one shard.
-    """
-    digest = hashlib.blake2b(pair_id.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % n
-
-
 def output_name(shard: tuple[int, int] | None, stem: str = "annotated") -> str:
     """File name of a shard's output (or problems report)."""
     if shard is None:
@@ -156,63 +144,6 @@ def read_pairs(path: str | os.PathLike[str], problems: Problems) -> list[dict[st
         row["_line"] = lineno
         rows.append(row)
     return rows
-
-
-def _last_good_offset(path: Path) -> int:
-    """Byte length of the file up to its last complete, parseable line."""
-    data = path.read_bytes()
-    end = len(data)
-    while end > 0:
-        start = data.rfind(b"\n", 0, end - 1) + 1 if end > 1 else 0
-        line = data[start:end]
-        if line.endswith(b"\n"):
-            try:
-                json.loads(line)
-                return end
-            except ValueError:
-                pass
-        end = start
-    return 0
-
-
-def repair_tail(path: str | os.PathLike[str]) -> int:
-    """Cut a truncated last line (left by a killed run) off ``path``; returns bytes removed."""
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    size = path.stat().st_size
-    good = _last_good_offset(path)
-    if good < size:
-        with open(path, "r+b") as fh:
-            fh.truncate(good)
-    return size - good
-
-
-def done_ids(out_dir: str | os.PathLike[str]) -> set[str]:
-    """Ids already annotated in any ``annotated*.jsonl`` of ``out_dir`` (bad lines ignored)."""
-    ids: set[str] = set()
-    for file in sorted(Path(out_dir).glob("annotated*.jsonl")):
-        with open(file, encoding="utf-8", errors="replace") as fh:
-            for raw in fh:
-                try:
-                    row = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(row, dict) and "id" in row:
-                    ids.add(str(row["id"]))
-    return ids
-
-
-def distributed_shard() -> tuple[int, int, Any] | None:
-    """``(process_index, num_processes, device)`` when launched with several processes by
-    ``accelerate launch`` (or torchrun), else None."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return None
-    import torch
-    from accelerate import Accelerator
-
-    acc = Accelerator(cpu=not torch.cuda.is_available())
-    return acc.process_index, acc.num_processes, acc.device
 
 
 class _CodeCache:
@@ -286,12 +217,13 @@ def annotate_pairs(
     problems = Problems(strict=cfg.strict)
     rows = read_pairs(pairs_path, problems)
     summary = AnnotateSummary(pairs=len(rows))
-    mine = [r for r in rows if shard is None or shard_of(r["id"], shard[1]) == shard[0]]
+    mine = rows if shard is None else shard_items(rows, shard[0], shard[1], key=lambda r: r["id"])
     summary.shard_pairs = len(mine)
     out_file = out / output_name(shard)
     summary.output = str(out_file)
     repair_tail(out_file)
-    done = done_ids(out)
+    out_file.touch()  # a shard with nothing to do still leaves its (empty) output
+    done = done_ids(sorted(out.glob("annotated*.jsonl")))
     summary.done_before = sum(r["id"] in done for r in mine)
     sampling = SamplingConfig(temperature=cfg.temperature) if cfg.sample else SamplingConfig(temperature=0.0)
     cache = _CodeCache(capacity=4 * cfg.batch_size)
@@ -303,7 +235,7 @@ def annotate_pairs(
             f"{summary.done_before} already done"
         )
         bar = progress_bar("annotate", progress)
-        with bar, open(out_file, "a", encoding="utf-8") as fh:
+        with bar:
             job = bar.add_task("pairs", total=len(mine), completed=summary.done_before)
             for b, batch in _batches(mine, cfg.batch_size):
                 todo = [r for r in batch if r["id"] not in done]
@@ -347,10 +279,8 @@ def annotate_pairs(
                     )
                     written.append(row)
                     summary.empty_actions += not actions[i].strip()
-                # One write per batch, then flush and fsync: a kill loses at most this batch.
-                fh.write("".join(json.dumps(row) + "\n" for row in written))
-                fh.flush()
-                os.fsync(fh.fileno())
+                # One write per batch, flushed to disk: a kill loses at most this batch.
+                append_jsonl(out_file, written)
                 done.update(row["id"] for row in written)
                 summary.annotated += len(written)
                 bar.update(job, advance=len(written))

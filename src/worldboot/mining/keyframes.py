@@ -43,10 +43,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from worldboot.config import RunDir, write_atomic
 from worldboot.data.schema import Problems
 from worldboot.errors import ConfigError, DataError, UserError
 from worldboot.progress import progress_bar
+from worldboot.runs import RunDir, write_atomic
 
 #: File name endings taken as videos when a directory is scanned.
 VIDEO_EXTENSIONS = (
@@ -701,9 +701,7 @@ def mine_video(task: Mapping[str, Any], run_dir: str, cfg: Mapping[str, Any]) ->
             score, ts, image = scan.kept[frame_idx]
             rel = (frames_rel / f"{frame_idx:06d}.{conf.image_format}").as_posix()
             out = Path(run_dir) / rel
-            tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-            tmp.write_bytes(_encode_image(image, conf.image_format, conf.jpeg_quality))
-            os.replace(tmp, out)
+            write_atomic(out, _encode_image(image, conf.image_format, conf.jpeg_quality))
             keyframes.append({"frame": frame_idx, "score": score, "time": ts, "image": rel})
         _FramePool.recycle(image for _, _, image in scan.kept.values())
         record.update(

@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from worldboot.config import RunDir, write_atomic
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, write_manifest
 from worldboot.errors import ConfigError, DataError
+from worldboot.runs import RunDir, atomic_path, write_atomic
 
 T = TypeVar("T")
 
@@ -290,10 +290,9 @@ def plot_class_scores(
     ax.set_title(f"{title} ({shown})" if title else shown)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120)
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 # -- the run ----------------------------------------------------------------------------------------
@@ -301,14 +300,12 @@ def plot_class_scores(
 
 def _place_image(src: str, dest: Path) -> None:
     """Hard-link ``src`` at ``dest`` (a copy across file systems), replacing atomically."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+    with atomic_path(dest) as tmp:
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
 
 
 class _ImagePlacer:

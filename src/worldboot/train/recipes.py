@@ -27,9 +27,9 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from worldboot.config import RunDir, write_atomic
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.progress import progress_bar
+from worldboot.runs import RunDir, read_jsonl, write_atomic
 from worldboot.train.losses import completion_loss_sum
 from worldboot.train.render import RenderedExample, collate, render
 
@@ -396,9 +396,9 @@ class Recipe:
         self.global_step = int(state["global_step"])
         if self.accelerator.is_main_process and self.metrics_path.is_file():
             # Drop the metrics the killed run logged after its last checkpoint: they are redone.
-            rows = [line for line in self.metrics_path.read_text().splitlines() if line.strip()]
-            kept = [r for r in rows if json.loads(r).get("step", 0) <= self.global_step and "final" not in r]
-            write_atomic(self.metrics_path, "".join(r + "\n" for r in kept))
+            kept = [r for _, r in read_jsonl(self.metrics_path) if r.get("step", 0) <= self.global_step
+                    and "final" not in r]
+            write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
         self.accelerator.print(f"resumed from {path} at step {self.global_step}")
 
     # -- data -------------------------------------------------------------------------------

@@ -19,8 +19,8 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from worldboot.config import write_atomic
 from worldboot.errors import ConfigError, DataError
+from worldboot.runs import write_atomic
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

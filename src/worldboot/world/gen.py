@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from worldboot.config import write_atomic
-from worldboot.data.schema import Triplet, write_manifest
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, write_manifest
 from worldboot.errors import DataError
 from worldboot.progress import progress_bar
+from worldboot.runs import atomic_path, write_atomic
 from worldboot.world.render import _check_size, draw_poses, extent, object_pose, render
 from worldboot.world.scene import (
     FAMILIES,
@@ -94,10 +94,8 @@ def sample_pair(rng: random.Random, family: str, tries: int = 100) -> tuple[Scen
 
 
 def _save_png(img: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    img.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
 
 
 def generate_triplets(
@@ -337,21 +335,19 @@ def write_video(path: Path, frames: Iterator[np.ndarray], fps: int, size: int) -
     """Write RGB frames as an mp4 (codec mp4v) atomically; returns the number of frames."""
     import cv2
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden (so that nothing scanning for videos takes a half-written one) and ending in .mp4,
-    # since OpenCV picks the container from the suffix.
-    tmp = path.with_name(f".{path.stem}.tmp.mp4")
-    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size, size))
-    if not writer.isOpened():
-        raise DataError(f"OpenCV cannot write mp4 (mp4v) video to {tmp}")
-    n = 0
-    try:
-        for frame in frames:
-            writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-            n += 1
-    finally:
-        writer.release()
-    os.replace(tmp, path)
+    # atomic_path's temporary name is hidden (nothing scanning for videos takes a half-written
+    # one) and keeps the .mp4 suffix, from which OpenCV picks the container.
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (size, size))
+        if not writer.isOpened():
+            raise DataError(f"OpenCV cannot write mp4 (mp4v) video to {tmp}")
+        n = 0
+        try:
+            for frame in frames:
+                writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+                n += 1
+        finally:
+            writer.release()
     return n
 
 
@@ -422,12 +418,4 @@ def read_clip_truth(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         path = path / GROUND_TRUTH
     if not path.is_file():
         raise DataError(f"clip ground truth not found: {path}")
-    rows = []
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise DataError(f"{path}:{lineno}: malformed JSON: {err.msg}") from None
-    return rows
+    return [row for _, row in iter_jsonl(path, Problems(strict=True))]

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from filelock import FileLock
 
-from worldboot.config import to_dict, write_atomic
+from worldboot.config import to_dict
 from worldboot.errors import ConfigError
 from worldboot.models.vq_train import VQBatch, train_vq
+from worldboot.runs import file_lock, write_atomic
 from worldboot.world.base.checks import lm_checks, locality_rate, vq_parse_rate
 from worldboot.world.base.data import eval_scenes, text_corpus, vq_batch
 from worldboot.world.base.pretrain import pretrain_lm
@@ -140,7 +140,7 @@ def get_world_base(
     root = path.parent
     root.mkdir(parents=True, exist_ok=True)
     # One builder at a time; the others wait here, then find the model built.
-    with FileLock(root / f".{path.name}.lock"):
+    with file_lock(root / f".{path.name}.lock"):
         if is_built(path) and not force:
             return path
         tmp = root / f".{path.name}.tmp-{os.getpid()}"
