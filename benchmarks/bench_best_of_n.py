@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from worldboot.infer.generate import make_generator, predict, sample_seed
+from worldboot.infer.predict import make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
 from worldboot.models.tiny import build_tiny_chameleon

@@ -23,7 +23,7 @@ from helpers import square_triplets  # noqa: E402
 from worldboot.data.cache import build_cache  # noqa: E402
 from worldboot.models import load_backbone  # noqa: E402
 from worldboot.models.tiny import save_tiny_chameleon  # noqa: E402
-from worldboot.train.recipes import DataSettings, OptimSettings, Recipe, SourceSettings, TrainConfig  # noqa: E402
+from worldboot.train.recipes import DataSettings, OptimSettings, SourceSettings, TrainConfig, Trainer  # noqa: E402
 
 STEPS = 12
 
@@ -43,7 +43,7 @@ def main() -> None:
                 optim=OptimSettings(lr=1e-3, warmup_steps=0),
             )
             cfg.loss.weighting = weighting
-            r = Recipe(cfg)
+            r = Trainer(cfg)
             r.setup()
             r.train_step(0)  # warm-up
             recipes[weighting] = r

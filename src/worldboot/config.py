@@ -1,9 +1,16 @@
-"""Configs as dataclasses: YAML presets, dotted command-line overrides, dumps, run directories.
+"""Configs as dataclasses: YAML presets, dotted command-line overrides, dumps.
 
-A config is a (nested) dataclass. Values come, in order of precedence, from the dataclass
-defaults, a YAML preset, and ``key.sub=value`` overrides from the command line. Every key is
-checked against the dataclass: an unknown key names itself and the closest known key, and a
-value of the wrong type names the key and the type it wants.
+A config is a (nested) dataclass. Every command resolves its config the same way, each source
+overriding the ones before it (:func:`load_config`):
+
+1. the dataclass defaults;
+2. a named preset (``--preset``, where a command has presets);
+3. a YAML file (``--config FILE``);
+4. ``key.sub=value`` overrides, given as positional arguments (``optim.lr=1e-4``);
+5. the command's own flags (``--out DIR``, ``--world DIR``...), which are shorthands for keys.
+
+Every key is checked against the dataclass: an unknown key names itself and the closest known
+key, and a value of the wrong type names the key and the type it wants.
 """
 
 from __future__ import annotations
@@ -185,14 +192,17 @@ def load_config(
     path: str | os.PathLike[str] | None = None,
     overrides: Iterable[str] = (),
     base: Mapping[str, Any] | None = None,
+    flags: Mapping[str, Any] | None = None,
 ) -> T:
-    """Resolve a config: dataclass defaults < ``base`` < YAML file < dotted overrides.
+    """Resolve a config: dataclass defaults < ``base`` < YAML file < dotted overrides < flags.
 
     Args:
         cls: The root config dataclass.
-        path: Optional YAML preset.
+        path: Optional YAML file (``--config``).
         overrides: Strings ``a.b=value``; values are parsed as YAML scalars.
-        base: Optional mapping applied before the file (e.g. values from CLI flags).
+        base: Optional mapping applied first (a named preset).
+        flags: ``{"a.b": value}`` from a command's own flags; None values (flags not given)
+            are skipped.
 
     Returns:
         The checked config.
@@ -210,6 +220,9 @@ def load_config(
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         key, _, raw = item.partition("=")
         _set_dotted(tree, key.strip(), _parse_scalar(raw.strip()))
+    for key, value in (flags or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
     return from_dict(cls, tree)
 
 

@@ -78,11 +78,11 @@ def test_cdm_reads_the_change_with_enough_data(tmp_path, monkeypatch):
     """With 5000 triplets and 3000 steps the smoke base's CDM picks the true action out of five
     far more often than its base (measured: 0.43 vs 0.23, chance 0.20); the smoke preset's 500
     triplets and 200 steps do not get there (0.20 vs 0.30 on 30 triplets). About 12 minutes on one core; opt in with -m slow."""
-    from worldboot.demo import Demo, DemoConfig, TrainSettings
+    from worldboot.demo import Demo, DemoConfig, FineTuneSettings
 
     monkeypatch.setenv("WORLDBOOT_NO_PROGRESS", "1")
     cfg = DemoConfig(train_per_subset=1000, test_per_subset=20, clips=1, paraphrase=False,
-                     cdm=TrainSettings(steps=3000, lr=2e-3, lora=False))
+                     cdm=FineTuneSettings(steps=3000, lr=2e-3, lora=False))
     demo = Demo(cfg, tmp_path / "demo", say=lambda _line: None)
     for stage in ("base", "data"):
         demo._done(stage, getattr(demo, f"stage_{stage}")(), 0.0)

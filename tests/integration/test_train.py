@@ -18,9 +18,9 @@ from worldboot.train.recipes import (
     DataSettings,
     LoraSettings,
     OptimSettings,
-    Recipe,
     SourceSettings,
     TrainConfig,
+    Trainer,
     run_training,
 )
 
@@ -89,7 +89,7 @@ def test_resume_continues_exactly(tiny_dir, cache_dir, tmp_path):
     full = run_training(straight)
 
     killed = _cfg(tiny_dir, cache_dir, tmp_path / "killed", save_every=3)
-    first = Recipe(killed)
+    first = Trainer(killed)
     first.setup()
     first.train(stop_after=7)  # "killed" after step 7: the last checkpoint is step 6
     first.cleanup()
@@ -110,7 +110,7 @@ def test_adapter_and_merged_reload_with_same_scores(tiny_dir, cache_dir, tmp_pat
     from worldboot.models import load_backbone
 
     cfg = _cfg(tiny_dir, cache_dir, tmp_path / "run", max_steps=6)
-    recipe = Recipe(cfg)
+    recipe = Trainer(cfg)
     recipe.setup()
     recipe.train()
     recipe.merge()
@@ -141,19 +141,19 @@ def test_weighted_and_plain_agree_with_unit_weights(tiny_dir, cache_dir, tmp_pat
 
 def test_bad_input_is_named_before_compute(tiny_dir, cache_dir, tmp_path):
     with pytest.raises(DataError, match="cache not found: .*nowhere"):
-        Recipe(_cfg(tiny_dir, tmp_path / "nowhere", tmp_path / "r1")).setup()
+        Trainer(_cfg(tiny_dir, tmp_path / "nowhere", tmp_path / "r1")).setup()
     with pytest.raises(ModelError, match="base model directory not found"):
-        Recipe(_cfg(tmp_path / "no-model", cache_dir, tmp_path / "r2")).setup()
+        Trainer(_cfg(tmp_path / "no-model", cache_dir, tmp_path / "r2")).setup()
     with pytest.raises(DataError, match="no global batch"):
-        Recipe(_cfg(tiny_dir, cache_dir, tmp_path / "r3", batch_size=512, micro_batch_size=2)).setup()
+        Trainer(_cfg(tiny_dir, cache_dir, tmp_path / "r3", batch_size=512, micro_batch_size=2)).setup()
     with pytest.raises(ConfigError, match="multiple of micro_batch_size"):
-        Recipe(_cfg(tiny_dir, cache_dir, tmp_path / "r4", batch_size=5, micro_batch_size=2)).setup()
+        Trainer(_cfg(tiny_dir, cache_dir, tmp_path / "r4", batch_size=5, micro_batch_size=2)).setup()
     # A cache made by another tokenizer.
     from worldboot.models.tiny import TinyChameleonSpec, save_tiny_chameleon
 
     other = save_tiny_chameleon(tmp_path / "other", TinyChameleonSpec(codebook=256))
     with pytest.raises(ModelError, match="another backbone"):
-        Recipe(_cfg(other, cache_dir, tmp_path / "r5")).setup()
+        Trainer(_cfg(other, cache_dir, tmp_path / "r5")).setup()
 
 
 def test_adapter_that_does_not_fit_its_base(tiny_dir, cache_dir, tmp_path):

@@ -21,9 +21,9 @@ import yaml
 from PIL import Image, ImageDraw
 
 from worldboot.cli import main
+from worldboot.study.spec import load_study
+from worldboot.study.votes import VoteStore
 from worldboot.web.app import LOOPBACK_HOSTS, create_app
-from worldboot.web.db import VoteStore
-from worldboot.web.study import load_study
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [

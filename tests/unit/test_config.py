@@ -66,3 +66,16 @@ def test_dump_round_trips(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(dump_yaml(cfg))
     assert load_config(Root, path) == cfg
+
+
+def test_one_precedence_defaults_preset_file_overrides_flags(tmp_path):
+    path = tmp_path / "file.yaml"
+    path.write_text("steps: 2\nname: file\ntrain:\n  lr: 0.2\n  warmup: 2\n")
+    base = {"steps": 1, "name": "preset", "note": "preset", "train": {"lr": 0.1, "warmup": 1}}
+    cfg = load_config(Root, path, ["steps=3", "train.lr=0.3"], base=base,
+                      flags={"steps": 4, "train.warmup": None, "weighting": "none"})
+    # flags > overrides > file > preset > defaults; a None flag (not given) changes nothing
+    assert (cfg.steps, cfg.train.lr, cfg.train.warmup, cfg.name, cfg.note) == (4, 0.3, 2, "file", "preset")
+    assert cfg.weighting == "none" and cfg.bf16 is False
+    with pytest.raises(ConfigError, match="nope"):
+        load_config(Root, None, [], flags={"train.nope": 1})

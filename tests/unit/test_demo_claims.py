@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import random
 
-from worldboot import demo
+from worldboot.demo import ALPHA, GREEDY
+from worldboot.demo.claims import claims as run_claims
+from worldboot.demo.claims import verdict
+from worldboot.demo.report import table2 as make_table2
+from worldboot.demo.report import to_html
 
 
 def _judged(n: int, scores: dict[str, list], cdm: list[list[float]]) -> dict:
@@ -39,11 +43,11 @@ def _state(n: int, base_slot: list[float], cdm_slot: list[float], base_choice: l
 
 
 def test_verdict_needs_significance_and_direction():
-    assert demo._verdict(True, 0.01) == "held"
-    assert demo._verdict(False, 0.01) == "did not hold"
-    assert demo._verdict(True, 0.2) == "not significant"
-    assert demo._verdict(False, 0.2) == "not significant"
-    assert demo._verdict(True, None) == "held"  # a deterministic check: the direction decides
+    assert verdict(True, 0.01) == "held"
+    assert verdict(False, 0.01) == "did not hold"
+    assert verdict(True, 0.2) == "not significant"
+    assert verdict(False, 0.2) == "not significant"
+    assert verdict(True, None) == "held"  # a deterministic check: the direction decides
 
 
 def test_claims_separate_a_real_gap_from_noise():
@@ -62,10 +66,10 @@ def test_claims_separate_a_real_gap_from_noise():
                          "CWM w/o synthetic": [[v] * 8 for v in wo_syn],
                          "CWM w/o weighted loss": [[v] * 8 for v in cwm]}, cdm_scores)
     ks = [1, 2, 4, 8]
-    table2 = demo._table2(judged, ks)
+    table2 = make_table2(judged, ks)
     state = _state(n, base_slot=[0.0] * n, cdm_slot=[0.5] * n, base_choice=[0.0, 1.0] * (n // 2),
                    cdm_choice=[0.0, 1.0] * (n // 2))
-    claims = demo._claims(state, table2, ks, judged)
+    claims = run_claims(state, table2, ks, judged)
 
     def claim(start: str) -> dict:
         return next(c for c in claims if c["claim"].startswith(start))
@@ -73,7 +77,7 @@ def test_claims_separate_a_real_gap_from_noise():
     beats = claim("The CWM (synthetic data + weighted loss) beats C-FT")
     assert beats["verdict"] == "did not hold" and beats["p"] < 1e-6 and not beats["held"]
     synth = claim("Synthetic data from the CDM helps the CWM")
-    assert synth["verdict"] == "not significant" and synth["p"] >= demo.ALPHA
+    assert synth["verdict"] == "not significant" and synth["p"] >= ALPHA
     best = claim("Best-of-N with the CDM raises C-FT's score")
     assert best["verdict"] == "held" and best["held"] and best["p"] < 1e-6
     slots = claim("The fine-tuned CDM gets the parts of the action right")
@@ -97,30 +101,33 @@ def test_claims_of_a_run_without_per_sample_results_fall_back_to_the_direction()
     state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
     for m in state["cdm"]["result"].values():
         del m["per_sample"]
-    claims = demo._claims(state, demo._table2(judged, [1, 8]), [1, 8], judged)
+    claims = run_claims(state, make_table2(judged, [1, 8]), [1, 8], judged)
     slots = next(c for c in claims if "parts of the action" in c["claim"])
     assert slots["verdict"] == "held" and slots["p"] is None
 
 
-def test_report_html_wraps_the_claims_in_a_list_and_keeps_the_order():
-    md = "# Report\n\n- **held**: a `claim`.\n- **not significant**: another.\n| a | b |\n|---|---|\n| 1 | 2 |\nafter\n"
-    page = demo._html(md, None)
-    assert "<ul><li><b>held</b>: a <code>claim</code>.</li><li><b>not significant</b>: another.</li></ul>" in page
+def test_report_html_renders_lists_tables_images_and_escapes_text():
+    md = ("# Report\n\n- **held**: a `claim`.\n- **not significant**: <script>x</script>.\n\n"
+          "| a | b |\n|---|---|\n| ![](figures/x.png) | 2 |\n\nafter\n")
+    page = to_html(md)
+    assert "<li><strong>held</strong>: a <code>claim</code>.</li>" in page
+    assert "<script>x" not in page and "&lt;script&gt;" in page
+    assert '<img src="figures/x.png" alt="" />' in page and "<td>2</td>" in page
     assert page.index("</ul>") < page.index("<table>") < page.index("<p>after</p>")
 
 
 def test_greedy_rows_get_no_best_of_and_a_run_without_best_of_gets_no_best_of_claim():
     n = 6
-    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [[1.0] * 8] * n, "C-FT" + demo.GREEDY: [2.0] * n,
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [[1.0] * 8] * n, "C-FT" + GREEDY: [2.0] * n,
                          "CWM": [[2.0] * 8] * n, "CWM w/o synthetic": [[1.0] * 8] * n,
                          "CWM w/o weighted loss": [[1.0] * 8] * n}, [[0.0] * 8] * n)
-    table2 = demo._table2(judged, [1, 2, 8])
+    table2 = make_table2(judged, [1, 2, 8])
     assert "C-FT + best-of-8" in table2 and "C-FT oracle best-of-8" in table2
-    greedy = [k for k in table2 if k.startswith("C-FT" + demo.GREEDY)]
-    assert greedy == ["C-FT" + demo.GREEDY] and table2[greedy[0]]["all"]["score"] == 2.0
+    greedy = [k for k in table2 if k.startswith("C-FT" + GREEDY)]
+    assert greedy == ["C-FT" + GREEDY] and table2[greedy[0]]["all"]["score"] == 2.0
     state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
-    assert any("Best-of-N" in c["claim"] for c in demo._claims(state, table2, [1, 2, 8], judged))
+    assert any("Best-of-N" in c["claim"] for c in run_claims(state, table2, [1, 2, 8], judged))
     one = {k: [dict(r, score=r["score"][:1], es=r["es"][:1], me=r["me"][:1], cdm=r["cdm"][:1]) for r in v]
            for k, v in judged.items()}
-    claims = demo._claims(state, demo._table2(one, [1]), [1], one)
+    claims = run_claims(state, make_table2(one, [1]), [1], one)
     assert len(claims) == 9 and not any("Best-of-N" in c["claim"] for c in claims)

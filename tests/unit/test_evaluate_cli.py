@@ -18,7 +18,8 @@ from PIL import Image
 from worldboot.cli import build_parser, main, subcommand_names
 from worldboot.config import load_config
 from worldboot.errors import DataError
-from worldboot.evaluate.run import EvaluateConfig, read_predictions, run_evaluation
+from worldboot.evaluate.predictions import read_predictions
+from worldboot.evaluate.run import EvaluateConfig, run_evaluation
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fakes.openai_server import FakeOpenAI, error  # noqa: E402
@@ -101,7 +102,7 @@ def test_shipped_presets_load(preset):
     assert text.startswith("#") and "worldboot evaluate" in text.splitlines()[0]
     cls = EvaluateConfig
     if "actions" in preset:
-        from worldboot.evaluate.run import ActionsConfig as cls
+        from worldboot.evaluate.actions import ActionsConfig as cls
     elif "spatial" in preset:
         from worldboot.evaluate.spatial import SpatialConfig as cls
     load_config(cls, CONFIGS / preset)
@@ -116,8 +117,8 @@ def test_full_report_with_judge_baselines_and_bad_input(bench, monkeypatch, caps
     out = bench["tmp"] / "report"
     with FakeOpenAI() as server:
         code = main([
-            "evaluate", str(bench["perfect"]), f"GoT={bench['editor']}", "--bench", str(bench["manifest"]),
-            "--out", str(out), "--judge", "openai", "--judge.base-url", server.url, "--set", "judge.max_retries=0",
+            "evaluate", str(bench["perfect"]), "--pred", f"GoT={bench['editor']}", "--bench", str(bench["manifest"]),
+            "--out", str(out), "--judge", "openai", "--judge.base-url", server.url, "judge.max_retries=0",
         ])
         calls = server.count
     assert code == 0
@@ -187,7 +188,7 @@ def test_judge_down_is_reported_per_sample(bench, monkeypatch, capsys):
     out = bench["tmp"] / "down"
     with FakeOpenAI(default=lambda body: error(500, "down")) as server:
         code = main(["evaluate", str(bench["editor"]), "--bench", str(bench["manifest"]), "--out", str(out),
-                     "--judge.base-url", server.url, "--set", "judge.max_retries=0"])
+                     "--judge.base-url", server.url, "judge.max_retries=0"])
         assert server.count > 0
     assert code == 0
     rows = _rows(out)
@@ -223,7 +224,7 @@ def test_missing_key_and_bad_paths_fail_in_one_line(bench, monkeypatch, capsys):
     assert main(["evaluate", "--bench", "missing.jsonl", "--out", str(out), "--judge", "none"]) == 2
     assert "benchmark not found" in capsys.readouterr().err
     assert main(["evaluate", str(bench["perfect"]), "--bench", str(bench["manifest"]), "--out", str(out),
-                 "--judge", "none", "--set", "judge.nope=1"]) == 2
+                 "--judge", "none", "judge.nope=1"]) == 2
     assert "unknown config key 'judge.nope'" in capsys.readouterr().err
     assert main(["evaluate", str(bench["perfect"]), "--bench", str(bench["manifest"]), "--out", str(out),
                  "--clip", str(bench["tmp"] / "no-clip")]) == 2  # checked before the judge spends anything
@@ -272,7 +273,7 @@ def test_world_judge_scores_world_samples(tmp_path, capsys):
     for t in triplets:
         shutil.copy(t.target, pred / f"{t.id}.png")
     out = tmp_path / "report"
-    assert main(["evaluate", f"truth={pred}", "--bench", str(tmp_path / "world" / "manifest.jsonl"),
+    assert main(["evaluate", "--pred", f"truth={pred}", "--bench", str(tmp_path / "world" / "manifest.jsonl"),
                  "--out", str(out), "--judge", "world"]) == 0
     rows = _rows(out)
     copy = [r for r in rows if r["model"] == "Copy"]
@@ -369,24 +370,3 @@ def test_plot_verb_draws_score_vs_k(tmp_path, capsys):
     bad.write_text(json.dumps({"model": "x", "k": 1}) + "\n")
     assert main(["evaluate", "plot", str(bad), "--out", str(out)]) == 2
     assert "bad.jsonl:1: missing field" in capsys.readouterr().err
-
-
-def test_external_verb_plugs_in(tmp_path, monkeypatch, capsys):
-    # How ``worldboot evaluate human`` is added by worldboot.evaluate.human: add_arguments + main.
-    (tmp_path / "fake_human_verb.py").write_text(
-        '"""Fake verb for the test."""\n'
-        "EXAMPLE = 'example:\\n  worldboot evaluate human2 STUDY\\n'\n"
-        "def add_arguments(p):\n    p.add_argument('study')\n"
-        "def main(args):\n    print('study', args.study)\n    return 0\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    import worldboot.commands.evaluate as ev
-
-    monkeypatch.setattr(ev, "EXTERNAL_VERBS", {"human2": ("fake_human_verb", "a test verb")})
-    assert main(["evaluate", "human2", "s.yaml"]) == 0
-    assert capsys.readouterr().out == "study s.yaml\n"
-    # a verb whose module cannot be imported reports it in one line instead of breaking the CLI
-    (tmp_path / "broken_verb.py").write_text("import not_a_real_package_xyz\n")
-    monkeypatch.setattr(ev, "EXTERNAL_VERBS", {"human3": ("broken_verb", "broken")})
-    assert main(["evaluate", "human3"]) == 2
-    assert "not_a_real_package_xyz" in capsys.readouterr().err

@@ -17,13 +17,9 @@ from helpers import square_triplets
 from worldboot.cli import main
 from worldboot.config import load_config
 from worldboot.errors import ConfigError, DataError
-from worldboot.infer.generate import (
-    GenerateConfig,
-    file_stem,
-    predict,
-    run_generate,
-    sample_seed,
-)
+from worldboot.infer.generate import GenerateConfig, run_generate
+from worldboot.infer.outputs import file_stem
+from worldboot.infer.predict import predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.runs import read_rows, shard_of
 
@@ -77,7 +73,7 @@ def test_every_prediction_has_exactly_l_codes_and_decodes(tmp_path, data, tiny_d
 
 
 def test_predict_is_independent_of_the_batch_and_guidance_runs(world):
-    from worldboot.infer.generate import make_generator
+    from worldboot.infer.predict import make_generator
     from worldboot.models.backbone import SamplingConfig
 
     src = torch.randint(0, world.codebook_size, (3, world.image_seq_len), generator=torch.Generator().manual_seed(0))
@@ -314,12 +310,13 @@ def test_accelerate_launch_two_processes_merge(tmp_path, data, tiny_dir):
 
 def test_per_prompt_sampling_follows_the_distribution_and_never_picks_zero_mass():
     # The per-prompt generators draw by inverse CDF (one uniform per row): check it is exact.
-    from worldboot.models.chameleon import ChameleonBackbone
+    from worldboot.models.sampling import inverse_cdf
+
 
     probs = torch.tensor([[0.0, 0.2, 0.0, 0.5, 0.3, 0.0]]).repeat(100_000, 1)
     u = torch.rand(100_000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    counts = torch.bincount(ChameleonBackbone._inverse_cdf(probs, u), minlength=6) / 100_000
+    counts = torch.bincount(inverse_cdf(probs, u), minlength=6) / 100_000
     assert counts.tolist() == pytest.approx([0.0, 0.2, 0.0, 0.5, 0.3, 0.0], abs=0.01)
     assert counts[0] == counts[2] == counts[5] == 0
     edges = torch.tensor([[0.0], [0.2], [1.0]], dtype=torch.float64)
-    assert ChameleonBackbone._inverse_cdf(probs[:3], edges).tolist() == [1, 3, 4]
+    assert inverse_cdf(probs[:3], edges).tolist() == [1, 3, 4]

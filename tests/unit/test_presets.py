@@ -32,13 +32,13 @@ def _loader(command: str, path: Path):
     elif verb[0] == "keyframes":
         from worldboot.mining.keyframes import KeyframeConfig as cls
     elif verb == ["evaluate", "actions"]:
-        from worldboot.evaluate.run import ActionsConfig as cls
+        from worldboot.evaluate.actions import ActionsConfig as cls
     elif verb == ["evaluate", "spatial"]:
         from worldboot.evaluate.spatial import SpatialConfig as cls
     elif verb[0] == "evaluate":
         from worldboot.evaluate.run import EvaluateConfig as cls
     elif verb[0] == "serve":
-        from worldboot.web.study import load_study
+        from worldboot.study.spec import load_study
 
         return load_study
     elif verb[0] == "base":

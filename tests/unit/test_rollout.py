@@ -10,7 +10,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from worldboot.cli import main
-from worldboot.infer.generate import make_generator, predict
+from worldboot.infer.predict import make_generator, predict
 from worldboot.infer.rollout import RolloutConfig, draw_strip, rollout, run_rollout, step_seed
 from worldboot.infer.verify import Verifier
 

@@ -81,7 +81,7 @@ def test_actions_command_with_bertscore(tmp_path, capsys):
     bad = tmp_path / "zs.jsonl"
     bad.write_text("".join(json.dumps({"id": t.id, "action": "a photo of a kitchen"}) + "\n" for t in triplets))
     out = tmp_path / "out"
-    code = main(["evaluate", "actions", f"CDM={good}", str(bad), "--bench", str(tmp_path / "bench" / "manifest.jsonl"),
+    code = main(["evaluate", "actions", "--pred", f"CDM={good}", str(bad), "--bench", str(tmp_path / "bench" / "manifest.jsonl"),
                  "--out", str(out)])
     assert code == 0
     table = json.loads((out / "table.json").read_text())

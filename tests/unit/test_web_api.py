@@ -16,9 +16,9 @@ from PIL import Image
 
 from worldboot.cli import main
 from worldboot.errors import ConfigError, DataError
+from worldboot.study.spec import load_study
+from worldboot.study.votes import VoteStore
 from worldboot.web.app import LOOPBACK_HOSTS, create_app, same_origin
-from worldboot.web.db import VoteStore
-from worldboot.web.study import load_study
 
 ORIGIN = {"Origin": "http://testserver"}
 MODELS = ["alpha", "beta", "gamma"]

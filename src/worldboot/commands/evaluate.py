@@ -7,18 +7,12 @@ Verbs (the first word after ``evaluate``; without one, ``run`` is meant, so
 * ``actions``: predicted actions of a dynamics model (BERTScore, ROUGE-1/L, BLEU).
 * ``spatial``: multiple-choice spatial reasoning accuracy of a backbone.
 * ``plot``: the score-vs-K plot of test-time verification.
-* ``human``: human evaluation studies, when :mod:`worldboot.evaluate.human` is installed.
-
-Adding a verb from another module: give it ``add_arguments(parser)`` and ``main(args) -> int``
-(heavy imports inside ``main``; the module is imported when the CLI is built) and list it in
-:data:`EXTERNAL_VERBS`.
+* ``human``: the analysis of a blind human study's votes (Table 6), :mod:`worldboot.evaluate.human`.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 from typing import Any
 
@@ -29,17 +23,12 @@ EXAMPLE = """examples:
   worldboot evaluate --pred CWM=runs/cwm/pred --pred C-FT=runs/cft/pred --pred GoT=got_out/ \\
       --bench aurora-bench/test.json --out reports/aurora --judge openai --clip models/clip-vit-l14
   worldboot evaluate runs/world/pred --bench world/test.jsonl --out reports/world --judge world
+  worldboot evaluate runs/cwm/pred --bench bench.jsonl --out reports/cwm judge.concurrency=8  # any config key
   worldboot evaluate actions runs/cdm/actions.jsonl --bench bench.jsonl --out reports/cdm
   worldboot evaluate spatial spatialmqa.jsonl --model runs/cwm/model --out reports/spatial
   worldboot evaluate plot reports/aurora/verification.jsonl --out fig7.png --ref GoT=3.14 --ref SE=3.41
   worldboot evaluate <verb> --help
 """
-
-#: Verbs of other modules: name -> (module, one-line help). Registered when the module exists.
-EXTERNAL_VERBS = {
-    "human": ("worldboot.evaluate.human", "human evaluation studies (web app)"),
-}
-
 
 class _DefaultVerbParser(argparse.ArgumentParser):
     """A parser whose first word selects a verb, and ``run`` when it is not a verb.
@@ -59,11 +48,8 @@ class _DefaultVerbParser(argparse.ArgumentParser):
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", metavar="YAML", help="a preset (configs/evaluate/*.yaml)")
-    p.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-        help="override any config key, e.g. --set judge.concurrency=8 (repeatable)",
-    )
     p.add_argument("--strict", action="store_true", default=None, help="stop at the first bad input instead of counting it")
+    p.set_defaults(overrides=[])  # key=value words after the options (collected by worldboot.cli)
 
 
 def _add_run(verbs: argparse._SubParsersAction) -> None:
@@ -79,7 +65,8 @@ def _add_run(verbs: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
-    p.add_argument("preds", nargs="*", metavar="PRED", help="predictions folder, optionally NAME=DIR")
+    p.add_argument("preds", nargs="*", metavar="PRED|KEY=VALUE",
+                   help="predictions folders, and dotted config overrides (e.g. judge.concurrency=8)")
     p.add_argument("--pred", dest="named_preds", action="append", default=[], metavar="NAME=DIR",
                    help="a named predictions folder (repeatable; one table row each)")
     p.add_argument("--bench", metavar="MANIFEST", help="triplet JSONL manifest or AURORA-BENCH test.json")
@@ -105,10 +92,13 @@ def _add_actions(verbs: argparse._SubParsersAction) -> None:
             "benchmark's, as in the paper's Table 1. BERTScore defaults to the offline MiniLM-L6 "
             "model (not comparable with roberta-large numbers)."
         ),
-        epilog="example:\n  worldboot evaluate actions CDM=runs/cdm/actions.jsonl --bench bench.jsonl --out reports/cdm\n",
+        epilog="example:\n  worldboot evaluate actions --pred CDM=runs/cdm/actions.jsonl --bench bench.jsonl --out reports/cdm\n",
         formatter_class=HELP_FORMATTER,
     )
-    p.add_argument("preds", nargs="+", metavar="PRED_ACTIONS", help="predicted actions JSONL, optionally NAME=FILE")
+    p.add_argument("preds", nargs="*", metavar="PRED_ACTIONS|KEY=VALUE",
+                   help="predicted actions JSONL files, and dotted config overrides")
+    p.add_argument("--pred", dest="named_preds", action="append", default=[], metavar="NAME=FILE",
+                   help="a named predicted-actions file (repeatable; one table row each)")
     p.add_argument("--bench", metavar="MANIFEST", help="benchmark with the ground-truth actions")
     p.add_argument("--out", metavar="DIR", help="report directory")
     p.add_argument("--bertscore-model", metavar="DIR", help="BERTScore model (default: bundled MiniLM-L6)")
@@ -128,7 +118,7 @@ def _add_spatial(verbs: argparse._SubParsersAction) -> None:
         epilog="example:\n  worldboot evaluate spatial spatialmqa.jsonl --model runs/cwm/model --out reports/spatial\n",
         formatter_class=HELP_FORMATTER,
     )
-    p.add_argument("files", nargs="+", metavar="FILE", help="multiple-choice JSONL files")
+    p.add_argument("files", nargs="+", metavar="FILE|KEY=VALUE", help="multiple-choice JSONL files, and dotted config overrides")
     p.add_argument("--model", metavar="DIR", help="backbone directory")
     p.add_argument("--out", metavar="DIR", help="report directory")
     _common(p)
@@ -153,39 +143,16 @@ def _add_plot(verbs: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_plot)
 
 
-def _add_external(verbs: argparse._SubParsersAction) -> None:
-    for name, (module_name, help_text) in EXTERNAL_VERBS.items():
-        try:
-            found = importlib.util.find_spec(module_name) is not None
-        except (ImportError, ValueError):
-            found = False
-        if not found:
-            continue
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as err:
-            # A missing optional dependency must not break the whole CLI: the verb says why.
-            p = verbs.add_parser(name, help=f"{help_text} (unavailable)", epilog=f"example:\n  worldboot evaluate {name} --help\n",
-                                 formatter_class=HELP_FORMATTER)
-            p.set_defaults(func=_unavailable(name, module_name, err))
-            continue
-        if not (hasattr(module, "add_arguments") and hasattr(module, "main")):
-            continue
-        p = verbs.add_parser(
-            name, help=help_text, description=(module.__doc__ or help_text).strip().splitlines()[0],
-            epilog=getattr(module, "EXAMPLE", None), formatter_class=HELP_FORMATTER,
-        )
-        module.add_arguments(p)
-        p.set_defaults(func=module.main)
+def _add_human(verbs: argparse._SubParsersAction) -> None:
+    from worldboot.evaluate import human
 
-
-def _unavailable(name: str, module_name: str, err: ImportError):
-    def fail(args: argparse.Namespace) -> int:
-        from worldboot.errors import UserError
-
-        raise UserError(f"'worldboot evaluate {name}' needs {module_name}, which cannot be imported: {err}")
-
-    return fail
+    p = verbs.add_parser(
+        "human", help="analyse a blind human study's votes (Table 6)",
+        description=(human.__doc__ or "").strip().splitlines()[0], epilog=human.EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    human.add_arguments(p)
+    p.set_defaults(func=human.main)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -207,7 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_actions(verbs)
     _add_spatial(verbs)
     _add_plot(verbs)
-    _add_external(verbs)
+    _add_human(verbs)
     p.verbs = frozenset(verbs.choices)
     p.set_defaults(func=lambda args: p.print_help() or 2)
 
@@ -215,40 +182,25 @@ def register(sub: argparse._SubParsersAction) -> None:
 # -- handlers ------------------------------------------------------------------------------------
 
 
-def _nest(flat: dict[str, Any]) -> dict[str, Any]:
-    """``{"a.b": 1}`` -> ``{"a": {"b": 1}}``, dropping None values (flags not given)."""
-    tree: dict[str, Any] = {}
-    for key, value in flat.items():
-        if value is None:
-            continue
-        node = tree
-        *parents, last = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[last] = value
-    return tree
+def _split(items: list[str], args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """Positional words into (inputs, ``key.sub=value`` overrides): a word with ``=`` is an
+    override, as in every worldboot command (name an input with ``--pred NAME=DIR``)."""
+    return [i for i in items if "=" not in i], [i for i in items if "=" in i] + list(args.overrides)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
+def _resolve(cls: type, args: argparse.Namespace, overrides: list[str], flags: dict[str, Any]):
+    """The verb's config; precedence as in :mod:`worldboot.config` (flags win)."""
+    from worldboot.config import load_config
 
-
-def _resolve(cls: type, args: argparse.Namespace, flags: dict[str, Any]):
-    """Defaults < YAML preset < command-line flags < ``--set`` overrides."""
-    from worldboot.config import load_config, read_yaml
-
-    base = read_yaml(args.config) if args.config else {}
-    return load_config(cls, None, args.overrides, base=_merge(base, _nest(flags)))
+    return load_config(cls, args.config, overrides, flags=flags)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate next-observation predictions and print the Markdown table."""
     from worldboot.evaluate.run import EvaluateConfig, parse_named, run_evaluation
 
-    preds = parse_named([*args.preds, *args.named_preds], "predictions")
+    inputs, overrides = _split(args.preds, args)
+    preds = parse_named([*inputs, *args.named_preds], "predictions")
     flags: dict[str, Any] = {
         "bench": args.bench,
         "out": args.out,
@@ -262,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
         "max_per_subset": args.max_per_subset,
         "strict": args.strict,
     }
-    cfg = _resolve(EvaluateConfig, args, flags)
+    cfg = _resolve(EvaluateConfig, args, overrides, flags)
     import os
 
     quiet = args.quiet or bool(os.environ.get("WORLDBOOT_NO_PROGRESS")) or not sys.stderr.isatty()
@@ -273,18 +225,20 @@ def run(args: argparse.Namespace) -> int:
 
 def run_actions(args: argparse.Namespace) -> int:
     """Score predicted actions and print the Markdown table."""
-    from worldboot.evaluate.run import ActionsConfig, parse_named
-    from worldboot.evaluate.run import run_actions as _run_actions
+    from worldboot.evaluate.actions import ActionsConfig
+    from worldboot.evaluate.actions import run_actions as _run_actions
+    from worldboot.evaluate.run import parse_named
 
+    inputs, overrides = _split(args.preds, args)
     flags = {
         "bench": args.bench,
         "out": args.out,
-        "preds": parse_named(args.preds, "predicted actions"),
+        "preds": parse_named([*inputs, *args.named_preds], "predicted actions") or None,
         "text.bertscore_model": args.bertscore_model,
         "text.bertscore": False if args.no_bertscore else None,
         "strict": args.strict,
     }
-    cfg = _resolve(ActionsConfig, args, flags)
+    cfg = _resolve(ActionsConfig, args, overrides, flags)
     print(_run_actions(cfg)["markdown"], end="")
     return 0
 
@@ -294,8 +248,9 @@ def run_spatial(args: argparse.Namespace) -> int:
     from worldboot.evaluate.spatial import SpatialConfig
     from worldboot.evaluate.spatial import run_spatial as _run_spatial
 
-    flags = {"model": args.model, "out": args.out, "files": list(args.files), "strict": args.strict}
-    cfg = _resolve(SpatialConfig, args, flags)
+    files, overrides = _split(args.files, args)
+    flags = {"model": args.model, "out": args.out, "files": files or None, "strict": args.strict}
+    cfg = _resolve(SpatialConfig, args, overrides, flags)
     print(_run_spatial(cfg)["markdown"], end="")
     return 0
 

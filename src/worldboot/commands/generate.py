@@ -65,11 +65,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The resolved :class:`~worldboot.infer.generate.GenerateConfig`: preset < overrides < flags."""
+    """The resolved :class:`~worldboot.infer.generate.GenerateConfig` (precedence: see
+    :mod:`worldboot.config`)."""
     from worldboot.config import load_config
     from worldboot.infer.generate import GenerateConfig
 
-    cfg = load_config(GenerateConfig, args.config, args.overrides or [])
     flags = {
         "manifest": args.manifest,
         "world": args.world,
@@ -83,16 +83,11 @@ def config_from_args(args: argparse.Namespace):
         "tasks": args.task,
         "dtype": args.dtype,
         "device": args.device,
+        "verifier.path": args.verifier,
+        "verifier.score": args.verifier_score,
+        "strict": True if args.strict else None,
     }
-    for key, value in flags.items():
-        if value is not None:
-            setattr(cfg, key, value)
-    if args.verifier is not None:
-        cfg.verifier.path = args.verifier
-    if args.verifier_score is not None:
-        cfg.verifier.score = args.verifier_score
-    if args.strict:
-        cfg.strict = True
+    cfg = load_config(GenerateConfig, args.config, args.overrides or [], flags=flags)
     cfg.validate()
     return cfg
 

@@ -91,8 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from worldboot.config import load_config
     from worldboot.mining.keyframes import KeyframeConfig, mine_videos
 
-    overrides = [f"{name}={getattr(args, name)}" for name in FIELDS if getattr(args, name) is not None]
-    cfg = load_config(KeyframeConfig, args.config, overrides)
+    cfg = load_config(KeyframeConfig, args.config, flags={name: getattr(args, name) for name in FIELDS})
     summary = mine_videos(args.source, args.out, cfg, progress=args.progress)
     console = Console(stderr=True)
     console.print(

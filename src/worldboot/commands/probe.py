@@ -67,9 +67,7 @@ def run(args: argparse.Namespace) -> int:
     from worldboot.progress import progress_bar
     from worldboot.runs import RunDir, write_atomic
 
-    cfg = load_config(ProbeConfig, None, args.overrides)
-    if args.max_per_subset is not None:
-        cfg.max_per_subset = args.max_per_subset
+    cfg = load_config(ProbeConfig, None, args.overrides, flags={"max_per_subset": args.max_per_subset})
     bad = [k for k in cfg.kinds if k not in NEGATIVE_KINDS] + [d for d in cfg.directions if d not in DIRECTIONS]
     if bad:
         raise ConfigError(f"unknown kind or direction {bad[0]!r}; kinds: {', '.join(NEGATIVE_KINDS)}; "

@@ -50,24 +50,20 @@ def run(args: argparse.Namespace) -> int:
     from worldboot.config import load_config
     from worldboot.infer.rollout import RolloutConfig, run_rollout
 
-    cfg = load_config(RolloutConfig, args.config, args.overrides or [])
-    cfg.image, cfg.out = args.image, args.out
-    if args.actions:
-        cfg.actions = list(args.actions)
-    for key, value in (
-        ("world", args.world),
-        ("best_of", args.best_of),
-        ("seed", args.seed),
-        ("frame_size", args.frame_size),
-        ("dtype", args.dtype),
-        ("device", args.device),
-    ):
-        if value is not None:
-            setattr(cfg, key, value)
-    if args.verifier is not None:
-        cfg.verifier.path = args.verifier
-    if args.verifier_score is not None:
-        cfg.verifier.score = args.verifier_score
+    flags = {
+        "image": args.image,
+        "out": args.out,
+        "actions": list(args.actions) if args.actions else None,
+        "world": args.world,
+        "best_of": args.best_of,
+        "seed": args.seed,
+        "frame_size": args.frame_size,
+        "dtype": args.dtype,
+        "device": args.device,
+        "verifier.path": args.verifier,
+        "verifier.score": args.verifier_score,
+    }
+    cfg = load_config(RolloutConfig, args.config, args.overrides or [], flags=flags)
     steps = run_rollout(cfg)
     print(f"{len(steps)} steps -> {cfg.out}/step-1.png ... step-{len(steps)}.png and {cfg.out}/strip.png")
     return 0

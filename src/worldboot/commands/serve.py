@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from worldboot.errors import UserError
-    from worldboot.web.db import VoteStore
-    from worldboot.web.study import default_db_path, load_study
+    from worldboot.study.spec import default_db_path, load_study
+    from worldboot.study.votes import VoteStore
 
     if not args.study and not args.world:
         raise UserError("give --study STUDY.yaml, --world MODEL_DIR, or both")

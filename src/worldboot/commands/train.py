@@ -62,17 +62,13 @@ def run(args: argparse.Namespace) -> int:
     from worldboot.config import load_config
     from worldboot.train.recipes import TrainConfig, run_training
 
-    cfg = load_config(TrainConfig, args.config, args.overrides)
-    # The subcommand and explicit flags win over the preset.
-    cfg.task = args.task
-    if args.base:
-        cfg.base_model = args.base
-    if args.out:
-        cfg.out = args.out
-    if args.cache:
-        from worldboot.train.recipes import SourceSettings
-
-        cfg.data.sources = [SourceSettings(cache=c) for c in args.cache]
+    flags = {
+        "task": args.task,
+        "base_model": args.base or None,
+        "out": args.out or None,
+        "data.sources": [{"cache": c} for c in args.cache] if args.cache else None,
+    }
+    cfg = load_config(TrainConfig, args.config, args.overrides, flags=flags)
     result = run_training(cfg, resume=args.resume, merge=args.merge)
     import os
 

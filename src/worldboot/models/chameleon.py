@@ -11,7 +11,9 @@ A worldboot model directory holds the transformers model (``config.json``,
 ``model.safetensors``), its tokenizer, ``vq_decoder.safetensors`` and ``worldboot.json``
 (family, image size, prompt templates). An Anole-7B directory converted to transformers'
 format plus Anole's ``tokenizer/`` directory (``vqgan.ckpt`` + ``vqgan.yaml``) loads through
-:func:`load_chameleon` with ``vqgan_dir``.
+:func:`load_chameleon` with ``vqgan_dir``. Decoding lives in :mod:`worldboot.models.sampling`.
+
+(Over 400 lines because :class:`ChameleonBackbone` is the whole Backbone Protocol in one class.)
 """
 
 from __future__ import annotations
@@ -28,13 +30,6 @@ import numpy as np
 import torch
 from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.cache_utils import DynamicLayer
-from transformers.generation.logits_process import (
-    LogitsProcessorList,
-    TemperatureLogitsWarper,
-    TopKLogitsWarper,
-    TopPLogitsWarper,
-)
 from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.chameleon.modeling_chameleon import ChameleonForConditionalGeneration
@@ -48,6 +43,7 @@ from worldboot.models.backbone import (
     SamplingConfig,
     Scores,
 )
+from worldboot.models.sampling import sample_image_codes, sample_text
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
 
 IGNORE_INDEX = -100
@@ -137,54 +133,6 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model.get_base_model()
         else:
             return model
-
-
-class _ReservedLayer(DynamicLayer):
-    """A KV-cache layer with room reserved for the tokens still to come.
-
-    transformers' ``DynamicLayer`` concatenates every new key and value onto the whole cache,
-    so a step copies all of it: at 8 samples x 2 x layers, most of what best-of-N adds to a
-    step on a small model. This layer writes each step into a buffer sized once for the
-    prompt plus the image and hands attention a view of the filled part (no library cache
-    does that: ``StaticLayer`` attends over its whole buffer, padding included). Past the
-    reserve it falls back to concatenating.
-    """
-
-    @classmethod
-    def reserve(cls, layer: DynamicLayer, extra: int) -> _ReservedLayer:
-        new = cls()
-        keys, values = layer.keys, layer.values
-        n = keys.shape[-2]
-        new.dtype, new.device, new.is_initialized = keys.dtype, keys.device, True
-        new._k = keys.new_empty((*keys.shape[:-2], n + extra, keys.shape[-1]))
-        new._v = values.new_empty((*values.shape[:-2], n + extra, values.shape[-1]))
-        new._k[..., :n, :] = keys
-        new._v[..., :n, :] = values
-        new._n = n
-        new.keys, new.values = new._k[..., :n, :], new._v[..., :n, :]
-        return new
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-        end = self._n + key_states.shape[-2]
-        if end > self._k.shape[-2]:
-            self._k = torch.cat([self.keys, key_states], dim=-2)
-            self._v = torch.cat([self.values, value_states], dim=-2)
-        else:
-            self._k[..., self._n : end, :] = key_states
-            self._v[..., self._n : end, :] = value_states
-        self._n = end
-        self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
-        return self.keys, self.values
-
-
-def _reserve_cache(cache: Any, extra: int) -> None:
-    """Give every plain layer of ``cache`` room for ``extra`` more tokens (see :class:`_ReservedLayer`)."""
-    layers = getattr(cache, "layers", None)
-    if not layers:
-        return
-    for i, layer in enumerate(layers):
-        if type(layer) is DynamicLayer and layer.is_initialized:
-            layers[i] = _ReservedLayer.reserve(layer, extra)
 
 
 class ChameleonBackbone:
@@ -443,46 +391,6 @@ class ChameleonBackbone:
 
     # -- generation -------------------------------------------------------------------------
 
-    @staticmethod
-    def _warpers(sampling: SamplingConfig) -> LogitsProcessorList:
-        procs = LogitsProcessorList()
-        if sampling.temperature > 0 and sampling.temperature != 1.0:
-            procs.append(TemperatureLogitsWarper(sampling.temperature))
-        if sampling.top_k > 0:
-            procs.append(TopKLogitsWarper(sampling.top_k))
-        if sampling.top_p < 1.0:
-            procs.append(TopPLogitsWarper(sampling.top_p))
-        return procs
-
-    @staticmethod
-    def _pick(scores: torch.Tensor, sampling: SamplingConfig, procs, generator) -> torch.Tensor:
-        if sampling.temperature <= 0:
-            return scores.argmax(dim=-1)
-        scores = procs(None, scores)
-        probs = torch.softmax(scores, dim=-1)
-        if isinstance(generator, (list, tuple)):
-            # One generator per prompt, drawing for that prompt's consecutive rows only: a
-            # prompt's samples then do not depend on which other prompts share the batch.
-            per = probs.shape[0] // len(generator)
-            u = torch.cat([torch.rand(per, 1, generator=g, device=probs.device, dtype=torch.float64) for g in generator])
-            return ChameleonBackbone._inverse_cdf(probs, u)
-        return torch.multinomial(probs, 1, generator=generator).squeeze(1)
-
-    @staticmethod
-    def _inverse_cdf(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """One draw per row from ``probs`` given uniforms ``u`` ``[B, 1]``: the first index whose
-        cumulative mass exceeds ``u`` times the row's total.
-
-        Exact (a zero-probability entry is never picked), and one random number per row instead
-        of one per entry as ``torch.multinomial`` draws: with 8 samples of 8,192 codes per step
-        that is most of the sampling time.
-        """
-        cdf = probs.double().cumsum(-1)
-        idx = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).squeeze(1)
-        # u * total can round up to the total: fall back to the last entry with mass.
-        last = probs.shape[1] - 1 - (probs.flip(-1) > 0).int().argmax(-1)
-        return torch.minimum(idx, last)
-
     def _prefill(
         self, examples: Sequence[Example], vocab: slice | torch.Tensor | None = None
     ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -524,7 +432,6 @@ class ChameleonBackbone:
             return slice(start, start + len(ids))
         return ids.to(self.device)
 
-    @torch.inference_mode()
     def generate_images(
         self,
         prompts: Sequence[Example],
@@ -533,59 +440,14 @@ class ChameleonBackbone:
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
         uncond_prompts: Sequence[Example] | None = None,
     ) -> torch.Tensor:
-        """Sample exactly ``L`` image codes per sample from one prefill per prompt.
-
-        The prompt batch is prefilled once and its KV cache repeated ``num_samples`` times
-        (transformers' ``generate`` would prefill each sample again). Inside the image only
-        image tokens may be drawn; begin-image ends the prompt and end-image is implied after
-        ``L`` tokens, so every sample decodes. With ``guidance_scale != 1`` the unconditional
-        prompts run in the same batch and the logits are mixed as in classifier-free guidance.
-        ``generator`` may be a list with one generator per prompt: each prompt's samples are
-        then drawn from its own generator, whatever else is in the batch.
+        """Exactly ``L`` image codes per sample from one prefill per prompt:
+        :func:`worldboot.models.sampling.sample_image_codes`.
 
         Returns:
             ``[len(prompts), num_samples, L]`` codebook ids on the CPU.
         """
-        sampling = sampling or SamplingConfig()
-        guided = sampling.guidance_scale != 1.0
-        if guided and (uncond_prompts is None or len(uncond_prompts) != len(prompts)):
-            raise ValueError("guidance needs one unconditional prompt per prompt")
-        if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
-            raise ValueError("a list of generators needs one generator per prompt")
-        for p in prompts:
-            if not p.is_prompt or p.input_ids[-1] != self.boi_id:
-                raise ValueError("image prompts must end with begin-image and have no completion")
-        self.model.eval()
-        n_prompts = len(prompts)
-        batch = list(prompts) + (list(uncond_prompts) if guided else [])
-        # Logits of the image tokens only: scores[:, k] is the logit of code k.
-        vocab = self._image_vocab()
-        cache, logits, mask, last_pos = self._prefill(batch, vocab)
-        cache.batch_repeat_interleave(num_samples)
-        _reserve_cache(cache, self.image_seq_len)
-        logits = logits.repeat_interleave(num_samples, 0)
-        mask = mask.repeat_interleave(num_samples, 0)
-        last_pos = last_pos.repeat_interleave(num_samples, 0)
-        image_ids = self.code_to_token.to(self.device)
-        procs = self._warpers(sampling)
-        rows = n_prompts * num_samples
-        codes = torch.empty((rows, self.image_seq_len), dtype=torch.long, device=self.device)
-        for step in range(self.image_seq_len):
-            scores = logits
-            if guided:
-                cond, uncond = scores[:rows], scores[rows:]
-                scores = uncond + sampling.guidance_scale * (cond - uncond)
-            code = self._pick(scores, sampling, procs, generator)
-            codes[:, step] = code
-            if step + 1 == self.image_seq_len:
-                break
-            token = image_ids[code]
-            if guided:
-                token = torch.cat([token, token])
-            cache, logits, mask, last_pos = self._step(cache, token, mask, last_pos, vocab)
-        return codes.view(n_prompts, num_samples, -1).cpu()
+        return sample_image_codes(self, prompts, num_samples, sampling, generator, uncond_prompts)
 
-    @torch.inference_mode()
     def generate_text(
         self,
         prompts: Sequence[Example],
@@ -593,28 +455,9 @@ class ChameleonBackbone:
         sampling: SamplingConfig | None = None,
         generator: torch.Generator | None = None,
     ) -> list[str]:
-        """Decode text after each prompt until end-of-sequence; image and image-boundary
-        tokens are never drawn. Greedy when ``sampling.temperature == 0`` (the default here)."""
-        sampling = sampling or SamplingConfig(temperature=0.0)
-        self.model.eval()
-        cache, logits, mask, last_pos = self._prefill(prompts)
-        banned = torch.cat([self.code_to_token, torch.tensor([self.boi_id, self.eoi_id, self.pad_id])])
-        banned = banned[banned != self.eos_id].to(self.device)
-        procs = self._warpers(sampling)
-        done = torch.zeros(len(prompts), dtype=torch.bool, device=self.device)
-        out: list[list[int]] = [[] for _ in prompts]
-        for _ in range(max_new_tokens):
-            logits[:, banned] = float("-inf")
-            token = self._pick(logits, sampling, procs, generator)
-            token = torch.where(done, torch.full_like(token, self.eos_id), token)
-            for i, t in enumerate(token.tolist()):
-                if not done[i] and t != self.eos_id:
-                    out[i].append(t)
-            done |= token == self.eos_id
-            if bool(done.all()):
-                break
-            cache, logits, mask, last_pos = self._step(cache, token, mask, last_pos)
-        return [self.tokenizer.decode(t, skip_special_tokens=True).strip() for t in out]
+        """Text after each prompt until end-of-sequence, no image tokens:
+        :func:`worldboot.models.sampling.sample_text`."""
+        return sample_text(self, prompts, max_new_tokens, sampling, generator)
 
     # -- persistence ------------------------------------------------------------------------
 

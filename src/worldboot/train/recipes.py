@@ -30,8 +30,8 @@ import torch
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.progress import progress_bar
 from worldboot.runs import RunDir, read_jsonl, write_atomic
+from worldboot.train.examples import RenderedExample, collate, render_example
 from worldboot.train.losses import completion_loss_sum
-from worldboot.train.render import RenderedExample, collate, render
 
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
@@ -237,7 +237,7 @@ class MixedDataset:
         return self.datasets[entry.source][entry.index]
 
 
-class Recipe:
+class Trainer:
     """One training run: ``setup()``, ``train()``, ``save_checkpoint()``, ``cleanup()``.
 
     Args:
@@ -414,7 +414,7 @@ class Recipe:
     def _render(self, entries: list[_Entry]) -> list[RenderedExample]:
         cfg = self.cfg
         return [
-            render(self.backbone, self.data.item(e), cfg.task, cfg.loss.weighting, cfg.loss.uniform_mix)
+            render_example(self.backbone, self.data.item(e), cfg.task, cfg.loss.weighting, cfg.loss.uniform_mix)
             for e in entries
         ]
 
@@ -590,7 +590,7 @@ class Recipe:
 
 def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = False) -> dict[str, float]:
     """Set up, train, save (and merge), clean up; records the run in ``cfg.out``."""
-    recipe = Recipe(cfg, resume=resume)
+    recipe = Trainer(cfg, resume=resume)
     try:
         with RunDir(cfg.out, cfg, f"train-{cfg.task}") as run:
             recipe.setup()

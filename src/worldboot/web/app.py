@@ -29,9 +29,9 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from worldboot.errors import DataError
-from worldboot.web.db import VoteStore
+from worldboot.study.spec import Study, StudyItem, validate_annotator
+from worldboot.study.votes import VoteStore
 from worldboot.web.play import Predictor, png_bytes, read_upload
-from worldboot.web.study import Study, StudyItem, validate_annotator
 
 HERE = Path(__file__).parent
 COOKIE = "wb_annotator"

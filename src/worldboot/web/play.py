@@ -5,7 +5,7 @@ scores each candidate by log p(action | source, candidate), the paper's best-of-
 user picks one and types the next action: a rollout, step by step. Rollouts live in memory
 (bounded: the oldest are dropped), keyed by an unguessable id.
 
-Sampling and ranking are :func:`worldboot.infer.generate.predict` with a
+Sampling and ranking are :func:`worldboot.infer.predict.predict` with a
 :class:`~worldboot.infer.verify.Verifier`, the same code as ``worldboot generate --best-of N``.
 """
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from worldboot.errors import DataError
-from worldboot.web.study import IMAGE_FORMATS
+from worldboot.study.spec import IMAGE_FORMATS
 
 #: Uploads larger than this many pixels are refused before decoding (decompression bombs).
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -66,7 +66,7 @@ def png_bytes(image: Image.Image) -> bytes:
 
 
 @dataclass
-class Candidate:
+class PlayCandidate:
     """One sampled next observation.
 
     Attributes:
@@ -95,7 +95,7 @@ class Step:
     source_codes: object
     source_image: Image.Image
     action: str
-    candidates: list[Candidate]
+    candidates: list[PlayCandidate]
     chosen: int | None = None
 
 
@@ -161,10 +161,10 @@ class Predictor:
 
     def _candidates(
         self, rollout: Rollout, source_codes, source_image: Image.Image, action: str, n: int
-    ) -> list[Candidate]:
+    ) -> list[PlayCandidate]:
         import torch
 
-        from worldboot.infer.generate import make_generator, predict
+        from worldboot.infer.predict import make_generator, predict
 
         with torch.no_grad():
             generator = make_generator(rollout.seed + len(rollout.steps), self.world.device)
@@ -172,7 +172,7 @@ class Predictor:
                 self.world, [source_codes], [action], n, self.sampling, [generator], self._verifier, [source_image]
             )[0]
         scores = pred.scores.total.tolist() if pred.scores is not None else [None] * n
-        cands = [Candidate(pred.codes[i].clone(), pred.images[i], scores[i]) for i in range(n)]
+        cands = [PlayCandidate(pred.codes[i].clone(), pred.images[i], scores[i]) for i in range(n)]
         if self.verifier is not None:
             cands.sort(key=lambda c: c.score, reverse=True)
         return cands

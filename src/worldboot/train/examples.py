@@ -27,7 +27,7 @@ class RenderedExample:
     weights: list[float]
 
 
-def render(
+def render_example(
     backbone: Backbone, item: dict[str, Any], task: Task, weighting: str = "none", uniform_mix: float = 0.0
 ) -> RenderedExample:
     """Build the sequence of one cached triplet for ``task``.

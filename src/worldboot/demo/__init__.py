@@ -1,0 +1,36 @@
+"""``worldboot demo``: the paper's whole method in miniature, on the procedural world, on a CPU.
+
+* :mod:`~worldboot.demo.config`: the sizes (:class:`DemoConfig`, presets ``smoke`` and ``paper``).
+* :mod:`~worldboot.demo.pipeline`: :class:`Demo`, the stages, each resumable.
+* :mod:`~worldboot.demo.claims`: the paper's claims, tested on the run.
+* :mod:`~worldboot.demo.report`: ``report.md`` / ``report.html``, tables and figures.
+
+Importing this package is light (no torch): the command line reads :data:`PRESETS` from it.
+"""
+
+from worldboot.demo.config import (
+    ALPHA,
+    CEILING,
+    GREEDY,
+    PRESETS,
+    STAGES,
+    WORLD_MODELS,
+    DemoConfig,
+    FineTuneSettings,
+    load_demo_config,
+)
+from worldboot.demo.pipeline import Demo, PeakMemory
+
+__all__ = [
+    "ALPHA",
+    "CEILING",
+    "GREEDY",
+    "PRESETS",
+    "STAGES",
+    "WORLD_MODELS",
+    "Demo",
+    "DemoConfig",
+    "PeakMemory",
+    "FineTuneSettings",
+    "load_demo_config",
+]

@@ -1,0 +1,387 @@
+"""``worldboot demo``: the paper's whole method in miniature, on the procedural world, on a CPU.
+
+Stages, each a call into the same code the CLI stages run, each finished stage recorded in
+``stages.json`` so that a rerun after a kill skips what is done:
+
+1. ``base``: the tiny foundation model of the world (pictures and words, no dynamics),
+   built once and cached (:mod:`worldboot.world.base`).
+2. ``data``: labelled train and test triplets of the five world subsets, and unlabelled clips.
+3. ``probe``: does the base prefer real trajectories? (Figure 2 in miniature.)
+4. ``cdm``: tokenize, fine-tune the dynamics model (LoRA or every weight, per preset), and measure its actions (Table 1).
+5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
+6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
+   two ablations (without synthetic data; without the weighted loss), equal steps each.
+7. ``predict``: N candidates per test sample from each world model, scored by the CDM and
+   judged by the world's judge; best-of-K for K in ``best_of`` (Figure 7).
+8. ``report``: ``report.md`` and ``report.html`` with Tables 1, 2, 3, 5, Figures 2, 3, 7,
+   example images, and which of the paper's claims held on this run: each claim's comparison is
+   a paired Wilcoxon signed-rank test over the test triplets, so a verdict is ``held``,
+   ``did not hold`` or ``not significant`` (:func:`worldboot.demo.claims.claims`).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from worldboot.demo.claims import claims
+from worldboot.demo.config import CEILING, CHOICES, GREEDY, STAGES, WORLD_MODELS, DemoConfig, FineTuneSettings
+from worldboot.demo.report import markdown, plot_examples, plot_k, slug, table2, to_html
+from worldboot.runs import RunDir, read_jsonl, write_atomic
+
+
+def judged_row(t: Any, verdicts: list[Any], cdm: list[float] | None = None) -> dict[str, Any]:
+    """The predict stage's row of one test triplet: the world judge's ES, ME and score of each
+    candidate, and the CDM's score of each (zeros where no verifier ranked them)."""
+    return {"id": t.id, "subset": t.subset, "es": [v.editing_success for v in verdicts],
+            "me": [v.minimal_editing for v in verdicts], "score": [v.score for v in verdicts],
+            "cdm": cdm if cdm is not None else [0.0] * len(verdicts)}
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process while a block runs.
+
+    ``resource``'s ``ru_maxrss`` only knows the peak since the process started, so a thread
+    samples psutil's RSS every ``interval`` seconds instead (a peak shorter than that can be
+    missed; the demo's stages hold their memory for seconds).
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        import psutil
+
+        proc = psutil.Process()
+        while True:
+            self.peak_mb = max(self.peak_mb, proc.memory_info().rss / 2**20)
+            if self._stop.wait(self.interval):
+                return
+
+    def __enter__(self) -> PeakMemory:
+        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+class Demo:
+    """Runs the stages into ``out``, resuming finished ones.
+
+    Args:
+        cfg: Sizes.
+        out: Run directory.
+        say: Where progress lines go.
+    """
+
+    def __init__(self, cfg: DemoConfig, out: str | os.PathLike[str], say: Callable[[str], None] = print) -> None:
+        self.cfg = cfg
+        self.out = Path(out)
+        self.say = say
+        self.state_path = self.out / "stages.json"
+        self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def _done(self, name: str, result: dict[str, Any], seconds: float, peak_mb: float | None = None) -> None:
+        self.state[name] = {"result": result, "seconds": round(seconds, 1), "peak_mb": peak_mb}
+        write_atomic(self.state_path, json.dumps(self.state, indent=2))
+
+    def run(self) -> Path:
+        """Run every stage not yet done; returns the path of ``report.md``."""
+        import torch
+
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
+        with RunDir(self.out, self.cfg, "demo") as run:
+            for name in STAGES:
+                if name in self.state and name != "report":
+                    self.say(f"[{name}] done before ({self.state[name]['seconds']} s), skipped")
+                    continue
+                self.say(f"[{name}] ...")
+                t0 = time.perf_counter()
+                with PeakMemory() as mem:
+                    result = getattr(self, f"stage_{name}")()
+                dt = time.perf_counter() - t0
+                self._done(name, result, dt, round(mem.peak_mb))
+                run.log(f"{name}: {dt:.1f} s, peak {mem.peak_mb:.0f} MB")
+                self.say(f"[{name}] {dt:.1f} s, peak memory {mem.peak_mb:.0f} MB")
+        return self.out / "report.md"
+
+    # -- stages -----------------------------------------------------------------------------
+
+    def stage_base(self) -> dict[str, Any]:
+        from worldboot.world.base import get_world_base
+
+        path = get_world_base(self.cfg.base_preset, progress=False)
+        return {"path": str(path)}
+
+    @property
+    def base_dir(self) -> str:
+        return self.state["base"]["result"]["path"]
+
+    def stage_data(self) -> dict[str, Any]:
+        from worldboot.world.gen import generate_clips, generate_triplets
+
+        c = self.cfg
+        data = self.out / "data"
+        train = generate_triplets(data / "train", c.train_per_subset, seed=c.seed, paraphrase=c.paraphrase)
+        test = generate_triplets(data / "test", c.test_per_subset, seed=c.seed + 1000)
+        clips = generate_clips(data / "clips", c.clips, seed=c.seed + 2000, size=c.clip_size)
+        return {"train": len(train), "test": len(test), "clips": len(clips)}
+
+    def triplets(self, split: str):
+        from worldboot.data.schema import read_manifest
+
+        return read_manifest(self.out / "data" / split / "manifest.jsonl")
+
+    def stage_probe(self) -> dict[str, Any]:
+        from worldboot.evaluate.probe import ProbeConfig, probe, write_report
+        from worldboot.models import load_backbone
+
+        cfg = ProbeConfig(max_per_subset=self.cfg.probe_per_subset, batch_size=16, seed=self.cfg.seed)
+        rows = probe(self.triplets("test"), load_backbone(self.base_dir), cfg)
+        summary = write_report(rows, self.out / "probe")
+        return {"comparisons": len(rows), "cells": [c for c in summary["cells"] if c["subset"] == "all"]}
+
+    def _train(self, task: str, out: Path, caches: list[Path], s: FineTuneSettings, weighting: str = "none") -> None:
+        from worldboot.train.recipes import (
+            DataSettings,
+            LoraSettings,
+            LossSettings,
+            OptimSettings,
+            SourceSettings,
+            TrainConfig,
+            run_training,
+        )
+
+        if out.exists():
+            shutil.rmtree(out)  # an unfinished run of a killed demo starts over
+        cfg = TrainConfig(
+            task=task, base_model=self.base_dir, out=str(out), max_steps=s.steps, batch_size=s.batch_size,
+            micro_batch_size=s.micro_batch_size, save_every=0, eval_every=0, log_every=5, seed=self.cfg.seed,
+            lora=LoraSettings(enabled=s.lora, r=s.lora_r, alpha=2 * s.lora_r, dropout=0.05),
+            optim=OptimSettings(lr=s.lr, warmup_steps=max(1, s.steps // 20)),
+            data=DataSettings(sources=[SourceSettings(cache=str(c)) for c in caches], eval_fraction=0.0),
+            loss=LossSettings(weighting=weighting, uniform_mix=self.cfg.weight_mix),
+        )
+        run_training(cfg)
+
+    def _cache(self, triplets, name: str) -> Path:
+        from worldboot.data.cache import build_cache
+        from worldboot.models import load_backbone
+
+        path = self.out / "cache" / name
+        build_cache(triplets, load_backbone(self.base_dir), path, progress=False)
+        return path
+
+    def stage_cdm(self) -> dict[str, Any]:
+        from worldboot.evaluate.text_metrics import TextMetricsConfig, score_actions
+        from worldboot.models import load_backbone
+        from worldboot.world.scene import Action
+        from worldboot.world.text import parse_action, slot_accuracy
+
+        labelled = self._cache(self.triplets("train"), "labelled")
+        self._train("dynamics", self.out / "cdm", [labelled], self.cfg.cdm)
+        test = self.triplets("test")
+        refs = {t.id: (t.subset, t.action) for t in test}
+        results: dict[str, Any] = {}
+        for name, path in (("Chameleon ZS (base)", self.base_dir), ("CDM", self.out / "cdm")):
+            bb = load_backbone(path)
+            preds = self._describe(bb, test)
+            rows, summary = score_actions(preds, refs, TextMetricsConfig())
+            correct, slots = [], []
+            for t in test:
+                truth = Action.from_json(t.meta["action"])
+                got = parse_action(preds[t.id])
+                correct.append(float(got is not None and got == truth))
+                slots.append(slot_accuracy(preds[t.id], truth))
+            choices = self._choice_hits(bb, test)
+            overall = dict(summary["overall"])
+            overall["action_accuracy"] = sum(correct) / len(correct)
+            overall["slot_accuracy"] = sum(slots) / len(slots)
+            overall["choice_accuracy"] = sum(choices) / max(1, len(choices))
+            # Per test triplet, in test order: the claims' paired significance tests read these.
+            by_id = {r["id"]: r for r in rows}
+            overall["per_sample"] = {
+                "ids": [t.id for t in test], "exact": correct, "slot": slots, "choice": choices,
+                "bertscore": [by_id[t.id].get("bertscore") for t in test],
+                "rougeL": [by_id[t.id].get("rougeL") for t in test],
+            }
+            results[name] = overall
+            write_atomic(self.out / "cdm_actions" / f"{slug(name)}.jsonl",
+                         "".join(json.dumps({"id": i, "action": a}) + "\n" for i, a in preds.items()))
+        return results
+
+    def _choice_hits(self, bb, triplets, n_other: int = CHOICES - 1) -> list[float]:
+        """Per triplet, 1.0 if ``bb`` picks the true action, argmax log p(a | o_s, o_t), among it
+        and ``n_other`` other actions that can happen in the same source scene (canonical texts
+        for all, so wording gives nothing away), else 0.0. Unlike a generated text, this asks
+        only whether the model reads the change between the two images: chance is
+        ``1 / (n_other + 1)``."""
+        import random
+
+        from worldboot import world
+        from worldboot.images import open_image
+        from worldboot.world.text import canonical_text
+
+        hits = []
+        for t in triplets:
+            truth = world.Action.from_json(t.meta["action"])
+            scene = world.Scene.from_json(t.meta["source_scene"])
+            rng = random.Random(f"worldboot/demo/choice/{self.cfg.seed}/{t.id}")
+            options = [truth, *world.distractor_actions(scene, truth, n_other, rng)]
+            enc = bb.encode_images([open_image(t.source), open_image(t.target)])
+            examples = [bb.dynamics_example(enc.codes[0], enc.codes[1], canonical_text(a)) for a in options]
+            hits.append(float(int(bb.score_shared_prefix(examples).total.argmax()) == 0))
+        return hits
+
+    @staticmethod
+    def _describe(bb, triplets) -> dict[str, str]:
+        from worldboot.images import open_image
+
+        out = {}
+        for start in range(0, len(triplets), 16):
+            chunk = triplets[start : start + 16]
+            enc = bb.encode_images([open_image(p) for t in chunk for p in (t.source, t.target)])
+            prompts = [bb.dynamics_example(enc.codes[2 * i], enc.codes[2 * i + 1]) for i in range(len(chunk))]
+            for t, text in zip(chunk, bb.generate_text(prompts, max_new_tokens=24), strict=True):
+                out[t.id] = text
+        return out
+
+    def stage_mine(self) -> dict[str, Any]:
+        from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
+        from worldboot.mining.keyframes import (
+            KeyframeConfig,
+            action_overlap_rate,
+            keyframe_hit_rate,
+            mine_videos,
+        )
+        from worldboot.mining.select import SelectConfig, select_synthetic
+        from worldboot.models import load_backbone
+        from worldboot.world.gen import read_clip_truth
+
+        mining = self.out / "mining"
+        # PNG: the world's frames are drawn in flat colours that JPEG would smear.
+        kcfg = KeyframeConfig(k=self.cfg.keyframes, interval=self.cfg.interval, image_format="png")
+        summary = mine_videos(self.out / "data" / "clips", mining / "keyframes", kcfg, progress=False)
+        pairs = mining / "keyframes" / "pairs.jsonl"
+        rows = [row for _, row in read_jsonl(pairs)]
+        truth = read_clip_truth(self.out / "data" / "clips" / "ground_truth.jsonl")
+        spans = {r["video"]: [(a["start"], a["end"]) for a in r["actions"]] for r in truth}
+        quality = {"pair_overlap": action_overlap_rate(rows, spans), "keyframe_hit": keyframe_hit_rate(rows, spans)}
+        annotate_pairs(pairs, load_backbone(self.out / "cdm"), mining / "annotated", AnnotateConfig(), progress=False)
+        sel = select_synthetic(mining / "annotated", mining / "synthetic",
+                               SelectConfig(k=self.cfg.synthetic_k, name="world-clips"))
+        synthetic = self._read(mining / "synthetic" / "synthetic.jsonl")
+        self._cache(synthetic, "synthetic")
+        return {"videos": getattr(summary, "videos", None), "pairs": len(rows), "selected": len(synthetic),
+                **quality, "select": {k: v for k, v in asdict(sel).items() if isinstance(v, (int, float, str))}}
+
+    @staticmethod
+    def _read(path: Path):
+        from worldboot.data.schema import read_manifest
+
+        return read_manifest(path)
+
+    def stage_cwm(self) -> dict[str, Any]:
+        caches = {"labelled": self.out / "cache" / "labelled", "synthetic": self.out / "cache" / "synthetic"}
+        out = {}
+        for name, (synthetic, weighting) in WORLD_MODELS.items():
+            use = [caches["labelled"]] + ([caches["synthetic"]] if synthetic else [])
+            self._train("world", self.out / "cwm" / slug(name), use, self.cfg.cwm, weighting)
+            rows = [row for _, row in read_jsonl(self.out / "cwm" / slug(name) / "metrics.jsonl")]
+            out[name] = {"final_loss": next(r["loss"] for r in reversed(rows) if "loss" in r)}
+        return out
+
+    def stage_predict(self) -> dict[str, Any]:
+        import torch
+
+        from worldboot.images import open_image
+        from worldboot.infer.predict import make_generator, predict, sample_seed
+        from worldboot.infer.verify import Verifier
+        from worldboot.models import load_backbone
+        from worldboot.models.backbone import SamplingConfig
+        from worldboot.world.judge import judge_triplet
+
+        test = self.triplets("test")
+        n = max(self.cfg.best_of)
+        verifier = Verifier(load_backbone(self.out / "cdm"))
+        results: dict[str, list[dict[str, Any]]] = {}
+        copy_rows = []
+        for t in test:
+            copy_rows.append(judged_row(t, [judge_triplet(t, open_image(t.source))]))
+        results["Copy"] = copy_rows
+        # The ceiling the tokenizer sets: the true target through encode and decode, i.e. a world
+        # model that writes exactly the target's tokens. Far below 10, it is the VQ that limits
+        # the scores; far above the world models, it is their learning.
+        base = load_backbone(self.base_dir)
+        ceiling_rows = []
+        for start in range(0, len(test), 16):
+            chunk = test[start : start + 16]
+            decoded = base.decode_codes(base.encode_images([open_image(t.target) for t in chunk]).codes)
+            ceiling_rows += [judged_row(t, [judge_triplet(t, img)]) for t, img in zip(chunk, decoded, strict=True)]
+        results[CEILING] = ceiling_rows
+        del base
+        for name in WORLD_MODELS:
+            world = load_backbone(self.out / "cwm" / slug(name))
+            rows, greedy_rows = [], []
+            folder = self.out / "predictions" / slug(name)
+            for start in range(0, len(test), 4):
+                chunk = test[start : start + 4]
+                images = [open_image(t.source) for t in chunk]
+                codes = world.encode_images(images).codes
+                gens = [make_generator(sample_seed(self.cfg.seed, t.id)) for t in chunk]
+                preds = predict(world, list(codes), [t.action for t in chunk], n, SamplingConfig(temperature=1.0),
+                                gens, verifier, images)
+                for t, p in zip(chunk, preds, strict=True):
+                    cdm = p.scores.get(verifier.score_kind).tolist() if p.scores is not None else None
+                    rows.append(judged_row(t, [judge_triplet(t, img) for img in p.images], cdm))
+                    folder.mkdir(parents=True, exist_ok=True)
+                    for k, img in enumerate(p.images[: min(n, 4)]):
+                        img.save(folder / f"{t.id}-{k}.png")
+                    p.image.save(folder / f"{t.id}-best.png")  # the CDM's pick of all n
+                # Greedy decoding beside the paper's temperature 1: how much of a model's
+                # minimal-editing loss is sampling noise (the paper: lower temperatures copy).
+                greedy = predict(world, list(codes), [t.action for t in chunk], 1, SamplingConfig(temperature=0.0),
+                                 [make_generator(0) for _ in chunk], None, images)
+                greedy_rows += [judged_row(t, [judge_triplet(t, p.images[0])]) for t, p in zip(chunk, greedy, strict=True)]
+            results[name] = rows
+            results[name + GREEDY] = greedy_rows
+            del world
+            torch.cuda.empty_cache() if torch.cuda.is_available() else None
+        write_atomic(self.out / "predictions" / "judged.json", json.dumps(results))
+        return {"models": list(results), "samples": len(test), "candidates": n}
+
+    # -- report -----------------------------------------------------------------------------
+
+    def stage_report(self) -> dict[str, Any]:
+        from worldboot.evaluate.plots import plot_recognition_weights
+
+        judged = json.loads((self.out / "predictions" / "judged.json").read_text())
+        figures = self.out / "figures"
+        figures.mkdir(exist_ok=True)
+        plot_recognition_weights(self.out / "cache" / "labelled", figures / "figure3_weights.png", n=4,
+                                 seed=self.cfg.seed)
+        shutil.copy(self.out / "probe" / "figure2_preferences.png", figures / "figure2_preferences.png")
+        ks = sorted(self.cfg.best_of)
+        t2 = table2(judged, ks)
+        plot_k(judged, ks, figures / "figure7_best_of_k.png")
+        plot_examples(self, figures / "examples.png")
+        verdicts = claims(self.state, t2, ks, judged)
+        md = markdown(self, t2, ks, verdicts)
+        write_atomic(self.out / "report.md", md)
+        write_atomic(self.out / "report.html", to_html(md))
+        return {"claims": verdicts}

@@ -1,0 +1,144 @@
+"""What ``worldboot evaluate`` reads: the benchmark, and each model's predictions folder (``worldboot generate``'s ``predictions.jsonl``, or any folder of images named by sample id)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under
+from worldboot.errors import DataError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+
+# -- inputs --------------------------------------------------------------------------------------
+
+
+def load_bench(path: str | os.PathLike[str], problems: Problems, root: str | None = None) -> list[Triplet]:
+    """Triplets of a benchmark: a JSONL manifest, or AURORA-BENCH's ``test.json`` (through
+    :mod:`worldboot.data.aurora`).
+
+    Raises:
+        DataError: When the file is missing, of an unknown kind, or holds no usable sample.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"benchmark not found: {path}")
+    if path.suffix == ".json":
+        from worldboot.data.aurora import load_aurora_bench
+
+        # Subsets without targets (clevr, emu, epic) stay: the judge needs no target.
+        triplets = load_aurora_bench(path, root=root or None, problems=problems, require_target=False)
+    else:
+        triplets = read_manifest(path, problems, root=root or None)
+    if not triplets:
+        raise DataError(f"{path}: no usable sample (see the problems report)")
+    seen: set[str] = set()
+    unique = []
+    for t in triplets:
+        if t.id in seen:
+            problems.add(path, 0, f"duplicate id: {t.id}")
+            continue
+        seen.add(t.id)
+        unique.append(t)
+    return unique
+
+
+@dataclass
+class StoredCandidate:
+    """One of several sampled predictions for a sample.
+
+    Attributes:
+        image: Absolute path.
+        score: The dynamics model's score (log-likelihood of the action; higher is better), if any.
+    """
+
+    image: str
+    score: float | None = None
+
+
+@dataclass
+class StoredPrediction:
+    """A model's prediction for one sample.
+
+    Attributes:
+        image: Absolute path of the prediction (the chosen candidate when there are several).
+        candidates: All sampled candidates (empty for single predictions).
+        chosen: Index of the candidate ``image`` is, when known.
+    """
+
+    image: str | None
+    candidates: list[StoredCandidate] = field(default_factory=list)
+    chosen: int | None = None
+
+
+def _read_predictions_jsonl(pred_dir: Path, problems: Problems) -> dict[str, StoredPrediction]:
+    path = pred_dir / "predictions.jsonl"
+    out: dict[str, StoredPrediction] = {}
+    for lineno, row in iter_jsonl(path, problems):
+        if "id" not in row:
+            problems.add(path, lineno, "missing field: id")
+            continue
+        sid = str(row["id"])
+        if sid in out:
+            problems.add(path, lineno, f"duplicate id: {sid}")
+            continue
+        try:
+            candidates = []
+            for c in row.get("candidates") or []:
+                cpath = c["image"] if isinstance(c, dict) else c
+                cscore = c.get("score") if isinstance(c, dict) else None
+                candidates.append(
+                    StoredCandidate(str(resolve_under(pred_dir, cpath)), float(cscore) if cscore is not None else None)
+                )
+            chosen = row.get("chosen")
+            chosen = int(chosen) if chosen is not None else None
+            if chosen is not None and not 0 <= chosen < len(candidates):
+                problems.add(path, lineno, f"chosen {chosen} is not a candidate index")
+                chosen = None
+            if row.get("image"):
+                image = str(resolve_under(pred_dir, row["image"]))
+            elif chosen is not None:
+                image = candidates[chosen].image
+            else:
+                problems.add(path, lineno, "missing field: image")
+                continue
+        except DataError as err:
+            problems.add(path, lineno, str(err))
+            continue
+        except (KeyError, TypeError, ValueError) as err:
+            problems.add(path, lineno, f"bad candidates: {type(err).__name__}: {err}")
+            continue
+        out[sid] = StoredPrediction(image=image, candidates=candidates, chosen=chosen)
+    return out
+
+
+def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> dict[str, StoredPrediction]:
+    """A model's predictions, keyed by sample id.
+
+    Reads ``predictions.jsonl`` when present; otherwise indexes every image under the folder by
+    its path without suffix (``<id>.png``, ``images/<id>.png`` and ``<subset>/<id>.jpg`` work).
+
+    Raises:
+        DataError: When the folder is missing or holds neither file nor image.
+    """
+    pred_dir = Path(pred_dir)
+    if not pred_dir.is_dir():
+        raise DataError(f"predictions directory not found: {pred_dir}")
+    if (pred_dir / "predictions.jsonl").is_file():
+        return _read_predictions_jsonl(pred_dir, problems)
+    out: dict[str, StoredPrediction] = {}
+    for path in sorted(pred_dir.rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        rel = path.relative_to(pred_dir).with_suffix("").as_posix()
+        keys = [rel] + ([rel[len("images/") :]] if rel.startswith("images/") else [])
+        for key in keys:
+            if key in out:
+                problems.add(path, 0, f"two images for id {key}: {out[key].image} is used")
+                continue
+            out[key] = StoredPrediction(image=str(path.resolve()))
+    if not out:
+        raise DataError(f"{pred_dir} has no predictions.jsonl and no images")
+    return out
