@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny Chameleon saved once per session, paths to shared real data."""
+"""Fixtures: a tiny Chameleon saved once per session, and real data named by environment variables."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-#: Real AURORA-BENCH subsets shipped beside the repo (tests may read them; the product does not).
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-AURORA_BENCH = SHARED / "data" / "aurora-bench"
+#: Real data a few tests read when it is there (the product never needs it): a folder with
+#: AURORA-BENCH's ``test.json`` and its images, and the paper's text (for the judge's prompt).
+AURORA_BENCH_ENV = "WORLDBOOT_TEST_AURORA_BENCH"
+PAPER_ENV = "WORLDBOOT_TEST_PAPER"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,7 +54,17 @@ def world(tiny_dir: Path):
 
 @pytest.fixture(scope="session")
 def aurora_bench() -> Path:
-    """The real AURORA-BENCH subsets; skipped when ../shared is not beside the checkout."""
-    if not (AURORA_BENCH / "test.json").is_file():
-        pytest.skip("../shared/data/aurora-bench not present")
-    return AURORA_BENCH
+    """Real AURORA-BENCH subsets from ``$WORLDBOOT_TEST_AURORA_BENCH``; skipped without them."""
+    folder = Path(os.environ.get(AURORA_BENCH_ENV, "/nonexistent"))
+    if not (folder / "test.json").is_file():
+        pytest.skip(f"real AURORA-BENCH data: set {AURORA_BENCH_ENV} to a folder holding its test.json")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def paper_text() -> str:
+    """The paper's text from the file ``$WORLDBOOT_TEST_PAPER``; skipped without it."""
+    path = Path(os.environ.get(PAPER_ENV, "/nonexistent"))
+    if not path.is_file():
+        pytest.skip(f"the paper's text: set {PAPER_ENV} to the file")
+    return path.read_text(encoding="utf-8", errors="replace")

@@ -6,13 +6,13 @@ from __future__ import annotations
 import base64
 import io
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fakes.openai_server import FakeOpenAI, error, image_urls, prompt_text, reply, stall
 from worldboot.errors import ConfigError
 from worldboot.evaluate.judge import (
     JUDGE_PROMPT,
@@ -25,10 +25,6 @@ from worldboot.evaluate.judge import (
     parse_verdict,
 )
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fakes.openai_server import FakeOpenAI, error, image_urls, prompt_text, reply, stall  # noqa: E402
-
-PAPER = Path(__file__).resolve().parents[2].parent / "shared" / "paper" / "000_77f6690184c262c1.txt"
 KEY = "sk-test-SENTINEL-0123456789abcdef"
 
 
@@ -52,10 +48,8 @@ def _judge(server: FakeOpenAI, tmp_path: Path, monkeypatch, **kw) -> OpenAIJudge
 # -- prompt and parsing -------------------------------------------------------------------------
 
 
-def test_prompt_matches_paper_appendix_h():
-    if not PAPER.is_file():
-        pytest.skip("paper text not beside the checkout")
-    text = PAPER.read_text()
+def test_prompt_matches_paper_appendix_h(paper_text):
+    text = paper_text
     start = text.index("You are a professional digital artist.")
     end = text.index("Editing instruction: {instruction}", start) + len("Editing instruction: {instruction}")
 

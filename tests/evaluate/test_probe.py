@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import square_triplets
 from worldboot.cli import main
 from worldboot.data.negatives import NEGATIVE_KINDS
 from worldboot.data.schema import Problems, read_manifest
 from worldboot.evaluate.probe import ProbeConfig, probe, summarise
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import square_triplets  # noqa: E402
 
 
 def test_probe_counts_and_percentages(tiny, tmp_path):

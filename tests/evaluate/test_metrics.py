@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,12 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import square_triplets
 from worldboot.errors import ModelError
 from worldboot.evaluate.metrics import ClipScorer, DinoScorer, l1_distance
 from worldboot.evaluate.tables import AVG, aggregate, render_csv, render_markdown
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import square_triplets  # noqa: E402
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from pathlib import Path
 
 import pytest
 
+from helpers import square_triplets
 from worldboot.cli import main
 from worldboot.data.schema import Problems
 from worldboot.evaluate.text_metrics import (
@@ -21,9 +20,6 @@ from worldboot.evaluate.text_metrics import (
     rouge_scores,
     score_actions,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import square_triplets  # noqa: E402
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import square_triplets
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.train.recipes import (
     DataSettings,
@@ -23,9 +24,6 @@ from worldboot.train.recipes import (
     Trainer,
     run_training,
 )
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import square_triplets  # noqa: E402
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 ROOT = Path(__file__).resolve().parents[2]

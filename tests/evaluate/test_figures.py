@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 from PIL import Image
 
+from helpers import square_triplets
 from worldboot.cli import main
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from helpers import square_triplets  # noqa: E402
 
 
 def test_figure_weights_from_cache(tiny, tmp_path):

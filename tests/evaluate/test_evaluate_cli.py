@@ -8,22 +8,19 @@ import json
 import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from fakes.openai_server import FakeOpenAI, error
+from helpers import square_triplets
 from worldboot.cli import build_parser, main, subcommand_names
 from worldboot.config import load_config
 from worldboot.errors import DataError
 from worldboot.evaluate.predictions import read_predictions
 from worldboot.evaluate.run import EvaluateConfig, run_evaluation
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fakes.openai_server import FakeOpenAI, error  # noqa: E402
-from helpers import square_triplets  # noqa: E402
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 KEY = "sk-test-SENTINEL-fedcba9876543210"
