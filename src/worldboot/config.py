@@ -21,7 +21,7 @@ import json
 import os
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
@@ -226,24 +226,33 @@ def load_config(
     return from_dict(cls, tree)
 
 
+def preset_file(group: str, name: str) -> Path:
+    """The shipped YAML preset ``configs/<group>/<name>.yaml`` inside the installed package."""
+    from importlib.resources import files
+
+    return Path(str(files("worldboot").joinpath("configs", group, f"{name}.yaml")))
+
+
 def load_preset(
-    presets: Mapping[str, Callable[[], T]],
+    cls: type[T],
+    group: str,
     name: str,
+    names: Sequence[str],
     path: str | os.PathLike[str] | None = None,
     overrides: Iterable[str] = (),
     kind: str = "",
+    prefix: str = "",
 ) -> T:
-    """A named preset (a factory of config dataclasses), changed by an optional YAML file and
-    dotted overrides, as :func:`load_config` resolves them.
+    """The named preset ``configs/<group>/<prefix><name>.yaml`` (shipped with the package),
+    changed by an optional YAML file and dotted overrides, as :func:`load_config` resolves them.
 
     Raises:
-        ConfigError: For an unknown name (``kind`` says of what, e.g. ``"demo"``) or a bad key.
+        ConfigError: For a name not in ``names`` (``kind`` says of what, e.g. ``"demo"``) or a bad key.
     """
-    if name not in presets:
+    if name not in names:
         what = f"{kind} preset" if kind else "preset"
-        raise ConfigError(f"unknown {what} {name!r}; choose from {', '.join(presets)}")
-    made = presets[name]()
-    return load_config(type(made), path, overrides, base=to_dict(made))
+        raise ConfigError(f"unknown {what} {name!r}; choose from {', '.join(names)}")
+    return load_config(cls, path, overrides, base=read_yaml(preset_file(group, prefix + name)))
 
 
 def dump_yaml(cfg: Any) -> str:

@@ -63,19 +63,16 @@ def test_preset_loads(path):
     assert _loader(command, path)(path) is not None
 
 
-def test_demo_presets_match_shipped_yaml():
-    """`worldboot demo --preset NAME` reads its sizes from Python (an installed package has no
-    configs/ folder); the shipped YAML files must say the same."""
-    from worldboot.config import to_dict
+def test_demo_presets_are_the_packaged_yaml_files():
+    """`worldboot demo --preset NAME` reads the package's configs/demo/NAME.yaml: the one copy."""
+    from worldboot.config import preset_file
     from worldboot.demo import PRESETS as DEMO_PRESETS
-    from worldboot.demo import DemoConfig, load_demo_config
+    from worldboot.demo import load_demo_config
 
-    for name, make in DEMO_PRESETS.items():
-        path = ROOT / "configs" / "demo" / f"{name}.yaml"
-        assert to_dict(load_config(DemoConfig, path)) == to_dict(make()), name
-        # The file applied on top of the other preset gives the file's sizes back.
-        other = next(n for n in DEMO_PRESETS if n != name)
-        assert to_dict(load_demo_config(other, path)) == to_dict(make()), name
+    for name in DEMO_PRESETS:
+        path = preset_file("demo", name)
+        assert path.resolve() == (ROOT / "configs" / "demo" / f"{name}.yaml").resolve()
+        assert load_demo_config(name).base_preset == name
     assert load_demo_config("smoke", overrides=["cdm.steps=7"]).cdm.steps == 7
 
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from worldboot import world
-from worldboot.config import read_yaml, to_dict
+from worldboot.config import read_yaml
+from worldboot.errors import ConfigError
 from worldboot.models import load_backbone
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
 from worldboot.world import base as wb
@@ -64,13 +65,16 @@ def cache(tmp_path, monkeypatch):
     return spy
 
 
-def test_presets_match_shipped_yaml():
+def test_presets_are_the_packaged_yaml_files():
+    from worldboot.config import preset_file
+
     for name in wb.PRESETS:
-        path = ROOT / "configs" / "demo" / f"base_{name}.yaml"
+        path = preset_file("demo", f"base_{name}")
         assert path.read_text().startswith("# worldboot base build")
-        shipped = wb.load_recipe(name, path)
-        assert to_dict(shipped) == to_dict(wb.PRESETS[name]())
-        assert read_yaml(path)["name"] == name
+        assert read_yaml(path)["name"] == name == wb.load_recipe(name).name
+    assert wb.load_recipe("smoke", overrides=["lm.steps=7"]).lm.steps == 7
+    with pytest.raises(ConfigError, match="unknown base preset 'huge'"):
+        wb.load_recipe("huge")
 
 
 def test_hash_follows_recipe_and_world(monkeypatch):

@@ -27,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HELP_FORMATTER,
     )
     p.add_argument("--preset", choices=list(PRESETS), default="smoke",
-                   help="named sizes (the same as configs/demo/<preset>.yaml)")
+                   help="named sizes (configs/demo/<preset>.yaml in the package)")
     p.add_argument("--config", metavar="YAML", help="a demo config changing the preset (any subset of its keys)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")

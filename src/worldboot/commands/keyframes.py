@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="folder of videos, one video, CSV video,label, or list file",
     )
     p.add_argument("--out", required=True, metavar="RUN", help="run directory (created; reused to resume)")
-    p.add_argument("--config", metavar="YAML", help="preset (e.g. configs/mining/keyframes.yaml); flags win")
+    p.add_argument("--config", metavar="YAML", help="a YAML config (e.g. configs/mining/keyframes.yaml); flags win")
     p.add_argument("--k", type=int, help="key-frames per video, K_f (default 6, as in the paper)")
     p.add_argument("--interval", type=int, help="minimum frames between key-frames, I_f (default 20)")
     p.add_argument(

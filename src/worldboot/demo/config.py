@@ -4,7 +4,7 @@ its stages, report and claims share."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from worldboot.config import load_preset
@@ -46,7 +46,7 @@ class FineTuneSettings:
 
 @dataclass
 class DemoConfig:
-    """The demo's sizes; :data:`PRESETS` names two (``smoke`` and ``paper``, also shipped as
+    """The demo's sizes; :data:`PRESETS` names two (``smoke`` and ``paper``, the package's
     ``configs/demo/<name>.yaml``) and :func:`load_demo_config` resolves one.
 
     Attributes:
@@ -93,33 +93,8 @@ class DemoConfig:
     torch_threads: int = 0
 
 
-def _smoke() -> DemoConfig:
-    # The tiny base has little capacity in its attention projections, so the demo trains every
-    # weight (lora False); Anole-7B runs use the paper's LoRA (configs/anole7b/). Measured on
-    # base version 4: CDM slot accuracy 0.04 (base 0), see docs/results.md.
-    return DemoConfig(
-        base_preset="smoke", train_per_subset=100, test_per_subset=6, clips=10, synthetic_k=60, probe_per_subset=6,
-        cdm=FineTuneSettings(steps=200, lr=1e-3, lora=False), cwm=FineTuneSettings(steps=60, lr=1e-3, lora=False),
-    )
-
-
-def _paper() -> DemoConfig:
-    # Measured on the paper base (version 3): 1000 labelled triplets gave CDM slot accuracy 0.23
-    # after 400 steps and 0.23 after 1000, choice 0.25 and 0.21 (against 0.20 chance): more
-    # steps on the same data do not help; 5000 triplets and 1000 steps give 0.28 and 0.31 (base
-    # 0.23, p = 0.016). On 100 test triplets three of the four world-model claims were at
-    # p > 0.1; on 200 (with the larger training set) one of them was settled (the weighted
-    # loss's editing success, p = 0.001), the other two stayed at p = 0.14 and 0.4.
-    return DemoConfig(
-        base_preset="paper", train_per_subset=1000, test_per_subset=40, clips=200, synthetic_k=1000,
-        probe_per_subset=20,
-        cdm=FineTuneSettings(steps=1000, lr=1e-3, lora=False), cwm=FineTuneSettings(steps=400, lr=1e-3, lora=False),
-    )
-
-
-#: Named sizes; ``configs/demo/<name>.yaml`` hold the same values (a test checks), so that an
-#: installed package without the ``configs/`` folder runs the same presets.
-PRESETS: dict[str, Callable[[], DemoConfig]] = {"smoke": _smoke, "paper": _paper}
+#: Named sizes, each ``configs/demo/<name>.yaml`` inside the package (the one copy).
+PRESETS = ("smoke", "paper")
 
 
 def load_demo_config(
@@ -130,7 +105,7 @@ def load_demo_config(
     Raises:
         ConfigError: For an unknown preset or a bad key.
     """
-    return load_preset(PRESETS, preset, config, overrides, kind="demo")
+    return load_preset(DemoConfig, "demo", preset, PRESETS, config, overrides, kind="demo")
 
 
 WORLD_MODELS = {

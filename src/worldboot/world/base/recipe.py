@@ -6,7 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -133,36 +133,8 @@ class BaseRecipe:
     lm: LMRecipe = field(default_factory=LMRecipe)
 
 
-def _smoke() -> BaseRecipe:
-    return BaseRecipe(
-        name="smoke",
-        vq=VQRecipe(train=VQTrainSettings(steps=1000, batch_size=4, lr=2e-3)),
-        lm=LMRecipe(
-            hidden=128, layers=2, heads=4, intermediate=256, scenes=768, steps=400, batch_size=16, copy_fraction=0.5
-        ),
-    )
-
-
-def _paper() -> BaseRecipe:
-    return BaseRecipe(
-        name="paper",
-        vq=VQRecipe(train=VQTrainSettings(steps=2000, batch_size=4, lr=2e-3)),
-        lm=LMRecipe(
-            hidden=192,
-            layers=3,
-            heads=6,
-            intermediate=512,
-            scenes=3072,
-            steps=800,
-            batch_size=16,
-            lr=2e-3,
-            copy_fraction=0.5,
-        ),
-    )
-
-
-#: Named recipes; ``configs/demo/base_<name>.yaml`` hold the same values (a test checks).
-PRESETS: dict[str, Callable[[], BaseRecipe]] = {"smoke": _smoke, "paper": _paper}
+#: Named recipes, each ``configs/demo/base_<name>.yaml`` inside the package (the one copy).
+PRESETS = ("smoke", "paper")
 
 
 def load_recipe(
@@ -173,7 +145,7 @@ def load_recipe(
     Raises:
         ConfigError: For an unknown preset or a bad key.
     """
-    return load_preset(PRESETS, preset, config, overrides, kind="base")
+    return load_preset(BaseRecipe, "demo", preset, PRESETS, config, overrides, kind="base", prefix="base_")
 
 
 def world_fingerprint() -> dict[str, Any]:
