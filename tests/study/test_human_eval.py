@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from worldboot.errors import ConfigError, DataError
-from worldboot.evaluate.stats import wilcoxon_paired
+from worldboot.stats import wilcoxon_paired
 from worldboot.study.analysis import ALL, DAGGER, analyse_votes, format_markdown
 from worldboot.study.spec import default_db_path, load_study
 from worldboot.study.votes import VoteStore

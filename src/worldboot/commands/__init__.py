@@ -6,5 +6,27 @@ exit code.
 """
 
 import argparse
+import sys
 
 HELP_FORMATTER = argparse.RawDescriptionHelpFormatter
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of one subcommand; with ``default_verb`` set, its first word selects a verb
+    and ``default_verb`` is meant when that word is not one of ``verbs``.
+
+    argparse has no default subcommand; inserting the verb before parsing keeps every option of
+    the default verb usable before or after its positionals (``--bench B PRED`` and ``PRED
+    --bench B``).
+    """
+
+    default_verb: str | None = None
+    verbs: frozenset[str] = frozenset()
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102 - argparse's signature
+        if self.default_verb is None:
+            return super().parse_known_args(args, namespace)
+        args = list(sys.argv[1:] if args is None else args)
+        if args and args[0] not in self.verbs and args[0] not in ("-h", "--help"):
+            args.insert(0, self.default_verb)
+        return super().parse_known_args(args, namespace)

@@ -30,22 +30,6 @@ EXAMPLE = """examples:
   worldboot evaluate <verb> --help
 """
 
-class _DefaultVerbParser(argparse.ArgumentParser):
-    """A parser whose first word selects a verb, and ``run`` when it is not a verb.
-
-    argparse has no default subcommand; inserting ``run`` before parsing keeps every option of
-    ``run`` usable before or after the predictions (``--bench B PRED`` and ``PRED --bench B``).
-    """
-
-    verbs: frozenset[str] = frozenset()
-
-    def parse_known_args(self, args=None, namespace=None):  # noqa: D102 - argparse's signature
-        args = list(sys.argv[1:] if args is None else args)
-        if args and args[0] not in self.verbs and args[0] not in ("-h", "--help"):
-            args.insert(0, "run")
-        return super().parse_known_args(args, namespace)
-
-
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", "-c", metavar="YAML", help="a preset (configs/evaluate/*.yaml)")
     p.add_argument("--strict", action="store_true", default=None, help="stop at the first bad input instead of counting it")
@@ -167,8 +151,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
-    # add_parser builds a plain ArgumentParser; this one needs the default-verb behaviour.
-    p.__class__ = _DefaultVerbParser
+    p.default_verb = "run"
     verbs = p.add_subparsers(dest="verb", metavar="VERB", parser_class=argparse.ArgumentParser)
     _add_run(verbs)
     _add_actions(verbs)

@@ -1,12 +1,12 @@
 """Which of the paper's claims held on a demo run: each a comparison of two models over the
-same test triplets, with a p-value from :mod:`worldboot.evaluate.stats` and a verdict."""
+same test triplets, with a p-value from :mod:`worldboot.stats` and a verdict."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from worldboot.demo.config import ALPHA, CHOICES
-from worldboot.evaluate.stats import binomial_p, paired_p
+from worldboot.stats import binomial_p, paired_p
 
 
 def pick(row: dict[str, Any], k: int) -> int:

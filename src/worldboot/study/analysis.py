@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.errors import ConfigError, DataError
-from worldboot.evaluate.stats import wilcoxon_paired
+from worldboot.stats import wilcoxon_paired
 from worldboot.study.spec import Study, default_db_path, load_study
 from worldboot.study.votes import Vote, VoteStore
 

@@ -1,4 +1,5 @@
-"""Significance tests shared by the demo's claims and the human-study analysis.
+"""Significance tests shared by the demo's claims and the human-study analysis (a bottom-layer
+module: :mod:`worldboot.study` sits below :mod:`worldboot.evaluate` and uses them too).
 
 * :func:`wilcoxon_paired`: two-sided Wilcoxon signed-rank test of paired samples (scipy), with
   an exact p-value for tied differences that scipy computes by permutation.
