@@ -398,6 +398,27 @@ def test_play_rollout_ranked_by_verifier(play_app, world):
     assert client.get("/play/unknown-rollout").status_code == 404
 
 
+@pytest.mark.parametrize("bad", ["\u00b2", "-1", "0", "three", "1.5", "99"])
+def test_form_numbers_are_checked_by_their_types_and_bounds(play_app, bad, caplog):
+    """A number of candidates or a choice that is not a whole number in range is a 400 page
+    naming the field, never a 500 (``str.isdigit()`` accepts "\u00b2", which ``int()`` refuses)."""
+    app, predictor = play_app
+    client = TestClient(app, headers=ORIGIN, follow_redirects=False, raise_server_exceptions=False)
+    r = client.post("/play", files={"image": ("a.png", _upload(), "image/png")}, data={"action": "go", "n": bad})
+    assert r.status_code == 400 and 'type="file"' in r.text, r.text[:300]
+    assert "n:" in r.text or "between 1 and" in r.text
+    assert len(predictor._rollouts) == 0
+    r = client.post("/play", files={"image": ("a.png", _upload(), "image/png")}, data={"action": "go", "n": "2"})
+    rollout_id = r.headers["location"].rsplit("/", 1)[1]
+    r = client.post(f"/play/{rollout_id}/step", data={"choice": bad, "action": "a"})
+    if bad == "0":  # the first candidate: a valid choice
+        assert r.status_code == 303
+    else:
+        assert r.status_code == 400 and "Traceback" not in r.text
+        assert len(predictor.get(rollout_id).steps) == 1
+    assert "Traceback" not in caplog.text
+
+
 @pytest.mark.parametrize(
     ("name", "payload", "status", "message"),
     [
@@ -463,7 +484,7 @@ def test_serve_command_wires_study_models_and_hosts(tmp_path, tiny_dir, monkeypa
     assert main([*args, "--world", str(tiny_dir), "--verifier", str(tiny_dir), "--samples", "2"]) == 0
     assert (served["host"], served["port"]) == ("127.0.0.1", 8123)
     app = served["app"]
-    assert app.state.predictor.num_samples == 2 and app.state.predictor.verifier is not None
+    assert app.state.web.predictor.num_samples == 2 and app.state.web.predictor.verifier is not None
     local = TestClient(app, base_url="http://127.0.0.1:8123")
     assert local.get("/").status_code == 200 and local.get("/play").status_code == 200
     # Bound to loopback, the server answers to loopback names only (DNS rebinding).
