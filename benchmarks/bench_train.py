@@ -23,7 +23,8 @@ from helpers import square_triplets  # noqa: E402
 from worldboot.data.cache import build_cache  # noqa: E402
 from worldboot.models import load_backbone  # noqa: E402
 from worldboot.models.tiny import save_tiny_chameleon  # noqa: E402
-from worldboot.train.recipes import DataSettings, OptimSettings, SourceSettings, TrainConfig, Trainer  # noqa: E402
+from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig  # noqa: E402
+from worldboot.train.recipes import Trainer  # noqa: E402
 
 STEPS = 12
 

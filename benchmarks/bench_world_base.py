@@ -43,15 +43,15 @@ def main() -> None:
     from worldboot.data.cache import build_cache
     from worldboot.models import load_backbone
     from worldboot.models.backbone import SamplingConfig
-    from worldboot.train.recipes import (
+    from worldboot.train.config import (
         DataSettings,
         LoraSettings,
         LossSettings,
         OptimSettings,
         SourceSettings,
         TrainConfig,
-        run_training,
     )
+    from worldboot.train.recipes import run_training
     from worldboot.world.base import get_world_base, read_info
     from worldboot.world.gen import generate_triplets
     from worldboot.world.judge import judge

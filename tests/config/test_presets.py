@@ -24,7 +24,7 @@ def _loader(command: str, path: Path):
     assert words[0] == "worldboot", f"first line must be a worldboot or accelerate command: {command}"
     verb = words[1:3]
     if verb[0] == "train":
-        from worldboot.train.recipes import TrainConfig as cls
+        from worldboot.train.config import TrainConfig as cls
     elif verb[0] == "generate":
         from worldboot.infer.generate import GenerateConfig as cls
     elif verb[0] == "rollout":

@@ -15,15 +15,8 @@ import torch
 
 from helpers import square_triplets
 from worldboot.errors import ConfigError, DataError, ModelError
-from worldboot.train.recipes import (
-    DataSettings,
-    LoraSettings,
-    OptimSettings,
-    SourceSettings,
-    TrainConfig,
-    Trainer,
-    run_training,
-)
+from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings, TrainConfig
+from worldboot.train.recipes import Trainer, run_training
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 ROOT = Path(__file__).resolve().parents[2]

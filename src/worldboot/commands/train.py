@@ -60,7 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config and run the recipe."""
     from worldboot.config import load_config
-    from worldboot.train.recipes import TrainConfig, run_training
+    from worldboot.train.config import TrainConfig
+    from worldboot.train.recipes import run_training
 
     flags = {
         "task": args.task,

@@ -157,15 +157,15 @@ class Demo:
         return {"comparisons": len(rows), "cells": [c for c in summary["cells"] if c["subset"] == "all"]}
 
     def _train(self, task: str, out: Path, caches: list[Path], s: FineTuneSettings, weighting: str = "none") -> None:
-        from worldboot.train.recipes import (
+        from worldboot.train.config import (
             DataSettings,
             LoraSettings,
             LossSettings,
             OptimSettings,
             SourceSettings,
             TrainConfig,
-            run_training,
         )
+        from worldboot.train.recipes import run_training
 
         if out.exists():
             shutil.rmtree(out)  # an unfinished run of a killed demo starts over

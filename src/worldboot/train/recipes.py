@@ -12,6 +12,9 @@ continues exactly (model adapter, optimiser, scheduler and RNG states come from 
 ``save_state``). The loss of a global batch is the sum of (weighted) token losses over all
 its micro-batches and processes divided by its number of completion tokens, so one process
 with micro-batch 2 and two processes with micro-batch 1 compute the same gradient.
+
+Its settings are :mod:`worldboot.train.config`; the mix of token caches it reads is
+:mod:`worldboot.train.data`.
 """
 
 from __future__ import annotations
@@ -20,221 +23,22 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import numpy as np
 import torch
 
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.progress import progress_bar
 from worldboot.runs import RunDir, read_jsonl, write_atomic
+from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, STATE_FILE, TrainConfig
+from worldboot.train.data import MixedDataset, _Entry
 from worldboot.train.examples import RenderedExample, collate, render_example
 from worldboot.train.losses import completion_loss_sum
-
-ADAPTER_DIR = "adapter"
-MERGED_DIR = "merged"
-CHECKPOINTS_DIR = "checkpoints"
-STATE_FILE = "trainer_state.json"
-
-
-@dataclass
-class LoraSettings:
-    """LoRA adapter (paper: r 16, alpha 32, dropout 0.05 on the attention projections).
-
-    Attributes:
-        enabled: False trains every weight (used to pre-train tiny models).
-        r: Rank.
-        alpha: Scaling numerator (scale = alpha / r).
-        dropout: Dropout on the adapter's input.
-        target_modules: Module names to adapt; the VQ model is never adapted.
-    """
-
-    enabled: bool = True
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
-
-
-@dataclass
-class OptimSettings:
-    """AdamW with warm-up and a decay schedule (paper: cosine).
-
-    Attributes:
-        lr: Peak learning rate.
-        weight_decay: AdamW weight decay.
-        betas: AdamW betas.
-        warmup_steps: Linear warm-up steps (capped at 10% of the run for short runs).
-        scheduler: ``cosine``, ``linear`` or ``constant`` after warm-up.
-        max_grad_norm: Gradient clipping (0 = off).
-    """
-
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 500
-    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float = 1.0
-
-
-@dataclass
-class SourceSettings:
-    """One data source of the mixture (paper Eq. 1: labelled + synthetic).
-
-    Attributes:
-        cache: A pre-tokenised cache directory (``worldboot tokenize``).
-        name: Label in logs (default: the folder name).
-        repeats: How often each sample appears per epoch; fractions sample a seeded subset
-            (0.5 = half of it), so ratios between sources are set here.
-        max_per_subset: Per-subset cap applied before repeats (the paper caps Kubric at 10K).
-    """
-
-    cache: str = ""
-    name: str = ""
-    repeats: float = 1.0
-    max_per_subset: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class DataSettings:
-    """The training mixture and its held-out split.
-
-    Attributes:
-        sources: Caches to mix.
-        eval_fraction: Share of each source held out (by a hash of the sample id, so the split
-            does not move when the mixture changes).
-        eval_max: Most held-out samples evaluated.
-    """
-
-    sources: list[SourceSettings] = field(default_factory=list)
-    eval_fraction: float = 0.05
-    eval_max: int = 256
-
-
-@dataclass
-class LossSettings:
-    """The completion loss.
-
-    Attributes:
-        weighting: ``l2`` = the paper's recognition-weighted loss (Eq. 2) on the world model's
-            target image tokens; ``none`` = plain cross-entropy. Ignored for dynamics.
-        uniform_mix: Share of uniform weight mixed into the recognition weights (0 = paper).
-    """
-
-    weighting: Literal["none", "l2"] = "none"
-    uniform_mix: float = 0.0
-
-
-@dataclass
-class TrainConfig:
-    """A training run of the CDM or the CWM.
-
-    Attributes:
-        task: ``dynamics`` (p(a | o_s, o_t)) or ``world`` (p(o_t | o_s, a)).
-        base_model: Model directory to start from.
-        out: Run directory.
-        epochs: Passes over the mixture (fractions allowed).
-        max_steps: Stop after this many optimiser steps (0 = from epochs).
-        batch_size: Global batch (samples per optimiser step, over all processes).
-        micro_batch_size: Samples per forward pass per process; accumulation fills the rest.
-        mixed_precision: ``auto`` = bf16 on GPUs that have it, else none.
-        model_dtype: Dtype of the frozen base weights (``auto``: bf16 on such GPUs).
-        gradient_checkpointing: Recompute activations in backward to save memory.
-        save_every: Checkpoint every N steps (0 = only at the end).
-        eval_every: Held-out loss every N steps (0 = only at the end).
-        log_every: Metrics line every N steps.
-        keep_checkpoints: Most recent checkpoints kept.
-        seed: Seeds data order, adapter initialisation and dropout.
-        trackers: accelerate trackers to log to (``tensorboard``, ``wandb``...), off by default.
-    """
-
-    task: Literal["dynamics", "world"] = "dynamics"
-    base_model: str = ""
-    out: str = "runs/train"
-    epochs: float = 10.0
-    max_steps: int = 0
-    batch_size: int = 64
-    micro_batch_size: int = 1
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
-    model_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
-    gradient_checkpointing: bool = False
-    save_every: int = 500
-    eval_every: int = 500
-    log_every: int = 10
-    keep_checkpoints: int = 2
-    seed: int = 0
-    trackers: list[str] = field(default_factory=list)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    optim: OptimSettings = field(default_factory=OptimSettings)
-    data: DataSettings = field(default_factory=DataSettings)
-    loss: LossSettings = field(default_factory=LossSettings)
 
 
 def _bf16_gpu() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-
-
-def _held_out(sample_id: str, fraction: float) -> bool:
-    import hashlib
-
-    h = int(hashlib.sha1(sample_id.encode()).hexdigest()[:8], 16)
-    return (h / 0xFFFFFFFF) < fraction
-
-
-@dataclass
-class _Entry:
-    source: int
-    index: int
-
-
-class MixedDataset:
-    """The Eq. 1 mixture of several caches, with per-subset caps, repeats and a held-out split."""
-
-    def __init__(self, data: DataSettings, seed: int) -> None:
-        from worldboot.data.cache import CachedTripletDataset, TokenCache
-
-        if not data.sources:
-            raise ConfigError("no data: give at least one cache (data.sources or --cache)")
-        self.datasets = []
-        self.names = []
-        self.train: list[_Entry] = []
-        self.eval: list[_Entry] = []
-        rng = np.random.default_rng(seed)
-        for s_idx, src in enumerate(data.sources):
-            path = Path(src.cache)
-            if not path.exists():
-                raise DataError(f"cache not found: {path} (build it with 'worldboot tokenize')")
-            cache = TokenCache(path)
-            ds = CachedTripletDataset(cache)
-            self.datasets.append(ds)
-            self.names.append(src.name or path.name)
-            by_subset: dict[str, list[int]] = {}
-            for i, rec in enumerate(cache.records):
-                by_subset.setdefault(rec["subset"], []).append(i)
-            keep: list[int] = []
-            for subset in sorted(by_subset):
-                idx = by_subset[subset]
-                cap = src.max_per_subset.get(subset)
-                if cap is not None and len(idx) > cap:
-                    idx = sorted(rng.choice(idx, size=cap, replace=False).tolist())
-                keep.extend(idx)
-            train_idx = [i for i in keep if not _held_out(cache.records[i]["id"], data.eval_fraction)]
-            eval_idx = [i for i in keep if _held_out(cache.records[i]["id"], data.eval_fraction)]
-            whole, frac = int(src.repeats), src.repeats - int(src.repeats)
-            chosen = train_idx * whole
-            if frac > 0 and train_idx:
-                n = int(round(frac * len(train_idx)))
-                chosen += sorted(rng.choice(train_idx, size=n, replace=False).tolist())
-            self.train += [_Entry(s_idx, i) for i in chosen]
-            self.eval += [_Entry(s_idx, i) for i in eval_idx]
-        self.eval = self.eval[: data.eval_max]
-        self.fingerprints = {ds.cache.fingerprint for ds in self.datasets}
-
-    def item(self, entry: _Entry) -> dict[str, Any]:
-        """The cached triplet behind ``entry``."""
-        return self.datasets[entry.source][entry.index]
 
 
 class Trainer:

@@ -1,0 +1,144 @@
+"""The training recipe's config (:class:`TrainConfig`) and its parts, every field documented; the YAML presets are ``configs/anole7b/`` and ``configs/demo/``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+ADAPTER_DIR = "adapter"
+MERGED_DIR = "merged"
+CHECKPOINTS_DIR = "checkpoints"
+STATE_FILE = "trainer_state.json"
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter (paper: r 16, alpha 32, dropout 0.05 on the attention projections).
+
+    Attributes:
+        enabled: False trains every weight (used to pre-train tiny models).
+        r: Rank.
+        alpha: Scaling numerator (scale = alpha / r).
+        dropout: Dropout on the adapter's input.
+        target_modules: Module names to adapt; the VQ model is never adapted.
+    """
+
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+@dataclass
+class OptimSettings:
+    """AdamW with warm-up and a decay schedule (paper: cosine).
+
+    Attributes:
+        lr: Peak learning rate.
+        weight_decay: AdamW weight decay.
+        betas: AdamW betas.
+        warmup_steps: Linear warm-up steps (capped at 10% of the run for short runs).
+        scheduler: ``cosine``, ``linear`` or ``constant`` after warm-up.
+        max_grad_norm: Gradient clipping (0 = off).
+    """
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 500
+    scheduler: Literal["cosine", "linear", "constant"] = "cosine"
+    max_grad_norm: float = 1.0
+
+
+@dataclass
+class SourceSettings:
+    """One data source of the mixture (paper Eq. 1: labelled + synthetic).
+
+    Attributes:
+        cache: A pre-tokenised cache directory (``worldboot tokenize``).
+        name: Label in logs (default: the folder name).
+        repeats: How often each sample appears per epoch; fractions sample a seeded subset
+            (0.5 = half of it), so ratios between sources are set here.
+        max_per_subset: Per-subset cap applied before repeats (the paper caps Kubric at 10K).
+    """
+
+    cache: str = ""
+    name: str = ""
+    repeats: float = 1.0
+    max_per_subset: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class DataSettings:
+    """The training mixture and its held-out split.
+
+    Attributes:
+        sources: Caches to mix.
+        eval_fraction: Share of each source held out (by a hash of the sample id, so the split
+            does not move when the mixture changes).
+        eval_max: Most held-out samples evaluated.
+    """
+
+    sources: list[SourceSettings] = field(default_factory=list)
+    eval_fraction: float = 0.05
+    eval_max: int = 256
+
+
+@dataclass
+class LossSettings:
+    """The completion loss.
+
+    Attributes:
+        weighting: ``l2`` = the paper's recognition-weighted loss (Eq. 2) on the world model's
+            target image tokens; ``none`` = plain cross-entropy. Ignored for dynamics.
+        uniform_mix: Share of uniform weight mixed into the recognition weights (0 = paper).
+    """
+
+    weighting: Literal["none", "l2"] = "none"
+    uniform_mix: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """A training run of the CDM or the CWM.
+
+    Attributes:
+        task: ``dynamics`` (p(a | o_s, o_t)) or ``world`` (p(o_t | o_s, a)).
+        base_model: Model directory to start from.
+        out: Run directory.
+        epochs: Passes over the mixture (fractions allowed).
+        max_steps: Stop after this many optimiser steps (0 = from epochs).
+        batch_size: Global batch (samples per optimiser step, over all processes).
+        micro_batch_size: Samples per forward pass per process; accumulation fills the rest.
+        mixed_precision: ``auto`` = bf16 on GPUs that have it, else none.
+        model_dtype: Dtype of the frozen base weights (``auto``: bf16 on such GPUs).
+        gradient_checkpointing: Recompute activations in backward to save memory.
+        save_every: Checkpoint every N steps (0 = only at the end).
+        eval_every: Held-out loss every N steps (0 = only at the end).
+        log_every: Metrics line every N steps.
+        keep_checkpoints: Most recent checkpoints kept.
+        seed: Seeds data order, adapter initialisation and dropout.
+        trackers: accelerate trackers to log to (``tensorboard``, ``wandb``...), off by default.
+    """
+
+    task: Literal["dynamics", "world"] = "dynamics"
+    base_model: str = ""
+    out: str = "runs/train"
+    epochs: float = 10.0
+    max_steps: int = 0
+    batch_size: int = 64
+    micro_batch_size: int = 1
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
+    model_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
+    gradient_checkpointing: bool = False
+    save_every: int = 500
+    eval_every: int = 500
+    log_every: int = 10
+    keep_checkpoints: int = 2
+    seed: int = 0
+    trackers: list[str] = field(default_factory=list)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    data: DataSettings = field(default_factory=DataSettings)
+    loss: LossSettings = field(default_factory=LossSettings)

@@ -1,0 +1,73 @@
+"""The training data: token caches mixed by weight, with a stable held-out split by sample id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from worldboot.errors import ConfigError, DataError
+from worldboot.train.config import DataSettings
+
+
+def _held_out(sample_id: str, fraction: float) -> bool:
+    import hashlib
+
+    h = int(hashlib.sha1(sample_id.encode()).hexdigest()[:8], 16)
+    return (h / 0xFFFFFFFF) < fraction
+
+
+@dataclass
+class _Entry:
+    source: int
+    index: int
+
+
+class MixedDataset:
+    """The Eq. 1 mixture of several caches, with per-subset caps, repeats and a held-out split."""
+
+    def __init__(self, data: DataSettings, seed: int) -> None:
+        from worldboot.data.cache import CachedTripletDataset, TokenCache
+
+        if not data.sources:
+            raise ConfigError("no data: give at least one cache (data.sources or --cache)")
+        self.datasets = []
+        self.names = []
+        self.train: list[_Entry] = []
+        self.eval: list[_Entry] = []
+        rng = np.random.default_rng(seed)
+        for s_idx, src in enumerate(data.sources):
+            path = Path(src.cache)
+            if not path.exists():
+                raise DataError(f"cache not found: {path} (build it with 'worldboot tokenize')")
+            cache = TokenCache(path)
+            ds = CachedTripletDataset(cache)
+            self.datasets.append(ds)
+            self.names.append(src.name or path.name)
+            by_subset: dict[str, list[int]] = {}
+            for i, rec in enumerate(cache.records):
+                by_subset.setdefault(rec["subset"], []).append(i)
+            keep: list[int] = []
+            for subset in sorted(by_subset):
+                idx = by_subset[subset]
+                cap = src.max_per_subset.get(subset)
+                if cap is not None and len(idx) > cap:
+                    idx = sorted(rng.choice(idx, size=cap, replace=False).tolist())
+                keep.extend(idx)
+            train_idx = [i for i in keep if not _held_out(cache.records[i]["id"], data.eval_fraction)]
+            eval_idx = [i for i in keep if _held_out(cache.records[i]["id"], data.eval_fraction)]
+            whole, frac = int(src.repeats), src.repeats - int(src.repeats)
+            chosen = train_idx * whole
+            if frac > 0 and train_idx:
+                n = int(round(frac * len(train_idx)))
+                chosen += sorted(rng.choice(train_idx, size=n, replace=False).tolist())
+            self.train += [_Entry(s_idx, i) for i in chosen]
+            self.eval += [_Entry(s_idx, i) for i in eval_idx]
+        self.eval = self.eval[: data.eval_max]
+        self.fingerprints = {ds.cache.fingerprint for ds in self.datasets}
+
+    def item(self, entry: _Entry) -> dict[str, Any]:
+        """The cached triplet behind ``entry``."""
+        return self.datasets[entry.source][entry.index]
