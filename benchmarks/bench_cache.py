@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from worldboot.data.cache import CachedTripletDataset, build_cache, recognition_weights
+from worldboot.data.cache import CachedTripletDataset, recognition_weights
 from worldboot.data.schema import Triplet
+from worldboot.data.tokenize import build_cache
 from worldboot.images import open_image
 from worldboot.models.tiny import build_tiny_chameleon
 

@@ -20,7 +20,7 @@ os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from helpers import square_triplets  # noqa: E402
-from worldboot.data.cache import build_cache  # noqa: E402
+from worldboot.data.tokenize import build_cache  # noqa: E402
 from worldboot.models import load_backbone  # noqa: E402
 from worldboot.models.tiny import save_tiny_chameleon  # noqa: E402
 from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig  # noqa: E402

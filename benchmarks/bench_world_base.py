@@ -40,7 +40,7 @@ def main() -> None:
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
 
     from worldboot import world
-    from worldboot.data.cache import build_cache
+    from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
     from worldboot.models.backbone import SamplingConfig
     from worldboot.train.config import (

@@ -17,8 +17,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from worldboot.data.cache import CachedTripletDataset, TokenCache, build_cache, recognition_weights
+from worldboot.data.cache import CachedTripletDataset, TokenCache, recognition_weights
 from worldboot.data.schema import Problems, Triplet, content_hash, write_manifest
+from worldboot.data.tokenize import build_cache
 from worldboot.errors import DataError, ModelError
 
 
@@ -256,7 +257,7 @@ def test_killed_process_resumes_to_the_clean_result(backbone, tiny_dir: Path, ch
     script = textwrap.dedent(
         """
         import os, signal, sys
-        from worldboot.data.cache import build_cache
+        from worldboot.data.tokenize import build_cache
         from worldboot.data.schema import read_manifest
         from worldboot.models import load_backbone
 

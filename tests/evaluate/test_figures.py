@@ -10,7 +10,8 @@ from worldboot.cli import main
 
 
 def test_figure_weights_from_cache(tiny, tmp_path):
-    from worldboot.data.cache import TokenCache, build_cache
+    from worldboot.data.cache import TokenCache
+    from worldboot.data.tokenize import build_cache
 
     triplets = square_triplets(tmp_path / "sq", 4, seed=0)
     build_cache(triplets, tiny, tmp_path / "cache", progress=False)

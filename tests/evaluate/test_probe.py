@@ -68,7 +68,7 @@ def test_trained_dynamics_model_prefers_references_more(tiny_dir, tmp_path):
     2-layer model only memorises, which is enough to show that the probe sees training.)"""
     import os
 
-    from worldboot.data.cache import build_cache
+    from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
     from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig
     from worldboot.train.recipes import run_training

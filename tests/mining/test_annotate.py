@@ -212,3 +212,20 @@ def test_accelerate_launch_shards_by_rank(tiny_dir, pairs, tmp_path):
     files = sorted(p.name for p in out.glob("annotated*.jsonl"))
     assert files == ["annotated.shard-0-of-2.jsonl", "annotated.shard-1-of-2.jsonl"]
     assert done_ids(out.glob("annotated*.jsonl")) == {r["id"] for r in read_jsonl(pairs)}
+
+
+def test_pairs_outside_the_key_frames_folder_are_skipped_and_counted(tiny, pairs, tmp_path):
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (8, 8)).save(secret)
+    rows = read_jsonl(pairs)
+    rows.append(rows[0] | {"id": "evil", "source": "../secret.png"})
+    rows.append(rows[1] | {"id": "abs", "target": str(secret)})
+    pairs.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "annotated"
+    summary = annotate_pairs(pairs, tiny, out, AnnotateConfig(**FAST), progress=False)
+    assert summary.annotated == 6 and summary.problems == 2
+    problems = read_jsonl(out / "problems.jsonl")
+    assert [p["line"] for p in problems] == [7, 8] and all("escapes the data root" in p["reason"] for p in problems)
+    # A root that holds both lets them through.
+    wide = annotate_pairs(pairs, tiny, tmp_path / "wide", AnnotateConfig(**FAST, root=str(tmp_path)), progress=False)
+    assert wide.annotated == 8 and wide.problems == 0

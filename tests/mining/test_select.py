@@ -180,3 +180,25 @@ def test_missing_input_is_one_line(tmp_path, capsys):
     (tmp_path / "emptydir").mkdir()
     assert main(["select", str(tmp_path / "emptydir"), "--out", str(tmp_path / "o")]) == 2
     assert "no annotated*.jsonl" in capsys.readouterr().err
+
+
+def test_images_outside_the_data_root_or_missing_are_skipped_and_counted(annotated, tmp_path):
+    """A row naming ``../../../../etc/passwd`` (or any file outside the mining run) is never
+    copied into the dataset; a missing image skips its row, and the rest is selected."""
+    secret = tmp_path.parent / "secret.txt"
+    secret.write_text("do not copy")
+    lines = (annotated / "annotated.jsonl").read_text().splitlines()
+    evil = json.loads(lines[0]) | {"id": "evil", "source": "../../../secret.txt"}
+    gone = json.loads(lines[1]) | {"id": "gone", "target": "../keyframes/frames/v9/000000.png"}
+    absolute = json.loads(lines[2]) | {"id": "abs", "target": str(secret)}
+    (annotated / "annotated.jsonl").write_text("\n".join([*lines, *map(json.dumps, (evil, gone, absolute))]) + "\n")
+    out = tmp_path / "synthetic"
+    summary = select_synthetic(annotated, out, SelectConfig(k=8, name="toy"))
+    assert summary.selected == 5 and summary.problems == 3
+    reasons = [json.loads(x)["reason"] for x in (out / "problems.jsonl").read_text().splitlines()]
+    assert sum("escapes the data root" in r for r in reasons) == 2 and sum("not found" in r for r in reasons) == 1
+    assert all(json.loads(x)["line"] in (6, 7, 8) for x in (out / "problems.jsonl").read_text().splitlines())
+    copied = [p.read_bytes() for p in (out / "images").rglob("*") if p.is_file()]
+    assert b"do not copy" not in copied
+    with pytest.raises(DataError, match="annotated.jsonl:6: source image path escapes"):
+        select_synthetic(annotated, tmp_path / "strict", SelectConfig(k=8, name="toy", strict=True))

@@ -9,9 +9,10 @@ from worldboot import world
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
 from worldboot.models.vq_train import VQTrainSettings, code_logits, train_vq
 from worldboot.world import base as wb
+from worldboot.world.actions import Action
 from worldboot.world.patches import CELL_KINDS, cell_kind, patch_code_count, patch_codes
 from worldboot.world.render import render
-from worldboot.world.scene import Action, Obj, Ref, Scene
+from worldboot.world.scene import Obj, Ref, Scene
 
 
 def _scene() -> Scene:

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory, tiny_dir) -> Path:
-    from worldboot.data.cache import build_cache
+    from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
 
     root = tmp_path_factory.mktemp("train-data")
@@ -85,6 +85,13 @@ def test_resume_continues_exactly(tiny_dir, cache_dir, tmp_path):
     first.train(stop_after=7)  # "killed" after step 7: the last checkpoint is step 6
     first.cleanup()
     del first
+    # Again into the killed run's folder without --resume: refused, nothing of it touched.
+    before = sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir())
+    metrics = (tmp_path / "killed" / "metrics.jsonl").read_text()
+    with pytest.raises(ConfigError, match="holds an earlier run .*--resume"):
+        run_training(killed)
+    assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == before
+    assert (tmp_path / "killed" / "metrics.jsonl").read_text() == metrics
     resumed = run_training(killed, resume=True)
     assert resumed["loss"] == pytest.approx(full["loss"], abs=1e-6)
     assert _losses(tmp_path / "straight")[-1] == pytest.approx(resumed["loss"], abs=1e-6)

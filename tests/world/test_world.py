@@ -15,6 +15,7 @@ from worldboot.cli import main
 from worldboot.data.schema import read_manifest
 from worldboot.errors import DataError
 from worldboot.images import open_image
+from worldboot.world.actions import Action
 from worldboot.world.gen import (
     CLIP_CLASSES,
     ClipSpec,
@@ -26,7 +27,7 @@ from worldboot.world.gen import (
     sample_pair,
 )
 from worldboot.world.render import parse_scene, render
-from worldboot.world.scene import Action, InvalidAction, Obj, Ref, Scene
+from worldboot.world.scene import InvalidAction, Obj, Ref, Scene
 from worldboot.world.text import TEMPLATES, action_text, normalise_text, parse_action, templates_for
 
 

@@ -11,10 +11,11 @@ import pytest
 from worldboot import world as w
 from worldboot.data.schema import Problems
 from worldboot.errors import DataError
+from worldboot.world.actions import Action
 from worldboot.world.gen import generate_triplets, sample_pair
 from worldboot.world.judge import judge, judge_predictions, judge_scenes, judge_triplet, mean_scores
 from worldboot.world.render import render
-from worldboot.world.scene import Action, Obj, Ref, Scene
+from worldboot.world.scene import Obj, Ref, Scene
 
 RED = Ref("red", "square")
 

@@ -52,9 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from worldboot.data.cache import DEFAULT_SHARD_SIZE, PROBLEMS_FILE, build_cache
+    from worldboot.data.cache import DEFAULT_SHARD_SIZE, PROBLEMS_FILE
     from worldboot.data.formats import load_any
     from worldboot.data.schema import Problems
+    from worldboot.data.tokenize import build_cache
     from worldboot.errors import UserError
     from worldboot.models import load_backbone
 

@@ -180,7 +180,7 @@ class Demo:
         run_training(cfg)
 
     def _cache(self, triplets, name: str) -> Path:
-        from worldboot.data.cache import build_cache
+        from worldboot.data.tokenize import build_cache
         from worldboot.models import load_backbone
 
         path = self.out / "cache" / name
@@ -190,7 +190,7 @@ class Demo:
     def stage_cdm(self) -> dict[str, Any]:
         from worldboot.evaluate.text_metrics import TextMetricsConfig, score_actions
         from worldboot.models import load_backbone
-        from worldboot.world.scene import Action
+        from worldboot.world.actions import Action
         from worldboot.world.text import parse_action, slot_accuracy
 
         labelled = self._cache(self.triplets("train"), "labelled")

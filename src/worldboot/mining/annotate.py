@@ -46,6 +46,9 @@ class AnnotateConfig:
         shard: ``"i/n"``: annotate only shard ``i`` of ``n`` (0-based); None for all, or
             the process's rank when launched by ``accelerate launch`` with several processes.
         strict: Stop at the first malformed pairs line or unreadable image.
+        root: Folder every image path of the pairs file must stay under (relative paths are
+            read from the pairs file's folder); None: that folder, where ``worldboot
+            keyframes`` writes its frames. A path outside it is skipped and counted.
     """
 
     batch_size: int = 8
@@ -55,6 +58,7 @@ class AnnotateConfig:
     seed: int = 0
     shard: str | None = None
     strict: bool = False
+    root: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that make no sense."""
@@ -106,8 +110,11 @@ def output_name(shard: tuple[int, int] | None, stem: str = "annotated") -> str:
     return f"{stem}.shard-{i}-of-{n}.jsonl"
 
 
-def read_pairs(path: str | os.PathLike[str], problems: Problems) -> list[dict[str, Any]]:
-    """Read ``pairs.jsonl``; image paths become absolute (relative ones: to the file's folder).
+def read_pairs(
+    path: str | os.PathLike[str], problems: Problems, root: str | os.PathLike[str] | None = None
+) -> list[dict[str, Any]]:
+    """Read ``pairs.jsonl``; image paths become absolute (relative ones: to the file's folder),
+    and must stay under ``root`` (default: the file's folder).
 
     Malformed lines, missing fields, repeated ids and missing images go to ``problems``.
     Each row gets ``_line``, its 1-based line number, for later reports (not written out).
@@ -118,7 +125,8 @@ def read_pairs(path: str | os.PathLike[str], problems: Problems) -> list[dict[st
     path = Path(path)
     if not path.is_file():
         raise DataError(f"pairs file not found: {path}")
-    root = path.resolve().parent
+    base = path.resolve().parent
+    root_path = Path(root).resolve() if root is not None else base
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for lineno, row in iter_jsonl(path, problems):
@@ -132,7 +140,11 @@ def read_pairs(path: str | os.PathLike[str], problems: Problems) -> list[dict[st
             continue
         bad = False
         for key in ("source", "target"):
-            image = (root / str(row[key])).resolve()
+            image = (base / str(row[key])).resolve()
+            if image != root_path and root_path not in image.parents:
+                problems.add(path, lineno, f"{key} image path escapes the data root {root_path}: {row[key]}")
+                bad = True
+                break
             if not image.is_file():
                 problems.add(path, lineno, f"image not found: {image}")
                 bad = True
@@ -215,7 +227,7 @@ def annotate_pairs(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     problems = Problems(strict=cfg.strict)
-    rows = read_pairs(pairs_path, problems)
+    rows = read_pairs(pairs_path, problems, cfg.root)
     summary = AnnotateSummary(pairs=len(rows))
     mine = rows if shard is None else shard_items(rows, shard[0], shard[1], key=lambda r: r["id"])
     summary.shard_pairs = len(mine)

@@ -39,6 +39,8 @@ class SelectConfig:
         name: Dataset name in the triplets' subset, ``synthetic/<name>``.
         plot_classes: Most classes shown in the score plot (the most frequent ones).
         strict: Stop at the first malformed row instead of reporting and skipping it.
+        root: Folder every image path must stay under; None: the parent of the folder that
+            holds the annotations, where a mining run keeps its key-frames beside them. A row whose image is outside it, or missing, is skipped and counted.
     """
 
     k: int = 7000
@@ -46,6 +48,7 @@ class SelectConfig:
     name: str = "videos"
     plot_classes: int = 30
     strict: bool = False
+    root: str | None = None
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that make no sense."""
@@ -118,11 +121,16 @@ def stratified_top_k(
     return taken
 
 
-def read_annotated(path: str | os.PathLike[str], problems: Problems) -> list[dict[str, Any]]:
+def read_annotated(
+    path: str | os.PathLike[str], problems: Problems, root: str | os.PathLike[str] | None = None
+) -> list[dict[str, Any]]:
     """Rows of ``annotate``'s output: a folder (all its ``annotated*.jsonl``) or one file.
 
-    Image paths become absolute (relative ones: to their file's folder). Malformed rows,
-    rows without a finite score, with an empty action, or repeating an id, go to ``problems``.
+    Image paths become absolute (relative ones: to their file's folder) and must name a file
+    under ``root`` (default: the parent of the folder holding the annotations, where a mining
+    run keeps its key-frames). Malformed rows, rows without a
+    finite score, with an empty action, repeating an id, or with an image outside ``root`` or
+    missing, go to ``problems``.
 
     Raises:
         DataError: When nothing is found at ``path``.
@@ -136,6 +144,8 @@ def read_annotated(path: str | os.PathLike[str], problems: Problems) -> list[dic
         files = [path]
     else:
         raise DataError(f"annotated file or folder not found: {path}")
+    folder = path if path.is_dir() else path.parent
+    root_path = Path(root).resolve() if root is not None else folder.resolve().parent
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for file in files:
@@ -163,11 +173,19 @@ def read_annotated(path: str | os.PathLike[str], problems: Problems) -> list[dic
             if rid in seen:
                 problems.add(file, lineno, f"duplicate id: {rid}")
                 continue
+            images = {k: (base / str(row[k])).resolve() for k in ("source", "target")}
+            outside = [k for k, p in images.items() if p != root_path and root_path not in p.parents]
+            if outside:
+                problems.add(file, lineno, f"{outside[0]} image path escapes the data root {root_path}: {row[outside[0]]}")
+                continue
+            missing_images = [k for k, p in images.items() if not p.is_file()]
+            if missing_images:
+                problems.add(file, lineno, f"{missing_images[0]} image not found: {images[missing_images[0]]}")
+                continue
             seen.add(rid)
             row["id"] = rid
             row["action"] = str(row["action"]).strip()
-            row["source"] = str((base / str(row["source"])).resolve())
-            row["target"] = str((base / str(row["target"])).resolve())
+            row["source"], row["target"] = str(images["source"]), str(images["target"])
             row["class"] = str(row.get("label") or NO_CLASS)
             rows.append(row)
     return rows
@@ -346,7 +364,7 @@ def select_synthetic(
     cfg = cfg or SelectConfig()
     cfg.validate()
     problems = Problems(strict=cfg.strict)
-    rows = read_annotated(annotated, problems)
+    rows = read_annotated(annotated, problems, cfg.root)
     if not rows:
         raise DataError(f"{annotated}: no usable annotated rows (see the reasons above or use --strict)")
     out = Path(out_dir)

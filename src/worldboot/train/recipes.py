@@ -65,6 +65,14 @@ class Trainer:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
+        earlier = [p.name for p in (self.metrics_path, self.out / CHECKPOINTS_DIR) if p.exists()]
+        if earlier and not self.resume:
+            # Appending a new run's metrics to an old run's, and pruning checkpoints of both by
+            # name, would mix two runs: refuse, and say how to continue or start elsewhere.
+            raise ConfigError(
+                f"{self.out} holds an earlier run ({', '.join(earlier)}): add --resume to continue it, "
+                "or give another --out (or delete the folder) to start over"
+            )
         self.out.mkdir(parents=True, exist_ok=True)
         if not cfg.base_model:
             raise ConfigError("base_model is empty: give the model directory to start from (--base)")

@@ -2,7 +2,8 @@
 
 Modules, each importing only those above it:
 
-* :mod:`~worldboot.world.scene`: scenes, the five action families, ``apply`` and sampling;
+* :mod:`~worldboot.world.scene`: scenes, objects, the world's constants, sampling scenes;
+* :mod:`~worldboot.world.actions`: the five action families, ``apply`` and sampling actions;
 * :mod:`~worldboot.world.text`: paraphrase templates, canonical texts, ``parse_action``;
 * :mod:`~worldboot.world.render`: the renderer and ``parse_scene``;
 * :mod:`~worldboot.world.patches`: what each token patch shows, the codes the base's tokenizer learns;
@@ -15,11 +16,37 @@ Everything but ``base`` is re-exported, so ``from worldboot import world`` then
 ``world.render(world.sample_scene(rng))`` works.
 """
 
+from worldboot.world.actions import (
+    Action,
+    acted_on,
+    apply,
+    candidate_actions,
+    distractor_actions,
+    is_valid,
+    sample_action,
+    why_invalid,
+)
 from worldboot.world.gen import CLIP_CLASSES, generate_clips, generate_triplets, read_clip_truth
 from worldboot.world.judge import JudgeResult, judge, judge_scenes, judge_triplet
 from worldboot.world.render import parse_scene, render
-from worldboot.world.scene import *  # noqa: F403
-from worldboot.world.scene import __all__ as _scene_all
+from worldboot.world.scene import (
+    COLOURS,
+    FAMILIES,
+    GRID,
+    KINDS,
+    MAX_OBJECTS,
+    PALETTE,
+    SHAPES,
+    SIZES,
+    STATES,
+    SUBSETS,
+    TABLE,
+    InvalidAction,
+    Obj,
+    Ref,
+    Scene,
+    sample_scene,
+)
 from worldboot.world.text import (
     SLOTS,
     TEMPLATES,
@@ -31,7 +58,30 @@ from worldboot.world.text import (
 )
 
 __all__ = [
-    *_scene_all,
+    "GRID",
+    "MAX_OBJECTS",
+    "TABLE",
+    "PALETTE",
+    "COLOURS",
+    "SHAPES",
+    "SIZES",
+    "STATES",
+    "SUBSETS",
+    "FAMILIES",
+    "KINDS",
+    "InvalidAction",
+    "Obj",
+    "Scene",
+    "Ref",
+    "Action",
+    "sample_scene",
+    "apply",
+    "is_valid",
+    "why_invalid",
+    "candidate_actions",
+    "sample_action",
+    "distractor_actions",
+    "acted_on",
     "SLOTS",
     "TEMPLATES",
     "templates_for",

@@ -45,17 +45,9 @@ from worldboot.data.schema import Problems, Triplet, iter_jsonl, write_manifest
 from worldboot.errors import DataError
 from worldboot.progress import progress_bar
 from worldboot.runs import atomic_path, write_atomic
+from worldboot.world.actions import Action, acted_on, apply, sample_action
 from worldboot.world.render import _check_size, draw_poses, extent, object_pose, render
-from worldboot.world.scene import (
-    FAMILIES,
-    SUBSETS,
-    Action,
-    Scene,
-    acted_on,
-    apply,
-    sample_action,
-    sample_scene,
-)
+from worldboot.world.scene import FAMILIES, SUBSETS, Scene, sample_scene
 from worldboot.world.text import action_text, canonical_text, templates_for
 
 #: Action family -> the Kinetics-like class of clips dominated by it.

@@ -49,8 +49,9 @@ import numpy as np
 
 from worldboot.data.schema import Problems, Triplet
 from worldboot.errors import DataError
+from worldboot.world.actions import Action, acted_on, apply, why_invalid
 from worldboot.world.render import ParsedImage, parse_image
-from worldboot.world.scene import OFFSETS, Action, Obj, Ref, Scene, acted_on, apply, why_invalid
+from worldboot.world.scene import OFFSETS, Obj, Ref, Scene
 from worldboot.world.text import canonical_text, parse_action
 
 ImageLike = Any  # PIL image, RGB array or image path

@@ -15,7 +15,8 @@ import re
 from functools import lru_cache
 from typing import Any
 
-from worldboot.world.scene import COLOURS, SHAPES, SIZES, Action, Ref, action_problem
+from worldboot.world.actions import Action, action_problem
+from worldboot.world.scene import COLOURS, SHAPES, SIZES, Ref
 
 #: Slot vocabularies: slot -> {value -> words}. Values are move/relation kinds, steps or sizes.
 SLOTS: dict[str, dict[Any, str]] = {
