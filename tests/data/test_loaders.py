@@ -9,6 +9,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from worldboot.data.aurora import load_aurora_bench, load_aurora_train
@@ -273,3 +275,55 @@ def test_jsonl_lines_that_are_not_utf8_are_reported_by_line(tmp_path: Path):
     assert [str(p) for p in problems] == [f"{f}:2: not UTF-8 text (byte 9 of the line)"]
     with pytest.raises(DataError, match=r"m.jsonl:2: not UTF-8"):
         list(iter_jsonl(f, Problems(strict=True)))
+
+
+def test_manifest_field_types_and_duplicate_ids_are_problems_with_lines(tmp_path: Path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    rows = [
+        {"id": "ok", "source": "a.png", "action": "push"},
+        {"id": "ok", "source": "a.png", "action": "pull"},
+        {"id": "n", "source": None, "action": "push"},
+        {"id": "l", "source": ["a.png"], "action": "push"},
+        {"id": "m", "source": "a.png", "action": "push", "meta": [1, 2]},
+        {"id": True, "source": "a.png", "action": "push"},
+        {"id": 7, "source": "a.png", "action": 3},
+        {"id": 8, "source": "a.png", "action": "go", "target": None},
+    ]
+    f = tmp_path / "m.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    problems = Problems()
+    got = read_manifest(f, problems)
+    assert [t.id for t in got] == ["ok", "8"] and got[1].target is None
+    assert [(p.line, p.reason.split(" (")[0].split(",")[0]) for p in problems] == [
+        (2, "duplicate id: ok"),
+        (3, "field 'source' must be a path string"),
+        (4, "field 'source' must be a path string"),
+        (5, "field 'meta' must be an object"),
+        (6, "field 'id' must be a string"),
+        (7, "field 'action' must be a string"),
+    ]
+    assert "first on line 1" in problems.items[0].reason
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(records=st.lists(
+    st.fixed_dictionaries({}, optional={k: JSON for k in ("id", "source", "target", "action", "subset", "meta")}),
+    max_size=5,
+))
+def test_any_manifest_records_load_or_become_problems(tmp_path: Path, records):
+    """Whatever JSON a manifest line holds, reading it gives triplets or problems with a line
+    number: never an exception."""
+    f = tmp_path / "h.jsonl"
+    f.write_text("".join(json.dumps(r) + "\n" for r in records))
+    problems = Problems()
+    got = read_manifest(f, problems)
+    assert len(got) + len(problems) == len(records)
+    assert all(1 <= p.line <= len(records) for p in problems)
+    assert all(isinstance(t.source, str) and isinstance(t.action, str) and t.action for t in got)

@@ -181,6 +181,25 @@ def image_problem(path: str | os.PathLike[str], role: str = "", shown: str | Non
     return None
 
 
+#: Field -> (allowed JSON types, what to say). ``target`` may be null (no target).
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "id": ((str, int), "a string"),
+    "source": ((str,), "a path string"),
+    "target": ((str, type(None)), "a path string or null"),
+    "action": ((str,), "a string"),
+    "subset": ((str,), "a string"),
+    "meta": ((dict, type(None)), "an object"),
+}
+
+
+def _wrong_types(row: dict[str, Any]) -> str | None:
+    """The first field of a manifest row whose JSON type is wrong, as a problem's reason."""
+    for key, (types, what) in _FIELD_TYPES.items():
+        if key in row and (not isinstance(row[key], types) or isinstance(row[key], bool)):
+            return f"field {key!r} must be {what}, got {type(row[key]).__name__ if row[key] is not None else 'null'}"
+    return None
+
+
 def read_manifest(
     path: str | os.PathLike[str],
     problems: Problems | None = None,
@@ -189,8 +208,9 @@ def read_manifest(
 ) -> list[Triplet]:
     """Read a JSONL manifest; paths become absolute, resolved under ``root`` (default: its folder).
 
-    Malformed lines and lines with missing fields or an empty action are recorded in
-    ``problems`` with their line number and skipped (or raise in strict mode). With
+    Malformed lines, lines with missing or wrongly typed fields, an empty action or an id seen
+    on an earlier line are recorded in ``problems`` with their line number and skipped (or
+    raise in strict mode). With
     ``check_images``, lines whose source or target image is missing or unreadable are too.
     """
     path = Path(path)
@@ -199,10 +219,19 @@ def read_manifest(
     problems = problems if problems is not None else Problems()
     root = Path(root) if root is not None else path.parent
     out: list[Triplet] = []
+    first_line: dict[str, int] = {}
     for lineno, row in iter_jsonl(path, problems):
         missing = [k for k in ("id", "source", "action") if k not in row]
         if missing:
             problems.add(path, lineno, f"missing field: {', '.join(missing)}")
+            continue
+        wrong = _wrong_types(row)
+        if wrong:
+            problems.add(path, lineno, wrong)
+            continue
+        sid = str(row["id"])
+        if sid in first_line:
+            problems.add(path, lineno, f"duplicate id: {sid} (first on line {first_line[sid]})")
             continue
         if not str(row["action"]).strip():
             problems.add(path, lineno, "empty action")
@@ -221,9 +250,10 @@ def read_manifest(
             if bad:
                 problems.add(path, lineno, bad)
                 continue
+        first_line[sid] = lineno
         out.append(
             Triplet(
-                id=str(row["id"]),
+                id=sid,
                 subset=str(row.get("subset", "default")),
                 source=source,
                 action=str(row["action"]).strip(),
