@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import os
 import types
 import typing
@@ -105,6 +106,43 @@ def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
     return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
 
 
+def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
+    """A dataclass field with a range, checked by :func:`check_ranges` (so by every command
+    that loads the config): ``lr: float = bounded(2e-4, gt=0)``."""
+    return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
+
+
+def check_ranges(cfg: Any, prefix: str = "") -> None:
+    """Check every field of a config dataclass (and the dataclasses in it): numbers within the
+    bounds of :func:`bounded`, and floats finite (YAML's ``.nan`` and ``.inf`` parse as floats).
+
+    Raises:
+        ConfigError: Naming the first key out of range and what it must be.
+    """
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            check_ranges(value, f"{key}.")
+            continue
+        if isinstance(value, list):
+            for i, item in enumerate(value):
+                if dataclasses.is_dataclass(item):
+                    check_ranges(item, f"{key}[{i}].")
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key} must be a finite number, got {value}")
+        ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
+        if ge is not None and value < ge:
+            raise ConfigError(f"{key} must be at least {ge:g}, got {value:g}")
+        if gt is not None and value <= gt:
+            raise ConfigError(f"{key} must be greater than {gt:g}, got {value:g}")
+        if le is not None and value > le:
+            raise ConfigError(f"{key} must be at most {le:g}, got {value:g}")
+
+
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     """Build the dataclass ``cls`` from a mapping, checking every key and value.
 
@@ -117,7 +155,7 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         An instance of ``cls``.
 
     Raises:
-        ConfigError: On an unknown key or a value of the wrong type.
+        ConfigError: On an unknown key, a value of the wrong type, or one out of its range.
     """
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -126,7 +164,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
         if key not in fields:
             raise _unknown_key(cls, key, prefix)
         kwargs[key] = _coerce(value, hints[key], f"{prefix}{key}")
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    if not prefix:  # the root checks the whole tree once
+        check_ranges(cfg)
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

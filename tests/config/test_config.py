@@ -79,3 +79,35 @@ def test_one_precedence_defaults_preset_file_overrides_flags(tmp_path):
     assert cfg.weighting == "none" and cfg.bf16 is False
     with pytest.raises(ConfigError, match="nope"):
         load_config(Root, None, [], flags={"train.nope": 1})
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ("batch_size=0", "batch_size must be at least 1, got 0"),
+    ("max_steps=-5", "max_steps must be at least 0, got -5"),
+    ("optim.lr=.nan", "optim.lr must be a finite number"),
+    ("optim.lr=0", "optim.lr must be greater than 0"),
+    ("lora.dropout=1.5", "lora.dropout must be at most 1"),
+    ("data.eval_fraction=-0.1", "data.eval_fraction must be at least 0"),
+])
+def test_training_config_ranges_are_checked_where_configs_load(override, message, capsys):
+    from worldboot.cli import main
+    from worldboot.train.config import TrainConfig
+
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config(TrainConfig, None, [override])
+    # Every command gets the check: one line, exit 2, before any model is loaded.
+    assert main(["train", "dynamics", "--base", "nowhere", "--cache", "nowhere", override]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("argv", [["--port", "99999"], ["--port", "x"], ["--max-upload-mb", "-1"],
+                                  ["--samples", "0"], ["--temperature", "nan"]])
+def test_serve_numbers_are_checked_by_argparse(argv, capsys):
+    from worldboot.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("worldboot serve: error: argument")

@@ -20,6 +20,23 @@ EXAMPLE = """examples:
 """
 
 
+def _ranged(kind: type, low: float, high: float):
+    """An argparse type: a number of ``kind`` within ``[low, high]`` (argparse then prints one
+    line naming the flag and exits with 2, never a traceback)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low <= value <= high:  # also false for nan
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``serve`` subcommand."""
     p = sub.add_parser(
@@ -44,7 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
-    p.add_argument("--port", type=int, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--port", type=_ranged(int, 1, 65535), default=8000, help="port, 1-65535 (default: %(default)s)")
     p.add_argument(
         "--allow-host",
         action="append",
@@ -55,17 +72,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world", metavar="MODEL_DIR", help="world model (CWM) for the /play page")
     p.add_argument("--verifier", metavar="MODEL_DIR", help="dynamics model (CDM) ranking the candidates")
     p.add_argument(
-        "--samples", type=int, default=4, help="candidates per step by default (default: %(default)s)"
+        "--samples", type=_ranged(int, 1, 64), default=4, help="candidates per step by default (default: %(default)s)"
     )
     p.add_argument(
-        "--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)"
+        "--temperature", type=_ranged(float, 0, 100), default=1.0, help="sampling temperature (default: %(default)s)"
     )
-    p.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off (default: %(default)s)")
+    p.add_argument("--top-k", type=_ranged(int, 0, 10**6), default=0, help="top-k sampling, 0 = off (default: %(default)s)")
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the rollouts' generators (default: %(default)s)"
     )
     p.add_argument(
-        "--max-upload-mb", type=float, default=8.0, help="largest upload (default: %(default)s MB)"
+        "--max-upload-mb", type=_ranged(float, 0.01, 1024), default=8.0, help="largest upload (default: %(default)s MB)"
     )
     p.set_defaults(func=run)
 

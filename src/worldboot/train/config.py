@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from worldboot.config import bounded
+
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 CHECKPOINTS_DIR = "checkpoints"
@@ -24,9 +26,9 @@ class LoraSettings:
     """
 
     enabled: bool = True
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = bounded(16, ge=1)
+    alpha: int = bounded(32, gt=0)
+    dropout: float = bounded(0.05, ge=0, le=1)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
 
 
@@ -43,12 +45,12 @@ class OptimSettings:
         max_grad_norm: Gradient clipping (0 = off).
     """
 
-    lr: float = 2e-4
-    weight_decay: float = 0.0
+    lr: float = bounded(2e-4, gt=0)
+    weight_decay: float = bounded(0.0, ge=0)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 500
+    warmup_steps: int = bounded(500, ge=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = bounded(1.0, ge=0)
 
 
 @dataclass
@@ -65,7 +67,7 @@ class SourceSettings:
 
     cache: str = ""
     name: str = ""
-    repeats: float = 1.0
+    repeats: float = bounded(1.0, gt=0)
     max_per_subset: dict[str, int] = field(default_factory=dict)
 
 
@@ -81,8 +83,8 @@ class DataSettings:
     """
 
     sources: list[SourceSettings] = field(default_factory=list)
-    eval_fraction: float = 0.05
-    eval_max: int = 256
+    eval_fraction: float = bounded(0.05, ge=0, le=1)
+    eval_max: int = bounded(256, ge=0)
 
 
 @dataclass
@@ -96,7 +98,7 @@ class LossSettings:
     """
 
     weighting: Literal["none", "l2"] = "none"
-    uniform_mix: float = 0.0
+    uniform_mix: float = bounded(0.0, ge=0, le=1)
 
 
 @dataclass
@@ -125,17 +127,17 @@ class TrainConfig:
     task: Literal["dynamics", "world"] = "dynamics"
     base_model: str = ""
     out: str = "runs/train"
-    epochs: float = 10.0
-    max_steps: int = 0
-    batch_size: int = 64
-    micro_batch_size: int = 1
+    epochs: float = bounded(10.0, gt=0)
+    max_steps: int = bounded(0, ge=0)
+    batch_size: int = bounded(64, ge=1)
+    micro_batch_size: int = bounded(1, ge=1)
     mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"
     model_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     gradient_checkpointing: bool = False
-    save_every: int = 500
-    eval_every: int = 500
-    log_every: int = 10
-    keep_checkpoints: int = 2
+    save_every: int = bounded(500, ge=0)
+    eval_every: int = bounded(500, ge=0)
+    log_every: int = bounded(10, ge=1)
+    keep_checkpoints: int = bounded(2, ge=1)
     seed: int = 0
     trackers: list[str] = field(default_factory=list)
     lora: LoraSettings = field(default_factory=LoraSettings)
