@@ -212,17 +212,36 @@ def _deep_merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any
     return out
 
 
+def read_utf8(path: str | os.PathLike[str]) -> str:
+    """A config file's text.
+
+    Raises:
+        ConfigError: When it is not UTF-8, naming the line of the first bad byte.
+    """
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {err.start + 1} of the file)") from None
+
+
+def yaml_error(path: str | os.PathLike[str], err: Exception) -> str:
+    """One line for a YAML parse error: ``FILE:LINE: not valid YAML (what)``."""
+    mark = getattr(err, "problem_mark", None)
+    where = f":{mark.line + 1}" if mark is not None else ""
+    return f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or str(err).splitlines()[0]})"
+
+
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error naming the file on failure."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(read_utf8(path)) or {}
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        raise ConfigError(yaml_error(path, err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     return data

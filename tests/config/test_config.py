@@ -111,3 +111,23 @@ def test_serve_numbers_are_checked_by_argparse(argv, capsys):
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("worldboot serve: error: argument")
+
+
+def test_config_and_study_files_that_are_not_utf8_or_yaml_are_one_line(tmp_path, capsys):
+    from worldboot.cli import main
+    from worldboot.errors import DataError
+    from worldboot.study.spec import load_study
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_bytes(b"batch_size: 4\nname: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:2: not UTF-8 text"):
+        load_config(Root, bad)
+    assert main(["train", "world", "--config", str(bad)]) == 2
+    assert "bad.yaml:2: not UTF-8" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"bad.yaml:2: not UTF-8 text"):
+        load_study(bad)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("items: [\n  - a\nmodels: {\n")
+    with pytest.raises(DataError, match=r"broken.yaml:\d+: not valid YAML \(") as err:
+        load_study(broken)
+    assert "\n" not in str(err.value)

@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 from PIL import Image
 
+from worldboot.config import read_utf8, yaml_error
 from worldboot.data.schema import Problems, read_manifest, resolve_under
 from worldboot.errors import ConfigError, DataError
 
@@ -275,9 +276,9 @@ def load_study(
     if not file.is_file():
         raise DataError(f"study not found: {file}")
     try:
-        data = yaml.load(file.read_text(), Loader=_LineLoader)  # a SafeLoader subclass: safe
+        data = yaml.load(read_utf8(file), Loader=_LineLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
-        raise DataError(f"{file}: not valid YAML: {err}") from None
+        raise DataError(yaml_error(file, err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: a study is a mapping with `items` and `models`")
     unknown = set(_clean(data)) - STUDY_KEYS
