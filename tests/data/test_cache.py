@@ -189,6 +189,25 @@ def test_missing_and_unfinished_cache_are_clear_errors(backbone, chain, tmp_path
         TokenCache(tmp_path / "part")
 
 
+def test_damaged_shards_are_one_line_naming_the_file(backbone, chain, tmp_path: Path):
+    triplets, _ = chain
+    build_cache(triplets, backbone, tmp_path / "c", shard_size=2, progress=False)
+    shards = sorted((tmp_path / "c").glob("*.safetensors"))
+    data = shards[0].read_bytes()
+    shards[0].write_bytes(data[:40])  # a header cut short
+    with pytest.raises(DataError, match=rf"token cache shard {shards[0]} is damaged .*tokenize again"):
+        TokenCache(tmp_path / "c")
+    shards[0].write_bytes(data[: len(data) - 16])  # the header whole, the tensors cut short
+    try:
+        cache = TokenCache(tmp_path / "c")
+    except DataError as err:
+        assert str(shards[0]) in str(err)
+    else:
+        with pytest.raises(DataError, match=r"is damaged"):
+            for triplet_id in cache.ids:
+                cache.weights(triplet_id)
+
+
 def _content(cache: TokenCache) -> tuple:
     hashes = sorted({r[k] for r in cache.records for k in ("source_hash", "target_hash")})
     return (

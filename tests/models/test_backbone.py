@@ -198,3 +198,22 @@ def test_save_load_round_trip_identical_logits(tiny, tmp_path):
         np.asarray(i).tobytes() for i in again.decode_codes(enc.codes)
     ]
     assert tiny.tokenizer_fingerprint() == again.tokenizer_fingerprint()
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("model.safetensors", b"garbage", "model.safetensors is not a readable safetensors file"),
+    ("vq_decoder.safetensors", b"garbage", "vq_decoder.safetensors: not a readable safetensors file"),
+    ("worldboot.json", b"{not json", "worldboot.json:1: not valid JSON"),
+    ("config.json", b"[1,2", "cannot load model from"),
+])
+def test_damaged_model_files_are_one_line_naming_the_file(tiny_dir, tmp_path, name, data, message):
+    import shutil
+
+    from worldboot.errors import ModelError
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_dir, model)
+    (model / name).write_bytes(data)
+    with pytest.raises(ModelError, match=message) as err:
+        load_chameleon(model)
+    assert "\n" not in str(err.value)

@@ -111,7 +111,7 @@ class TokenCache:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
         self.path = Path(path)
         if not self.path.is_dir():
@@ -144,8 +144,11 @@ class TokenCache:
                 with safe_open(str(file), framework="pt") as fh:
                     meta = fh.metadata() or {}
                 hashes, records = json.loads(meta["hashes"]), json.loads(meta["records"])
-            except (OSError, KeyError, ValueError, json.JSONDecodeError) as err:
-                raise DataError(f"token cache shard {file} is damaged: {err}") from None
+            except (OSError, KeyError, ValueError, SafetensorError) as err:
+                raise DataError(
+                    f"token cache shard {file} is damaged ({str(err).splitlines()[0] if str(err) else type(err).__name__}): "
+                    "tokenize again into a new folder"
+                ) from None
             self._shards.append(file)
             for row, h in enumerate(hashes):
                 self._code_at[h] = (k, row)
@@ -170,9 +173,16 @@ class TokenCache:
 
     def _tensors(self, k: int) -> dict[str, torch.Tensor]:
         if k not in self._loaded:
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            self._loaded[k] = load_file(str(self._shards[k]))
+            try:
+                self._loaded[k] = load_file(str(self._shards[k]))
+            except (OSError, SafetensorError) as err:
+                raise DataError(
+                    f"token cache shard {self._shards[k]} is damaged ({str(err).splitlines()[0]}): "
+                    "tokenize again into a new folder"
+                ) from None
         return self._loaded[k]
 
     def record(self, triplet_id: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
         ModelError: When the directory is missing files, or an adapter does not fit its base.
     """
     from worldboot.models.chameleon import load_chameleon
+    from worldboot.models.files import read_json
 
     path = Path(path)
     if (path / "merged" / "config.json").is_file():
@@ -41,10 +41,8 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
         return load_chameleon(path, **kwargs)
 
     meta_file = path / "worldboot.json"
-    meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    base = meta.get("base_model") or json.loads((path / "adapter_config.json").read_text()).get(
-        "base_model_name_or_path"
-    )
+    meta = read_json(meta_file) if meta_file.is_file() else {}
+    base = meta.get("base_model") or read_json(path / "adapter_config.json").get("base_model_name_or_path")
     if not base:
         raise ModelError(f"adapter {path} does not say which base model it belongs to")
     backbone = load_chameleon(base, **kwargs)

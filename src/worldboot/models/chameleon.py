@@ -43,6 +43,7 @@ from worldboot.models.backbone import (
     SamplingConfig,
     Scores,
 )
+from worldboot.models.files import load_safetensors, read_json
 from worldboot.models.sampling import sample_image_codes, sample_text
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
 
@@ -506,7 +507,7 @@ def load_chameleon(
     Returns:
         The backbone, in eval mode.
     """
-    from safetensors.torch import load_file
+    from safetensors import SafetensorError
 
     path = Path(path)
     _check_dir(path, ["config.json"])
@@ -514,14 +515,18 @@ def load_chameleon(
         dtype = getattr(torch, dtype)
     meta: dict[str, Any] = {}
     if (path / META_FILE).is_file():
-        meta = json.loads((path / META_FILE).read_text())
+        meta = read_json(path / META_FILE)
         if meta.get("family", "chameleon") != "chameleon":
             raise ModelError(f"{path} holds a {meta['family']} model, not chameleon")
     try:
         model = ChameleonWorldLM.from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
         tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
-        raise ModelError(f"cannot load model from {path}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, SafetensorError) as err:
+        # transformers names neither the file nor the cause for a damaged weights file.
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, SafetensorError):
+            detail = f"{path / 'model.safetensors'} is not a readable safetensors file ({detail})"
+        raise ModelError(f"cannot load model from {path}: {detail}") from None
     decoder = ChameleonVQDecoder(model.config.vq_config)
     if vqgan_dir is None and not (path / DECODER_FILE).is_file():
         # Anole ships its VQGAN as tokenizer/vqgan.ckpt; look inside and beside the model folder.
@@ -530,7 +535,7 @@ def load_chameleon(
                 vqgan_dir = guess
                 break
     if (path / DECODER_FILE).is_file():
-        decoder.load_state_dict(load_file(str(path / DECODER_FILE)), strict=True)
+        decoder.load_state_dict(load_safetensors(path / DECODER_FILE), strict=True)
     elif vqgan_dir is not None:
         vq_dir = Path(vqgan_dir)
         _, vq_sd, dec_sd = load_taming_vqgan(vq_dir / "vqgan.ckpt", vq_dir / "vqgan.yaml")

@@ -1,0 +1,42 @@
+"""Reading a model directory's small files with one-line errors that name the file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from worldboot.errors import ModelError
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """A JSON file of a model directory (``worldboot.json``, ``adapter_config.json``...).
+
+    Raises:
+        ModelError: When it cannot be read or is not JSON, naming the file and line.
+    """
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ModelError(f"{path}: not UTF-8 text; the model folder is damaged (copy it again)") from None
+    except json.JSONDecodeError as err:
+        raise ModelError(f"{path}:{err.lineno}: not valid JSON ({err.msg}); the model folder is damaged") from None
+    except OSError as err:
+        raise ModelError(f"cannot read {path}: {err.strerror or err}") from None
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The tensors of a safetensors file.
+
+    Raises:
+        ModelError: When it is not a readable safetensors file (truncated, or something else).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
