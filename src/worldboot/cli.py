@@ -18,8 +18,14 @@ from worldboot import __version__, commands
 from worldboot.errors import UserError
 
 EPILOG = """examples:
-  worldboot info
-  worldboot <command> --help
+  worldboot demo --out runs/demo                       # the whole method on the embedded world
+  worldboot data inspect aurora-bench/test.json        # what a dataset holds, bad entries by line
+  worldboot tokenize train.jsonl --backbone MODEL --out runs/cache
+  worldboot train dynamics --base MODEL --cache runs/cache --out runs/cdm
+  worldboot generate test.jsonl --world runs/cwm --best-of 8 --verifier runs/cdm --out runs/pred
+  worldboot evaluate runs/pred --bench test.jsonl --out reports/cwm --judge world
+  worldboot info                                       # versions, devices, the cached world base
+  worldboot <command> --help                           # every command has its own examples
 """
 
 
@@ -37,6 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"worldboot {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    parser.add_argument(
+        "--verbose", action="store_true",
+        help="show the libraries' logs, warnings and progress bars too (anywhere on the line)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=commands.CommandParser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         if info.name.startswith("_"):
@@ -62,6 +72,25 @@ def subcommand_names(parser: argparse.ArgumentParser | None = None) -> list[list
     return paths
 
 
+def quiet_libraries() -> None:
+    """Keep the console to worldboot's own progress bars and results: no transformers /
+    huggingface_hub progress bars or info logs, no library ``FutureWarning``/``UserWarning``
+    (``--verbose`` keeps them). Environment variables set by the user win."""
+    import os
+    import warnings
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if "transformers" in sys.modules:  # imported already (e.g. in a test): switch it off directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    for category in (FutureWarning, UserWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|torch|huggingface_hub|safetensors)(\.|$)")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``worldboot`` command.
 
@@ -72,6 +101,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         The exit code: 0 on success, 2 on a user error.
     """
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # --verbose may come anywhere (worldboot demo --verbose ...), not only before the command.
+    verbose = "--verbose" in argv
+    argv = [a for a in argv if a != "--verbose"]
+    if not verbose:
+        quiet_libraries()
     # Dotted overrides (key.sub=value) may follow options even after another positional, which
     # argparse alone cannot parse with subcommands; collect them for commands that take them.
     args, extra = parser.parse_known_args(argv)

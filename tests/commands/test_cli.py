@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -62,3 +63,18 @@ def test_info_describes_a_model(tiny_dir, capsys):
 def test_unknown_command_exits_2():
     proc = subprocess.run([sys.executable, "-m", "worldboot.cli", "frobnicate"], capture_output=True, text=True)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_console_is_quiet_unless_verbose(tiny_dir):
+    """A command that loads a model prints its own output only: no library progress bar, log
+    line or warning (``--verbose``, anywhere on the line, brings them back)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "TRANSFORMERS_", "WORLDBOOT_NO"))}
+    quiet = subprocess.run([sys.executable, "-m", "worldboot.cli", "info", "--model", str(tiny_dir)],
+                           capture_output=True, text=True, env=env, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    noise = [line for line in quiet.stderr.splitlines() if "Warning" in line or "Loading weights" in line
+             or line.startswith("[transformers]")]
+    assert noise == [], noise
+    loud = subprocess.run([sys.executable, "-m", "worldboot.cli", "info", "--model", str(tiny_dir), "--verbose"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert loud.returncode == 0 and "Loading weights" in loud.stderr

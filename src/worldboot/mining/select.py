@@ -295,7 +295,7 @@ def plot_class_scores(
     height = max(2.5, 0.3 * len(classes) + 1.2)
     fig, ax = plt.subplots(figsize=(7, height))
     if classes:
-        ax.boxplot([by_class[c] for c in classes], vert=False, widths=0.6, showfliers=True)
+        ax.boxplot([by_class[c] for c in classes], orientation="horizontal", widths=0.6, showfliers=True)
         ax.set_yticks(range(1, len(classes) + 1), [f"{c} ({len(by_class[c])})" for c in classes])
     ax.set_xlabel(
         f"CDM log-likelihood of the action ({'mean per token' if score_key == 'score_mean' else 'sum'})"

@@ -73,7 +73,7 @@ class ChameleonWorldLM(ChameleonForConditionalGeneration):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Any = None,
+        cache: Any = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
@@ -87,7 +87,7 @@ class ChameleonWorldLM(ChameleonForConditionalGeneration):
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
             use_cache=use_cache,
             **kwargs,
@@ -103,7 +103,7 @@ class ChameleonWorldLM(ChameleonForConditionalGeneration):
         loss = None
         if labels is not None and logits_mask is None:
             loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=outputs.past_key_values)
+        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
 
 
 def completion_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -370,7 +370,7 @@ class ChameleonBackbone:
         self.model.eval()
         try:
             prefix = torch.tensor([first[:shared]], device=self.device)
-            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
             cache.batch_repeat_interleave(n)
             ones = torch.ones((n, shared), dtype=torch.long, device=self.device)
             mask = torch.cat([ones, batch.attention_mask], 1)
@@ -380,7 +380,7 @@ class ChameleonBackbone:
                 input_ids=batch.input_ids,
                 attention_mask=mask,
                 position_ids=pos,
-                past_key_values=cache,
+                cache=cache,
                 logits_mask=logits_mask,
             )
         finally:
@@ -401,7 +401,7 @@ class ChameleonBackbone:
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **extra
         )
-        return out.past_key_values, out.logits[:, -1].float(), mask, pos[:, -1]
+        return out.cache, out.logits[:, -1].float(), mask, pos[:, -1]
 
     def _step(
         self,
@@ -418,11 +418,11 @@ class ChameleonBackbone:
             input_ids=tokens.unsqueeze(1),
             attention_mask=mask,
             position_ids=last_pos.unsqueeze(1),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             **extra,
         )
-        return out.past_key_values, out.logits[:, -1].float(), mask, last_pos
+        return out.cache, out.logits[:, -1].float(), mask, last_pos
 
     def _image_vocab(self) -> slice | torch.Tensor:
         """The image tokens' vocabulary ids: a slice when contiguous (Anole: 4..8195), so that

@@ -141,7 +141,7 @@ class Trainer:
             for name, p in model.named_parameters():
                 p.requires_grad_(".vqmodel." not in f".{name}")
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.n_trainable = sum(p.numel() for p in trainable)
         optimizer = torch.optim.AdamW(
