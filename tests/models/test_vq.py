@@ -125,3 +125,15 @@ def test_unsafe_pickle_is_refused(tmp_path):
     (tmp_path / "vqgan.yaml").write_text(yaml.safe_dump({"model": {"params": TAMING_PARAMS}}))
     with pytest.raises(ModelError, match="weights_only"):
         load_taming_vqgan(path, tmp_path / "vqgan.yaml")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("model:\n  params:\n    embed_dim: 64\n", "not a taming VQGAN config .*ddconfig"),
+    ("just text", "not a taming VQGAN config"),
+    ("model: [unclosed\n", "not a readable YAML file"),
+])
+def test_a_vqgan_yaml_that_is_not_one_is_one_line(tmp_path, text, message):
+    (tmp_path / "vqgan.yaml").write_text(text)
+    with pytest.raises(ModelError, match=message) as err:
+        load_taming_vqgan(tmp_path / "vqgan.ckpt", tmp_path / "vqgan.yaml")
+    assert "\n" not in str(err.value) and "vqgan.yaml" in str(err.value)

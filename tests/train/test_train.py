@@ -92,6 +92,16 @@ def test_resume_continues_exactly(tiny_dir, cache_dir, tmp_path):
         run_training(killed)
     assert sorted(p.name for p in (tmp_path / "killed" / "checkpoints").iterdir()) == before
     assert (tmp_path / "killed" / "metrics.jsonl").read_text() == metrics
+    # A checkpoint whose optimizer state is some other pickle: one line, the code never runs.
+    import pickle
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tmp_path / "killed", bad)
+    step = sorted((bad / "checkpoints").iterdir())[-1]
+    (step / "optimizer.bin").write_bytes(pickle.dumps(shutil.rmtree))
+    with pytest.raises(ModelError, match=rf"checkpoint {step} cannot be loaded \(UnpicklingError"):
+        run_training(_cfg(tiny_dir, cache_dir, bad, save_every=3), resume=True)
     resumed = run_training(killed, resume=True)
     assert resumed["loss"] == pytest.approx(full["loss"], abs=1e-6)
     assert _losses(tmp_path / "straight")[-1] == pytest.approx(resumed["loss"], abs=1e-6)

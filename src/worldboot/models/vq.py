@@ -229,7 +229,13 @@ def load_taming_vqgan(
     yaml_path = Path(yaml_path)
     if not yaml_path.is_file():
         raise ModelError(f"VQGAN config not found: {yaml_path}")
-    params = yaml.safe_load(yaml_path.read_text())["model"]["params"]
-    config = vq_config_from_taming_yaml(params)
+    try:
+        params = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))["model"]["params"]
+        config = vq_config_from_taming_yaml(params)
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        raise ModelError(f"{yaml_path}: not a readable YAML file ({str(err).splitlines()[0]})") from None
+    except (KeyError, TypeError) as err:
+        # Anole's vqgan.yaml holds model.params.ddconfig (and embed_dim, n_embed).
+        raise ModelError(f"{yaml_path}: not a taming VQGAN config (no model.params.ddconfig; missing {err})") from None
     vq_sd, dec_sd = split_taming_state_dict(read_taming_checkpoint(ckpt_path))
     return config, vq_sd, dec_sd

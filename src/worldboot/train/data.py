@@ -20,7 +20,7 @@ def _held_out(sample_id: str, fraction: float) -> bool:
 
 
 @dataclass
-class _Entry:
+class CacheEntry:
     source: int
     index: int
 
@@ -35,8 +35,8 @@ class MixedDataset:
             raise ConfigError("no data: give at least one cache (data.sources or --cache)")
         self.datasets = []
         self.names = []
-        self.train: list[_Entry] = []
-        self.eval: list[_Entry] = []
+        self.train: list[CacheEntry] = []
+        self.eval: list[CacheEntry] = []
         rng = np.random.default_rng(seed)
         for s_idx, src in enumerate(data.sources):
             path = Path(src.cache)
@@ -63,11 +63,11 @@ class MixedDataset:
             if frac > 0 and train_idx:
                 n = int(round(frac * len(train_idx)))
                 chosen += sorted(rng.choice(train_idx, size=n, replace=False).tolist())
-            self.train += [_Entry(s_idx, i) for i in chosen]
-            self.eval += [_Entry(s_idx, i) for i in eval_idx]
+            self.train += [CacheEntry(s_idx, i) for i in chosen]
+            self.eval += [CacheEntry(s_idx, i) for i in eval_idx]
         self.eval = self.eval[: data.eval_max]
         self.fingerprints = {ds.cache.fingerprint for ds in self.datasets}
 
-    def item(self, entry: _Entry) -> dict[str, Any]:
+    def item(self, entry: CacheEntry) -> dict[str, Any]:
         """The cached triplet behind ``entry``."""
         return self.datasets[entry.source][entry.index]

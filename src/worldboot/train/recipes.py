@@ -21,18 +21,21 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from worldboot.errors import ConfigError, DataError, ModelError
+from worldboot.models.files import read_json
 from worldboot.progress import progress_bar
 from worldboot.runs import RunDir, read_jsonl, write_atomic
 from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, STATE_FILE, TrainConfig
-from worldboot.train.data import MixedDataset, _Entry
+from worldboot.train.data import CacheEntry, MixedDataset
 from worldboot.train.examples import RenderedExample, collate, render_example
 from worldboot.train.losses import completion_loss_sum
 
@@ -201,10 +204,16 @@ class Trainer:
             return
         if not (path / STATE_FILE).is_file():
             raise ModelError(f"not a finished checkpoint: {path}")
-        state = json.loads((path / STATE_FILE).read_text())
+        state = read_json(path / STATE_FILE)
         if state.get("task") != self.cfg.task:
             raise ModelError(f"checkpoint {path} is a {state.get('task')} run, not {self.cfg.task}")
-        self.accelerator.load_state(str(path))
+        try:
+            self.accelerator.load_state(str(path))
+        except (pickle.UnpicklingError, EOFError, SafetensorError, KeyError) as err:
+            # torch.load(weights_only=True) refuses a pickled object it does not know (never
+            # runs it); a truncated file ends early: either way the checkpoint is unusable.
+            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ModelError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: {detail[:200]})") from None
         self.global_step = int(state["global_step"])
         if self.accelerator.is_main_process and self.metrics_path.is_file():
             # Drop the metrics the killed run logged after its last checkpoint: they are redone.
@@ -215,7 +224,7 @@ class Trainer:
 
     # -- data -------------------------------------------------------------------------------
 
-    def _global_batch(self, step: int) -> list[_Entry]:
+    def _global_batch(self, step: int) -> list[CacheEntry]:
         epoch, offset = divmod(step, self.steps_per_epoch)
         g = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
         perm = torch.randperm(len(self.data.train), generator=g)
@@ -223,7 +232,7 @@ class Trainer:
         chosen = perm[offset * bs : (offset + 1) * bs].tolist()
         return [self.data.train[i] for i in chosen]
 
-    def _render(self, entries: list[_Entry]) -> list[RenderedExample]:
+    def _render(self, entries: list[CacheEntry]) -> list[RenderedExample]:
         cfg = self.cfg
         return [
             render_example(self.backbone, self.data.item(e), cfg.task, cfg.loss.weighting, cfg.loss.uniform_mix)
