@@ -58,6 +58,17 @@ class _Hasher:
         write_atomic(self.path, json.dumps(self.memo))
 
 
+def _sequence_problem(backbone: Any, action: str) -> str | None:
+    """Why the triplet's sequences (world and dynamics layouts) do not fit the model, or None."""
+    blank = torch.zeros(backbone.image_seq_len, dtype=torch.long)
+    try:
+        backbone.world_example(blank, action, blank)
+        backbone.dynamics_example(blank, blank, action)
+    except DataError as err:
+        return str(err)
+    return None
+
+
 def build_cache(
     triplets: Iterable[Triplet],
     backbone: Any,
@@ -128,6 +139,11 @@ def build_cache(
             problems.add(f"triplet {t.id}", 0, "duplicate id")
             continue
         seen_ids.add(t.id)
+        too_long = _sequence_problem(backbone, t.action)
+        if too_long:
+            skipped["too long"] += 1
+            problems.add(f"triplet {t.id}", 0, too_long)
+            continue
         candidates.append(t)
 
     hasher = _Hasher(out_dir)

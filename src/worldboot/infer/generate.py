@@ -323,6 +323,13 @@ def run_generate(
                 ready, images = [], []
                 for t in batch:
                     try:
+                        # A prompt the model has no positions for is refused before any compute.
+                        world.world_example(torch.zeros(world.image_seq_len, dtype=torch.long), t.action)
+                    except DataError as err:
+                        problems.add(manifest, lines.get(t.id, 0), str(err))
+                        bar.update(job, advance=sum(t.id not in d for d in done))
+                        continue
+                    try:
                         images.append(open_image(t.source))
                     except DataError as err:
                         problems.add(manifest, lines.get(t.id, 0), f"unreadable source: {err}")

@@ -34,7 +34,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.chameleon.modeling_chameleon import ChameleonForConditionalGeneration
 
-from worldboot.errors import ModelError
+from worldboot.errors import DataError, ModelError
 from worldboot.models.backbone import (
     Batch,
     EncodedImages,
@@ -254,10 +254,25 @@ class ChameleonBackbone:
             raise ValueError(f"expected {self.image_seq_len} codes, got {codes.numel()}")
         return [self.boi_id, *self.code_to_token[codes.cpu()].tolist(), self.eoi_id]
 
+    @property
+    def max_positions(self) -> int:
+        """The longest sequence the model takes (``max_position_embeddings``)."""
+        return int(self.core.config.max_position_embeddings)
+
+    def _fits(self, n_tokens: int, action: str | None) -> None:
+        """Refuse a sequence the model has no positions for (a long action text would otherwise
+        ask for gigabytes, or fail deep inside attention)."""
+        if n_tokens > self.max_positions:
+            what = f" (an action of {len(action)} characters)" if action else ""
+            raise DataError(
+                f"a sequence of {n_tokens} tokens does not fit the model's {self.max_positions} positions{what}"
+            )
+
     def world_example(self, source: torch.Tensor, action: str, target: torch.Tensor | None = None) -> Example:
         before = self._text(self.templates.world_before.format(action=action))
         between = self._text(self.templates.world.format(action=action))
         prompt = [self.bos_id, *before, *self._image(source), *between, self.boi_id]
+        self._fits(len(prompt) + self.image_seq_len, action)  # the target's tokens follow
         if target is None:
             return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
         completion = self._image(target)[1:-1]
@@ -272,6 +287,7 @@ class ChameleonBackbone:
         if action is None:
             return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
         completion = [*self._text(self.templates.action_prefix + action.strip()), self.eos_id]
+        self._fits(len(prompt) + len(completion), action)
         return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
 
     def text_example(self, image: torch.Tensor, prompt: str, completion: str | None = None) -> Example:
