@@ -327,3 +327,10 @@ def test_any_manifest_records_load_or_become_problems(tmp_path: Path, records):
     assert len(got) + len(problems) == len(records)
     assert all(1 <= p.line <= len(records) for p in problems)
     assert all(isinstance(t.source, str) and isinstance(t.action, str) and t.action for t in got)
+
+
+def test_epic_csv_that_is_not_utf8_names_its_line(tmp_path: Path):
+    f = tmp_path / "ann.csv"
+    f.write_bytes(b"\xef\xbb\xbfvideo_id,start_frame,stop_frame,narration\nv1,1,10,open\nv1,1,10,caf\xe9\n")
+    with pytest.raises(DataError, match=r"ann.csv:3: not UTF-8 text"):
+        load_epic_csv(f, tmp_path)

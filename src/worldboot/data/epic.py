@@ -19,6 +19,7 @@ leaves half a JPEG behind.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections import defaultdict
 from pathlib import Path
@@ -154,7 +155,13 @@ def load_epic_csv(
     problems = problems if problems is not None else Problems()
 
     rows: list[tuple[int, dict[str, str]]] = []
-    with open(path, newline="", encoding="utf-8") as fh:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (save the CSV as UTF-8)") from None
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         header = reader.fieldnames or []
         missing = [c for c in ("start_frame", "stop_frame", "narration") if c not in header]
