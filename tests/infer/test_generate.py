@@ -323,21 +323,27 @@ def test_per_prompt_sampling_follows_the_distribution_and_never_picks_zero_mass(
 
 
 def test_an_action_longer_than_the_model_takes_is_skipped_and_counted(data, tmp_path, tiny_dir, world):
-    """A 100 KB action would ask for gigabytes: tokenize and generate refuse that triplet (its
-    line named) and do the rest."""
+    """An action too long for any loader (over 2000 characters) is refused as it is read; one
+    that loads but does not fit the model's positions is refused by tokenize and generate
+    (its line named), which do the rest."""
     from worldboot.data.schema import Problems, read_manifest
     from worldboot.data.tokenize import build_cache
 
     rows = [json.loads(x) for x in data.read_text().splitlines()]
-    rows[1]["action"] = ("push it " * 12_500).strip()  # 99,999 characters
+    rows[1]["action"] = ("push it " * 240).strip()  # 1919 characters: loads, but over 512 tokens
+    rows[2]["action"] = ("push it " * 12_500).strip()  # 99,999 characters
     manifest = data.parent / "long.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    loaded = Problems()
+    assert len(read_manifest(manifest, loaded)) == len(rows) - 1
+    assert [(p.line, p.reason) for p in loaded] == [(3, "action of 99999 characters (at most 2000)")]
     out = tmp_path / "pred"
     summary = run_generate(_cfg(manifest, out, tiny_dir), world=world, progress=False)
-    assert summary.predicted == len(rows) - 1 and summary.problems == 1
-    (problem,) = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
-    assert problem["line"] == 2 and "does not fit the model's 512 positions" in problem["reason"]
+    assert summary.predicted == len(rows) - 2 and summary.problems == 2
+    by_line = {p["line"]: p["reason"] for p in map(json.loads, (out / "problems.jsonl").read_text().splitlines())}
+    assert "does not fit the model's 512 positions (an action of 1919 characters)" in by_line[2]
+    assert by_line[3].startswith("action of 99999 characters")
     problems = Problems()
     build_cache(read_manifest(manifest), world, tmp_path / "cache", problems=problems, progress=False)
     assert len(problems) == 1 and rows[1]["id"] in problems.items[0].file
-    assert "does not fit the model's 512 positions (an action of 99999 characters)" in problems.items[0].reason
+    assert "does not fit the model's 512 positions (an action of 1919 characters)" in problems.items[0].reason

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from worldboot.data.schema import Problems, Triplet, image_problem, resolve_under
+from worldboot.data.schema import Problems, Triplet, action_text_problem, image_problem, resolve_under
 from worldboot.errors import DataError
 
 #: Subsets of AURORA-BENCH whose entries have a target image.
@@ -93,8 +93,9 @@ def _entry_triplet(
         problems.add(file, index, "missing field: instruction (or prompt)")
         return None
     action = str(action).strip()
-    if not action:
-        problems.add(file, index, "empty action")
+    bad_action = action_text_problem(action)
+    if bad_action:
+        problems.add(file, index, bad_action)
         return None
     has_target = bool(entry.get("output"))
     if not has_target and require_target:

@@ -24,7 +24,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from worldboot.data.schema import Problems, Triplet, resolve_under
+from worldboot.data.schema import Problems, Triplet, action_text_problem, resolve_under
 from worldboot.errors import DataError
 from worldboot.runs import write_atomic
 
@@ -180,8 +180,9 @@ def load_epic_csv(
     per_video: dict[Path, dict[int, Path]] = defaultdict(dict)
     for lineno, row in rows:
         narration = (row.get("narration") or "").strip()
-        if not narration:
-            problems.add(path, lineno, "empty action")
+        bad_action = action_text_problem(narration)
+        if bad_action:
+            problems.add(path, lineno, bad_action)
             continue
         try:
             start = int(str(row["start_frame"]).strip()) - frame_base

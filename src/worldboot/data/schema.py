@@ -181,6 +181,22 @@ def image_problem(path: str | os.PathLike[str], role: str = "", shown: str | Non
     return None
 
 
+#: Longest action text a loader accepts, in characters. Real instructions are a sentence (the
+#: longest of AURORA-BENCH's Kubric and Something-Something subsets is under 200); a longer text
+#: is a broken record, and a model would be asked for a sequence it has no positions for.
+MAX_ACTION_CHARS = 2000
+
+
+def action_text_problem(text: str) -> str | None:
+    """Why an action text (already stripped) cannot be used, or None: the one rule every
+    loader applies (JSONL manifests, AURORA JSON, EPIC CSV)."""
+    if not text:
+        return "empty action"
+    if len(text) > MAX_ACTION_CHARS:
+        return f"action of {len(text)} characters (at most {MAX_ACTION_CHARS})"
+    return None
+
+
 #: Field -> (allowed JSON types, what to say). ``target`` may be null (no target).
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "id": ((str, int), "a string"),
@@ -233,8 +249,9 @@ def read_manifest(
         if sid in first_line:
             problems.add(path, lineno, f"duplicate id: {sid} (first on line {first_line[sid]})")
             continue
-        if not str(row["action"]).strip():
-            problems.add(path, lineno, "empty action")
+        bad_action = action_text_problem(str(row["action"]).strip())
+        if bad_action:
+            problems.add(path, lineno, bad_action)
             continue
         try:
             source = str(resolve_under(root, row["source"]))
