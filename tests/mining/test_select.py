@@ -12,13 +12,8 @@ from PIL import Image
 from worldboot.cli import main
 from worldboot.data.schema import Problems, read_manifest
 from worldboot.errors import DataError
-from worldboot.mining.select import (
-    SelectConfig,
-    dataset_stats,
-    read_annotated,
-    select_synthetic,
-    stratified_top_k,
-)
+from worldboot.mining.select import SelectConfig, read_annotated, select_synthetic, stratified_top_k
+from worldboot.mining.select_stats import dataset_stats
 
 # (id, class, score): class B has one item, A three, C four.
 ITEMS = [

@@ -29,6 +29,7 @@ from worldboot.data.cache import (
 from worldboot.data.schema import Problem, Problems, Triplet, content_hash
 from worldboot.errors import DataError, ModelError, UserError
 from worldboot.images import open_image
+from worldboot.models.backbone import sequence_problem
 from worldboot.progress import progress_bar
 from worldboot.runs import atomic_path, write_atomic
 
@@ -56,17 +57,6 @@ class _Hasher:
 
     def save(self) -> None:
         write_atomic(self.path, json.dumps(self.memo))
-
-
-def _sequence_problem(backbone: Any, action: str) -> str | None:
-    """Why the triplet's sequences (world and dynamics layouts) do not fit the model, or None."""
-    blank = torch.zeros(backbone.image_seq_len, dtype=torch.long)
-    try:
-        backbone.world_example(blank, action, blank)
-        backbone.dynamics_example(blank, blank, action)
-    except DataError as err:
-        return str(err)
-    return None
 
 
 def build_cache(
@@ -139,7 +129,7 @@ def build_cache(
             problems.add(f"triplet {t.id}", 0, "duplicate id")
             continue
         seen_ids.add(t.id)
-        too_long = _sequence_problem(backbone, t.action)
+        too_long = sequence_problem(backbone, t.action)
         if too_long:
             skipped["too long"] += 1
             problems.add(f"triplet {t.id}", 0, too_long)

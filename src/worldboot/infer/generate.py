@@ -37,6 +37,8 @@ same files as a single one.
 
 The prediction of one batch is :mod:`worldboot.infer.predict`; the files a row points to are
 written by :mod:`worldboot.infer.outputs`.
+
+(Just over 400 lines: one run loop with resume, repeats and shards, which share its state.)
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from worldboot.errors import ConfigError, DataError
 from worldboot.infer.outputs import merge_rows, row_files, write_prediction
 from worldboot.infer.predict import PredictConfig, make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
+from worldboot.models.backbone import sequence_problem
 from worldboot.progress import progress_bar
 from worldboot.runs import (
     RunDir,
@@ -322,11 +325,9 @@ def run_generate(
                 batch = todo[start : start + cfg.batch_size]
                 ready, images = [], []
                 for t in batch:
-                    try:
-                        # A prompt the model has no positions for is refused before any compute.
-                        world.world_example(torch.zeros(world.image_seq_len, dtype=torch.long), t.action)
-                    except DataError as err:
-                        problems.add(manifest, lines.get(t.id, 0), str(err))
+                    too_long = sequence_problem(world, t.action)  # refused before any compute
+                    if too_long:
+                        problems.add(manifest, lines.get(t.id, 0), too_long)
                         bar.update(job, advance=sum(t.id not in d for d in done))
                         continue
                     try:

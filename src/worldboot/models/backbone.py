@@ -26,6 +26,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from PIL import Image
 
+from worldboot.errors import DataError
+
 
 @dataclass
 class EncodedImages:
@@ -217,3 +219,17 @@ class Backbone(Protocol):
     ) -> list[str]:
         """Text completions of each prompt, image tokens excluded."""
         ...
+
+
+def sequence_problem(backbone: Backbone, action: str) -> str | None:
+    """Why a triplet with this action makes a sequence the backbone has no positions for (in
+    the world or the dynamics layout), or None. Backbones refuse such an example with a
+    :class:`~worldboot.errors.DataError` as they build it; stages that read many triplets ask
+    here first, to skip and count the one instead of failing its batch."""
+    blank = torch.zeros(backbone.image_seq_len, dtype=torch.long)
+    try:
+        backbone.world_example(blank, action, blank)
+        backbone.dynamics_example(blank, blank, action)
+    except DataError as err:
+        return str(err)
+    return None

@@ -15,6 +15,8 @@ with micro-batch 2 and two processes with micro-batch 1 compute the same gradien
 
 Its settings are :mod:`worldboot.train.config`; the mix of token caches it reads is
 :mod:`worldboot.train.data`.
+
+(Over 400 lines because the Trainer is one torchtune-style recipe: setup, train, save, cleanup.)
 """
 
 from __future__ import annotations
