@@ -96,8 +96,11 @@ def test_world_models_sampled_greedy_and_against_the_ceiling(demo_run):
     assert all(r["es"][0] == 0.0 for r in judged["Copy"])  # the world judge gives Copy no success
     for name in WORLD_MODELS:  # each world model sampled (best-of-8) and decoded greedily
         assert len(judged[name][0]["score"]) == 8 and len(judged[name + GREEDY][0]["score"]) == 1, name
-    first = judged["CWM"][0]["id"]
-    assert (out / "predictions" / "cwm" / f"{first}-best.png").is_file()  # the CDM's pick, for the figure
+    first = judged["CWM"][0]["id"]  # the CDM's pick and the candidates, as `worldboot generate` writes them
+    assert (out / "predictions" / "cwm" / "images" / f"{first}.png").is_file()
+    assert (out / "predictions" / "cwm" / "candidates" / first / "7.png").is_file()
+    # `worldboot evaluate` judged them: its own table beside the report's
+    assert "CWM +Best-of-8" in (out / "predictions" / "evaluate" / "table.md").read_text()
     # The tokenizer's ceiling: the true targets' own tokens, decoded and judged. The world base's
     # tokenizer is exact, so this is near the judge's best score (9.67 measured on the smoke base).
     ceiling = [r["score"][0] for r in judged[CEILING]]

@@ -11,8 +11,9 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
 5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
 6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
    two ablations (without synthetic data; without the weighted loss), equal steps each.
-7. ``predict``: N candidates per test sample from each world model, scored by the CDM and
-   judged by the world's judge; best-of-K for K in ``best_of`` (Figure 7).
+7. ``predict``: ``worldboot generate`` draws N candidates per test sample from each world
+   model with the CDM as verifier (and one greedy decoding), and ``worldboot evaluate`` judges
+   them with the world's judge; best-of-K for K in ``best_of`` (Figure 7).
 8. ``report``: ``report.md`` and ``report.html`` with Tables 1, 2, 3, 5, Figures 2, 3, 7,
    example images, and which of the paper's claims held on this run: each claim's comparison is
    a paired Wilcoxon signed-rank test over the test triplets, so a verdict is ``held``,
@@ -25,7 +26,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,31 @@ from worldboot.demo.report import markdown, plot_examples, plot_k, slug, table2,
 from worldboot.runs import RunDir, read_jsonl, write_atomic
 
 
-def judged_row(t: Any, verdicts: list[Any], cdm: list[float] | None = None) -> dict[str, Any]:
-    """The predict stage's row of one test triplet: the world judge's ES, ME and score of each
-    candidate, and the CDM's score of each (zeros where no verifier ranked them)."""
-    return {"id": t.id, "subset": t.subset, "es": [v.editing_success for v in verdicts],
-            "me": [v.minimal_editing for v in verdicts], "score": [v.score for v in verdicts],
-            "cdm": cdm if cdm is not None else [0.0] * len(verdicts)}
+def judged_rows(results: Iterable[tuple[int, dict[str, Any]]], models: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The report's view of ``worldboot evaluate``'s ``results.jsonl``: per model and test
+    triplet, the world judge's ES, ME and score of each candidate (in sampling order) and the
+    CDM's score of each (zeros where no verifier ranked them); one entry for single predictions.
+    A prediction the judge could not score counts 0 (the world judge fails only on an image it
+    cannot read)."""
+    out: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    for _, row in results:
+        if row["model"] not in out:
+            continue  # evaluate's own oracle rows: the report computes best-of-K from the candidates
+        cands = row.get("candidates") or [dict(_verdict(row.get("judge")), cdm_score=None)]
+        out[row["model"]].append({
+            "id": row["id"], "subset": row["subset"],
+            "es": [c.get("editing_success") or 0.0 for c in cands],
+            "me": [c.get("minimal_editing") or 0.0 for c in cands],
+            "score": [c.get("judge_score") or 0.0 for c in cands],
+            "cdm": [c.get("cdm_score") or 0.0 for c in cands],
+        })
+    return out
+
+
+def _verdict(judge: dict[str, Any] | None) -> dict[str, Any]:
+    judge = judge or {}
+    return {"editing_success": judge.get("editing_success"), "minimal_editing": judge.get("minimal_editing"),
+            "judge_score": judge.get("score")}
 
 
 class PeakMemory:
@@ -307,63 +327,62 @@ class Demo:
         return out
 
     def stage_predict(self) -> dict[str, Any]:
-        import torch
-
-        from worldboot.images import open_image
-        from worldboot.infer.predict import make_generator, predict, sample_seed
+        """Each world model through ``worldboot generate`` (N candidates at temperature 1, the
+        CDM as verifier, and one greedy decoding), the true targets through the tokenizer,
+        then ``worldboot evaluate`` with the world judge over all of them."""
+        from worldboot.config import load_config, preset_file
+        from worldboot.evaluate.run import EvaluateConfig, run_evaluation
+        from worldboot.infer.generate import GenerateConfig, run_generate
+        from worldboot.infer.predict import VerifierSettings
         from worldboot.infer.verify import Verifier
         from worldboot.models import load_backbone
         from worldboot.models.backbone import SamplingConfig
-        from worldboot.world.judge import judge_triplet
 
-        test = self.triplets("test")
+        manifest = self.out / "data" / "test" / "manifest.jsonl"
+        folder = self.out / "predictions"
         n = max(self.cfg.best_of)
+        preds: dict[str, str] = {CEILING: str(self.write_ceiling(folder / "ceiling"))}
         verifier = Verifier(load_backbone(self.out / "cdm"))
-        results: dict[str, list[dict[str, Any]]] = {}
-        copy_rows = []
-        for t in test:
-            copy_rows.append(judged_row(t, [judge_triplet(t, open_image(t.source))]))
-        results["Copy"] = copy_rows
-        # The ceiling the tokenizer sets: the true target through encode and decode, i.e. a world
-        # model that writes exactly the target's tokens. Far below 10, it is the VQ that limits
-        # the scores; far above the world models, it is their learning.
+        for name in WORLD_MODELS:
+            path = self.out / "cwm" / slug(name)
+            world = load_backbone(path)
+            runs = [(name, n, 1.0, verifier), (name + GREEDY, 1, 0.0, None)]
+            for label, best_of, temperature, verify in runs:
+                # Greedy decoding beside the paper's temperature 1: how much of a model's
+                # minimal-editing loss is sampling noise (the paper: lower temperatures copy).
+                cfg = GenerateConfig(
+                    manifest=str(manifest), out=str(folder / slug(label)), world=str(path), best_of=best_of,
+                    sampling=SamplingConfig(temperature=temperature), seed=self.cfg.seed,
+                    verifier=VerifierSettings(path=str(self.out / "cdm") if verify else None),
+                )
+                run_generate(cfg, shard=(0, 1), world=world, verifier=verify, progress=False)
+                preds[label] = cfg.out
+            del world
+        evaluation = load_config(
+            EvaluateConfig, preset_file("evaluate", "world"),
+            flags={"bench": str(manifest), "out": str(folder / "evaluate"), "preds": preds},
+        )
+        result = run_evaluation(evaluation, show_progress=False)
+        judged = judged_rows(read_jsonl(result["results"]), ["Copy", *preds])
+        write_atomic(folder / "judged.json", json.dumps(judged))
+        return {"models": list(judged), "samples": len(self.triplets("test")), "candidates": n}
+
+    def write_ceiling(self, folder: Path) -> Path:
+        """The true targets through the base's tokenizer (encode, decode) as ``<id>.png``: what a
+        world model that wrote exactly the target's tokens scores. Far below 10, the tokenizer
+        limits the scores; far above the world models, their learning does."""
+        from worldboot.images import open_image
+        from worldboot.models import load_backbone
+
         base = load_backbone(self.base_dir)
-        ceiling_rows = []
+        test = self.triplets("test")
+        folder.mkdir(parents=True, exist_ok=True)
         for start in range(0, len(test), 16):
             chunk = test[start : start + 16]
             decoded = base.decode_codes(base.encode_images([open_image(t.target) for t in chunk]).codes)
-            ceiling_rows += [judged_row(t, [judge_triplet(t, img)]) for t, img in zip(chunk, decoded, strict=True)]
-        results[CEILING] = ceiling_rows
-        del base
-        for name in WORLD_MODELS:
-            world = load_backbone(self.out / "cwm" / slug(name))
-            rows, greedy_rows = [], []
-            folder = self.out / "predictions" / slug(name)
-            for start in range(0, len(test), 4):
-                chunk = test[start : start + 4]
-                images = [open_image(t.source) for t in chunk]
-                codes = world.encode_images(images).codes
-                gens = [make_generator(sample_seed(self.cfg.seed, t.id)) for t in chunk]
-                preds = predict(world, list(codes), [t.action for t in chunk], n, SamplingConfig(temperature=1.0),
-                                gens, verifier, images)
-                for t, p in zip(chunk, preds, strict=True):
-                    cdm = p.scores.get(verifier.score_kind).tolist() if p.scores is not None else None
-                    rows.append(judged_row(t, [judge_triplet(t, img) for img in p.images], cdm))
-                    folder.mkdir(parents=True, exist_ok=True)
-                    for k, img in enumerate(p.images[: min(n, 4)]):
-                        img.save(folder / f"{t.id}-{k}.png")
-                    p.image.save(folder / f"{t.id}-best.png")  # the CDM's pick of all n
-                # Greedy decoding beside the paper's temperature 1: how much of a model's
-                # minimal-editing loss is sampling noise (the paper: lower temperatures copy).
-                greedy = predict(world, list(codes), [t.action for t in chunk], 1, SamplingConfig(temperature=0.0),
-                                 [make_generator(0) for _ in chunk], None, images)
-                greedy_rows += [judged_row(t, [judge_triplet(t, p.images[0])]) for t, p in zip(chunk, greedy, strict=True)]
-            results[name] = rows
-            results[name + GREEDY] = greedy_rows
-            del world
-            torch.cuda.empty_cache() if torch.cuda.is_available() else None
-        write_atomic(self.out / "predictions" / "judged.json", json.dumps(results))
-        return {"models": list(results), "samples": len(test), "candidates": n}
+            for t, img in zip(chunk, decoded, strict=True):
+                img.save(folder / f"{t.id}.png")
+        return folder
 
     # -- report -----------------------------------------------------------------------------
 

@@ -37,6 +37,16 @@ def slug(name: str) -> str:
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-").replace("--", "-")
 
 
+def prediction_image(demo: Demo, model: str, sample_id: str, candidate: int | None) -> Path:
+    """Where ``worldboot generate`` put a model's candidate ``candidate`` of a test triplet, or
+    (``None``) the prediction it chose (the CDM's pick for sampled models)."""
+    from worldboot.infer.outputs import file_stem
+
+    folder = demo.out / "predictions" / slug(model)
+    stem = file_stem(sample_id)
+    return folder / "images" / f"{stem}.png" if candidate is None else folder / "candidates" / stem / f"{candidate}.png"
+
+
 def sampled(rows: list[dict[str, Any]]) -> bool:
     """Whether a model's rows hold several candidates (best-of-K applies)."""
     return bool(rows) and len(rows[0]["score"]) > 1
@@ -113,20 +123,20 @@ def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
     test = demo.triplets("test")
     rows = test[:: max(1, len(test) // n)][:n]
     k = max(demo.cfg.best_of)
-    columns = [("source", None), ("target", None), ("C-FT", "0"), ("CWM", "0"), (f"CWM + best-of-{k}", "best")]
+    columns = [("source", None), ("target", None), ("C-FT", 0), ("CWM", 0), (f"CWM + best-of-{k}", None)]
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.8 * len(columns), 2.2 * len(rows) + 0.4),
                              squeeze=False)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (2.2 * len(rows) + 0.4),
                         wspace=0.08, hspace=0.45)
     for i, t in enumerate(rows):
-        for j, (label, suffix) in enumerate(columns):
+        for j, (label, candidate) in enumerate(columns):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
-            if suffix is None:
+            if label in ("source", "target"):
                 img_path = Path(t.source if label == "source" else t.target)
             else:
-                img_path = demo.out / "predictions" / slug(label.split(" + ")[0]) / f"{t.id}-{suffix}.png"
+                img_path = prediction_image(demo, label.split(" + ")[0], t.id, candidate)
             if img_path.is_file():
                 ax.imshow(open_image(img_path), interpolation="nearest")
             if i == 0:
@@ -227,7 +237,7 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
         rel = os.path.relpath
         cells = [f"![]({rel(t.source, demo.out)})", html.escape(t.action), f"![]({rel(t.target, demo.out)})"]
         for name in ("C-FT", "CWM"):
-            p = demo.out / "predictions" / slug(name) / f"{t.id}-0.png"
+            p = prediction_image(demo, name, t.id, 0)
             cells.append(f"![]({rel(p, demo.out)})" if p.is_file() else "–")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak memory (MB) |", "|---|---|---|"]
