@@ -87,6 +87,10 @@ def quiet_libraries() -> None:
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+    import logging
+
+    # DeepSpeed logs a warning to stdout on import ("Setting accelerator to CPU"): keep errors.
+    logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
     for category in (FutureWarning, UserWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|torch|huggingface_hub|safetensors)(\.|$)")
 

@@ -130,12 +130,15 @@ class RunDir:
         path: The directory (created if absent).
         cfg: The resolved config dataclass, written to ``config.yaml``.
         stage: The stage's name, recorded in ``meta.json``.
+        writer: False in every process of a multi-process run but the main one, which alone
+            writes the three files (the directory is shared).
     """
 
-    def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str) -> None:
+    def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True) -> None:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.cfg = cfg
+        self.writer = writer
         self.meta: dict[str, Any] = {
             "stage": stage,
             "git_sha": git_sha(),
@@ -149,11 +152,15 @@ class RunDir:
         }
 
     def __enter__(self) -> RunDir:
+        if not self.writer:
+            return self
         write_atomic(self.path / "config.yaml", dump_yaml(self.cfg))
         self._write_meta()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.writer:
+            return
         self.meta["end_time"] = _now()
         self.meta["status"] = "ok" if exc_type is None else f"failed: {exc_type.__name__}"
         self._write_meta()
@@ -163,6 +170,8 @@ class RunDir:
 
     def log(self, message: str) -> None:
         """Append a time-stamped line to ``log.txt``."""
+        if not self.writer:
+            return
         with open(self.path / "log.txt", "a", encoding="utf-8") as fh:
             fh.write(f"{_now()} {message}\n")
 

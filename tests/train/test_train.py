@@ -224,3 +224,19 @@ def test_gradient_checkpointing_gives_the_same_losses(tiny_dir, cache_dir, tmp_p
     run_training(plain)
     run_training(ckpt)
     assert _losses(tmp_path / "plain") == pytest.approx(_losses(tmp_path / "ckpt"), abs=1e-5)
+
+
+def test_tensorboard_tracker_logs_every_metric(tiny_dir, cache_dir, tmp_path):
+    """`trackers: [tensorboard]` writes event files with the run's loss at every logged step."""
+    pytest.importorskip("tensorboard", reason="tensorboard is part of the dev install")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run_training(_cfg(tiny_dir, cache_dir, tmp_path / "run", max_steps=3, eval_every=3, trackers=["tensorboard"]))
+    events = sorted((tmp_path / "run").rglob("events.out.tfevents.*"))
+    assert events, sorted(p.name for p in (tmp_path / "run").rglob("*"))
+    acc = EventAccumulator(str(min(events, key=lambda p: len(p.parts)).parent))  # the run's, not the hparams'
+    acc.Reload()
+    assert {"loss", "lr", "eval_loss"} <= set(acc.Tags()["scalars"])
+    logged = [(e.step, e.value) for e in acc.Scalars("loss")]
+    assert [s for s, _ in logged] == [1, 2, 3]
+    assert [v for _, v in logged] == pytest.approx(_losses(tmp_path / "run"), rel=1e-6)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 import shutil
 import time
@@ -38,6 +39,14 @@ from worldboot.progress import progress_bar
 from worldboot.runs import RunDir, read_jsonl, write_atomic
 from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, STATE_FILE, TrainConfig
 from worldboot.train.data import CacheEntry, MixedDataset
+from worldboot.train.engine import (
+    configure_deepspeed,
+    describe,
+    gathered,
+    make_accelerator,
+    unpartitioned_loading,
+    zero_stage,
+)
 from worldboot.train.examples import RenderedExample, collate, render_example
 from worldboot.train.losses import completion_loss_sum
 
@@ -66,7 +75,6 @@ class Trainer:
 
     def setup(self) -> None:
         """Check inputs before any compute, then load the model, data, optimiser, scheduler."""
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         cfg = self.cfg
@@ -92,13 +100,7 @@ class Trainer:
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if _bf16_gpu() else "no"
-        self.accelerator = Accelerator(
-            mixed_precision=mp,
-            cpu=not torch.cuda.is_available(),
-            log_with=cfg.trackers or None,
-            project_dir=str(self.out),
-            step_scheduler_with_optimizer=False,
-        )
+        self.accelerator = make_accelerator(mp, cfg.trackers, str(self.out))
         acc = self.accelerator
         world = acc.num_processes
         if cfg.batch_size % (world * cfg.micro_batch_size):
@@ -108,12 +110,7 @@ class Trainer:
             )
         self.accum = cfg.batch_size // (world * cfg.micro_batch_size)
         acc.gradient_accumulation_steps = self.accum
-        ds_plugin = getattr(acc.state, "deepspeed_plugin", None)
-        if ds_plugin is not None:
-            # We feed batches ourselves (no prepared dataloader), so DeepSpeed is told the sizes.
-            ds_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = cfg.micro_batch_size
-            ds_plugin.deepspeed_config["gradient_accumulation_steps"] = self.accum
-            ds_plugin.deepspeed_config["train_batch_size"] = cfg.batch_size
+        configure_deepspeed(acc, cfg.batch_size, cfg.micro_batch_size, self.accum, cfg.optim.max_grad_norm)
         set_seed(cfg.seed)
 
         from worldboot.models import load_backbone
@@ -121,6 +118,7 @@ class Trainer:
         dtype = cfg.model_dtype
         if dtype == "auto":
             dtype = "bfloat16" if _bf16_gpu() else "float32"
+        self.dtype = dtype
         self.backbone = load_backbone(cfg.base_model, dtype=dtype)
         fp = self.backbone.tokenizer_fingerprint()
         if fp not in self.data.fingerprints:
@@ -167,7 +165,8 @@ class Trainer:
         scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
         self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         self.backbone.model = self.model
-        if cfg.lora.enabled:
+        self.deepspeed = zero_stage(acc) is not None
+        if cfg.lora.enabled and not self.deepspeed:  # DeepSpeed checkpoints its engine itself
             acc.register_save_state_pre_hook(self._save_adapter_hook)
             acc.register_load_state_pre_hook(self._load_adapter_hook)
         if cfg.trackers:
@@ -210,7 +209,9 @@ class Trainer:
         if state.get("task") != self.cfg.task:
             raise ModelError(f"checkpoint {path} is a {state.get('task')} run, not {self.cfg.task}")
         try:
-            self.accelerator.load_state(str(path))
+            # A LoRA run's DeepSpeed checkpoint leaves out the frozen base (see save_checkpoint).
+            kwargs = {"load_module_strict": False} if self.deepspeed and self.cfg.lora.enabled else {}
+            self.accelerator.load_state(str(path), **kwargs)
         except (pickle.UnpicklingError, EOFError, SafetensorError, KeyError) as err:
             # torch.load(weights_only=True) refuses a pickled object it does not know (never
             # runs it); a truncated file ends early: either way the checkpoint is unusable.
@@ -299,10 +300,16 @@ class Trainer:
         # The unwrapped model: processes may hold different numbers of held-out samples, and
         # DDP's forward would wait for the others.
         model = acc.unwrap_model(self.model)
-        for i in range(0, len(mine), mb):
-            items = self._render(mine[i : i + mb])
-            s, n = self._forward_sum(items, model)
-            tot += torch.tensor([s.item(), float(n)], device=acc.device)
+        batches = math.ceil(len(mine) / mb)
+        if zero_stage(acc) == 3:
+            # ZeRO-3 gathers each layer's weights from all processes in its forward: every
+            # process runs as many forwards as the busiest one (the extra ones are not counted).
+            batches = math.ceil(math.ceil(len(self.data.eval) / acc.num_processes) / mb)
+        for b in range(batches):
+            chunk = mine[b * mb : (b + 1) * mb]
+            s, n = self._forward_sum(self._render(chunk or self.data.eval[:1]), model)
+            if chunk:
+                tot += torch.tensor([s.item(), float(n)], device=acc.device)
         tot = acc.reduce(tot, reduction="sum")
         return {"eval_loss": (tot[0] / tot[1].clamp(min=1)).item()}
 
@@ -357,7 +364,9 @@ class Trainer:
         """Write adapter, optimiser, scheduler and RNG states; keep the newest few."""
         acc = self.accelerator
         path = self.out / CHECKPOINTS_DIR / f"step-{self.global_step:07d}"
-        acc.save_state(str(path))
+        # The frozen base of a LoRA run is not state: DeepSpeed would write all of it (14 GB for Anole).
+        kwargs = {"exclude_frozen_parameters": True} if self.deepspeed and self.cfg.lora.enabled else {}
+        acc.save_state(str(path), **kwargs)
         if acc.is_main_process:
             state = {"global_step": self.global_step, "task": self.cfg.task, "base_model": self.cfg.base_model}
             write_atomic(path / STATE_FILE, json.dumps(state))  # written last: marks the checkpoint finished
@@ -371,32 +380,31 @@ class Trainer:
         """Write the trained model: the adapter (LoRA) or the whole model (full fine-tune)."""
         acc = self.accelerator
         acc.wait_for_everyone()
-        if acc.is_main_process:
-            model = acc.unwrap_model(self.model)
-            if self.cfg.lora.enabled:
-                model.save_pretrained(self.out / ADAPTER_DIR)
-                meta = {"task": self.cfg.task, "base_model": str(Path(self.cfg.base_model).resolve())}
-                write_atomic(self.out / ADAPTER_DIR / "worldboot.json", json.dumps(meta, indent=2))
-            else:
-                self.backbone.model = model
-                self.backbone.save(self.out / MERGED_DIR)
-                self.backbone.model = self.model
+        with gathered(acc, self.model):  # whole weights under ZeRO-3, on every process
+            if acc.is_main_process:
+                model = acc.unwrap_model(self.model)
+                if self.cfg.lora.enabled:
+                    model.save_pretrained(self.out / ADAPTER_DIR)
+                    meta = {"task": self.cfg.task, "base_model": str(Path(self.cfg.base_model).resolve())}
+                    write_atomic(self.out / ADAPTER_DIR / "worldboot.json", json.dumps(meta, indent=2))
+                else:
+                    self.backbone.model = model
+                    self.backbone.save(self.out / MERGED_DIR)
+                    self.backbone.model = self.model
         acc.wait_for_everyone()
         return self.out / (ADAPTER_DIR if self.cfg.lora.enabled else MERGED_DIR)
 
     def merge(self) -> Path:
-        """Write base + adapter merged into one model directory (``merged/``)."""
+        """Write base + adapter merged into one model directory (``merged/``), from the saved
+        adapter reloaded outside the training engine (so the same under DDP and ZeRO-3)."""
         acc = self.accelerator
         if acc.is_main_process and self.cfg.lora.enabled:
-            import copy
+            from worldboot.models import load_backbone
 
-            model = copy.deepcopy(acc.unwrap_model(self.model)).merge_and_unload()
-            from worldboot.models.chameleon import ChameleonBackbone
-
-            bb = self.backbone
-            ChameleonBackbone(model, bb.tokenizer, bb.vqgan.decoder, bb.image_size, bb.templates).save(
-                self.out / MERGED_DIR
-            )
+            with unpartitioned_loading(acc):
+                bb = load_backbone(self.out / ADAPTER_DIR, dtype=self.dtype)
+            bb.model = bb.model.merge_and_unload()
+            bb.save(self.out / MERGED_DIR)
         acc.wait_for_everyone()
         return self.out / MERGED_DIR
 
@@ -415,10 +423,13 @@ def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = Fal
     """Set up, train, save (and merge), clean up; records the run in ``cfg.out``."""
     recipe = Trainer(cfg, resume=resume)
     try:
-        with RunDir(cfg.out, cfg, f"train-{cfg.task}") as run:
+        # Launched processes share the folder: the first (RANK 0, or the only one) writes its files.
+        writer = os.environ.get("RANK", "0") == "0"
+        with RunDir(cfg.out, cfg, f"train-{cfg.task}", writer=writer) as run:
             recipe.setup()
             run.log(f"{cfg.task}: {len(recipe.data.train)} train / {len(recipe.data.eval)} held-out samples, "
-                    f"{recipe.n_trainable:,} trainable parameters, {recipe.total_steps} steps")
+                    f"{recipe.n_trainable:,} trainable parameters, {recipe.total_steps} steps; "
+                    f"{describe(recipe.accelerator)}")
             result = recipe.train()
             if merge:
                 recipe.merge()
