@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"world"},
     {"data"},
     {"models"},
-    {"images", "stats", "progress"},
+    {"images", "stats", "progress", "ray_data"},
     {"runs"},
     {"config"},
     {"errors"},

@@ -458,7 +458,6 @@ def test_process_pool_gives_the_same_result(tmp_path, clip_dir):
     assert tree_digest(one) == tree_digest(two)
 
 
-@pytest.mark.slow  # starting Ray takes 10-30 s here, most of it ray.init
 def test_ray_data_engine_gives_the_same_result(tmp_path, clip_dir):
     ray = pytest.importorskip("ray")
     pytest.importorskip("ray.data")

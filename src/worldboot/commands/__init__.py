@@ -30,3 +30,23 @@ class CommandParser(argparse.ArgumentParser):
         if args and args[0] not in self.verbs and args[0] not in ("-h", "--help"):
             args.insert(0, self.default_verb)
         return super().parse_known_args(args, namespace)
+
+
+def add_ray_arguments(p: argparse.ArgumentParser, items: str) -> None:
+    """``--engine`` and the Ray Data options of a per-item stage (None when not given, so a
+    config file's ``engine`` and ``ray.*`` keys stay in force)."""
+    g = p.add_argument_group("engine")
+    g.add_argument("--engine", choices=("local", "ray"),
+                   help=f"local (default): this process; ray: Ray Data actors, each with a copy of the model, "
+                        f"over the {items}")
+    g.add_argument("--ray-address", metavar="ADDR",
+                   help="a running Ray cluster (HEAD:6379, ray://HEAD:10001 or auto); default: RAY_ADDRESS, "
+                        "else a local Ray")
+    g.add_argument("--actors", type=int, help="model actors with --engine ray (default 1)")
+    g.add_argument("--gpus-per-actor", type=float, help="GPUs per actor (default 0)")
+
+
+def ray_flags(args: argparse.Namespace) -> dict[str, object]:
+    """The options of :func:`add_ray_arguments` as dotted config keys (None: not given)."""
+    return {"engine": args.engine, "ray.address": args.ray_address, "ray.actors": args.actors,
+            "ray.gpus_per_actor": args.gpus_per_actor}

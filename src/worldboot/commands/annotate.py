@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER
+from worldboot.commands import HELP_FORMATTER, add_ray_arguments, ray_flags
 
 EXAMPLE = """example:
   worldboot annotate runs/ucf101/keyframes/pairs.jsonl --cdm runs/cdm --out runs/ucf101/annotated
@@ -13,6 +13,10 @@ EXAMPLE = """example:
   worldboot annotate PAIRS --cdm MODEL_DIR --out ANNOTATED --shard 0/2 &
   worldboot annotate PAIRS --cdm MODEL_DIR --out ANNOTATED --shard 1/2
   or: accelerate launch --num_processes 2 -m worldboot.cli annotate PAIRS --cdm MODEL_DIR --out ANNOTATED
+
+  On a Ray cluster (one CDM per actor, one GPU each; the same output as one local run):
+  worldboot annotate PAIRS --cdm MODEL_DIR --out ANNOTATED --engine ray --ray-address HEAD:6379 \
+      --actors 8 --gpus-per-actor 1
 
   Output: ANNOTATED/annotated[.shard-i-of-n].jsonl, one row per pair with action, score_sum
   (log p of the action), score_mean (per token) and n_tokens. A rerun continues where a
@@ -46,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--strict", action="store_true", help="stop at the first malformed line or unreadable image"
     )
+    add_ray_arguments(p, "pairs")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -54,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     """Load the CDM, annotate, print a summary."""
     from rich.console import Console
 
+    from worldboot.config import load_config, to_dict
     from worldboot.errors import ConfigError
     from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
     from worldboot.models import load_backbone
@@ -70,11 +76,14 @@ def run(args: argparse.Namespace) -> int:
         shard=args.shard,
         strict=args.strict,
     )
+    cfg = load_config(AnnotateConfig, base=to_dict(cfg), flags=ray_flags(args))
     cfg.validate()
-    dist_info = None if args.shard else distributed_shard()
+    dist_info = None if args.shard or cfg.engine == "ray" else distributed_shard()
     shard = parse_shard(args.shard) if args.shard else (dist_info[:2] if dist_info else None)
-    backbone = load_backbone(args.cdm)
-    if dist_info is not None and dist_info[2].type != "cpu":
+    backbone = None
+    if cfg.engine == "local":  # Ray actors load their own copies
+        backbone = load_backbone(args.cdm)
+    if backbone is not None and dist_info is not None and dist_info[2].type != "cpu":
         backbone.model.to(dist_info[2])  # one GPU per process
     try:
         summary = annotate_pairs(

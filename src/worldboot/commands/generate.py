@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER
+from worldboot.commands import HELP_FORMATTER, add_ray_arguments, ray_flags
 
 EXAMPLE = """examples:
   worldboot generate aurora/test.json --world runs/cwm --out runs/pred-cwm
@@ -15,6 +15,8 @@ EXAMPLE = """examples:
       --verifier anole-cdm --out runs/pred --shard 0/4        # one of four jobs; the last one merges
   accelerate launch --config_file configs/accelerate/ddp.yaml -m worldboot.cli generate \\
       aurora/test.json --config configs/anole7b/generate.yaml --world anole-cwm --out runs/pred
+  worldboot generate aurora/test.json --config configs/anole7b/generate.yaml --world anole-cwm \\
+      --verifier anole-cdm --out runs/pred --engine ray --ray-address HEAD:6379 --actors 8 --gpus-per-actor 1
 
 outputs (PRED): predictions.jsonl (one row per id: image, seed, candidates with scores, chosen),
 images/<id>.png, candidates/<id>/<k>.png, codes/<id>.safetensors, problems.jsonl, config.yaml,
@@ -58,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", help="model dtype, e.g. bfloat16 (default float32)")
     p.add_argument("--device", help="cpu, cuda, cuda:1... (default: accelerate's device or cpu)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad manifest row")
+    add_ray_arguments(p, "batches of samples")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted config overrides, e.g. sampling.temperature=1.0 sampling.top_k=0")
@@ -86,6 +89,7 @@ def config_from_args(args: argparse.Namespace):
         "verifier.path": args.verifier,
         "verifier.score": args.verifier_score,
         "strict": True if args.strict else None,
+        **ray_flags(args),
     }
     cfg = load_config(GenerateConfig, args.config, args.overrides or [], flags=flags)
     cfg.validate()

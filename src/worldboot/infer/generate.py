@@ -46,19 +46,18 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import Any, Literal
 
 from worldboot.config import dump_yaml, read_yaml, to_dict
-from worldboot.errors import ConfigError, DataError
-from worldboot.infer.outputs import merge_rows, row_files, write_prediction
-from worldboot.infer.predict import PredictConfig, make_generator, predict, sample_seed
+from worldboot.errors import ConfigError
+from worldboot.infer.jobs import load_models_job, predict_batch, predict_job
+from worldboot.infer.outputs import merge_rows, row_files
+from worldboot.infer.predict import PredictConfig, load_models
 from worldboot.infer.verify import Verifier
-from worldboot.models.backbone import sequence_problem
 from worldboot.progress import progress_bar
+from worldboot.ray_data import RaySettings, run_jobs
 from worldboot.runs import (
     RunDir,
     append_jsonl,
@@ -86,6 +85,10 @@ class GenerateConfig(PredictConfig):
         repeats: Independent runs (``repeat-k`` folders, seeds ``seed + k``).
         batch_size: Prompts per forward pass (each with ``best_of`` samples).
         strict: Stop at the first bad manifest row instead of reporting and skipping it.
+        engine: ``local`` (this process, or a shard of ``accelerate launch``) or ``ray`` (Ray
+            Data actors, each with the world model and verifier; the same batches, seeds and
+            files as the local run).
+        ray: The Ray cluster and actor pool (with ``engine: ray``).
     """
 
     manifest: str | None = None
@@ -96,6 +99,8 @@ class GenerateConfig(PredictConfig):
     repeats: int = 1
     batch_size: int = 4
     strict: bool = False
+    engine: Literal["local", "ray"] = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
 
     def validate(self) -> None:
         super().validate()
@@ -107,6 +112,9 @@ class GenerateConfig(PredictConfig):
             raise ConfigError(f"repeats must be at least 1, got {self.repeats}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
+        self.ray.validate()
 
 
 #: Config keys whose values decide the outputs: a folder made with other values is not resumed.
@@ -203,35 +211,6 @@ def check_resumable(out: Path, cfg: GenerateConfig) -> None:
                 )
 
 
-def load_models(
-    cfg: PredictConfig,
-    device: torch.device | None = None,
-    world: Any | None = None,
-    verifier: Verifier | None = None,
-) -> tuple[Any, Verifier | None]:
-    """The world model and the verifier of a config; only those not given are loaded.
-
-    Args:
-        cfg: Its ``world``, ``verifier``, ``dtype`` and ``device`` are used.
-        device: The process's device under accelerate, used when ``cfg.device`` is not set.
-        world: An already loaded world model.
-        verifier: An already loaded verifier (None and no ``cfg.verifier.path``: none).
-    """
-    from worldboot.models import load_backbone
-
-    kwargs: dict[str, Any] = {}
-    if cfg.dtype:
-        kwargs["dtype"] = cfg.dtype
-    target = cfg.device or (str(device) if device is not None and device.type != "cpu" else None)
-    if target and target != "cpu":
-        kwargs["device_map"] = target
-    if world is None:
-        world = load_backbone(cfg.world, **kwargs)
-    if verifier is None and cfg.verifier.path:
-        verifier = Verifier.load(cfg.verifier.path, world, cfg.verifier.score, cfg.verifier.on_mismatch, **kwargs)
-    return world, verifier
-
-
 def run_generate(
     cfg: GenerateConfig,
     shard: tuple[int, int] | None = None,
@@ -260,7 +239,6 @@ def run_generate(
     """
 
     from worldboot.data.schema import Problems
-    from worldboot.images import open_image
 
     cfg.validate()
     dist = None
@@ -293,7 +271,8 @@ def run_generate(
                 with file_lock(out / ".merge.lock"):
                     merge_rows(folder, order)
 
-    world, verifier = load_models(cfg, dist[2] if dist else None, world, verifier)
+    if cfg.engine == "local":  # Ray actors load their own copies
+        world, verifier = load_models(cfg, dist[2] if dist else None, world, verifier)
     record = {
         "sampling": dataclasses.asdict(cfg.sampling),
         "best_of": cfg.best_of,
@@ -314,69 +293,53 @@ def run_generate(
             f"generate {cfg.manifest} with {cfg.world} (best of {cfg.best_of}, verifier {cfg.verifier.path}): "
             f"shard {index}/{count}, {len(mine)} samples, {summary.done_before} predictions already done"
         )
-        if verifier is not None and verifier.reencode:
+        if cfg.engine == "ray":
+            rd.log(f"engine ray: {cfg.ray.actors} actors, {cfg.ray.gpus_per_actor} GPUs each")
+        elif verifier is not None and verifier.reencode:
             summary.reencoded = True
             rd.log("the verifier's tokenizer differs from the world model's: candidates are re-encoded")
         bar = progress_bar("generate", progress)
         with bar:
-            handles = files
             job = bar.add_task("samples", total=len(mine) * len(folders), completed=summary.done_before)
-            for b, start in enumerate(range(0, len(todo), cfg.batch_size)):
-                batch = todo[start : start + cfg.batch_size]
-                ready, images = [], []
-                for t in batch:
-                    too_long = sequence_problem(world, t.action)  # refused before any compute
-                    if too_long:
-                        problems.add(manifest, lines.get(t.id, 0), too_long)
-                        bar.update(job, advance=sum(t.id not in d for d in done))
-                        continue
-                    try:
-                        images.append(open_image(t.source))
-                    except DataError as err:
-                        problems.add(manifest, lines.get(t.id, 0), f"unreadable source: {err}")
-                        bar.update(job, advance=sum(t.id not in d for d in done))
-                        continue
-                    ready.append(t)
-                if not ready:
-                    continue
-                sources = world.encode_images(images).codes
+
+            def take(rows: list[list[dict[str, Any]]], found: list[Any]) -> list[dict[str, Any]]:
+                for sample_id, problem in found:
+                    problems.add(manifest, lines.get(sample_id, 0), problem)
+                    bar.update(job, advance=sum(sample_id not in d for d in done))
                 written: list[dict[str, Any]] = []
-                for k, (folder, fh) in enumerate(zip(folders, handles, strict=True)):
-                    idx = [i for i, t in enumerate(ready) if t.id not in done[k]]
-                    if not idx:
-                        continue
-                    seeds = [sample_seed(cfg.seed + k, ready[i].id) for i in idx]
-                    preds = predict(
-                        world,
-                        [sources[i] for i in idx],
-                        [ready[i].action for i in idx],
-                        cfg.best_of,
-                        cfg.sampling,
-                        [make_generator(s, world.device) for s in seeds],
-                        verifier,
-                        [images[i] for i in idx],
-                    )
-                    rows = [
-                        write_prediction(folder, ready[i], p, sources[i], s, k, cfg, record)
-                        for i, p, s in zip(idx, preds, seeds, strict=True)
-                    ]
+                for k, fh in enumerate(files):
                     # The PNGs are in place; one write, flush and fsync per batch: a kill
                     # loses at most this batch, and never leaves a row without its image.
-                    append_jsonl(fh, rows)
-                    done[k].update(r["id"] for r in rows)
-                    written.extend(rows)
-                    bar.update(job, advance=len(rows))
+                    append_jsonl(fh, rows[k])
+                    done[k].update(r["id"] for r in rows[k])
+                    written.extend(rows[k])
                 summary.predicted += len(written)
-                if on_batch is not None:
-                    on_batch(b, written)
+                bar.update(job, advance=len(written))
+                return written
+
+            batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
+            if cfg.engine == "ray":
+                jobs = [{"batch": [t.to_json() for t in batch], "folders": [str(f) for f in folders],
+                         "done": [[t.id for t in batch if t.id in d] for d in done], "record": record}
+                        for batch in batches]
+                outcome = run_jobs(jobs, load_models_job, predict_job, {"cfg": cfg}, cfg.ray,
+                                   lambda _job, res: take(res["rows"], res["problems"]))
+                for j in outcome.lost:
+                    for t in j["batch"]:
+                        problems.add(manifest, lines.get(t["id"], 0), outcome.reason("predicted"))
+            else:
+                for b, batch in enumerate(batches):
+                    written = take(*predict_batch(world, verifier, batch, cfg, folders, done, record))
+                    if on_batch is not None:
+                        on_batch(b, written)
         summary.problems = len(problems)
         problems.write(run_path / "problems.jsonl")
         if count > 1:
             marker.write_text("")
         rd.log(f"predicted {summary.predicted}; {summary.problems} problems")
-    if count == 1 and summary.done_before and summary.predicted:
-        # Rows done before (a resumed run, or shards folded in) and rows added now: back to
-        # the manifest's order, as one uninterrupted run writes them.
+    if count == 1 and (summary.done_before or cfg.engine == "ray") and summary.predicted:
+        # Rows done before (a resumed run, or shards folded in) and rows added now, or rows in
+        # the order Ray's actors finished: back to the manifest's order, as one local run writes them.
         for folder in folders:
             merge_rows(folder, order)
     summary.merged = count == 1 or _merge_if_complete(out, folders, count, order)

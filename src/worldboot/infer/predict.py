@@ -169,3 +169,32 @@ def predict(
             chosen = verifier.choose(scores)
         out.append(Prediction(cands, images, scores, chosen))
     return out
+
+
+def load_models(
+    cfg: PredictConfig,
+    device: torch.device | None = None,
+    world: Any | None = None,
+    verifier: Verifier | None = None,
+) -> tuple[Any, Verifier | None]:
+    """The world model and the verifier of a config; only those not given are loaded.
+
+    Args:
+        cfg: Its ``world``, ``verifier``, ``dtype`` and ``device`` are used.
+        device: The process's device under accelerate, used when ``cfg.device`` is not set.
+        world: An already loaded world model.
+        verifier: An already loaded verifier (None and no ``cfg.verifier.path``: none).
+    """
+    from worldboot.models import load_backbone
+
+    kwargs: dict[str, Any] = {}
+    if cfg.dtype:
+        kwargs["dtype"] = cfg.dtype
+    target = cfg.device or (str(device) if device is not None and device.type != "cpu" else None)
+    if target and target != "cpu":
+        kwargs["device_map"] = target
+    if world is None:
+        world = load_backbone(cfg.world, **kwargs)
+    if verifier is None and cfg.verifier.path:
+        verifier = Verifier.load(cfg.verifier.path, world, cfg.verifier.score, cfg.verifier.on_mismatch, **kwargs)
+    return world, verifier

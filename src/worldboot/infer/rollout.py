@@ -174,7 +174,7 @@ def run_rollout(
         verifier: An already loaded verifier (default: loaded from ``cfg.verifier.path`` if set).
     """
     from worldboot.images import open_image
-    from worldboot.infer.generate import load_models
+    from worldboot.infer.predict import load_models
 
     cfg.validate()
     image = open_image(cfg.image)

@@ -16,21 +16,30 @@ and each shard writes its own file, ``annotated.shard-<i>-of-<n>.jsonl``.
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from worldboot.data.schema import Problems, iter_jsonl
+from worldboot.data.schema import Problems
 from worldboot.errors import ConfigError, DataError
 from worldboot.images import open_image
+from worldboot.mining.pairs import read_pairs
 from worldboot.progress import progress_bar
-from worldboot.runs import RunDir, append_jsonl, done_ids, parse_shard, repair_tail, shard_items
-
-#: Fields every pairs row must have.
-REQUIRED = ("id", "source", "target")
+from worldboot.ray_data import RaySettings, run_jobs
+from worldboot.runs import (
+    RunDir,
+    append_jsonl,
+    done_ids,
+    parse_shard,
+    read_jsonl,
+    repair_tail,
+    shard_items,
+    write_atomic,
+)
 
 
 @dataclass
@@ -49,6 +58,9 @@ class AnnotateConfig:
         root: Folder every image path of the pairs file must stay under (relative paths are
             read from the pairs file's folder); None: that folder, where ``worldboot
             keyframes`` writes its frames. A path outside it is skipped and counted.
+        engine: ``local`` (this process) or ``ray`` (Ray Data actors, one CDM each; the same
+            batches, seeds and output as the local run).
+        ray: The Ray cluster and actor pool (with ``engine: ray``).
     """
 
     batch_size: int = 8
@@ -59,6 +71,8 @@ class AnnotateConfig:
     shard: str | None = None
     strict: bool = False
     root: str | None = None
+    engine: Literal["local", "ray"] = "local"
+    ray: RaySettings = field(default_factory=RaySettings)
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values that make no sense."""
@@ -70,6 +84,9 @@ class AnnotateConfig:
             raise ConfigError(f"temperature must be positive when sampling, got {self.temperature}")
         if self.shard is not None:
             parse_shard(self.shard)
+        if self.engine not in ("local", "ray"):
+            raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
+        self.ray.validate()
 
     @property
     def decoding(self) -> str:
@@ -108,54 +125,6 @@ def output_name(shard: tuple[int, int] | None, stem: str = "annotated") -> str:
         return f"{stem}.jsonl"
     i, n = shard
     return f"{stem}.shard-{i}-of-{n}.jsonl"
-
-
-def read_pairs(
-    path: str | os.PathLike[str], problems: Problems, root: str | os.PathLike[str] | None = None
-) -> list[dict[str, Any]]:
-    """Read ``pairs.jsonl``; image paths become absolute (relative ones: to the file's folder),
-    and must stay under ``root`` (default: the file's folder).
-
-    Malformed lines, missing fields, repeated ids and missing images go to ``problems``.
-    Each row gets ``_line``, its 1-based line number, for later reports (not written out).
-
-    Raises:
-        DataError: When the file does not exist.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"pairs file not found: {path}")
-    base = path.resolve().parent
-    root_path = Path(root).resolve() if root is not None else base
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
-    for lineno, row in iter_jsonl(path, problems):
-        missing = [k for k in REQUIRED if not row.get(k)]
-        if missing:
-            problems.add(path, lineno, f"missing field: {', '.join(missing)}")
-            continue
-        row["id"] = str(row["id"])
-        if row["id"] in seen:
-            problems.add(path, lineno, f"duplicate id: {row['id']}")
-            continue
-        bad = False
-        for key in ("source", "target"):
-            image = (base / str(row[key])).resolve()
-            if image != root_path and root_path not in image.parents:
-                problems.add(path, lineno, f"{key} image path escapes the data root {root_path}: {row[key]}")
-                bad = True
-                break
-            if not image.is_file():
-                problems.add(path, lineno, f"image not found: {image}")
-                bad = True
-                break
-            row[key] = str(image)
-        if bad:
-            continue
-        seen.add(row["id"])
-        row["_line"] = lineno
-        rows.append(row)
-    return rows
 
 
 class _CodeCache:
@@ -216,9 +185,7 @@ def annotate_pairs(
     Returns:
         Counts and the output file.
     """
-    import torch
 
-    from worldboot.models.backbone import SamplingConfig
 
     cfg = cfg or AnnotateConfig()
     cfg.validate()
@@ -237,8 +204,6 @@ def annotate_pairs(
     out_file.touch()  # a shard with nothing to do still leaves its (empty) output
     done = done_ids(sorted(out.glob("annotated*.jsonl")))
     summary.done_before = sum(r["id"] in done for r in mine)
-    sampling = SamplingConfig(temperature=cfg.temperature) if cfg.sample else SamplingConfig(temperature=0.0)
-    cache = _CodeCache(capacity=4 * cfg.batch_size)
     # Shards share the folder: config.yaml and meta.json hold the last shard started; each
     # shard's start and end are in log.txt.
     with RunDir(out, cfg, "annotate") as rd:
@@ -249,59 +214,121 @@ def annotate_pairs(
         bar = progress_bar("annotate", progress)
         with bar:
             job = bar.add_task("pairs", total=len(mine), completed=summary.done_before)
-            for b, batch in _batches(mine, cfg.batch_size):
-                todo = [r for r in batch if r["id"] not in done]
-                if not todo:
-                    continue
-                # Encode the whole batch (as a clean run would) so generation sees the same batch.
-                ready, images = [], []
-                for r in batch:
-                    try:
-                        pair_imgs = [cache.get(r[k]) for k in ("source", "target")]
-                        for k, i in (("source", 0), ("target", 1)):
-                            if pair_imgs[i] is None:
-                                pair_imgs[i] = open_image(r[k])
-                    except DataError as err:
-                        problems.add(pairs_path, r["_line"], str(err))
-                        continue
-                    ready.append(r)
-                    images.append(pair_imgs)
-                if not ready:
-                    continue
-                codes = _encode(backbone, ready, images, cache)
-                prompts = [backbone.dynamics_example(s, t) for s, t in codes]
-                generator = torch.Generator().manual_seed(cfg.seed + b) if cfg.sample else None
-                actions = backbone.generate_text(prompts, cfg.max_new_tokens, sampling, generator)
-                examples = [
-                    backbone.dynamics_example(s, t, a) for (s, t), a in zip(codes, actions, strict=True)
-                ]
-                scores = backbone.score(examples, batch_size=cfg.batch_size)
-                written = []
-                for i, r in enumerate(ready):
-                    if r["id"] in done:
-                        continue
-                    row = {k: v for k, v in r.items() if k != "_line"}
-                    row["source"], row["target"] = _rel(r["source"], out), _rel(r["target"], out)
-                    row.update(
-                        action=actions[i],
-                        score_sum=float(scores.total[i]),
-                        score_mean=float(scores.mean[i]),
-                        n_tokens=int(scores.count[i]),
-                        decoding=cfg.decoding,
-                    )
-                    written.append(row)
-                    summary.empty_actions += not actions[i].strip()
+            def take(rows: list[dict[str, Any]], found: list[list[Any]]) -> None:
                 # One write per batch, flushed to disk: a kill loses at most this batch.
-                append_jsonl(out_file, written)
-                done.update(row["id"] for row in written)
-                summary.annotated += len(written)
-                bar.update(job, advance=len(written))
-                if on_batch is not None:
-                    on_batch(b, written)
+                for line, message in found:
+                    problems.add(pairs_path, line, message)
+                append_jsonl(out_file, rows)
+                done.update(row["id"] for row in rows)
+                summary.annotated += len(rows)
+                summary.empty_actions += sum(not row["action"].strip() for row in rows)
+                bar.update(job, advance=len(rows))
+
+            batches = [(b, batch) for b, batch in _batches(mine, cfg.batch_size)
+                       if any(r["id"] not in done for r in batch)]
+            if cfg.engine == "ray":
+                if not model_dir:
+                    raise ConfigError("the ray engine loads the CDM on each actor: give its directory (model_dir)")
+                jobs = [{"b": b, "batch": batch, "cfg": asdict(cfg), "out": str(out),
+                         "done": [r["id"] for r in batch if r["id"] in done]} for b, batch in batches]
+                outcome = run_jobs(jobs, load_cdm, annotate_job, {"model_dir": str(model_dir)}, cfg.ray,
+                                   lambda _job, res: take(res["rows"], res["problems"]))
+                for j in outcome.lost:
+                    for r in j["batch"]:
+                        problems.add(pairs_path, r["_line"], outcome.reason("annotated"))
+                # Rows arrive in any order: back to the order of one local run.
+                order = {r["id"]: i for i, r in enumerate(mine)}
+                rows_now = sorted((row for _, row in read_jsonl(out_file)), key=lambda r: order.get(r["id"], -1))
+                write_atomic(out_file, "".join(json.dumps(r) + "\n" for r in rows_now))
+            else:
+                cache = _CodeCache(capacity=4 * cfg.batch_size)
+                for b, batch in batches:
+                    rows, found = annotate_batch(backbone, batch, b, cfg, out, done, cache)
+                    take(rows, found)
+                    if on_batch is not None:
+                        on_batch(b, rows)
         summary.problems = len(problems)
         problems.write(out / output_name(shard, "problems"))
         rd.log(f"wrote {summary.annotated} rows to {out_file}; {summary.problems} problems")
     return summary
+
+
+def annotate_batch(
+    backbone: Any,
+    batch: list[dict[str, Any]],
+    b: int,
+    cfg: AnnotateConfig,
+    out: Path,
+    done: set[str],
+    cache: _CodeCache | None = None,
+) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """Batch ``b`` of a run: the rows to write (pairs not in ``done``) and the problems found
+    (``[line, message]``). The whole batch is encoded and decoded, as a clean run does, so a
+    resumed run or a Ray actor writes what one clean local run writes (sampling included:
+    batch ``b`` samples with seed ``cfg.seed + b``)."""
+    import torch
+
+    from worldboot.models.backbone import SamplingConfig
+
+    cache = cache if cache is not None else _CodeCache(capacity=4 * cfg.batch_size)
+    found: list[list[Any]] = []
+    ready, images = [], []
+    for r in batch:
+        try:
+            pair_imgs = [cache.get(r[k]) for k in ("source", "target")]
+            for k, i in (("source", 0), ("target", 1)):
+                if pair_imgs[i] is None:
+                    pair_imgs[i] = open_image(r[k])
+        except DataError as err:
+            found.append([r["_line"], str(err)])
+            continue
+        ready.append(r)
+        images.append(pair_imgs)
+    if not ready:
+        return [], found
+    codes = _encode(backbone, ready, images, cache)
+    prompts = [backbone.dynamics_example(s, t) for s, t in codes]
+    generator = torch.Generator().manual_seed(cfg.seed + b) if cfg.sample else None
+    sampling = SamplingConfig(temperature=cfg.temperature if cfg.sample else 0.0)
+    actions = backbone.generate_text(prompts, cfg.max_new_tokens, sampling, generator)
+    examples = [backbone.dynamics_example(s, t, a) for (s, t), a in zip(codes, actions, strict=True)]
+    scores = backbone.score(examples, batch_size=cfg.batch_size)
+    rows = []
+    for i, r in enumerate(ready):
+        if r["id"] in done:
+            continue
+        row = {k: v for k, v in r.items() if k != "_line"}
+        row["source"], row["target"] = _rel(r["source"], out), _rel(r["target"], out)
+        row.update(
+            action=actions[i],
+            score_sum=float(scores.total[i]),
+            score_mean=float(scores.mean[i]),
+            n_tokens=int(scores.count[i]),
+            decoding=cfg.decoding,
+        )
+        rows.append(row)
+    return rows, found
+
+
+def load_cdm(model_dir: str) -> Any:
+    """A Ray actor's CDM (on its GPU when it reserved one)."""
+    import torch
+
+    from worldboot.models import load_backbone
+
+    backbone = load_backbone(model_dir)
+    if torch.cuda.is_available():
+        backbone.model.to("cuda")
+    return backbone
+
+
+def annotate_job(backbone: Any, job: dict[str, Any]) -> dict[str, Any]:
+    """One batch on a Ray actor: :func:`annotate_batch` with the job's settings."""
+    from worldboot.config import from_dict
+
+    cfg = from_dict(AnnotateConfig, job["cfg"])
+    rows, found = annotate_batch(backbone, job["batch"], job["b"], cfg, Path(job["out"]), set(job["done"]))
+    return {"rows": rows, "problems": found}
 
 
 def _encode(backbone: Any, rows: list[dict[str, Any]], images: list[list[Any]], cache: _CodeCache):

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.data.schema import Problems
-from worldboot.errors import DataError, UserError
+from worldboot.errors import DataError
 from worldboot.mining.keyframes.config import KeyframeConfig, MiningSummary, VideoTask
 from worldboot.mining.keyframes.flow import _FramePool, scan_video
 from worldboot.mining.keyframes.select import greedy_keyframes
@@ -219,16 +219,11 @@ def _init_worker_logging_only() -> None:
 def _run_ray(
     tasks: list[VideoTask], run_dir: str, cfg: KeyframeConfig, on_done: Callable[[dict[str, Any]], None]
 ) -> None:
-    try:
-        import ray
-        import ray.data
-    except ImportError:
-        raise UserError("--engine ray needs Ray Data: pip install 'ray[data]'") from None
-    if not ray.is_initialized():
-        if os.environ.get("RAY_ADDRESS"):
-            ray.init(log_to_driver=False)  # join the cluster RAY_ADDRESS names
-        else:
-            ray.init(num_cpus=cfg.workers, include_dashboard=False, log_to_driver=False)
+    from worldboot.ray_data import RaySettings, start
+
+    start(RaySettings(actors=cfg.workers))  # the cluster RAY_ADDRESS names, else a local Ray
+    import ray.data
+
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False  # ours counts videos
     ds = ray.data.from_items([{"task": json.dumps(asdict(t))} for t in tasks], override_num_blocks=len(tasks))

@@ -1,0 +1,66 @@
+"""The README's Ray cluster commands, with sizes changed: a head started with `ray start --head`,
+then `worldboot keyframes` (RAY_ADDRESS) and `worldboot annotate --ray-address` against it, as
+separate processes (with Ray's token authentication, as `ray start` sets it up); their outputs
+equal the local engine's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.data", reason="Ray Data is part of the dev install: pip install -e '.[dev]'")
+pytestmark = pytest.mark.timeout(600)
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def head(tmp_path):
+    """`ray start --head` on this machine (2 CPUs); stopped afterwards."""
+    ray = shutil.which("ray", path=str(BIN))
+    port = _free_port()
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
+    started = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2",
+                              "--include-dashboard", "false", "--node-ip-address", "127.0.0.1"],
+                             capture_output=True, text=True, env=env, timeout=120)
+    assert started.returncode == 0, started.stderr[-2000:]
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def _worldboot(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "worldboot.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "WORLDBOOT_NO_PROGRESS": "1", "RAY_AUTH_MODE": "token", **(env or {})},
+                          timeout=300)
+
+
+def test_mine_and_annotate_a_folder_of_videos_on_a_ray_cluster(head, tmp_path, tiny_dir):
+    from worldboot.world.gen import generate_clips
+
+    generate_clips(tmp_path / "videos", 3, seed=5, size=96)
+    for engine, out in (("local", tmp_path / "local"), ("ray", tmp_path / "ray")):
+        env = {"RAY_ADDRESS": head} if engine == "ray" else {}
+        mined = _worldboot("keyframes", str(tmp_path / "videos"), "--out", str(out / "mined"), "--engine", engine,
+                           "--workers", "2", "--k", "3", "--interval", "10", env=env)
+        assert mined.returncode == 0, mined.stderr[-3000:]
+        extra = ["--ray-address", head, "--actors", "2"] if engine == "ray" else []
+        annotated = _worldboot("annotate", str(out / "mined" / "pairs.jsonl"), "--cdm", str(tiny_dir), "--out",
+                               str(out / "annotated"), "--engine", engine, "--batch-size", "2", *extra)
+        assert annotated.returncode == 0, annotated.stderr[-3000:]
+    for name in ("mined/pairs.jsonl", "annotated/annotated.jsonl"):
+        local = (tmp_path / "local" / name).read_text()
+        # Paths inside the rows are relative to each run's folder, so the two runs' rows match.
+        assert local and (tmp_path / "ray" / name).read_text() == local, name
