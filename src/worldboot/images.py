@@ -4,9 +4,25 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 from PIL import Image
 
 from worldboot.errors import DataError
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """``img`` as RGB, with transparent pixels laid over white, as Chameleon's reference
+    preprocessing does (a plain ``convert("RGB")`` keeps whatever colour hides under alpha 0,
+    often black): each channel becomes ``(1 - a) * 255 + a * c`` with ``a = alpha / 255``,
+    truncated to 8 bits."""
+    if img.mode == "RGB":
+        return img
+    rgba = np.asarray(img.convert("RGBA"))
+    if (rgba[:, :, 3] == 255).all():
+        return img.convert("RGB")
+    alpha = rgba[:, :, 3:] / 255.0
+    rgb = (1.0 - alpha) * 255.0 + alpha * rgba[:, :, :3]
+    return Image.fromarray(rgb.astype(np.uint8), "RGB")
 
 
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
@@ -17,7 +33,7 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:

@@ -137,3 +137,61 @@ def test_a_vqgan_yaml_that_is_not_one_is_one_line(tmp_path, text, message):
     with pytest.raises(ModelError, match=message) as err:
         load_taming_vqgan(tmp_path / "vqgan.ckpt", tmp_path / "vqgan.yaml")
     assert "\n" not in str(err.value) and "vqgan.yaml" in str(err.value)
+
+
+def test_the_tokenizer_folder_must_hold_the_models_own_encoder(tiny, tmp_path, tiny_dir):
+    """Equal keys and shapes are not enough: the encoder's values are compared too."""
+    import shutil
+
+    from worldboot.models.chameleon import DECODER_FILE, load_chameleon
+
+    model_dir = tmp_path / "hf"
+    shutil.copytree(tiny_dir, model_dir)
+    (model_dir / DECODER_FILE).unlink()
+    sd = _taming_state_dict(tiny)
+    sd["encoder.conv_in.weight"] = sd["encoder.conv_in.weight"] + 1e-3
+    (model_dir / "tokenizer").mkdir()
+    torch.save({"state_dict": sd}, model_dir / "tokenizer" / "vqgan.ckpt")
+    (model_dir / "tokenizer" / "vqgan.yaml").write_text(yaml.safe_dump({"model": {"params": TAMING_PARAMS}}))
+    with pytest.raises(ModelError, match=r"its VQ encoder differs from the model's \(encoder.conv_in.weight\)"):
+        load_chameleon(model_dir)
+
+
+def test_a_safetensors_vqgan_is_accepted(tiny, tmp_path, tiny_dir):
+    import shutil
+
+    from safetensors.torch import save_file
+
+    from worldboot.models.chameleon import DECODER_FILE, load_chameleon
+
+    model_dir = tmp_path / "hf"
+    shutil.copytree(tiny_dir, model_dir)
+    (model_dir / DECODER_FILE).unlink()
+    sd = _taming_state_dict(tiny)
+    (model_dir / "tokenizer").mkdir()
+    save_file({k: v.contiguous() for k, v in sd.items()}, str(model_dir / "tokenizer" / "vqgan.safetensors"))
+    (model_dir / "tokenizer" / "vqgan.yaml").write_text(yaml.safe_dump({"model": {"params": TAMING_PARAMS}}))
+    got = load_chameleon(model_dir).vqgan.decoder.state_dict()
+    assert all(torch.equal(got[k[len("decoder."):]], v) for k, v in sd.items() if k.startswith("decoder."))
+
+
+def test_transparent_pixels_are_laid_over_white_as_the_reference_does(tiny, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from worldboot.images import open_image, to_rgb
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (64, 64, 4), dtype=np.uint8)
+    rgba[:8, :, 3] = 0  # fully transparent rows (their colour must not show)
+    rgba[8:16, :, 3] = 255
+    img = Image.fromarray(rgba, "RGBA")
+    a = rgba[:, :, 3:] / 255.0
+    want = ((1 - a) * 255 + a * rgba[:, :, :3]).astype(np.uint8)  # Chameleon's reference formula
+    assert np.array_equal(np.asarray(to_rgb(img)), want)
+    assert (np.asarray(to_rgb(img))[:8] == 255).all()
+    img.save(tmp_path / "a.png")
+    assert np.array_equal(np.asarray(open_image(tmp_path / "a.png")), want)
+    torch.testing.assert_close(tiny.preprocess([img]), tiny.preprocess([Image.fromarray(want, "RGB")]), atol=0, rtol=0)
+    opaque = Image.fromarray(rgba[8:16], "RGBA")
+    assert np.array_equal(np.asarray(to_rgb(opaque)), rgba[8:16, :, :3])

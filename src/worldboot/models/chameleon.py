@@ -9,9 +9,11 @@ Two things transformers' ``ChameleonForConditionalGeneration`` does not do for u
 
 A worldboot model directory holds the transformers model (``config.json``,
 ``model.safetensors``), its tokenizer, ``vq_decoder.safetensors`` and ``worldboot.json``
-(family, image size, prompt templates). An Anole-7B directory converted to transformers'
-format plus Anole's ``tokenizer/`` directory (``vqgan.ckpt`` + ``vqgan.yaml``) loads through
-:func:`load_chameleon` with ``vqgan_dir``. Decoding lives in :mod:`worldboot.models.sampling`.
+(family, image size, prompt templates). Anole-7B's release folder becomes one with
+``worldboot convert anole`` (:mod:`worldboot.models.convert_anole`); a transformers-format
+Chameleon directory plus Anole's ``tokenizer/`` directory (``vqgan.yaml`` and ``vqgan.ckpt`` or
+``vqgan.safetensors``) also loads through :func:`load_chameleon`. Decoding lives in
+:mod:`worldboot.models.sampling`.
 
 (Over 400 lines because :class:`ChameleonBackbone` is the whole Backbone Protocol in one class.)
 """
@@ -35,6 +37,7 @@ from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.chameleon.modeling_chameleon import ChameleonForConditionalGeneration
 
 from worldboot.errors import DataError, ModelError
+from worldboot.images import to_rgb
 from worldboot.models.backbone import (
     Batch,
     EncodedImages,
@@ -213,8 +216,7 @@ class ChameleonBackbone:
         size = self.image_size
         arrays = []
         for img in images:
-            if img.mode != "RGB":
-                img = img.convert("RGB")
+            img = to_rgb(img)  # transparency over white, as Anole's reference
             scale = size / min(img.size)
             new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
             if new != img.size:
@@ -492,6 +494,14 @@ class ChameleonBackbone:
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
+def _vqgan_checkpoint(folder: Path) -> Path | None:
+    """``vqgan.safetensors`` or Anole's ``vqgan.ckpt`` in ``folder`` (None: neither)."""
+    for name in ("vqgan.safetensors", "vqgan.ckpt"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def _check_dir(path: Path, required: Sequence[str]) -> None:
     if not path.is_dir():
         raise ModelError(f"model directory not found: {path}")
@@ -511,10 +521,11 @@ def load_chameleon(
 
     Args:
         path: A worldboot model directory, or a transformers-format Chameleon/Anole directory.
-        vqgan_dir: Anole's ``tokenizer/`` directory with ``vqgan.ckpt`` and ``vqgan.yaml``;
-            needed when ``path`` has no ``vq_decoder.safetensors`` (default: a ``tokenizer/``
-            folder inside ``path`` or beside it, as in Anole's release). Its encoder weights must
-            equal the ones inside the model (checked), its decoder weights are loaded strictly.
+        vqgan_dir: Anole's ``tokenizer/`` directory with ``vqgan.yaml`` and ``vqgan.ckpt`` (or
+            ``vqgan.safetensors``); needed when ``path`` has no ``vq_decoder.safetensors``
+            (default: a ``tokenizer/`` folder inside ``path`` or beside it, as in Anole's
+            release). Its encoder weights must equal the ones inside the model (their values,
+            in the model's dtype), its decoder weights are loaded strictly.
         dtype: e.g. ``"bfloat16"`` on GPUs; float32 when None.
         device_map: Passed to ``from_pretrained`` (``"auto"`` spreads a 7B model over GPUs).
         image_size: Override of the image side (default: ``worldboot.json``, else the VQ
@@ -534,6 +545,9 @@ def load_chameleon(
         meta = read_json(path / META_FILE)
         if meta.get("family", "chameleon") != "chameleon":
             raise ModelError(f"{path} holds a {meta['family']} model, not chameleon")
+    from worldboot.models.convert_anole import refuse_old_conversion
+
+    refuse_old_conversion(path)  # transformers 5 raises a bare RuntimeError on it
     try:
         model = ChameleonWorldLM.from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
         tokenizer = AutoTokenizer.from_pretrained(path)
@@ -547,23 +561,30 @@ def load_chameleon(
     if vqgan_dir is None and not (path / DECODER_FILE).is_file():
         # Anole ships its VQGAN as tokenizer/vqgan.ckpt; look inside and beside the model folder.
         for guess in (path / "tokenizer", path.parent / "tokenizer"):
-            if (guess / "vqgan.ckpt").is_file() and (guess / "vqgan.yaml").is_file():
+            if _vqgan_checkpoint(guess) is not None and (guess / "vqgan.yaml").is_file():
                 vqgan_dir = guess
                 break
     if (path / DECODER_FILE).is_file():
         decoder.load_state_dict(load_safetensors(path / DECODER_FILE), strict=True)
     elif vqgan_dir is not None:
         vq_dir = Path(vqgan_dir)
-        _, vq_sd, dec_sd = load_taming_vqgan(vq_dir / "vqgan.ckpt", vq_dir / "vqgan.yaml")
+        ckpt = _vqgan_checkpoint(vq_dir) or vq_dir / "vqgan.ckpt"
+        _, vq_sd, dec_sd = load_taming_vqgan(ckpt, vq_dir / "vqgan.yaml")
         decoder.load_state_dict(dec_sd, strict=True)
         ours = model.model.vqmodel.state_dict()
         for key, value in vq_sd.items():
             if key not in ours or ours[key].shape != value.shape:
                 raise ModelError(f"{vq_dir}: VQ key {key} does not fit the model's tokenizer")
+            if not torch.equal(ours[key].cpu(), value.to(ours[key].dtype)):
+                # The decoder would then draw codes another encoder assigned.
+                raise ModelError(
+                    f"{ckpt}: its VQ encoder differs from the model's ({key}); the tokenizer folder belongs "
+                    "to another model"
+                )
     else:
         raise ModelError(
             f"{path} has no {DECODER_FILE} and no tokenizer/vqgan.ckpt inside or beside it; "
-            "put Anole's tokenizer/ folder (vqgan.ckpt + vqgan.yaml) there"
+            "put Anole's tokenizer/ folder (vqgan.ckpt or vqgan.safetensors, and vqgan.yaml) there"
         )
     decoder.to(device=model.device, dtype=model.dtype)
     templates = PromptTemplates(**meta["templates"]) if "templates" in meta else None

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from PIL import Image
 
 from worldboot.errors import DataError
+from worldboot.images import to_rgb
 from worldboot.study.spec import IMAGE_FORMATS
 
 #: Uploads larger than this many pixels are refused before decoding (decompression bombs).
@@ -51,7 +52,7 @@ def read_upload(data: bytes, max_bytes: int) -> Image.Image:
                 raise DataError(
                     f"the image has {width}x{height} pixels; at most {MAX_UPLOAD_PIXELS:,} please"
                 )
-            return img.convert("RGB")
+            return to_rgb(img)
     except DataError:
         raise
     except (OSError, ValueError, Image.DecompressionBombError, SyntaxError):

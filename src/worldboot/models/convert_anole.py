@@ -1,0 +1,223 @@
+"""``worldboot convert anole``: Anole-7B's release folder (Meta's layout) to a worldboot model.
+
+The release holds ``models/7b/consolidated.pth`` with ``params.json`` (and
+``consolidate_params.json``), and ``tokenizer/`` with ``text_tokenizer.json``, ``vqgan.ckpt``
+and ``vqgan.yaml``. transformers ships no converter in its wheel, and Anole's own (a modified
+copy of an older transformers) writes ``q_norm``/``k_norm`` of shape ``[head_dim]`` with
+unpermuted rotary halves, which transformers 5 refuses; so the conversion is written here,
+through transformers' own ``ChameleonConfig`` and model class.
+
+What changes between the layouts:
+
+* **Rotary halves.** Meta's attention rotates interleaved pairs ``(2i, 2i+1)`` of each head;
+  transformers rotates the two halves ``(i, i + d/2)``. Each head's rows of ``wq`` and ``wk``
+  are reordered so that the halves hold the pairs' first and second members.
+* **Per-head QK norm.** Meta normalises each head with one ``[head_dim]`` weight and bias;
+  transformers holds one row per head (``[heads, head_dim]``), in the reordered layout.
+* **Names.** ``tok_embeddings`` -> ``model.embed_tokens``, ``attention.wq`` -> ``self_attn.q_proj``...
+* **Tokenizer.** Chameleon's reserved token ``<reserved08707>`` becomes ``<image>``, the
+  placeholder transformers' processor expects; the VQGAN's encoder goes into the model, its
+  decoder into worldboot's ``vq_decoder.safetensors``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worldboot.errors import ModelError
+from worldboot.models.files import read_json
+
+#: Chameleon's reserved token that stands for an image placeholder in transformers.
+IMAGE_PLACEHOLDER = ("<reserved08707>", "<image>")
+#: Release files, relative to the release folder.
+RELEASE_FILES = ("models/7b/params.json", "tokenizer/text_tokenizer.json", "tokenizer/vqgan.ckpt", "tokenizer/vqgan.yaml")
+
+
+def half_split_rows(weight: torch.Tensor, heads: int) -> torch.Tensor:
+    """Reorder each head's rows from interleaved pairs (Meta) to halves (transformers)."""
+    out_dim = weight.shape[0]
+    head_dim = out_dim // heads
+    rest = weight.shape[1:]
+    return weight.reshape(heads, head_dim // 2, 2, *rest).transpose(1, 2).reshape(out_dim, *rest)
+
+
+def per_head_norm(vector: torch.Tensor, heads: int) -> torch.Tensor:
+    """A Meta ``[head_dim]`` QK-norm weight or bias as transformers' ``[heads, head_dim]``."""
+    return half_split_rows(vector[:, None], 1)[:, 0].expand(heads, -1).contiguous()
+
+
+def read_params(model_dir: Path) -> dict[str, Any]:
+    """``params.json`` with ``consolidate_params.json`` over it (either may nest under ``model``)."""
+    params = read_json(model_dir / "params.json")
+    extra = model_dir / "consolidate_params.json"
+    if extra.is_file():
+        params = {**params, **read_json(extra)}
+    return params.get("model", params)
+
+
+def convert_state_dict(meta: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Meta's language-model weights under transformers' names and layouts."""
+    heads = params["n_heads"]
+    kv_heads = params.get("n_kv_heads") or heads
+    out: dict[str, torch.Tensor] = {
+        "model.embed_tokens.weight": meta["tok_embeddings.weight"],
+        "model.norm.weight": meta["norm.weight"],
+        "lm_head.weight": meta["output.weight"],
+    }
+    for i in range(params["n_layers"]):
+        src, dst = f"layers.{i}.", f"model.layers.{i}."
+        out[dst + "self_attn.q_proj.weight"] = half_split_rows(meta[src + "attention.wq.weight"], heads)
+        out[dst + "self_attn.k_proj.weight"] = half_split_rows(meta[src + "attention.wk.weight"], kv_heads)
+        out[dst + "self_attn.v_proj.weight"] = meta[src + "attention.wv.weight"]
+        out[dst + "self_attn.o_proj.weight"] = meta[src + "attention.wo.weight"]
+        for ours, theirs, n in (("q_norm", "q_normalization", heads), ("k_norm", "k_normalization", kv_heads)):
+            for part in ("weight", "bias"):
+                out[dst + f"self_attn.{ours}.{part}"] = per_head_norm(meta[src + f"attention.{theirs}.{part}"], n)
+        out[dst + "mlp.gate_proj.weight"] = meta[src + "feed_forward.w1.weight"]
+        out[dst + "mlp.down_proj.weight"] = meta[src + "feed_forward.w2.weight"]
+        out[dst + "mlp.up_proj.weight"] = meta[src + "feed_forward.w3.weight"]
+        out[dst + "input_layernorm.weight"] = meta[src + "attention_norm.weight"]
+        out[dst + "post_attention_layernorm.weight"] = meta[src + "ffn_norm.weight"]
+    return out
+
+
+def _tokenizer(path: Path) -> Any:
+    """transformers' fast tokenizer of Chameleon's ``text_tokenizer.json``, with ``<image>``."""
+    from tokenizers import Tokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    from worldboot.models.chameleon import BOI_TOKEN, EOI_TOKEN
+
+    data = json.loads(path.read_text(encoding="utf-8"))
+    old, new = IMAGE_PLACEHOLDER
+    vocab = data["model"]["vocab"]
+    if old in vocab:
+        vocab[new] = vocab.pop(old)
+    for token in data.get("added_tokens", []):
+        if token["content"] == old:
+            token["content"] = new
+    return PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        additional_special_tokens=[BOI_TOKEN, EOI_TOKEN],
+    )
+
+
+def _checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
+    for name in ("consolidated.pth", "consolidated.00.pth"):
+        path = model_dir / name
+        if path.is_file():
+            try:
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except Exception as err:  # noqa: BLE001 - an unsafe or damaged pickle: refuse, never run it
+                raise ModelError(f"{path}: cannot be read with weights_only=True ({type(err).__name__})") from None
+    raise ModelError(f"{model_dir} has no consolidated.pth")
+
+
+def refuse_old_conversion(path: Path) -> None:
+    """One line for a directory written by Anole's modified transformers converter (its
+    ``q_norm`` is ``[head_dim]``: transformers 5 cannot load it)."""
+    from safetensors import safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    key = "model.layers.0.self_attn.q_norm.weight"
+    if index.is_file():
+        shard = read_json(index).get("weight_map", {}).get(key)
+        files = [path / shard] if shard else []
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            if key in fh.keys() and len(fh.get_slice(key).get_shape()) == 1:  # noqa: SIM118 - safe_open has no __contains__
+                raise ModelError(
+                    f"{path} was converted by Anole's modified transformers (q_norm of shape [head_dim]), which "
+                    "transformers 5 cannot load: convert the release folder instead: "
+                    "worldboot convert anole ANOLE_RELEASE_DIR --out DIR"
+                )
+
+
+def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Write a worldboot model directory from Anole's release folder.
+
+    Args:
+        src: The release folder (``models/7b/`` and ``tokenizer/``).
+        out: The new model directory; Anole's ``tokenizer/`` folder is copied into it.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ModelError: A missing release file, a checkpoint that does not fit ``params.json``, or
+            a folder converted by Anole's modified transformers (one line saying what to do).
+    """
+    from worldboot.models.chameleon import ChameleonBackbone, ChameleonWorldLM
+    from worldboot.models.vq import ChameleonVQDecoder, load_taming_vqgan
+
+    src, out = Path(src), Path(out)
+    if (src / "config.json").is_file():
+        refuse_old_conversion(src)
+        raise ModelError(f"{src} is already in transformers' format: load it directly (it needs no conversion)")
+    missing = [f for f in RELEASE_FILES if not (src / f).is_file()]
+    if missing:
+        raise ModelError(f"{src} is not Anole's release folder: missing {', '.join(missing)}")
+    model_dir = src / "models" / "7b"
+    params = read_params(model_dir)
+    vq_config, vq_sd, dec_sd = load_taming_vqgan(src / "tokenizer" / "vqgan.ckpt", src / "tokenizer" / "vqgan.yaml")
+    tokenizer = _tokenizer(src / "tokenizer" / "text_tokenizer.json")
+    meta = _checkpoint(model_dir)
+    try:
+        config, state = _config_and_state(params, meta, vq_config, tokenizer)
+    except KeyError as err:
+        raise ModelError(f"{model_dir}: no {err} in params.json or consolidated.pth (not Anole's release?)") from None
+    dtype = state["model.embed_tokens.weight"].dtype
+    state.update({f"model.vqmodel.{k}": v.to(dtype) for k, v in vq_sd.items()})
+    from accelerate import init_empty_weights
+
+    with init_empty_weights():  # weights come from the checkpoint; buffers (rotary) are made here
+        model = ChameleonWorldLM(config)
+    result = model.load_state_dict(state, strict=False, assign=True)
+    if result.missing_keys or result.unexpected_keys:
+        raise ModelError(
+            f"{model_dir}: the checkpoint does not fit params.json (missing {result.missing_keys[:3]}, "
+            f"unexpected {result.unexpected_keys[:3]})"
+        )
+    model.eval()
+    decoder = ChameleonVQDecoder(config.vq_config)
+    decoder.load_state_dict(dec_sd, strict=True)
+    ChameleonBackbone(model, tokenizer, decoder.to(dtype), int(config.vq_config.resolution)).save(out)
+    shutil.copytree(src / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
+    return out
+
+
+def _config_and_state(
+    params: dict[str, Any], meta: dict[str, torch.Tensor], vq_config: Any, tokenizer: Any
+) -> tuple[Any, dict[str, torch.Tensor]]:
+    from transformers import ChameleonConfig
+
+    vocab = tokenizer.get_vocab()
+    theta = float(params.get("rope_theta", 10000.0))
+    config = ChameleonConfig(
+        hidden_size=params["dim"],
+        # The feed-forward width as the checkpoint has it (Meta derives it from dim, multiple_of
+        # and ffn_dim_multiplier).
+        intermediate_size=int(meta["layers.0.feed_forward.w1.weight"].shape[0]),
+        num_attention_heads=params["n_heads"],
+        num_hidden_layers=params["n_layers"],
+        num_key_value_heads=params.get("n_kv_heads") or params["n_heads"],
+        rms_norm_eps=params["norm_eps"],
+        rope_parameters={"rope_type": "default", "rope_theta": theta},
+        max_position_embeddings=16384 if theta > 10000.0 else 4096,  # Chameleon 1's context
+        swin_norm=params.get("swin_norm", False),
+        vocab_size=len(vocab),
+        vocabulary_map=vocab,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        vq_config=vq_config.to_dict(),
+    )
+    return config, convert_state_dict(meta, params)

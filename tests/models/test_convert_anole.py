@@ -1,0 +1,161 @@
+"""`worldboot convert anole`: a tiny checkpoint in Anole's release layout (Meta's key names,
+interleaved rotary pairs, one QK-norm vector shared by the heads) converts to a model whose
+logits equal those of the same weights built directly in transformers' layout; the rotary
+convention is checked against attention computed the Meta way."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from models.test_vq import TAMING_PARAMS, _taming_state_dict
+from worldboot.cli import main
+from worldboot.errors import ModelError
+from worldboot.models import load_backbone
+from worldboot.models.tiny import build_tiny_chameleon
+
+HEADS = 4
+
+
+def _interleave(w: torch.Tensor, heads: int) -> torch.Tensor:
+    """transformers' per-head halves back to Meta's interleaved pairs (the release layout)."""
+    hd = w.shape[0] // heads
+    return w.reshape(heads, 2, hd // 2, *w.shape[1:]).transpose(1, 2).reshape(w.shape)
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    """A tiny model (transformers' layout, QK norms random but equal across heads, as Meta's are
+    shared) and the same weights written as Anole's release folder."""
+    bb = build_tiny_chameleon()
+    torch.manual_seed(1)
+    cfg = bb.core.config
+    sd = bb.core.state_dict()
+    for key in [k for k in sd if "_norm." in k and "self_attn" in k]:
+        sd[key] = torch.randn(sd[key].shape[-1]).expand_as(sd[key]).clone()
+    bb.core.load_state_dict(sd)
+    meta = {"tok_embeddings.weight": sd["model.embed_tokens.weight"], "norm.weight": sd["model.norm.weight"],
+            "output.weight": sd["lm_head.weight"]}
+    names = {"q_proj": "wq", "k_proj": "wk", "v_proj": "wv", "o_proj": "wo"}
+    for i in range(cfg.num_hidden_layers):
+        p = f"model.layers.{i}."
+        for ours, theirs in names.items():
+            w = sd[p + f"self_attn.{ours}.weight"]
+            meta[f"layers.{i}.attention.{theirs}.weight"] = _interleave(w, HEADS) if ours in ("q_proj", "k_proj") else w
+        for ours, theirs in (("q_norm", "q_normalization"), ("k_norm", "k_normalization")):
+            for part in ("weight", "bias"):
+                row = sd[p + f"self_attn.{ours}.{part}"][0]
+                meta[f"layers.{i}.attention.{theirs}.{part}"] = _interleave(row[:, None], 1)[:, 0].clone()
+        for ours, theirs in (("gate_proj", "w1"), ("down_proj", "w2"), ("up_proj", "w3")):
+            meta[f"layers.{i}.feed_forward.{theirs}.weight"] = sd[p + f"mlp.{ours}.weight"]
+        meta[f"layers.{i}.attention_norm.weight"] = sd[p + "input_layernorm.weight"]
+        meta[f"layers.{i}.ffn_norm.weight"] = sd[p + "post_attention_layernorm.weight"]
+    root = tmp_path_factory.mktemp("anole-release")
+    (root / "models" / "7b").mkdir(parents=True)
+    torch.save(meta, root / "models" / "7b" / "consolidated.pth")
+    params = {"dim": cfg.hidden_size, "n_layers": cfg.num_hidden_layers, "n_heads": HEADS, "norm_eps": cfg.rms_norm_eps,
+              "rope_theta": cfg.rope_parameters["rope_theta"],
+              "swin_norm": False, "qk_normalization": True}
+    (root / "models" / "7b" / "params.json").write_text(json.dumps({"model": params}))
+    (root / "models" / "7b" / "consolidate_params.json").write_text(json.dumps({"model_parallel_size": 1}))
+    tok = root / "tokenizer"
+    tok.mkdir()
+    data = json.loads(bb.tokenizer.backend_tokenizer.to_str())
+    data["model"]["vocab"]["<reserved08707>"] = data["model"]["vocab"].pop("<image>")
+    for t in data["added_tokens"]:
+        if t["content"] == "<image>":
+            t["content"] = "<reserved08707>"
+    (tok / "text_tokenizer.json").write_text(json.dumps(data))
+    taming = _taming_state_dict(bb)
+    torch.save({"state_dict": taming}, tok / "vqgan.ckpt")
+    (tok / "vqgan.yaml").write_text(yaml.safe_dump({"model": {"params": TAMING_PARAMS}}))
+    return bb, root, taming
+
+
+def test_converted_logits_equal_the_direct_construction(release, tmp_path):
+    bb, root, taming = release
+    assert main(["convert", "anole", str(root), "--out", str(tmp_path / "anole")]) == 0
+    converted = load_backbone(tmp_path / "anole")
+    ids = torch.randint(0, bb.core.config.vocab_size, (2, 40), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = bb.core(input_ids=ids).logits
+        got = converted.core(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert converted.tokenizer.convert_tokens_to_ids("<image>") == bb.tokenizer.convert_tokens_to_ids("<image>")
+    dec = converted.vqgan.decoder.state_dict()
+    assert all(torch.equal(dec[k[len("decoder."):]], v) for k, v in taming.items() if k.startswith("decoder."))
+    assert (tmp_path / "anole" / "tokenizer" / "vqgan.ckpt").is_file()  # where the loader looks
+
+
+def test_the_rotary_convention_is_metas(release, tmp_path):
+    """Layer 0's attention scores computed as Meta's model does (interleaved pairs rotated, one
+    LayerNorm per head) on the release weights equal transformers' on the converted ones."""
+    _, root, _ = release
+    meta = torch.load(root / "models" / "7b" / "consolidated.pth", weights_only=True)
+    out = tmp_path / "anole"
+    assert main(["convert", "anole", str(root), "--out", str(out)]) == 0
+    attn = load_backbone(out).core.model.layers[0].self_attn
+    dim = meta["tok_embeddings.weight"].shape[1]
+    hd, T = dim // HEADS, 7
+    x = torch.randn(T, dim, generator=torch.Generator().manual_seed(2))
+
+    def meta_side(w, norm):
+        h = (x @ w.t()).view(T, HEADS, hd)
+        h = torch.nn.functional.layer_norm(h, (hd,), norm[0], norm[1], eps=1e-5)
+        pairs = torch.view_as_complex(h.reshape(T, HEADS, hd // 2, 2).contiguous())
+        freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        angles = torch.outer(torch.arange(T).float(), freqs)
+        return torch.view_as_real(pairs * torch.polar(torch.ones_like(angles), angles)[:, None]).reshape(T, HEADS, hd)
+
+    qn = (meta["layers.0.attention.q_normalization.weight"], meta["layers.0.attention.q_normalization.bias"])
+    kn = (meta["layers.0.attention.k_normalization.weight"], meta["layers.0.attention.k_normalization.bias"])
+    q_ref, k_ref = meta_side(meta["layers.0.attention.wq.weight"], qn), meta_side(meta["layers.0.attention.wk.weight"], kn)
+    want = torch.einsum("thd,shd->hts", q_ref, k_ref)
+
+    with torch.no_grad():
+        q = attn.q_norm(attn.q_proj(x).view(T, HEADS, hd))
+        k = attn.k_norm(attn.k_proj(x).view(T, HEADS, hd))
+        half = hd // 2
+        freqs = 1.0 / (10000.0 ** (torch.arange(0, hd, 2).float() / hd))
+        angles = torch.outer(torch.arange(T).float(), freqs).repeat(1, 2)[:, None]
+
+        def rotate(h):
+            rotated = torch.cat([-h[..., half:], h[..., :half]], dim=-1)
+            return h * angles.cos() + rotated * angles.sin()
+
+        got = torch.einsum("thd,shd->hts", rotate(q), rotate(k))
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    assert not math.isclose(float(want.abs().sum()), 0.0)
+
+
+def test_bad_release_folders_are_one_line(release, tmp_path, capsys):
+    _, root, _ = release
+    broken = tmp_path / "broken"
+    shutil.copytree(root, broken)
+    (broken / "tokenizer" / "vqgan.yaml").unlink()
+    assert main(["convert", "anole", str(broken), "--out", str(tmp_path / "x")]) == 2
+    assert "missing tokenizer/vqgan.yaml" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_folder_from_anoles_modified_converter_is_refused(release, tmp_path, tiny_dir, capsys):
+    """Its q_norm is [head_dim]: converting it, or loading it, says what to do in one line."""
+    from safetensors.torch import load_file, save_file
+
+    old = tmp_path / "old"
+    shutil.copytree(tiny_dir, old)
+    sd = load_file(str(old / "model.safetensors"))
+    for key in [k for k in sd if k.endswith(("q_norm.weight", "k_norm.weight", "q_norm.bias", "k_norm.bias"))]:
+        sd[key] = sd[key][0].clone()
+    save_file(sd, str(old / "model.safetensors"), metadata={"format": "pt"})
+    for argv in (["convert", "anole", str(old), "--out", str(tmp_path / "y")], ["info", "--model", str(old)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "worldboot convert anole" in err[0] and "q_norm of shape [head_dim]" in err[0], err
+    with pytest.raises(ModelError, match="modified transformers"):
+        load_backbone(old)
