@@ -14,9 +14,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """``img`` as RGB, with transparent pixels laid over white, as Chameleon's reference
     preprocessing does (a plain ``convert("RGB")`` keeps whatever colour hides under alpha 0,
     often black): each channel becomes ``(1 - a) * 255 + a * c`` with ``a = alpha / 255``,
-    truncated to 8 bits."""
+    truncated to 8 bits. Always a new image, loaded into memory."""
     if img.mode == "RGB":
-        return img
+        return img.copy()  # loaded and detached: the caller may close the file
     rgba = np.asarray(img.convert("RGBA"))
     if (rgba[:, :, 3] == 255).all():
         return img.convert("RGB")

@@ -6,12 +6,16 @@ import argparse
 
 from worldboot.commands import HELP_FORMATTER
 
-EXAMPLE = """example:
+EXAMPLE = """examples:
   worldboot convert anole /models/Anole-7b-v0.1 --out /models/anole-7b-hf
+  worldboot convert causal-vq /models/Liquid-7B --vqgan /models/Anole-7b-v0.1/tokenizer \\
+      --image-token-offset 256000 --boi "<boi>" --eoi "<eoi>" --out /models/liquid-7b-wb
 
   SRC is Anole's release folder: models/7b/{consolidated.pth, params.json, consolidate_params.json}
   and tokenizer/{text_tokenizer.json, vqgan.ckpt, vqgan.yaml}. DIR then loads everywhere a model
   directory is asked for (--base, --world, --cdm, --verifier). It needs the model's size in RAM.
+  causal-vq links a transformers causal LM's files (LLM_DIR) beside a taming VQGAN folder and
+  writes worldboot.json: the image codes at --image-token-offset, between --boi and --eoi.
 """
 
 
@@ -19,13 +23,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add ``convert anole``."""
     p = sub.add_parser(
         "convert",
-        help="convert a model's release files (Anole-7B) to a worldboot model directory",
+        help="make a worldboot model directory from released files (Anole-7B, or an LLM + VQGAN like Liquid-7B)",
         description="Convert released weights to transformers' layout, written as safetensors with the "
         "tokenizer, the VQGAN decoder and worldboot.json.",
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
-    kinds = p.add_subparsers(dest="convert_kind", metavar="{anole}")
+    kinds = p.add_subparsers(dest="convert_kind", metavar="{anole,causal-vq}")
     kinds.required = True
     a = kinds.add_parser(
         "anole",
@@ -39,6 +43,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("src", metavar="SRC", help="Anole's release folder")
     a.add_argument("--out", required=True, metavar="DIR", help="the new model directory")
     a.set_defaults(func=run_anole)
+    c = kinds.add_parser(
+        "causal-vq",
+        help="a causal LM with VQ codes in its vocabulary (Liquid-7B) plus its VQGAN, as a model directory",
+        description="Links the language model's files, copies the VQGAN folder to tokenizer/ and writes "
+        "worldboot.json; checks the markers and the vocabulary first.",
+        epilog=EXAMPLE,
+        formatter_class=HELP_FORMATTER,
+    )
+    c.add_argument("llm", metavar="LLM_DIR", help="a transformers causal LM folder")
+    c.add_argument("--vqgan", required=True, metavar="DIR", help="taming VQGAN folder: vqgan.yaml + vqgan.ckpt")
+    c.add_argument("--image-token-offset", type=int, required=True, metavar="ID", help="vocabulary id of code 0")
+    c.add_argument("--boi", required=True, metavar="TOKEN", help="the begin-image token")
+    c.add_argument("--eoi", required=True, metavar="TOKEN", help="the end-image token")
+    c.add_argument("--image-size", type=int, metavar="PX", help="image side (default: the VQGAN's resolution)")
+    c.add_argument("--out", required=True, metavar="DIR", help="the new model directory")
+    c.set_defaults(func=run_causal_vq)
 
 
 def run_anole(args: argparse.Namespace) -> int:
@@ -50,4 +70,17 @@ def run_anole(args: argparse.Namespace) -> int:
     out = convert_anole(args.src, args.out)
     print(out)
     print(f"converted {args.src}: load it with --base/--world/--cdm {out}", file=sys.stderr)
+    return 0
+
+
+def run_causal_vq(args: argparse.Namespace) -> int:
+    """Assemble and say where the model is."""
+    import sys
+
+    from worldboot.models.causal_vq import assemble_causal_vq
+
+    out = assemble_causal_vq(args.llm, args.vqgan, args.out, args.image_token_offset, args.boi, args.eoi,
+                             args.image_size)
+    print(out)
+    print(f"assembled {args.llm} with {args.vqgan}: load it with --base/--world/--cdm {out}", file=sys.stderr)
     return 0

@@ -1,4 +1,5 @@
-"""Backbones: the Protocol every backbone implements, Chameleon/Anole, the VQ decoder, tiny builders.
+"""Backbones: the Protocol every backbone implements, its two families (Chameleon/Anole, and any
+causal LM plus a VQGAN), the VQ decoder, tiny builders.
 
 :func:`load_backbone` is the one way stages open a model directory.
 """
@@ -29,7 +30,6 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
     Raises:
         ModelError: When the directory is missing files, or an adapter does not fit its base.
     """
-    from worldboot.models.chameleon import load_chameleon
     from worldboot.models.files import read_json
 
     path = Path(path)
@@ -38,14 +38,14 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
     elif (path / "adapter" / "adapter_config.json").is_file():
         path = path / "adapter"
     if not (path / "adapter_config.json").is_file():
-        return load_chameleon(path, **kwargs)
+        return _load_family(path, **kwargs)
 
     meta_file = path / "worldboot.json"
     meta = read_json(meta_file) if meta_file.is_file() else {}
     base = meta.get("base_model") or read_json(path / "adapter_config.json").get("base_model_name_or_path")
     if not base:
         raise ModelError(f"adapter {path} does not say which base model it belongs to")
-    backbone = load_chameleon(base, **kwargs)
+    backbone = _load_family(Path(base), **kwargs)
     from peft import PeftModel
 
     try:
@@ -55,3 +55,19 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
         raise ModelError(f"adapter {path} does not fit the base model {base}: {first}") from None
     backbone.model.eval()
     return backbone
+
+
+def _load_family(path: Path, **kwargs: Any):
+    """A base model directory through its family's loader (``worldboot.json`` says which)."""
+    from worldboot.models.causal_vq import FAMILY, family_of, load_causal_vq
+    from worldboot.models.chameleon import load_chameleon
+
+    if not path.is_dir():
+        raise ModelError(f"model directory not found: {path}")
+    family = family_of(path)
+    if family == FAMILY:
+        kwargs.pop("vqgan_dir", None)
+        return load_causal_vq(path, **kwargs)
+    if family != "chameleon":
+        raise ModelError(f"{path}: unknown model family {family!r} (worldboot knows chameleon and {FAMILY})")
+    return load_chameleon(path, **kwargs)

@@ -15,42 +15,31 @@ Chameleon directory plus Anole's ``tokenizer/`` directory (``vqgan.yaml`` and ``
 ``vqgan.safetensors``) also loads through :func:`load_chameleon`. Decoding lives in
 :mod:`worldboot.models.sampling`.
 
-(Over 400 lines because :class:`ChameleonBackbone` is the whole Backbone Protocol in one class.)
+Everything but loading and saving is :class:`~worldboot.models.token_lm.TokenLMBackbone`,
+shared with the other families.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
-from transformers.modeling_outputs import CausalLMOutputWithPast
-from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.chameleon.modeling_chameleon import ChameleonForConditionalGeneration
 
-from worldboot.errors import DataError, ModelError
-from worldboot.images import to_rgb
+from worldboot.errors import ModelError
 from worldboot.models.backbone import (
-    Batch,
-    EncodedImages,
-    Example,
     PromptTemplates,
-    SamplingConfig,
-    Scores,
 )
 from worldboot.models.files import load_safetensors, read_json
-from worldboot.models.sampling import sample_image_codes, sample_text
+from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_forward
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
 
-IGNORE_INDEX = -100
 DECODER_FILE = "vq_decoder.safetensors"
 META_FILE = "worldboot.json"
 BOI_TOKEN = "<racm3:break>"
@@ -58,89 +47,14 @@ EOI_TOKEN = "<eoss>"
 
 
 class ChameleonWorldLM(ChameleonForConditionalGeneration):
-    """Chameleon whose image-token logits are left as the model computes them.
+    """Chameleon whose image-token logits are left as the model computes them, and whose
+    forward computes only the logits asked for (:func:`~worldboot.models.token_lm.world_forward`)."""
 
-    ``forward`` also takes ``logits_mask`` (``[B, T]`` bool): the logits of only those
-    positions are computed, flattened to ``[N, V]``. Scoring and training need logits at the
-    completion positions only, and for Anole's 65,536-token vocabulary over 2,000-token
-    sequences that is the difference between megabytes and gigabytes.
-
-    It also takes ``logits_vocab`` (a slice or ``[V']`` ids): the logits of only those
-    vocabulary entries, ``[..., V']``. Image generation draws image tokens only, and the
-    projection onto them alone is a fifth of the full one for the tiny model (an eighth for Anole).
-    """
-
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        cache: Any = None,
-        inputs_embeds: torch.Tensor | None = None,
-        labels: torch.LongTensor | None = None,
-        use_cache: bool | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        logits_mask: torch.Tensor | None = None,
-        logits_vocab: slice | torch.Tensor | None = None,
-        **kwargs: Any,
-    ) -> CausalLMOutputWithPast:
-        outputs = self.model(
-            input_ids=input_ids,
-            pixel_values=pixel_values,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            cache=cache,
-            inputs_embeds=inputs_embeds,
-            use_cache=use_cache,
-            **kwargs,
-        )
-        hidden = outputs.last_hidden_state
-        hidden = hidden[logits_mask] if logits_mask is not None else slice_logits_to_keep(hidden, logits_to_keep)
-        if logits_vocab is None:
-            logits = self.lm_head(hidden)
-        elif type(self.lm_head) is torch.nn.Linear and self.lm_head.bias is None:
-            logits = torch.nn.functional.linear(hidden, self.lm_head.weight[logits_vocab])
-        else:  # a wrapped head (e.g. LoRA on lm_head) computes everything, then we select
-            logits = self.lm_head(hidden)[..., logits_vocab]
-        loss = None
-        if labels is not None and logits_mask is None:
-            loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
-        return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
+    forward = world_forward
 
 
-def completion_positions(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where a causal LM's logits predict completion tokens.
-
-    Args:
-        labels: ``[B, T]`` with ``-100`` outside the completion.
-
-    Returns:
-        ``(logits_mask [B, T], targets [N], sample_index [N])``: the logits at position ``t``
-        predict ``labels[:, t + 1]``; targets and sample indices are in the row-major order
-        in which ``hidden[logits_mask]`` flattens.
-    """
-    shifted = labels[:, 1:]
-    keep = shifted != IGNORE_INDEX
-    logits_mask = torch.zeros_like(labels, dtype=torch.bool)
-    logits_mask[:, :-1] = keep
-    rows = torch.arange(labels.shape[0], device=labels.device).unsqueeze(1).expand_as(shifted)
-    return logits_mask, shifted[keep], rows[keep]
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The transformers model under peft / DDP wrappers."""
-    while True:
-        if hasattr(model, "module"):
-            model = model.module
-        elif hasattr(model, "get_base_model"):
-            model = model.get_base_model()
-        else:
-            return model
-
-
-class ChameleonBackbone:
-    """A Chameleon-family model as a :class:`~worldboot.models.backbone.Backbone`.
+class ChameleonBackbone(TokenLMBackbone):
+    """A Chameleon-family model (Chameleon, Anole) as a :class:`~worldboot.models.backbone.Backbone`.
 
     Args:
         model: ``ChameleonWorldLM`` (or a peft/DDP wrapper around it).
@@ -160,323 +74,15 @@ class ChameleonBackbone:
         image_size: int,
         templates: PromptTemplates | None = None,
     ) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.templates = templates or PromptTemplates()
-        core = _unwrap(model)
-        self.vqgan = VQGAN(core.model.vqmodel, decoder)
-        self.image_size = image_size
-        self.codebook_size = core.config.vq_config.num_embeddings
-        self.image_seq_len = self.vqgan.grid**2
-        vocab = core.model.vocabulary_mapping
-        img2bpe = vocab.img2bpe
-        missing = [c for c in range(self.codebook_size) if c not in img2bpe]
+        core = unwrap(model)
+        codebook = core.config.vq_config.num_embeddings
+        img2bpe = core.model.vocabulary_mapping.img2bpe
+        missing = [c for c in range(codebook) if c not in img2bpe]
         if missing:
             raise ModelError(f"vocabulary has no image token for codes {missing[:5]}...")
-        #: ``[K]`` vocabulary id of each code.
-        self.code_to_token = torch.tensor([img2bpe[c] for c in range(self.codebook_size)], dtype=torch.long)
-        self.boi_id = self._special(BOI_TOKEN)
-        self.eoi_id = self._special(EOI_TOKEN)
-        self.bos_id = tokenizer.bos_token_id
-        self.eos_id = tokenizer.eos_token_id
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
-        if self.bos_id is None or self.eos_id is None:
-            raise ModelError("tokenizer needs bos and eos tokens")
-
-    # -- identity ---------------------------------------------------------------------------
-
-    def _special(self, token: str) -> int:
-        tid = self.tokenizer.convert_tokens_to_ids(token)
-        if tid is None or tid == self.tokenizer.unk_token_id:
-            raise ModelError(f"tokenizer has no special token {token!r}")
-        return int(tid)
-
-    @property
-    def core(self) -> ChameleonWorldLM:
-        """The transformers model under any wrapper."""
-        return _unwrap(self.model)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.core.parameters()).device
-
-    def tokenizer_fingerprint(self) -> str:
-        """Hash of the vocabulary, image mapping, specials and image geometry."""
-        h = hashlib.sha256()
-        vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
-        h.update(json.dumps(vocab).encode())
-        h.update(self.code_to_token.numpy().tobytes())
-        h.update(f"{self.boi_id},{self.eoi_id},{self.bos_id},{self.eos_id},{self.image_size}".encode())
-        return h.hexdigest()[:16]
-
-    # -- images -----------------------------------------------------------------------------
-
-    def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Short side to ``image_size`` (LANCZOS), centre crop, scale to [-1, 1], as Anole does."""
-        size = self.image_size
-        arrays = []
-        for img in images:
-            img = to_rgb(img)  # transparency over white, as Anole's reference
-            scale = size / min(img.size)
-            new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
-            if new != img.size:
-                img = img.resize(new, Image.LANCZOS)
-            x0, y0 = (img.width - size) // 2, (img.height - size) // 2
-            img = img.crop((x0, y0, x0 + size, y0 + size))
-            arrays.append(np.asarray(img, dtype=np.float32) / 127.5 - 1.0)
-        pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return pixels.to(self.device, dtype=self.vqgan.vq.quant_conv.weight.dtype)
-
-    @torch.no_grad()
-    def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
-        codes, features = self.vqgan.encode(self.preprocess(images))
-        return EncodedImages(codes=codes.cpu(), features=features.float().cpu())
-
-    @torch.no_grad()
-    def decode_codes(self, codes: torch.Tensor) -> list[Image.Image]:
-        codes = torch.as_tensor(codes, dtype=torch.long)
-        if codes.dim() == 1:
-            codes = codes.unsqueeze(0)
-        if codes.shape[-1] != self.image_seq_len:
-            raise ValueError(f"expected {self.image_seq_len} codes per image, got {codes.shape[-1]}")
-        if int(codes.min()) < 0 or int(codes.max()) >= self.codebook_size:
-            raise ValueError("codes outside the codebook")
-        pixels = self.vqgan.decode(codes.to(self.device))
-        arr = ((pixels.float().cpu() + 1.0) * 127.5).round().clamp(0, 255).byte()
-        return [Image.fromarray(a.permute(1, 2, 0).numpy(), "RGB") for a in arr]
-
-    # -- sequences --------------------------------------------------------------------------
-
-    def _text(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _image(self, codes: torch.Tensor) -> list[int]:
-        codes = torch.as_tensor(codes, dtype=torch.long).flatten()
-        if codes.numel() != self.image_seq_len:
-            raise ValueError(f"expected {self.image_seq_len} codes, got {codes.numel()}")
-        return [self.boi_id, *self.code_to_token[codes.cpu()].tolist(), self.eoi_id]
-
-    @property
-    def max_positions(self) -> int:
-        """The longest sequence the model takes (``max_position_embeddings``)."""
-        return int(self.core.config.max_position_embeddings)
-
-    def _fits(self, n_tokens: int, action: str | None) -> None:
-        """Refuse a sequence the model has no positions for (a long action text would otherwise
-        ask for gigabytes, or fail deep inside attention)."""
-        if n_tokens > self.max_positions:
-            what = f" (an action of {len(action)} characters)" if action else ""
-            raise DataError(
-                f"a sequence of {n_tokens} tokens does not fit the model's {self.max_positions} positions{what}"
-            )
-
-    def world_example(self, source: torch.Tensor, action: str, target: torch.Tensor | None = None) -> Example:
-        before = self._text(self.templates.world_before.format(action=action))
-        between = self._text(self.templates.world.format(action=action))
-        prompt = [self.bos_id, *before, *self._image(source), *between, self.boi_id]
-        self._fits(len(prompt) + self.image_seq_len, action)  # the target's tokens follow
-        if target is None:
-            return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
-        completion = self._image(target)[1:-1]
-        return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
-
-    def world_uncond_example(self, source: torch.Tensor) -> Example:
-        """The world prompt with the action removed: the unconditional branch of guidance."""
-        return self.world_example(source, "")
-
-    def dynamics_example(self, source: torch.Tensor, target: torch.Tensor, action: str | None = None) -> Example:
-        prompt = [self.bos_id, *self._image(source), *self._image(target), *self._text(self.templates.dynamics)]
-        if action is None:
-            return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
-        completion = [*self._text(self.templates.action_prefix + action.strip()), self.eos_id]
-        self._fits(len(prompt) + len(completion), action)
-        return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
-
-    def text_example(self, image: torch.Tensor, prompt: str, completion: str | None = None) -> Example:
-        """``<s> [boi] image [eoi] prompt | completion``: text about one image.
-
-        Used to score multiple-choice answers (each choice is a completion, no end-of-sequence
-        token, as lm-eval-harness does); without ``completion`` a prompt for generation.
-        """
-        ids = [self.bos_id, *self._image(image), *self._text(prompt)]
-        if completion is None:
-            return Example(ids, [IGNORE_INDEX] * len(ids), len(ids))
-        tail = self._text(completion)
-        return Example(ids + tail, [IGNORE_INDEX] * len(ids) + tail, len(ids))
-
-    def collate(self, examples: Sequence[Example]) -> Batch:
-        width = max(len(e.input_ids) for e in examples)
-        n = len(examples)
-        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        labels = torch.full((n, width), IGNORE_INDEX, dtype=torch.long)
-        for i, e in enumerate(examples):
-            k = len(e.input_ids)
-            ids[i, :k] = torch.tensor(e.input_ids)
-            mask[i, :k] = 1
-            labels[i, :k] = torch.tensor(e.labels)
-        return Batch(ids, mask, labels)
-
-    def _left_pad(self, examples: Sequence[Example]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(e.input_ids) for e in examples)
-        ids = torch.full((len(examples), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(examples), width), dtype=torch.long)
-        for i, e in enumerate(examples):
-            k = len(e.input_ids)
-            ids[i, width - k :] = torch.tensor(e.input_ids)
-            mask[i, width - k :] = 1
-        return ids.to(self.device), mask.to(self.device)
-
-    # -- scoring ----------------------------------------------------------------------------
-
-    def completion_logprobs(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-token log p of each completion token, through the (possibly wrapped) model.
-
-        Returns:
-            ``(logprobs [N], logits [N, V], sample_index [N])`` in row-major token order.
-        """
-        batch = batch.to(self.device)
-        logits_mask, targets, rows = completion_positions(batch.labels)
-        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_mask=logits_mask)
-        logits = out.logits.float()
-        logp = torch.log_softmax(logits, dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1)
-        return logp, logits, rows
-
-    @torch.no_grad()
-    def score(self, examples: Sequence[Example], batch_size: int = 8) -> Scores:
-        totals, counts = [], []
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for start in range(0, len(examples), batch_size):
-                chunk = examples[start : start + batch_size]
-                logp, _, rows = self.completion_logprobs(self.collate(chunk))
-                n = len(chunk)
-                totals.append(torch.zeros(n).index_add_(0, rows.cpu(), logp.cpu()))
-                counts.append(torch.bincount(rows.cpu(), minlength=n))
-        finally:
-            self.model.train(was_training)
-        total = torch.cat(totals) if totals else torch.zeros(0)
-        count = torch.cat(counts) if counts else torch.zeros(0, dtype=torch.long)
-        return Scores(total=total, mean=total / count.clamp(min=1), count=count)
-
-    @torch.no_grad()
-    def score_shared_prefix(self, examples: Sequence[Example]) -> Scores:
-        """:meth:`score` in one batch, running the tokens all examples start with only once.
-
-        A verifier scores N candidates that share ``<s>`` and the source image: the shared
-        prefix is run for one row and its KV cache repeated N times, then the rest of every
-        example runs on top of it. Falls back to :meth:`score` when there is nothing to share.
-        """
-        if len(examples) < 2:
-            return self.score(examples, batch_size=max(1, len(examples)))
-        first = examples[0].input_ids
-        # The last prompt token predicts the first completion token: it must be in every tail.
-        shared = min(e.completion_start for e in examples) - 1
-        for e in examples[1:]:
-            k = 0
-            limit = min(shared, len(e.input_ids))
-            while k < limit and e.input_ids[k] == first[k]:
-                k += 1
-            shared = k
-        if shared < 2:
-            return self.score(examples, batch_size=len(examples))
-        n = len(examples)
-        tails = [Example(e.input_ids[shared:], e.labels[shared:], e.completion_start - shared) for e in examples]
-        batch = self.collate(tails).to(self.device)
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            prefix = torch.tensor([first[:shared]], device=self.device)
-            cache = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
-            cache.batch_repeat_interleave(n)
-            ones = torch.ones((n, shared), dtype=torch.long, device=self.device)
-            mask = torch.cat([ones, batch.attention_mask], 1)
-            pos = torch.arange(shared, shared + batch.input_ids.shape[1], device=self.device).expand(n, -1)
-            logits_mask, targets, rows = completion_positions(batch.labels)
-            out = self.model(
-                input_ids=batch.input_ids,
-                attention_mask=mask,
-                position_ids=pos,
-                cache=cache,
-                logits_mask=logits_mask,
-            )
-        finally:
-            self.model.train(was_training)
-        logp = torch.log_softmax(out.logits.float(), dim=-1).gather(1, targets.unsqueeze(1)).squeeze(1).cpu()
-        total = torch.zeros(n).index_add_(0, rows.cpu(), logp)
-        count = torch.bincount(rows.cpu(), minlength=n)
-        return Scores(total=total, mean=total / count.clamp(min=1), count=count)
-
-    # -- generation -------------------------------------------------------------------------
-
-    def _prefill(
-        self, examples: Sequence[Example], vocab: slice | torch.Tensor | None = None
-    ) -> tuple[Any, torch.Tensor, torch.Tensor, torch.Tensor]:
-        ids, mask = self._left_pad(examples)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        extra = {} if vocab is None else {"logits_vocab": vocab}
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1, **extra
-        )
-        return out.cache, out.logits[:, -1].float(), mask, pos[:, -1]
-
-    def _step(
-        self,
-        cache: Any,
-        tokens: torch.Tensor,
-        mask: torch.Tensor,
-        last_pos: torch.Tensor,
-        vocab: slice | torch.Tensor | None = None,
-    ):
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        last_pos = last_pos + 1
-        extra = {} if vocab is None else {"logits_vocab": vocab}
-        out = self.model(
-            input_ids=tokens.unsqueeze(1),
-            attention_mask=mask,
-            position_ids=last_pos.unsqueeze(1),
-            cache=cache,
-            use_cache=True,
-            **extra,
-        )
-        return out.cache, out.logits[:, -1].float(), mask, last_pos
-
-    def _image_vocab(self) -> slice | torch.Tensor:
-        """The image tokens' vocabulary ids: a slice when contiguous (Anole: 4..8195), so that
-        the projection onto them is a view of ``lm_head``'s weight, not a copy."""
-        ids = self.code_to_token
-        start = int(ids[0])
-        if torch.equal(ids, torch.arange(start, start + len(ids))):
-            return slice(start, start + len(ids))
-        return ids.to(self.device)
-
-    def generate_images(
-        self,
-        prompts: Sequence[Example],
-        num_samples: int = 1,
-        sampling: SamplingConfig | None = None,
-        generator: torch.Generator | Sequence[torch.Generator] | None = None,
-        uncond_prompts: Sequence[Example] | None = None,
-    ) -> torch.Tensor:
-        """Exactly ``L`` image codes per sample from one prefill per prompt:
-        :func:`worldboot.models.sampling.sample_image_codes`.
-
-        Returns:
-            ``[len(prompts), num_samples, L]`` codebook ids on the CPU.
-        """
-        return sample_image_codes(self, prompts, num_samples, sampling, generator, uncond_prompts)
-
-    def generate_text(
-        self,
-        prompts: Sequence[Example],
-        max_new_tokens: int = 32,
-        sampling: SamplingConfig | None = None,
-        generator: torch.Generator | None = None,
-    ) -> list[str]:
-        """Text after each prompt until end-of-sequence, no image tokens:
-        :func:`worldboot.models.sampling.sample_text`."""
-        return sample_text(self, prompts, max_new_tokens, sampling, generator)
+        code_to_token = torch.tensor([img2bpe[c] for c in range(codebook)], dtype=torch.long)
+        super().__init__(model, tokenizer, VQGAN(core.model.vqmodel, decoder), code_to_token, BOI_TOKEN, EOI_TOKEN,
+                         image_size, templates)
 
     # -- persistence ------------------------------------------------------------------------
 

@@ -131,8 +131,14 @@ def refuse_old_conversion(path: Path) -> None:
     if index.is_file():
         shard = read_json(index).get("weight_map", {}).get(key)
         files = [path / shard] if shard else []
+    from safetensors import SafetensorError
+
     for f in files:
-        with safe_open(str(f), framework="pt") as fh:
+        try:
+            handle = safe_open(str(f), framework="pt")
+        except (OSError, SafetensorError):
+            continue  # damaged or missing: the loader names it
+        with handle as fh:
             if key in fh.keys() and len(fh.get_slice(key).get_shape()) == 1:  # noqa: SIM118 - safe_open has no __contains__
                 raise ModelError(
                     f"{path} was converted by Anole's modified transformers (q_norm of shape [head_dim]), which "

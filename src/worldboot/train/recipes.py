@@ -252,7 +252,7 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
 
     def _forward_sum(self, items: list[RenderedExample], model: Any = None) -> tuple[torch.Tensor, int]:
-        from worldboot.models.chameleon import completion_positions
+        from worldboot.models.token_lm import completion_positions
 
         batch, weights = collate(self.backbone, items)
         batch = batch.to(self.accelerator.device)

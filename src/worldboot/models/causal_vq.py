@@ -1,0 +1,267 @@
+"""The ``causal-vq`` family: any transformers causal LM plus a VQGAN, the codes at an offset in
+its vocabulary (Liquid-7B: Gemma-7B with 8192 codes at ids 256000-264191, Chameleon's VQGAN).
+
+A model directory holds the language model as transformers saves it (``config.json``,
+weights, tokenizer) and, beside it:
+
+* ``worldboot.json``: ``{"family": "causal-vq", "image_size": 512, "image_token_offset":
+  256000, "boi_token": "<boi>", "eoi_token": "<eoi>", "templates": {...}}``;
+* the VQGAN, either worldboot's files (``vq_config.json``, ``vq_encoder.safetensors``,
+  ``vq_decoder.safetensors``) or a taming ``tokenizer/`` folder (``vqgan.yaml`` with
+  ``vqgan.ckpt`` or ``vqgan.safetensors``: Anole's, which Liquid uses).
+
+The begin- and end-image markers are tokens of the text tokenizer; the model's vocabulary must
+reach ``image_token_offset + K``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
+from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
+
+from worldboot.errors import ModelError
+from worldboot.models.backbone import PromptTemplates
+from worldboot.models.files import load_safetensors, read_json
+from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_class
+from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
+
+FAMILY = "causal-vq"
+META_FILE = "worldboot.json"
+VQ_CONFIG_FILE = "vq_config.json"
+ENCODER_FILE = "vq_encoder.safetensors"
+DECODER_FILE = "vq_decoder.safetensors"
+
+
+class CausalVQBackbone(TokenLMBackbone):
+    """A causal LM with VQ codes at ``image_token_offset`` in its vocabulary.
+
+    Args:
+        model: The language model (a :func:`~worldboot.models.token_lm.world_class` instance,
+            or a peft/DDP wrapper of it).
+        tokenizer: Its text tokenizer, holding ``boi_token`` and ``eoi_token``.
+        vqgan: The image tokenizer.
+        image_token_offset: Vocabulary id of code 0.
+        boi_token: Begin-image marker; ``eoi_token``: end-image marker.
+        image_size: Side of the square image the VQ encoder takes.
+        templates: Prompt text of the two layouts.
+    """
+
+    family = FAMILY
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: PreTrainedTokenizerBase,
+        vqgan: VQGAN,
+        image_token_offset: int,
+        boi_token: str,
+        eoi_token: str,
+        image_size: int,
+        templates: PromptTemplates | None = None,
+    ) -> None:
+        self.image_token_offset = int(image_token_offset)
+        codebook = int(vqgan.vq.config.num_embeddings)
+        code_to_token = torch.arange(self.image_token_offset, self.image_token_offset + codebook)
+        super().__init__(model, tokenizer, vqgan, code_to_token, boi_token, eoi_token, image_size, templates)
+        self.boi_token, self.eoi_token = boi_token, eoi_token
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the language model, tokenizer, VQGAN files and ``worldboot.json`` to ``path``."""
+        from safetensors.torch import save_file
+
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        unwrap(self.model).save_pretrained(path)
+        self.tokenizer.save_pretrained(path)
+        (path / VQ_CONFIG_FILE).write_text(json.dumps(self.vqgan.vq.config.to_dict(), indent=2))
+        for name, module in ((ENCODER_FILE, self.vqgan.vq), (DECODER_FILE, self.vqgan.decoder)):
+            save_file({k: v.contiguous() for k, v in module.state_dict().items()}, str(path / name))
+        meta = {
+            "family": FAMILY,
+            "image_size": self.image_size,
+            "image_token_offset": self.image_token_offset,
+            "boi_token": self.boi_token,
+            "eoi_token": self.eoi_token,
+            "templates": dataclasses.asdict(self.templates),
+        }
+        (path / META_FILE).write_text(json.dumps(meta, indent=2))
+
+
+def _load_vqgan(path: Path) -> VQGAN:
+    """The model directory's VQGAN: worldboot's files, else a taming ``tokenizer/`` folder."""
+    if (path / VQ_CONFIG_FILE).is_file():
+        config = ChameleonVQVAEConfig(**read_json(path / VQ_CONFIG_FILE))
+        vq = ChameleonVQVAE(config)
+        decoder = ChameleonVQDecoder(config)
+        try:
+            vq.load_state_dict(load_safetensors(path / ENCODER_FILE), strict=True)
+            decoder.load_state_dict(load_safetensors(path / DECODER_FILE), strict=True)
+        except RuntimeError as err:
+            raise ModelError(f"{path}: the VQ files do not fit {VQ_CONFIG_FILE} ({str(err).splitlines()[0]})") from None
+        return VQGAN(vq, decoder)
+    folder = path / "tokenizer"
+    ckpt = next((folder / n for n in ("vqgan.safetensors", "vqgan.ckpt") if (folder / n).is_file()), None)
+    if ckpt is None or not (folder / "vqgan.yaml").is_file():
+        raise ModelError(
+            f"{path} has neither {VQ_CONFIG_FILE} + {ENCODER_FILE} + {DECODER_FILE} nor a tokenizer/ folder with "
+            "vqgan.yaml and vqgan.ckpt (or vqgan.safetensors)"
+        )
+    config, vq_sd, dec_sd = load_taming_vqgan(ckpt, folder / "vqgan.yaml")
+    vq, decoder = ChameleonVQVAE(config), ChameleonVQDecoder(config)
+    vq.load_state_dict(vq_sd, strict=True)
+    decoder.load_state_dict(dec_sd, strict=True)
+    return VQGAN(vq, decoder)
+
+
+def load_causal_vq(
+    path: str | os.PathLike[str],
+    dtype: torch.dtype | str | None = None,
+    device_map: str | dict | None = None,
+    image_size: int | None = None,
+) -> CausalVQBackbone:
+    """Load a ``causal-vq`` model directory (see the module docstring).
+
+    Raises:
+        ModelError: A missing or damaged file, or a ``worldboot.json`` that lacks a field.
+    """
+    path = Path(path)
+    meta = read_json(path / META_FILE)
+    missing = [k for k in ("image_token_offset", "boi_token", "eoi_token") if k not in meta]
+    if missing:
+        raise ModelError(f"{path / META_FILE} lacks {', '.join(missing)} (a causal-vq model needs them)")
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype)
+    try:
+        config = AutoConfig.from_pretrained(path)
+        base = AutoModelForCausalLM._model_mapping[type(config)]
+        model = world_class(base).from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ModelError(f"cannot load model from {path}: {detail}") from None
+    vqgan = _load_vqgan(path).to(device=model.device, dtype=model.dtype)
+    templates = PromptTemplates(**meta["templates"]) if "templates" in meta else None
+    size = image_size or meta.get("image_size") or vqgan.vq.config.resolution
+    model.eval()
+    vqgan.eval()
+    return CausalVQBackbone(model, tokenizer, vqgan, meta["image_token_offset"], meta["boi_token"],
+                            meta["eoi_token"], int(size), templates)
+
+
+def family_of(path: str | os.PathLike[str]) -> str:
+    """The family a model directory says it is (``chameleon`` without ``worldboot.json``)."""
+    meta_file = Path(path) / META_FILE
+    if meta_file.is_file():
+        return str(read_json(meta_file).get("family", "chameleon"))
+    return "chameleon"
+
+
+def tiny_causal_vq(seed: int = 0, templates: PromptTemplates | None = None) -> CausalVQBackbone:
+    """A randomly initialised tiny causal-vq backbone from real configs: a 2-layer Gemma, a
+    byte-level BPE tokenizer with ``<boi>``/``<eoi>``, and the tiny Chameleon VQ (512 codes
+    after the text vocabulary)."""
+    from transformers import GemmaConfig, PreTrainedTokenizerFast
+
+    from worldboot.models.tiny import TinyChameleonSpec, build_tokenizer
+
+    spec = TinyChameleonSpec()
+    text = build_tokenizer(0, spec.text_vocab)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=text.backend_tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>", additional_special_tokens=["<boi>", "<eoi>"],
+    )
+    offset = len(tokenizer)
+    vq_config = ChameleonVQVAEConfig(
+        embed_dim=spec.vq_embed_dim, num_embeddings=spec.codebook, latent_channels=spec.vq_embed_dim,
+        base_channels=spec.vq_base_channels, channel_multiplier=list(spec.vq_channel_multiplier), num_res_blocks=1,
+        attn_resolutions=[], resolution=spec.image_size,
+    )
+    config = GemmaConfig(
+        vocab_size=offset + spec.codebook, hidden_size=spec.hidden, intermediate_size=spec.intermediate,
+        num_hidden_layers=spec.layers, num_attention_heads=spec.heads, num_key_value_heads=spec.heads,
+        head_dim=spec.hidden // spec.heads, max_position_embeddings=spec.max_positions,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    model = world_class(AutoModelForCausalLM._model_mapping[type(config)])(config).eval()
+    vqgan = VQGAN(ChameleonVQVAE(vq_config), ChameleonVQDecoder(vq_config)).eval()
+    return CausalVQBackbone(model, tokenizer, vqgan, offset, "<boi>", "<eoi>", spec.image_size, templates)
+
+
+def save_tiny_causal_vq(path: str | os.PathLike[str], seed: int = 0) -> Path:
+    """:func:`tiny_causal_vq` saved as a model directory; returns the path."""
+    path = Path(path)
+    tiny_causal_vq(seed).save(path)
+    return path
+
+
+def describe(backbone: Any) -> str:
+    """Where a causal-vq backbone's image tokens are, for ``worldboot info``."""
+    return (f"image codes at vocabulary ids {backbone.image_token_offset}-"
+            f"{backbone.image_token_offset + backbone.codebook_size - 1}")
+
+
+def assemble_causal_vq(
+    llm: str | os.PathLike[str],
+    vqgan: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    image_token_offset: int,
+    boi_token: str,
+    eoi_token: str,
+    image_size: int | None = None,
+) -> Path:
+    """Make a causal-vq model directory from a transformers causal LM folder (e.g. Liquid-7B)
+    and a taming VQGAN folder (e.g. Anole's ``tokenizer/``): the LM's files are linked (not
+    copied), the VQGAN folder is copied to ``tokenizer/``, and ``worldboot.json`` is written.
+
+    Raises:
+        ModelError: The LM is not a causal LM, the tokenizer lacks a marker, or the vocabulary
+            does not reach ``image_token_offset + K`` (checked before anything is written).
+    """
+    import shutil
+
+    import yaml
+
+    llm, vqgan, out = Path(llm), Path(vqgan), Path(out)
+    try:
+        config = AutoConfig.from_pretrained(llm)
+        tokenizer = AutoTokenizer.from_pretrained(llm)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{llm}: not a transformers model folder ({str(err).splitlines()[0]})") from None
+    if type(config) not in AutoModelForCausalLM._model_mapping:
+        raise ModelError(f"{llm}: a {config.model_type} model is not a causal LM transformers knows")
+    for marker in (boi_token, eoi_token):
+        tid = tokenizer.convert_tokens_to_ids(marker)
+        if tid is None or tid == tokenizer.unk_token_id:
+            raise ModelError(f"{llm}: its tokenizer has no token {marker!r} (--boi/--eoi name the image markers)")
+    ckpt = next((vqgan / n for n in ("vqgan.safetensors", "vqgan.ckpt") if (vqgan / n).is_file()), None)
+    if ckpt is None or not (vqgan / "vqgan.yaml").is_file():
+        raise ModelError(f"{vqgan}: needs vqgan.yaml and vqgan.ckpt (or vqgan.safetensors)")
+    try:
+        codes = int(yaml.safe_load((vqgan / "vqgan.yaml").read_text(encoding="utf-8"))["model"]["params"]["n_embed"])
+    except (KeyError, TypeError, yaml.YAMLError):
+        raise ModelError(f"{vqgan / 'vqgan.yaml'}: not a taming VQGAN config (no model.params.n_embed)") from None
+    vocab = int(getattr(config, "vocab_size", 0) or getattr(config.get_text_config(), "vocab_size", 0))
+    if image_token_offset < 0 or image_token_offset + codes > vocab:
+        raise ModelError(
+            f"{llm}: image tokens {image_token_offset}-{image_token_offset + codes - 1} do not fit its vocabulary of {vocab}"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    for f in llm.iterdir():
+        if f.is_file() and f.name != META_FILE and not (out / f.name).exists():
+            (out / f.name).symlink_to(f.resolve())
+    shutil.copytree(vqgan, out / "tokenizer", dirs_exist_ok=True)
+    meta = {"family": FAMILY, "image_token_offset": image_token_offset, "boi_token": boi_token, "eoi_token": eoi_token,
+            "templates": dataclasses.asdict(PromptTemplates())}
+    if image_size:
+        meta["image_size"] = image_size
+    (out / META_FILE).write_text(json.dumps(meta, indent=2))
+    return out
