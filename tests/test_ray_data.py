@@ -41,7 +41,7 @@ def local_ray():
 
 def _tree(folder: Path) -> dict[str, bytes]:
     """Every output file's bytes (the run's own records, which hold times and argv, aside)."""
-    skip = {"meta.json", "log.txt", "config.yaml"}
+    skip = {"meta.json", "log.txt", "config.yaml", "summary.json"}
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file() and p.name not in skip}
 
@@ -165,3 +165,26 @@ def test_an_unreachable_cluster_is_one_line_in_seconds(tmp_path, tiny_dir, capsy
         assert json.dumps(err)  # one line
     finally:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+def test_keyframes_on_ray_resume_a_killed_run(tmp_path):
+    """Mining with the ray engine after a kill (one video's result and the pairs file gone):
+    the missing video is mined again and the run ends as the local one does."""
+    from worldboot.mining.keyframes import KeyframeConfig, mine_videos
+    from worldboot.world.gen import generate_clips
+
+    generate_clips(tmp_path / "videos", 3, seed=7, size=96)
+    cfg = {"k": 3, "interval": 10}
+    local = tmp_path / "local"
+    mine_videos(tmp_path / "videos", local, KeyframeConfig(**cfg), progress=False)
+    killed = tmp_path / "killed"
+    shutil.copytree(local, killed)
+    results = sorted((killed / "videos").glob("*.json"))
+    assert len(results) == 3
+    results[1].unlink()
+    (killed / "pairs.jsonl").unlink()
+    done = []
+    summary = mine_videos(tmp_path / "videos", killed, KeyframeConfig(**cfg, engine="ray"), progress=False,
+                          on_result=done.append)
+    assert len(done) == 1 and summary.mined == 3  # only the lost video was mined again
+    assert _tree(killed) == _tree(local)
