@@ -19,7 +19,8 @@ from worldboot.demo.config import (
     FineTuneSettings,
     load_demo_config,
 )
-from worldboot.demo.pipeline import Demo, PeakMemory
+from worldboot.demo.memory import PeakMemory
+from worldboot.demo.pipeline import Demo
 
 __all__ = [
     "ALPHA",

@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict
@@ -33,6 +32,7 @@ from typing import Any
 
 from worldboot.demo.claims import claims
 from worldboot.demo.config import CEILING, CHOICES, GREEDY, STAGES, WORLD_MODELS, DemoConfig, FineTuneSettings
+from worldboot.demo.memory import PeakMemory
 from worldboot.demo.report import markdown, plot_examples, plot_k, slug, table2, to_html
 from worldboot.runs import RunDir, read_jsonl, write_atomic
 
@@ -63,39 +63,6 @@ def _verdict(judge: dict[str, Any] | None) -> dict[str, Any]:
     return {"editing_success": judge.get("editing_success"), "minimal_editing": judge.get("minimal_editing"),
             "judge_score": judge.get("score")}
 
-
-class PeakMemory:
-    """Peak resident memory (MB) of this process while a block runs.
-
-    ``resource``'s ``ru_maxrss`` only knows the peak since the process started, so a thread
-    samples psutil's RSS every ``interval`` seconds instead (a peak shorter than that can be
-    missed; the demo's stages hold their memory for seconds).
-    """
-
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
-        self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _sample(self) -> None:
-        import psutil
-
-        proc = psutil.Process()
-        while True:
-            self.peak_mb = max(self.peak_mb, proc.memory_info().rss / 2**20)
-            if self._stop.wait(self.interval):
-                return
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = threading.Thread(target=self._sample, name="peak-memory", daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
 
 class Demo:
     """Runs the stages into ``out``, resuming finished ones.
