@@ -14,9 +14,9 @@ def to_rgb(img: Image.Image) -> Image.Image:
     """``img`` as RGB, with transparent pixels laid over white, as Chameleon's reference
     preprocessing does (a plain ``convert("RGB")`` keeps whatever colour hides under alpha 0,
     often black): each channel becomes ``(1 - a) * 255 + a * c`` with ``a = alpha / 255``,
-    truncated to 8 bits. Always a new image, loaded into memory."""
+    truncated to 8 bits. An RGB image comes back as it is (load a file's image before closing it)."""
     if img.mode == "RGB":
-        return img.copy()  # loaded and detached: the caller may close the file
+        return img
     rgba = np.asarray(img.convert("RGBA"))
     if (rgba[:, :, 3] == 255).all():
         return img.convert("RGB")
@@ -33,6 +33,7 @@ def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """
     try:
         with Image.open(path) as img:
+            img.load()  # the pixels stay when the file closes
             return to_rgb(img)
     except FileNotFoundError:
         raise DataError(f"image not found: {path}") from None

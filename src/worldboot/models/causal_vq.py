@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
@@ -31,7 +32,7 @@ from worldboot.errors import ModelError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.files import load_safetensors, read_json
 from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_class
-from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
+from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
 FAMILY = "causal-vq"
 META_FILE = "worldboot.json"
@@ -95,6 +96,14 @@ class CausalVQBackbone(TokenLMBackbone):
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
+def causal_lm_class(config: Any) -> type:
+    """transformers' ``*ForCausalLM`` class of a config (what ``AutoModelForCausalLM`` picks)."""
+    try:
+        return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
+    except KeyError:
+        raise ModelError(f"a {config.model_type} model is not a causal LM transformers knows") from None
+
+
 def _load_vqgan(path: Path) -> VQGAN:
     """The model directory's VQGAN: worldboot's files, else a taming ``tokenizer/`` folder."""
     if (path / VQ_CONFIG_FILE).is_file():
@@ -108,7 +117,7 @@ def _load_vqgan(path: Path) -> VQGAN:
             raise ModelError(f"{path}: the VQ files do not fit {VQ_CONFIG_FILE} ({str(err).splitlines()[0]})") from None
         return VQGAN(vq, decoder)
     folder = path / "tokenizer"
-    ckpt = next((folder / n for n in ("vqgan.safetensors", "vqgan.ckpt") if (folder / n).is_file()), None)
+    ckpt = vqgan_checkpoint(folder)
     if ckpt is None or not (folder / "vqgan.yaml").is_file():
         raise ModelError(
             f"{path} has neither {VQ_CONFIG_FILE} + {ENCODER_FILE} + {DECODER_FILE} nor a tokenizer/ folder with "
@@ -141,8 +150,7 @@ def load_causal_vq(
         dtype = getattr(torch, dtype)
     try:
         config = AutoConfig.from_pretrained(path)
-        base = AutoModelForCausalLM._model_mapping[type(config)]
-        model = world_class(base).from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
+        model = world_class(causal_lm_class(config)).from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
         tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
@@ -191,7 +199,7 @@ def tiny_causal_vq(seed: int = 0, templates: PromptTemplates | None = None) -> C
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     torch.manual_seed(seed)
-    model = world_class(AutoModelForCausalLM._model_mapping[type(config)])(config).eval()
+    model = world_class(causal_lm_class(config))(config).eval()
     vqgan = VQGAN(ChameleonVQVAE(vq_config), ChameleonVQDecoder(vq_config)).eval()
     return CausalVQBackbone(model, tokenizer, vqgan, offset, "<boi>", "<eoi>", spec.image_size, templates)
 
@@ -201,12 +209,6 @@ def save_tiny_causal_vq(path: str | os.PathLike[str], seed: int = 0) -> Path:
     path = Path(path)
     tiny_causal_vq(seed).save(path)
     return path
-
-
-def describe(backbone: Any) -> str:
-    """Where a causal-vq backbone's image tokens are, for ``worldboot info``."""
-    return (f"image codes at vocabulary ids {backbone.image_token_offset}-"
-            f"{backbone.image_token_offset + backbone.codebook_size - 1}")
 
 
 def assemble_causal_vq(
@@ -236,13 +238,13 @@ def assemble_causal_vq(
         tokenizer = AutoTokenizer.from_pretrained(llm)
     except (OSError, ValueError) as err:
         raise ModelError(f"{llm}: not a transformers model folder ({str(err).splitlines()[0]})") from None
-    if type(config) not in AutoModelForCausalLM._model_mapping:
+    if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
         raise ModelError(f"{llm}: a {config.model_type} model is not a causal LM transformers knows")
     for marker in (boi_token, eoi_token):
         tid = tokenizer.convert_tokens_to_ids(marker)
         if tid is None or tid == tokenizer.unk_token_id:
             raise ModelError(f"{llm}: its tokenizer has no token {marker!r} (--boi/--eoi name the image markers)")
-    ckpt = next((vqgan / n for n in ("vqgan.safetensors", "vqgan.ckpt") if (vqgan / n).is_file()), None)
+    ckpt = vqgan_checkpoint(vqgan)
     if ckpt is None or not (vqgan / "vqgan.yaml").is_file():
         raise ModelError(f"{vqgan}: needs vqgan.yaml and vqgan.ckpt (or vqgan.safetensors)")
     try:

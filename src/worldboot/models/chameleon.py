@@ -38,7 +38,7 @@ from worldboot.models.backbone import (
 )
 from worldboot.models.files import load_safetensors, read_json
 from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_forward
-from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
+from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
 DECODER_FILE = "vq_decoder.safetensors"
 META_FILE = "worldboot.json"
@@ -100,14 +100,6 @@ class ChameleonBackbone(TokenLMBackbone):
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
-def _vqgan_checkpoint(folder: Path) -> Path | None:
-    """``vqgan.safetensors`` or Anole's ``vqgan.ckpt`` in ``folder`` (None: neither)."""
-    for name in ("vqgan.safetensors", "vqgan.ckpt"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
 def _check_dir(path: Path, required: Sequence[str]) -> None:
     if not path.is_dir():
         raise ModelError(f"model directory not found: {path}")
@@ -167,14 +159,14 @@ def load_chameleon(
     if vqgan_dir is None and not (path / DECODER_FILE).is_file():
         # Anole ships its VQGAN as tokenizer/vqgan.ckpt; look inside and beside the model folder.
         for guess in (path / "tokenizer", path.parent / "tokenizer"):
-            if _vqgan_checkpoint(guess) is not None and (guess / "vqgan.yaml").is_file():
+            if vqgan_checkpoint(guess) is not None and (guess / "vqgan.yaml").is_file():
                 vqgan_dir = guess
                 break
     if (path / DECODER_FILE).is_file():
         decoder.load_state_dict(load_safetensors(path / DECODER_FILE), strict=True)
     elif vqgan_dir is not None:
         vq_dir = Path(vqgan_dir)
-        ckpt = _vqgan_checkpoint(vq_dir) or vq_dir / "vqgan.ckpt"
+        ckpt = vqgan_checkpoint(vq_dir) or vq_dir / "vqgan.ckpt"
         _, vq_sd, dec_sd = load_taming_vqgan(ckpt, vq_dir / "vqgan.yaml")
         decoder.load_state_dict(dec_sd, strict=True)
         ours = model.model.vqmodel.state_dict()

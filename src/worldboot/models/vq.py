@@ -220,6 +220,14 @@ def read_taming_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tens
     return blob.get("state_dict", blob) if isinstance(blob, dict) else blob
 
 
+def vqgan_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """``vqgan.safetensors`` or Anole's ``vqgan.ckpt`` in ``folder`` (None: neither)."""
+    for name in ("vqgan.safetensors", "vqgan.ckpt"):
+        if (Path(folder) / name).is_file():
+            return Path(folder) / name
+    return None
+
+
 def load_taming_vqgan(
     ckpt_path: str | os.PathLike[str], yaml_path: str | os.PathLike[str]
 ) -> tuple[ChameleonVQVAEConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:

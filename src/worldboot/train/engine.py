@@ -79,8 +79,7 @@ def describe(acc: Any) -> str:
     return f"one process on {acc.device}"
 
 
-def configure_deepspeed(acc: Any, batch_size: int, micro_batch_size: int, accum: int, max_grad_norm: float,
-                        offloaded: bool | None = None) -> None:
+def configure_deepspeed(acc: Any, batch_size: int, micro_batch_size: int, accum: int, max_grad_norm: float) -> None:
     """Tell DeepSpeed the run's sizes (the Trainer feeds batches itself, so accelerate cannot
     infer them) and its gradient clipping; refuse a launch that cannot work.
 
@@ -92,11 +91,9 @@ def configure_deepspeed(acc: Any, batch_size: int, micro_batch_size: int, accum:
         return
     ds = plugin.deepspeed_config
     zero = ds.get("zero_optimization", {})
-    if offloaded is None:
-        offloaded = any(
-            (zero.get(key) or {}).get("device", "none") not in ("none", None)
-            for key in ("offload_optimizer", "offload_param")
-        )
+    offloaded = any(
+        (zero.get(key) or {}).get("device", "none") not in ("none", None) for key in ("offload_optimizer", "offload_param")
+    )
     if acc.num_processes == 1 and int(plugin.zero_stage) > 0 and not offloaded:
         raise ConfigError(
             f"DeepSpeed ZeRO-{plugin.zero_stage} shards over processes, but this launch has 1: pass "

@@ -52,6 +52,7 @@ def read_upload(data: bytes, max_bytes: int) -> Image.Image:
                 raise DataError(
                     f"the image has {width}x{height} pixels; at most {MAX_UPLOAD_PIXELS:,} please"
                 )
+            img.load()  # the pixels stay when the file closes
             return to_rgb(img)
     except DataError:
         raise
