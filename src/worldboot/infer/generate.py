@@ -228,7 +228,7 @@ def run_generate(
         world: An already loaded world model (default: ``load_backbone(cfg.world)``).
         verifier: An already loaded verifier (default: loaded from ``cfg.verifier.path`` if set).
         progress: Show a progress bar (``WORLDBOOT_NO_PROGRESS`` turns it off too).
-        on_batch: Called with ``(batch index, rows)`` after each batch is on disk.
+        on_batch: Called with ``(batch index, rows)`` after each batch is on disk (local engine; Ray batches finish in any order).
 
     Returns:
         Counts; ``merged`` tells whether ``predictions.jsonl`` now holds every shard.

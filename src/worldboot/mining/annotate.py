@@ -178,7 +178,7 @@ def annotate_pairs(
         out_dir: Output folder; ``annotated*.jsonl`` there count as done.
         cfg: Settings.
         shard: ``(i, n)``; overrides ``cfg.shard``.
-        on_batch: Called with ``(batch index, rows written)`` after each batch is on disk.
+        on_batch: Called with ``(batch index, rows written)`` after each batch is on disk (local engine; Ray batches finish in any order).
         progress: Show a progress bar.
         model_dir: Recorded in the run's log.
 
