@@ -68,7 +68,6 @@ def test_demo_presets_are_the_packaged_yaml_files():
     from worldboot.config import preset_file
     from worldboot.demo import PRESETS as DEMO_PRESETS
     from worldboot.demo import load_demo_config
-
     from worldboot.world.base import PRESETS as BASE_PRESETS
 
     for name in DEMO_PRESETS:

@@ -64,17 +64,6 @@ def _adapter(run: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory, tiny_dir) -> Path:
-    from helpers import square_triplets
-    from worldboot.data.tokenize import build_cache
-    from worldboot.models import load_backbone
-
-    root = tmp_path_factory.mktemp("ds-data")
-    build_cache(square_triplets(root / "images", 40, seed=1), load_backbone(tiny_dir), root / "cache", progress=False)
-    return root / "cache"
-
-
-@pytest.fixture(scope="module")
 def runs(tmp_path_factory, tiny_dir, cache_dir) -> dict[str, Path]:
     """One process with micro-batch 2, and ZeRO-2 and ZeRO-3 on 2 processes with micro-batch 1
     (the same global batch), each with --merge."""

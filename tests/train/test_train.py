@@ -13,24 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import square_triplets
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings, TrainConfig
 from worldboot.train.recipes import Trainer, run_training
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory, tiny_dir) -> Path:
-    from worldboot.data.tokenize import build_cache
-    from worldboot.models import load_backbone
-
-    root = tmp_path_factory.mktemp("train-data")
-    triplets = square_triplets(root / "images", 40, seed=1)
-    build_cache(triplets, load_backbone(tiny_dir), root / "cache", progress=False)
-    return root / "cache"
 
 
 def _cfg(tiny_dir, cache_dir, out, task="dynamics", **kw) -> TrainConfig:

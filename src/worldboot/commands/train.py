@@ -1,4 +1,5 @@
-"""``worldboot train dynamics|world``: fine-tune the CDM or the CWM with LoRA on accelerate."""
+"""``worldboot train dynamics|world|world-rl``: fine-tune the CDM or the CWM with LoRA on
+accelerate, or train the CWM against the CDM's reward (GRPO or DPO)."""
 
 from __future__ import annotations
 
@@ -18,26 +19,40 @@ EXAMPLES = {
       --cache runs/cache/labelled --cache runs/cache/synthetic --out runs/cwm loss.weighting=l2
   worldboot train world --config configs/anole7b/cwm.yaml --merge
 """,
+    "world-rl": """examples:
+  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \
+      --verifier runs/cdm/merged --cache runs/cache/labelled --out runs/cwm-grpo
+  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \
+      --verifier runs/cdm/merged --cache runs/cache/labelled --out runs/cwm-dpo --objective dpo
+  accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \
+      train world-rl --config configs/anole7b/world_rl.yaml --merge
+""",
 }
 
 DESCRIPTIONS = {
     "dynamics": "Fine-tune the dynamics model (CDM), p(action | source, target), loss on the action text only.",
     "world": "Fine-tune the world model (CWM), p(target | source, action), loss on the target image tokens "
     "(recognition-weighted with loss.weighting=l2).",
+    "world-rl": "Train the world model (CWM) against a frozen dynamics model's reward, log p_CDM(action | "
+    "source, candidate) per token: GRPO (a group of candidates per prompt, group-normalised advantages, KL "
+    "to the starting model) or DPO (the group's best and worst candidate as a pair). Trains a LoRA adapter; "
+    "the reference is the starting model without it.",
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train`` with its two tasks."""
+    """Add ``train`` with its three tasks."""
     p = sub.add_parser(
         "train",
         help="fine-tune the dynamics model (CDM) or the world model (CWM)",
-        description="Fine-tune a backbone with LoRA as a dynamics model or a world model.",
-        epilog="examples:\n  worldboot train dynamics --help\n  worldboot train world --help\n",
+        description="Fine-tune a backbone with LoRA as a dynamics model or a world model, or train a world "
+        "model against a dynamics model's reward.",
+        epilog="examples:\n  worldboot train dynamics --help\n  worldboot train world --help\n"
+        "  worldboot train world-rl --help\n",
         formatter_class=HELP_FORMATTER,
     )
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
-    for task in ("dynamics", "world"):
+    for task in ("dynamics", "world", "world-rl"):
         t = tasks.add_parser(
             task,
             help=DESCRIPTIONS[task].split(",")[0],
@@ -53,6 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                        help="continue from the latest checkpoint in the run directory, or from CKPT")
         t.add_argument("--merge", action="store_true", help="also write base + adapter merged into OUT/merged")
+        if task == "world-rl":
+            t.add_argument("--verifier", metavar="DIR", help="the dynamics model that rewards (config: rl.verifier)")
+            t.add_argument("--objective", choices=("grpo", "dpo"), help="config: rl.objective (default grpo)")
+            t.add_argument("--group-size", type=int, metavar="G", help="candidates per prompt (config: rl.group_size)")
         t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
         t.set_defaults(func=run)
 
@@ -69,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         "out": args.out or None,
         "data.sources": [{"cache": c} for c in args.cache] if args.cache else None,
     }
+    if args.task == "world-rl":
+        flags.update({"rl.verifier": args.verifier, "rl.objective": args.objective, "rl.group_size": args.group_size})
     cfg = load_config(TrainConfig, args.config, args.overrides, flags=flags)
     result = run_training(cfg, resume=args.resume, merge=args.merge)
     import os

@@ -115,7 +115,10 @@ def reserve_cache(cache: Any, extra: int) -> None:
             layers[i] = ReservedLayer.reserve(layer, extra)
 
 
-@torch.inference_mode()
+# no_grad rather than inference mode: under DeepSpeed ZeRO-3 the forward gathers the model's
+# weights, and weights gathered in inference mode stay inference tensors that a later training
+# forward (world-rl samples, then trains) cannot save for backward.
+@torch.no_grad()
 def sample_image_codes(
     backbone: Any,
     prompts: Sequence[Example],
@@ -176,7 +179,7 @@ def sample_image_codes(
         cache, logits, mask, last_pos = backbone._step(cache, token, mask, last_pos, vocab)
     return codes.view(n_prompts, num_samples, -1).cpu()
 
-@torch.inference_mode()
+@torch.no_grad()  # as sample_image_codes
 def sample_text(
     backbone: Any,
     prompts: Sequence[Example],

@@ -102,16 +102,51 @@ class LossSettings:
 
 
 @dataclass
+class RLSettings:
+    """Reward optimisation of a world model against a frozen dynamics model (``task: world-rl``).
+
+    For each (source, action) of a global batch the policy (the world model with a LoRA
+    adapter) samples ``group_size`` target images; the frozen CDM scores each by the mean per
+    token of log p_CDM(action | source, candidate) (the reward); the update is GRPO or DPO.
+
+    Attributes:
+        objective: ``grpo``: group-normalised advantages, policy gradient on the image tokens,
+            KL penalty ``beta`` to the reference; ``dpo``: the best and the worst candidate of
+            each group as a preference pair, DPO loss with temperature ``dpo_beta``.
+        verifier: The CDM's model directory (its image tokenizer must be the policy's).
+        group_size: Candidates per (source, action); GRPO's advantages are relative to the
+            group, so it needs at least 2.
+        temperature: Sampling temperature of the candidates (1 = the paper's setting); the
+            policy's log-probabilities are taken at the same temperature.
+        beta: GRPO's KL coefficient (per-token k3 estimate of KL(policy || reference)).
+        dpo_beta: DPO's temperature on the log-ratio margin.
+        reward_min: Rewards are clamped to ``[reward_min, 0]``: a per-token mean log-probability
+            is at most 0, and one candidate the CDM finds absurd (say -40) would otherwise set a
+            group's spread alone and squash every other advantage towards zero.
+    """
+
+    objective: Literal["grpo", "dpo"] = "grpo"
+    verifier: str = ""
+    group_size: int = bounded(4, ge=1)
+    temperature: float = bounded(1.0, gt=0)
+    beta: float = bounded(0.04, ge=0)
+    dpo_beta: float = bounded(0.1, gt=0)
+    reward_min: float = -10.0
+
+
+@dataclass
 class TrainConfig:
     """A training run of the CDM or the CWM.
 
     Attributes:
-        task: ``dynamics`` (p(a | o_s, o_t)) or ``world`` (p(o_t | o_s, a)).
+        task: ``dynamics`` (p(a | o_s, o_t)), ``world`` (p(o_t | o_s, a)), or ``world-rl``
+            (the world model trained against a frozen CDM's reward: :class:`RLSettings`).
         base_model: Model directory to start from.
         out: Run directory.
         epochs: Passes over the mixture (fractions allowed).
         max_steps: Stop after this many optimiser steps (0 = from epochs).
-        batch_size: Global batch (samples per optimiser step, over all processes).
+        batch_size: Global batch (samples per optimiser step, over all processes; for
+            ``world-rl``, (source, action) prompts, each with ``rl.group_size`` candidates).
         micro_batch_size: Samples per forward pass per process; accumulation fills the rest.
         mixed_precision: ``auto`` = bf16 on GPUs that have it, else none.
         model_dtype: Dtype of the frozen base weights (``auto``: bf16 on such GPUs).
@@ -122,9 +157,10 @@ class TrainConfig:
         keep_checkpoints: Most recent checkpoints kept.
         seed: Seeds data order, adapter initialisation and dropout.
         trackers: accelerate trackers to log to (``tensorboard``, ``wandb``...), off by default.
+        rl: Reward optimisation (``task: world-rl`` only).
     """
 
-    task: Literal["dynamics", "world"] = "dynamics"
+    task: Literal["dynamics", "world", "world-rl"] = "dynamics"
     base_model: str = ""
     out: str = "runs/train"
     epochs: float = bounded(10.0, gt=0)
@@ -144,3 +180,4 @@ class TrainConfig:
     optim: OptimSettings = field(default_factory=OptimSettings)
     data: DataSettings = field(default_factory=DataSettings)
     loss: LossSettings = field(default_factory=LossSettings)
+    rl: RLSettings = field(default_factory=RLSettings)

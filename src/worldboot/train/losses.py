@@ -55,3 +55,69 @@ def weighted_completion_loss(
 ) -> torch.Tensor:
     """Mean over completion tokens of (weight x cross-entropy); the plain loss when weights are 1."""
     return completion_loss_sum(logits, targets, weights) / max(int(targets.numel()), 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Reward optimisation (task world-rl). Written here rather than taken from TRL: TRL's GRPO and
+# DPO losses are methods of its trainers, which build text completions with a tokenizer and a
+# chat template; these take per-token log-probabilities of image tokens, whatever produced them.
+# --------------------------------------------------------------------------------------------
+
+
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """GRPO's advantages: each reward minus its group's mean, over the group's standard
+    deviation (0 for a group whose rewards are all equal: it carries no preference).
+
+    Args:
+        rewards: ``[n_groups, G]``.
+
+    Returns:
+        ``[n_groups, G]``.
+    """
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    std = rewards.std(dim=1, keepdim=True, unbiased=False)
+    return torch.where(std > eps, centred / std.clamp(min=eps), torch.zeros_like(centred))
+
+
+def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """Per-token estimate of KL(policy || reference) from tokens sampled by the policy:
+    ``exp(ref - logp) - (ref - logp) - 1`` (non-negative, unbiased; Schulman's k3, as GRPO)."""
+    d = ref_logp - logp
+    return torch.exp(d) - d - 1.0
+
+
+def grpo_loss_sum(
+    logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor, beta: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GRPO's loss summed over sequences, for one update per batch of fresh samples (so the
+    importance ratio is 1 and PPO's clipping never acts): per sequence, the mean over its
+    tokens of ``-A * logp + beta * KL``.
+
+    Args:
+        logp: ``[S, L]`` the policy's log-probability of each sampled token (with gradient).
+        ref_logp: ``[S, L]`` the reference's (no gradient).
+        advantages: ``[S]``.
+        beta: KL coefficient.
+
+    Returns:
+        ``(loss_sum, kl_sum)``: divide both by the number of sequences in the global batch.
+    """
+    kl = kl_k3(logp, ref_logp.detach())
+    per_seq = (-advantages.detach()[:, None] * logp + beta * kl).mean(dim=1)
+    return per_seq.sum(), kl.detach().mean(dim=1).sum()
+
+
+def dpo_loss_sum(
+    chosen: torch.Tensor,
+    rejected: torch.Tensor,
+    ref_chosen: torch.Tensor,
+    ref_rejected: torch.Tensor,
+    beta: float,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """DPO's sigmoid loss summed over pairs: ``-log sigmoid(beta * ((chosen - ref_chosen) -
+    (rejected - ref_rejected)))``, each argument a ``[P]`` sequence log-probability (summed over
+    the image tokens); ``mask`` (``[P]``, 0 or 1) leaves pairs out (a tie is no preference)."""
+    margin = (chosen - ref_chosen.detach()) - (rejected - ref_rejected.detach())
+    losses = -F.logsigmoid(beta * margin)
+    return (losses if mask is None else losses * mask.to(losses.dtype)).sum()

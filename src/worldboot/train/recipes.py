@@ -421,7 +421,12 @@ class Trainer:
 
 def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = False) -> dict[str, float]:
     """Set up, train, save (and merge), clean up; records the run in ``cfg.out``."""
-    recipe = Trainer(cfg, resume=resume)
+    if cfg.task == "world-rl":
+        from worldboot.train.rl import RLTrainer  # the RL step builds on this module's Trainer
+
+        recipe: Trainer = RLTrainer(cfg, resume=resume)
+    else:
+        recipe = Trainer(cfg, resume=resume)
     try:
         # Launched processes share the folder: the first (RANK 0, or the only one) writes its files.
         writer = os.environ.get("RANK", "0") == "0"

@@ -1,0 +1,97 @@
+"""Time per reward-optimisation step against a plain world-model step at the same batch.
+
+On the tiny Chameleon and 40 tokenised square triplets (the training tests' data), with the
+same prompts per step and LoRA r16 on the attention projections:
+
+* **world**: one step of ``worldboot train world`` (teacher-forced loss on the target tokens);
+* **grpo** / **dpo**: one step of ``worldboot train world-rl``: sample G candidates per prompt,
+  reward them with the CDM (here the same tiny model), update.
+
+It prints the seconds per step of each, the ratio to the plain step, and the share of an RL
+step spent sampling, scoring and updating (the recipe's ``sample_s``, ``score_s``,
+``update_s``). Best of several interleaved repeats (the machine is shared).
+
+    python benchmarks/bench_rl.py [--group-size 4] [--batch 8] [--steps 4] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--group-size", type=int, default=4)
+    ap.add_argument("--batch", type=int, default=8, help="prompts per step")
+    ap.add_argument("--steps", type=int, default=4, help="steps per timed run (the first is not timed)")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
+    import torch
+
+    torch.set_num_threads(1)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers import square_triplets
+    from worldboot.data.tokenize import build_cache
+    from worldboot.models import load_backbone
+    from worldboot.models.tiny import save_tiny_chameleon
+    from worldboot.train.config import (
+        DataSettings,
+        LoraSettings,
+        OptimSettings,
+        RLSettings,
+        SourceSettings,
+        TrainConfig,
+    )
+    from worldboot.train.recipes import run_training
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        tiny = save_tiny_chameleon(root / "model")
+        build_cache(square_triplets(root / "images", 40, seed=1), load_backbone(tiny), root / "cache", progress=False)
+
+        def run(kind: str, rep: int) -> list[dict]:
+            out = root / f"{kind}-{rep}"
+            cfg = TrainConfig(
+                task="world" if kind == "world" else "world-rl", base_model=str(tiny), out=str(out),
+                max_steps=args.steps + 1, batch_size=args.batch, micro_batch_size=args.batch, save_every=0,
+                eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
+                data=DataSettings(sources=[SourceSettings(cache=str(root / "cache"))], eval_fraction=0.0),
+                optim=OptimSettings(lr=1e-3, warmup_steps=0, scheduler="constant"),
+                rl=RLSettings(verifier=str(tiny), group_size=args.group_size,
+                              objective="dpo" if kind == "dpo" else "grpo"),
+            )
+            run_training(cfg)
+            rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+            return [r for r in rows if "tokens_per_s" in r][1:]  # the first step warms up
+
+        kinds = ("world", "grpo", "dpo")
+        best: dict[str, float] = {k: float("inf") for k in kinds}
+        shares: dict[str, dict[str, float]] = {}
+        for rep in range(args.repeats):
+            for kind in kinds:
+                rows = run(kind, rep)
+                # Seconds per step from the logged throughput (tokens / seconds of the step).
+                secs = sum(r["tokens"] / r["tokens_per_s"] for r in rows) / len(rows)
+                if secs < best[kind]:
+                    best[kind] = secs
+                    if kind != "world":
+                        parts = {p: sum(r[f"{p}_s"] for r in rows) for p in ("sample", "score", "update")}
+                        total = sum(parts.values())
+                        shares[kind] = {p: v / total for p, v in parts.items()}
+    print(f"tiny Chameleon, {args.batch} prompts a step, G = {args.group_size}, best of {args.repeats}")
+    print(f"{'step':<8}{'s/step':>9}{'x world':>9}{'sample':>9}{'score':>9}{'update':>9}")
+    for kind in kinds:
+        s = shares.get(kind, {})
+        cols = "".join(f"{s[p]:>9.0%}" for p in ("sample", "score", "update")) if s else ""
+        print(f"{kind:<8}{best[kind]:>9.3f}{best[kind] / best['world']:>9.2f}{cols}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

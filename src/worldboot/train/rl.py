@@ -1,0 +1,266 @@
+"""Reward optimisation of the world model against the dynamics model (``task: world-rl``).
+
+Best-of-N pays N samples for every prediction to let the CDM pick one. This recipe moves the
+CDM's preference into the world model's weights, as SWIRL does after the paper: for each
+(source, action) of a batch the policy samples a group of ``G`` target images (one prefill, G
+samples, the sampler of ``worldboot generate``), the frozen CDM rewards each with the mean per
+token of log p_CDM(action | source, candidate), and
+
+* **GRPO** turns the rewards into group-normalised advantages and takes a policy-gradient step
+  on the image tokens, with a KL penalty to the reference;
+* **DPO** takes the best and the worst candidate of each group as a preference pair.
+
+The policy is a LoRA adapter on the starting world model, and the reference is that model with
+the adapter switched off (peft's ``disable_adapter``): no second copy of the weights.
+
+Why not TRL's trainers: its GRPO trainer samples text through ``generate`` and decodes
+completions with a tokenizer (SWIRL subclasses it to get images out), and its DPO trainer
+builds text pairs from a dataset. Here candidates are image codes from our sampler and rewards
+come from another model's forward, so the loop is the accelerate recipe of
+:mod:`worldboot.train.recipes` (the same resume, multi-process and DeepSpeed support) with a
+different step; the losses are the pure functions of :mod:`worldboot.train.losses`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from worldboot.errors import ConfigError, ModelError
+from worldboot.models.backbone import Example, SamplingConfig
+from worldboot.train.config import TrainConfig
+from worldboot.train.engine import unpartitioned_loading, zero_stage
+from worldboot.train.losses import dpo_loss_sum, group_advantages, grpo_loss_sum
+from worldboot.train.recipes import Trainer
+
+
+def check_rl(cfg: TrainConfig) -> None:
+    """Refuse an RL config that cannot work, before anything is loaded.
+
+    Raises:
+        ConfigError: One line naming the setting.
+    """
+    rl = cfg.rl
+    if rl.group_size < 2:
+        raise ConfigError(
+            f"rl.group_size is {rl.group_size}: a group of one candidate has zero advantage (GRPO compares "
+            "candidates within a group) and no preference pair (DPO); use 2 or more"
+        )
+    if not rl.verifier:
+        raise ConfigError("rl.verifier is empty: give the dynamics model (CDM) that rewards candidates (--verifier)")
+    if not Path(rl.verifier).is_dir():
+        raise ModelError(f"verifier directory not found: {rl.verifier}")
+    if not cfg.lora.enabled:
+        raise ConfigError(
+            "world-rl trains a LoRA adapter (lora.enabled=true): the reference policy is the starting model "
+            "with the adapter switched off, which needs no second copy of the weights"
+        )
+    if rl.reward_min >= 0:
+        raise ConfigError(f"rl.reward_min must be below 0 (rewards are log-probabilities), got {rl.reward_min:g}")
+
+
+def image_logprobs(
+    backbone: Any, model: Any, examples: list[Example], codes: torch.Tensor, temperature: float = 1.0
+) -> torch.Tensor:
+    """``[S, L]``: log-probability of each target image code under ``model``, over the image
+    tokens only at ``temperature`` (the distribution the sampler draws from, so that the policy
+    gradient is that of the samples).
+
+    Args:
+        backbone: Builds the batch and knows the image vocabulary.
+        model: The policy, or the reference.
+        examples: ``S`` world examples whose completions are the candidates.
+        codes: ``[S, L]`` the candidates' codes (the completions' image codes).
+        temperature: The sampling temperature.
+    """
+    from worldboot.models.token_lm import completion_positions
+
+    batch = backbone.collate(examples).to(backbone.device)
+    mask, targets, _ = completion_positions(batch.labels)
+    vocab = backbone._image_vocab()
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_mask=mask, logits_vocab=vocab)
+    # Column k of the image-vocabulary logits is code k (the sampler's convention).
+    logp = torch.log_softmax(out.logits.float() / temperature, dim=-1)
+    return logp.gather(1, codes.reshape(-1, 1).to(logp.device)).view(len(examples), -1)
+
+
+class RLTrainer(Trainer):
+    """:class:`~worldboot.train.recipes.Trainer` with a GRPO or DPO step against a frozen CDM.
+
+    ``batch_size`` counts (source, action) prompts; each brings ``rl.group_size`` candidates.
+    Metrics per step: the loss, the mean reward of the fresh candidates and its spread within a
+    group (the standard deviation GRPO divides by, averaged over groups), the KL to the
+    reference (GRPO), and the seconds spent sampling, scoring and updating.
+    """
+
+    def setup(self) -> None:
+        """Check the RL settings, set up the policy, then load the verifier and check that it
+        reads the policy's image codes."""
+        check_rl(self.cfg)
+        super().setup()
+        from worldboot.infer.verify import Verifier
+
+        # Frozen and read by every process on its own prompts: a whole copy per process (under
+        # ZeRO-3 transformers would otherwise shard it like the policy).
+        with unpartitioned_loading(self.accelerator):
+            self.verifier = Verifier.load(self.cfg.rl.verifier, world=self.backbone, score="mean",
+                                          on_mismatch="error")
+        self.verifier.backbone.model.eval()
+
+    # -- one step -----------------------------------------------------------------------------
+
+    def _policy(self) -> Any:
+        return self.accelerator.unwrap_model(self.model)
+
+    def _generators(self, step: int, offsets: list[int], salt: int = 0) -> list[torch.Generator]:
+        # One generator per prompt, seeded by its place in the global batch: the same candidates
+        # whatever the process count, and again after a resume.
+        return [torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step * 10_007 + i + salt) for i in offsets]
+
+    def _prompts(self, items: list[dict[str, Any]]) -> list[Example]:
+        return [self.backbone.world_example(it["source_codes"], it["action"]) for it in items]
+
+    @torch.no_grad()
+    def sample(self, items: list[dict[str, Any]], generators: list[torch.Generator]) -> torch.Tensor:
+        """``[n, G, L]`` candidate codes from the current policy."""
+        rl = self.cfg.rl
+        policy = self._policy()
+        wrapped, self.backbone.model = self.backbone.model, policy
+        try:
+            codes = self.backbone.generate_images(
+                self._prompts(items), rl.group_size, SamplingConfig(temperature=rl.temperature), generator=generators
+            )
+        finally:
+            self.backbone.model = wrapped
+            self.model.train()
+        return codes
+
+    @torch.no_grad()
+    def rewards(self, items: list[dict[str, Any]], codes: torch.Tensor, step: int) -> torch.Tensor:
+        """``[n, G]``: the CDM's per-token mean log p(action | source, candidate), clamped.
+
+        Raises:
+            ModelError: When the CDM returns NaN (a broken verifier would otherwise train the
+                policy on noise).
+        """
+        out = torch.empty(codes.shape[:2])
+        for i, it in enumerate(items):
+            mean = self.verifier.score_candidates(it["source_codes"], codes[i], it["action"]).mean
+            if torch.isnan(mean).any():
+                raise ModelError(
+                    f"the verifier {self.cfg.rl.verifier} gave a NaN reward for sample {it.get('id', i)!r} at step "
+                    f"{step + 1}: check the CDM (its weights or dtype)"
+                )
+            out[i] = mean.clamp(min=self.cfg.rl.reward_min, max=0.0)
+        return out
+
+    def _examples(self, items: list[dict[str, Any]], codes: torch.Tensor) -> list[Example]:
+        bb = self.backbone
+        return [bb.world_example(it["source_codes"], it["action"], c) for it, cand in zip(items, codes, strict=True)
+                for c in cand]
+
+    def _loss_sum(self, items: list[dict[str, Any]], codes: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The loss summed over this micro-batch's sequences (GRPO) or pairs (DPO), and its KL sum."""
+        rl = self.cfg.rl
+        if rl.objective == "dpo":
+            # Every group makes a pair, ties included with weight 0: under ZeRO-3 every process
+            # must run the same forwards, whatever its rewards.
+            rows = torch.arange(len(items))
+            pairs = torch.stack([codes[rows, rewards.argmax(1)], codes[rows, rewards.argmin(1)]], 1)  # [n, 2, L]
+            preferred = rewards.max(1).values > rewards.min(1).values
+            examples = self._examples(items, pairs)
+            flat = pairs.reshape(-1, pairs.shape[-1])
+            logp = image_logprobs(self.backbone, self.model, examples, flat, rl.temperature).sum(1).view(-1, 2)
+            with torch.no_grad(), self._policy().disable_adapter():
+                ref = image_logprobs(self.backbone, self._policy(), examples, flat, rl.temperature).sum(1).view(-1, 2)
+            loss = dpo_loss_sum(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], rl.dpo_beta, preferred.to(logp.device))
+            return loss, 0.0
+        examples = self._examples(items, codes)
+        flat = codes.reshape(-1, codes.shape[-1])
+        logp = image_logprobs(self.backbone, self.model, examples, flat, rl.temperature)
+        with torch.no_grad(), self._policy().disable_adapter():
+            ref = image_logprobs(self.backbone, self._policy(), examples, flat, rl.temperature)
+        adv = group_advantages(rewards).flatten().to(logp.device)
+        loss, kl = grpo_loss_sum(logp, ref, adv, rl.beta)
+        return loss, float(kl)
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """Sample, reward and update for the global batch ``step``; returns its metrics."""
+        acc = self.accelerator
+        cfg = self.cfg
+        entries = self._global_batch(step)
+        mine = list(range(acc.process_index, len(entries), acc.num_processes))
+        items = [self.data.item(entries[i]) for i in mine]
+        t0 = time.perf_counter()
+        codes = self.sample(items, self._generators(step, mine))
+        t1 = time.perf_counter()
+        rewards = self.rewards(items, codes, step)
+        t2 = time.perf_counter()
+        units = len(entries) * (cfg.rl.group_size if cfg.rl.objective == "grpo" else 1)
+        scale = acc.num_processes * self.accum / units
+        loss_sum = torch.zeros((), device=acc.device)
+        kl_sum = 0.0
+        mb = cfg.micro_batch_size
+        self.model.train()
+        for start in range(0, len(items), mb):
+            sl = slice(start, start + mb)
+            with acc.accumulate(self.model):
+                s, kl = self._loss_sum(items[sl], codes[sl], rewards[sl])
+                acc.backward(s * scale)
+                loss_sum += s.detach()
+                kl_sum += kl
+                if acc.sync_gradients and cfg.optim.max_grad_norm > 0:
+                    acc.clip_grad_norm_(self.model.parameters(), cfg.optim.max_grad_norm)
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        self.scheduler.step()
+        t3 = time.perf_counter()
+        # Summed over processes: loss, KL, rewards, within-group spread of the rewards (the
+        # signal GRPO has: 0 when every candidate of a group scores the same), groups, rewards.
+        spread = rewards.std(dim=1, unbiased=False).sum()
+        stats = torch.tensor([float(loss_sum), kl_sum, float(rewards.sum()), float(spread), float(len(items)),
+                              float(rewards.numel())], device=acc.device)
+        stats = acc.reduce(stats, reduction="sum")
+        n = max(float(stats[5]), 1.0)
+        record = {
+            "loss": float(stats[0]) / units,
+            "reward": float(stats[2]) / n,
+            "reward_spread": float(stats[3]) / max(float(stats[4]), 1.0),
+            "tokens": float(n * self.backbone.image_seq_len),
+            "lr": self.scheduler.get_last_lr()[0],
+            "sample_s": t1 - t0,
+            "score_s": t2 - t1,
+            "update_s": t3 - t2,
+        }
+        if cfg.rl.objective == "grpo":
+            record["kl"] = float(stats[1]) / n
+        return record
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """Mean reward of fresh candidates (``rl.group_size`` each, fixed seeds) for the held-out
+        prompts: what the step is meant to raise."""
+        if not self.data.eval:
+            return {}
+        acc = self.accelerator
+        mine = list(range(acc.process_index, len(self.data.eval), acc.num_processes))
+        total = torch.zeros(2, device=acc.device)
+        mb = max(self.cfg.micro_batch_size, 1)
+        batches = math.ceil(len(mine) / mb)
+        if zero_stage(acc) == 3:
+            # ZeRO-3 gathers the weights in every forward, a collective: every process samples
+            # as many batches as the busiest one (the extra ones are not counted).
+            batches = math.ceil(math.ceil(len(self.data.eval) / acc.num_processes) / mb)
+        for b in range(batches):
+            idx = mine[b * mb : (b + 1) * mb]
+            items = [self.data.item(self.data.eval[i]) for i in (idx or [0])]
+            codes = self.sample(items, self._generators(0, idx or [0], salt=7_777_777))
+            if idx:
+                r = self.rewards(items, codes, self.global_step)
+                total += torch.tensor([float(r.sum()), float(r.numel())], device=acc.device)
+        total = acc.reduce(total, reduction="sum")
+        return {"eval_reward": float(total[0] / total[1].clamp(min=1))}
