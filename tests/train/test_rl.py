@@ -73,6 +73,34 @@ def test_group_advantages_and_grpo_gradient():
     assert float(kl_k3(torch.tensor([-1.0]), torch.tensor([-2.0]))) == pytest.approx(math.exp(-1) + 1 - 1)
 
 
+def test_one_grpo_step_moves_probability_towards_the_better_candidates(tiny_dir, cache_dir, tmp_path):
+    """The recipe's wiring (candidates, rewards, advantages, loss) points the right way: after
+    one small step the log-probabilities of the step's own candidates change in the direction of
+    their advantages, sum(A * delta log p) > 0 (first order, so a small learning rate)."""
+    from worldboot.train.rl import image_logprobs
+
+    cfg = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "run", rl=RLSettings(verifier=str(tiny_dir), group_size=4,
+               beta=0.0), optim=OptimSettings(lr=1e-4, warmup_steps=0, scheduler="constant"))
+    recipe = RLTrainer(cfg)
+    recipe.setup()
+    try:
+        entries = recipe._global_batch(0)
+        items = [recipe.data.item(e) for e in entries]
+        codes = recipe.sample(items, recipe._generators(0, list(range(len(entries)))))  # what step 0 draws
+        adv = group_advantages(recipe.rewards(items, codes, 0)).flatten()
+        examples = recipe._examples(items, codes)
+        flat = codes.reshape(-1, codes.shape[-1])
+        with torch.no_grad():
+            before = image_logprobs(recipe.backbone, recipe.model, examples, flat).mean(1)
+        recipe.train_step(0)
+        with torch.no_grad():
+            after = image_logprobs(recipe.backbone, recipe.model, examples, flat).mean(1)
+    finally:
+        recipe.cleanup()
+    assert adv.abs().sum() > 0
+    assert float((adv * (after - before)).sum()) > 0, (adv, after - before)
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 

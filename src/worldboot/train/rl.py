@@ -43,6 +43,7 @@ def check_rl(cfg: TrainConfig) -> None:
 
     Raises:
         ConfigError: One line naming the setting.
+        ModelError: The verifier's directory does not exist.
     """
     rl = cfg.rl
     if rl.group_size < 2:
