@@ -191,6 +191,11 @@ class Backbone(Protocol):
         """Log-probabilities of each example's completion, padding-safe."""
         ...
 
+    def image_vocab(self) -> slice | torch.Tensor:
+        """The vocabulary ids of the image tokens, column ``k`` being code ``k`` (a slice when
+        they are contiguous): what a sampler or a policy gradient restricts the logits to."""
+        ...
+
     def score_shared_prefix(self, examples: Sequence[Example]) -> Scores:
         """:meth:`score` of one batch whose examples start alike (a verifier's candidates):
         the common prefix may be run once."""

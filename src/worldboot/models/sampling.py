@@ -153,7 +153,7 @@ def sample_image_codes(
     n_prompts = len(prompts)
     batch = list(prompts) + (list(uncond_prompts) if guided else [])
     # Logits of the image tokens only: scores[:, k] is the logit of code k.
-    vocab = backbone._image_vocab()
+    vocab = backbone.image_vocab()
     cache, logits, mask, last_pos = backbone._prefill(batch, vocab)
     cache.batch_repeat_interleave(num_samples)
     reserve_cache(cache, backbone.image_seq_len)

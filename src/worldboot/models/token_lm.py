@@ -442,9 +442,9 @@ class TokenLMBackbone:
         )
         return out.cache, out.logits[:, -1].float(), mask, last_pos
 
-    def _image_vocab(self) -> slice | torch.Tensor:
-        """The image tokens' vocabulary ids: a slice when contiguous (Anole: 4..8195), so that
-        the projection onto them is a view of ``lm_head``'s weight, not a copy."""
+    def image_vocab(self) -> slice | torch.Tensor:
+        """The image tokens' vocabulary ids in code order: a slice when contiguous (Anole:
+        4..8195), so that the projection onto them is a view of ``lm_head``'s weight, not a copy."""
         ids = self.code_to_token
         start = int(ids[0])
         if torch.equal(ids, torch.arange(start, start + len(ids))):

@@ -82,7 +82,7 @@ def image_logprobs(
 
     batch = backbone.collate(examples).to(backbone.device)
     mask, targets, _ = completion_positions(batch.labels)
-    vocab = backbone._image_vocab()
+    vocab = backbone.image_vocab()
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_mask=mask, logits_vocab=vocab)
     # Column k of the image-vocabulary logits is code k (the sampler's convention).
     logp = torch.log_softmax(out.logits.float() / temperature, dim=-1)
