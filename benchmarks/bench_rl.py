@@ -6,6 +6,8 @@ same prompts per step and LoRA r16 on the attention projections:
 * **world**: one step of ``worldboot train world`` (teacher-forced loss on the target tokens);
 * **grpo** / **dpo**: one step of ``worldboot train world-rl``: sample G candidates per prompt,
   reward them with the CDM (here the same tiny model), update.
+* **offline**: DPO on pairs read from a ``worldboot generate --best-of G --verifier`` folder of
+  the same triplets (``rl.candidates``): nothing sampled or scored while training.
 
 It prints the seconds per step of each, the ratio to the plain step, and the share of an RL
 step spent sampling, scoring and updating (the recipe's ``sample_s``, ``score_s``,
@@ -54,6 +56,12 @@ def main() -> int:
         root = Path(tmp)
         tiny = save_tiny_chameleon(root / "model")
         build_cache(square_triplets(root / "images", 40, seed=1), load_backbone(tiny), root / "cache", progress=False)
+        from worldboot.infer.generate import GenerateConfig, run_generate
+
+        gen = GenerateConfig(manifest=str(root / "images" / "manifest.jsonl"), out=str(root / "pred"),
+                             world=str(tiny), batch_size=8, best_of=args.group_size)
+        gen.verifier.path = str(tiny)
+        run_generate(gen, progress=False)
 
         def run(kind: str, rep: int) -> list[dict]:
             out = root / f"{kind}-{rep}"
@@ -63,14 +71,15 @@ def main() -> int:
                 eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
                 data=DataSettings(sources=[SourceSettings(cache=str(root / "cache"))], eval_fraction=0.0),
                 optim=OptimSettings(lr=1e-3, warmup_steps=0, scheduler="constant"),
-                rl=RLSettings(verifier=str(tiny), group_size=args.group_size,
-                              objective="dpo" if kind == "dpo" else "grpo"),
+                rl=RLSettings(verifier="" if kind == "offline" else str(tiny), group_size=args.group_size,
+                              objective="grpo" if kind == "grpo" else "dpo",
+                              candidates=str(root / "pred") if kind == "offline" else ""),
             )
             run_training(cfg)
             rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             return [r for r in rows if "tokens_per_s" in r][1:]  # the first step warms up
 
-        kinds = ("world", "grpo", "dpo")
+        kinds = ("world", "grpo", "dpo", "offline")
         best: dict[str, float] = {k: float("inf") for k in kinds}
         shares: dict[str, dict[str, float]] = {}
         for rep in range(args.repeats):

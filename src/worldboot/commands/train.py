@@ -20,11 +20,15 @@ EXAMPLES = {
   worldboot train world --config configs/anole7b/cwm.yaml --merge
 """,
     "world-rl": """examples:
-  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \
+  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \\
       --verifier runs/cdm/merged --cache runs/cache/labelled --out runs/cwm-grpo
-  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \
+  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \\
       --verifier runs/cdm/merged --cache runs/cache/labelled --out runs/cwm-dpo --objective dpo
-  accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \
+  worldboot generate runs/data/train/manifest.jsonl --world runs/cwm/merged --verifier runs/cdm/merged \\
+      --best-of 8 --out runs/pred-train-bo8    # then DPO on those candidates, nothing sampled while training:
+  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \\
+      --cache runs/cache/labelled --candidates runs/pred-train-bo8 --objective dpo --out runs/cwm-dpo-offline
+  accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \\
       train world-rl --config configs/anole7b/world_rl.yaml --merge
 """,
 }
@@ -72,6 +76,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             t.add_argument("--verifier", metavar="DIR", help="the dynamics model that rewards (config: rl.verifier)")
             t.add_argument("--objective", choices=("grpo", "dpo"), help="config: rl.objective (default grpo)")
             t.add_argument("--group-size", type=int, metavar="G", help="candidates per prompt (config: rl.group_size)")
+            t.add_argument("--candidates", metavar="PRED",
+                           help="offline DPO on the scored candidates of a 'worldboot generate --best-of N "
+                           "--verifier CDM' folder (config: rl.candidates; with --objective dpo)")
         t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
         t.set_defaults(func=run)
 
@@ -89,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         "data.sources": [{"cache": c} for c in args.cache] if args.cache else None,
     }
     if args.task == "world-rl":
-        flags.update({"rl.verifier": args.verifier, "rl.objective": args.objective, "rl.group_size": args.group_size})
+        flags.update({"rl.verifier": args.verifier, "rl.objective": args.objective, "rl.group_size": args.group_size,
+                      "rl.candidates": args.candidates})
     cfg = load_config(TrainConfig, args.config, args.overrides, flags=flags)
     result = run_training(cfg, resume=args.resume, merge=args.merge)
     import os

@@ -123,6 +123,12 @@ class RLSettings:
         reward_min: Rewards are clamped to ``[reward_min, 0]``: a per-token mean log-probability
             is at most 0, and one candidate the CDM finds absurd (say -40) would otherwise set a
             group's spread alone and squash every other advantage towards zero.
+        candidates: Offline DPO: a ``worldboot generate --best-of N --verifier CDM`` output
+            folder whose scored candidates make the pairs (the best and the worst of each
+            sample, by the same clamped reward), so nothing is sampled or scored while training.
+            The prompts are the cache's samples that have candidates there. Needs ``objective:
+            dpo``; ``verifier`` is then optional (given, it scores fresh samples of the held-out
+            prompts at each evaluation).
     """
 
     objective: Literal["grpo", "dpo"] = "grpo"
@@ -132,6 +138,7 @@ class RLSettings:
     beta: float = bounded(0.04, ge=0)
     dpo_beta: float = bounded(0.1, gt=0)
     reward_min: float = -10.0
+    candidates: str = ""
 
 
 @dataclass

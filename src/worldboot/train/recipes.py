@@ -96,6 +96,7 @@ class Trainer:
             raise DataError(f"no usable training sample in {', '.join(s.cache for s in cfg.data.sources)}")
         if len(self.data.fingerprints) > 1:
             raise DataError("the caches were made with different tokenizers; tokenize them with one backbone")
+        self.select_data()
 
         mp = cfg.mixed_precision
         if mp == "auto":
@@ -226,6 +227,10 @@ class Trainer:
         self.accelerator.print(f"resumed from {path} at step {self.global_step}")
 
     # -- data -------------------------------------------------------------------------------
+
+    def select_data(self) -> None:
+        """Called once the caches are read, before the step count is set from them: a recipe
+        that trains on part of them (world-rl's offline pairs) narrows ``self.data`` here."""
 
     def _global_batch(self, step: int) -> list[CacheEntry]:
         epoch, offset = divmod(step, self.steps_per_epoch)

@@ -8,7 +8,9 @@ token of log p_CDM(action | source, candidate), and
 
 * **GRPO** turns the rewards into group-normalised advantages and takes a policy-gradient step
   on the image tokens, with a KL penalty to the reference;
-* **DPO** takes the best and the worst candidate of each group as a preference pair.
+* **DPO** takes the best and the worst candidate of each group as a preference pair; or,
+  offline (``rl.candidates``), the pairs are read from a ``worldboot generate --best-of N``
+  folder whose candidates the CDM already scored (:mod:`worldboot.train.pairs`).
 
 The policy is a LoRA adapter on the starting world model, and the reference is that model with
 the adapter switched off (peft's ``disable_adapter``): no second copy of the weights.
@@ -30,11 +32,12 @@ from typing import Any
 
 import torch
 
-from worldboot.errors import ConfigError, ModelError
+from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.models.backbone import Example, SamplingConfig
 from worldboot.train.config import TrainConfig
 from worldboot.train.engine import unpartitioned_loading, zero_stage
 from worldboot.train.losses import dpo_loss_sum, group_advantages, grpo_loss_sum
+from worldboot.train.pairs import PreferencePair, check_candidates_folder, check_source, read_pairs
 from worldboot.train.recipes import Trainer
 
 
@@ -46,14 +49,24 @@ def check_rl(cfg: TrainConfig) -> None:
         ModelError: The verifier's directory does not exist.
     """
     rl = cfg.rl
+    if rl.candidates:
+        if rl.objective != "dpo":
+            raise ConfigError(
+                "rl.candidates gives offline pairs, which only DPO trains on (GRPO's advantages are those of "
+                "the current policy's own samples): set rl.objective=dpo (--objective dpo)"
+            )
+        check_candidates_folder(rl.candidates)
     if rl.group_size < 2:
         raise ConfigError(
             f"rl.group_size is {rl.group_size}: a group of one candidate has zero advantage (GRPO compares "
             "candidates within a group) and no preference pair (DPO); use 2 or more"
         )
-    if not rl.verifier:
-        raise ConfigError("rl.verifier is empty: give the dynamics model (CDM) that rewards candidates (--verifier)")
-    if not Path(rl.verifier).is_dir():
+    if not rl.verifier and not rl.candidates:
+        raise ConfigError(
+            "rl.verifier is empty: give the dynamics model (CDM) that rewards candidates (--verifier), or "
+            "candidates it already scored (--candidates)"
+        )
+    if rl.verifier and not Path(rl.verifier).is_dir():
         raise ModelError(f"verifier directory not found: {rl.verifier}")
     if not cfg.lora.enabled:
         raise ConfigError(
@@ -95,14 +108,23 @@ class RLTrainer(Trainer):
     ``batch_size`` counts (source, action) prompts; each brings ``rl.group_size`` candidates.
     Metrics per step: the loss, the mean reward of the fresh candidates and its spread within a
     group (the standard deviation GRPO divides by, averaged over groups), the KL to the
-    reference (GRPO), and the seconds spent sampling, scoring and updating.
+    reference (GRPO), and the seconds spent sampling, scoring and updating. With offline pairs
+    (``rl.candidates``) nothing is sampled or scored, and the row has no reward.
     """
+
+    pairs: dict[str, PreferencePair] | None = None
+    pairs_note = ""
+    verifier: Any = None
 
     def setup(self) -> None:
         """Check the RL settings, set up the policy, then load the verifier and check that it
         reads the policy's image codes."""
         check_rl(self.cfg)
         super().setup()
+        if self.pairs is not None:
+            self.accelerator.print(self.pairs_note)
+        if not self.cfg.rl.verifier:
+            return  # offline pairs only
         from worldboot.infer.verify import Verifier
 
         # Frozen and read by every process on its own prompts: a whole copy per process (under
@@ -111,6 +133,42 @@ class RLTrainer(Trainer):
             self.verifier = Verifier.load(self.cfg.rl.verifier, world=self.backbone, score="mean",
                                           on_mismatch="error")
         self.verifier.backbone.model.eval()
+
+    def select_data(self) -> None:
+        """Offline DPO: keep the cache's samples that have a pair in ``rl.candidates``, each
+        checked against the cache's source codes."""
+        rl = self.cfg.rl
+        if not rl.candidates:
+            return
+        pairs, stats = read_pairs(rl.candidates, rl.reward_min)
+        kept: dict[str, list] = {"train": [], "eval": []}
+        for split in kept:
+            for entry in getattr(self.data, split):
+                item = self.data.item(entry)
+                pair = pairs.get(str(item["id"]))
+                if pair is not None:
+                    check_source(pair, str(item["id"]), item["source_codes"], rl.candidates)
+                    kept[split].append(entry)
+        if not kept["train"]:
+            raise DataError(
+                f"no training sample of the caches has candidates in {rl.candidates} ({stats.pairs} pairs there): "
+                "generate them from the manifest the caches were made from"
+            )
+        self.pairs_note = (
+            f"offline DPO: {len(kept['train'])} training and {len(kept['eval'])} held-out prompts of "
+            f"{len(self.data.train) + len(self.data.eval)} have pairs in {rl.candidates} ({stats.pairs} pairs, "
+            f"{sum(not p.preferred for p in pairs.values())} ties; {stats.single + stats.unscored} rows without "
+            "scored candidates)"
+        )
+        self.data.train, self.data.eval = kept["train"], kept["eval"]
+        self.pairs = pairs
+
+    def _pairs_of(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[n, 2, L]`` (chosen, rejected) codes of offline pairs, and ``[n]`` whether preferred."""
+        assert self.pairs is not None
+        pairs = [self.pairs[str(it["id"])] for it in items]
+        return (torch.stack([torch.stack([p.chosen, p.rejected]) for p in pairs]),
+                torch.tensor([p.preferred for p in pairs]))
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -164,22 +222,33 @@ class RLTrainer(Trainer):
         return [bb.world_example(it["source_codes"], it["action"], c) for it, cand in zip(items, codes, strict=True)
                 for c in cand]
 
+    def _dpo_sums(self, items: list[dict[str, Any]], pairs: torch.Tensor,
+                  preferred: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """DPO loss summed over ``pairs`` (``[n, 2, L]``, chosen first), and how many pairs the
+        policy ranks right (its log-ratio to the reference higher for the chosen one)."""
+        rl = self.cfg.rl
+        examples = self._examples(items, pairs)
+        flat = pairs.reshape(-1, pairs.shape[-1])
+        logp = image_logprobs(self.backbone, self.model, examples, flat, rl.temperature).sum(1).view(-1, 2)
+        with torch.no_grad(), self._policy().disable_adapter():
+            ref = image_logprobs(self.backbone, self._policy(), examples, flat, rl.temperature).sum(1).view(-1, 2)
+        preferred = preferred.to(logp.device)
+        loss = dpo_loss_sum(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], rl.dpo_beta, preferred)
+        right = ((logp[:, 0] - ref[:, 0]) > (logp[:, 1] - ref[:, 1])) & preferred
+        return loss, float(right.sum())
+
     def _loss_sum(self, items: list[dict[str, Any]], codes: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The loss summed over this micro-batch's sequences (GRPO) or pairs (DPO), and its KL sum."""
         rl = self.cfg.rl
+        if self.pairs is not None:  # offline: ``codes`` are the pairs, ``rewards`` whether preferred
+            return self._dpo_sums(items, codes, rewards.bool())[0], 0.0
         if rl.objective == "dpo":
             # Every group makes a pair, ties included with weight 0: under ZeRO-3 every process
             # must run the same forwards, whatever its rewards.
             rows = torch.arange(len(items))
             pairs = torch.stack([codes[rows, rewards.argmax(1)], codes[rows, rewards.argmin(1)]], 1)  # [n, 2, L]
             preferred = rewards.max(1).values > rewards.min(1).values
-            examples = self._examples(items, pairs)
-            flat = pairs.reshape(-1, pairs.shape[-1])
-            logp = image_logprobs(self.backbone, self.model, examples, flat, rl.temperature).sum(1).view(-1, 2)
-            with torch.no_grad(), self._policy().disable_adapter():
-                ref = image_logprobs(self.backbone, self._policy(), examples, flat, rl.temperature).sum(1).view(-1, 2)
-            loss = dpo_loss_sum(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], rl.dpo_beta, preferred.to(logp.device))
-            return loss, 0.0
+            return self._dpo_sums(items, pairs, preferred)[0], 0.0
         examples = self._examples(items, codes)
         flat = codes.reshape(-1, codes.shape[-1])
         logp = image_logprobs(self.backbone, self.model, examples, flat, rl.temperature)
@@ -197,10 +266,15 @@ class RLTrainer(Trainer):
         mine = list(range(acc.process_index, len(entries), acc.num_processes))
         items = [self.data.item(entries[i]) for i in mine]
         t0 = time.perf_counter()
-        codes = self.sample(items, self._generators(step, mine))
-        t1 = time.perf_counter()
-        rewards = self.rewards(items, codes, step)
-        t2 = time.perf_counter()
+        if self.pairs is not None:
+            codes, preferred = self._pairs_of(items)  # offline: the pairs, and whether preferred
+            rewards = preferred.float()
+            t1 = t2 = time.perf_counter()
+        else:
+            codes = self.sample(items, self._generators(step, mine))
+            t1 = time.perf_counter()
+            rewards = self.rewards(items, codes, step)
+            t2 = time.perf_counter()
         units = len(entries) * (cfg.rl.group_size if cfg.rl.objective == "grpo" else 1)
         scale = acc.num_processes * self.accum / units
         loss_sum = torch.zeros((), device=acc.device)
@@ -222,46 +296,66 @@ class RLTrainer(Trainer):
         t3 = time.perf_counter()
         # Summed over processes: loss, KL, rewards, within-group spread of the rewards (the
         # signal GRPO has: 0 when every candidate of a group scores the same), groups, rewards.
-        spread = rewards.std(dim=1, unbiased=False).sum()
+        # (Offline, the "rewards" are whether each pair is preferred: the row has no reward.)
+        spread = rewards.std(dim=1, unbiased=False).sum() if rewards.dim() == 2 else torch.zeros(())
         stats = torch.tensor([float(loss_sum), kl_sum, float(rewards.sum()), float(spread), float(len(items)),
                               float(rewards.numel())], device=acc.device)
         stats = acc.reduce(stats, reduction="sum")
         n = max(float(stats[5]), 1.0)
         record = {
             "loss": float(stats[0]) / units,
-            "reward": float(stats[2]) / n,
-            "reward_spread": float(stats[3]) / max(float(stats[4]), 1.0),
-            "tokens": float(n * self.backbone.image_seq_len),
+            "tokens": float(n * self.backbone.image_seq_len * (2 if self.pairs is not None else 1)),
             "lr": self.scheduler.get_last_lr()[0],
             "sample_s": t1 - t0,
             "score_s": t2 - t1,
             "update_s": t3 - t2,
         }
+        if self.pairs is None:
+            record.update(reward=float(stats[2]) / n, reward_spread=float(stats[3]) / max(float(stats[4]), 1.0))
         if cfg.rl.objective == "grpo":
             record["kl"] = float(stats[1]) / n
         return record
 
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float]:
-        """Mean reward of fresh candidates (``rl.group_size`` each, fixed seeds) for the held-out
-        prompts: what the step is meant to raise."""
-        if not self.data.eval:
-            return {}
+    def _eval_batches(self) -> list[list[int]]:
+        """This process's held-out indices in micro-batches. Under ZeRO-3 every forward gathers
+        the weights, a collective: every process then runs as many batches as the busiest one
+        (an empty one repeats sample 0, not counted)."""
         acc = self.accelerator
         mine = list(range(acc.process_index, len(self.data.eval), acc.num_processes))
-        total = torch.zeros(2, device=acc.device)
         mb = max(self.cfg.micro_batch_size, 1)
         batches = math.ceil(len(mine) / mb)
         if zero_stage(acc) == 3:
-            # ZeRO-3 gathers the weights in every forward, a collective: every process samples
-            # as many batches as the busiest one (the extra ones are not counted).
             batches = math.ceil(math.ceil(len(self.data.eval) / acc.num_processes) / mb)
-        for b in range(batches):
-            idx = mine[b * mb : (b + 1) * mb]
+        return [mine[b * mb : (b + 1) * mb] for b in range(batches)]
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """On the held-out prompts: the mean reward of fresh candidates (``rl.group_size`` each,
+        fixed seeds), what the step is meant to raise, when there is a verifier; with offline
+        pairs, also their DPO loss and the share the policy ranks right."""
+        if not self.data.eval:
+            return {}
+        acc = self.accelerator
+        total = torch.zeros(5, device=acc.device)  # reward sum, rewards, DPO loss sum, right, pairs
+        for idx in self._eval_batches():
             items = [self.data.item(self.data.eval[i]) for i in (idx or [0])]
-            codes = self.sample(items, self._generators(0, idx or [0], salt=7_777_777))
-            if idx:
-                r = self.rewards(items, codes, self.global_step)
-                total += torch.tensor([float(r.sum()), float(r.numel())], device=acc.device)
+            if self.verifier is not None:
+                codes = self.sample(items, self._generators(0, idx or [0], salt=7_777_777))
+                if idx:
+                    r = self.rewards(items, codes, self.global_step)
+                    total[:2] += torch.tensor([float(r.sum()), float(r.numel())], device=acc.device)
+            if self.pairs is not None:
+                pairs, preferred = self._pairs_of(items)
+                self.model.eval()  # no LoRA dropout in the held-out loss
+                loss, right = self._dpo_sums(items, pairs, preferred)
+                self.model.train()
+                if idx:
+                    total[2:] += torch.tensor([float(loss), right, float(preferred.sum())], device=acc.device)
         total = acc.reduce(total, reduction="sum")
-        return {"eval_reward": float(total[0] / total[1].clamp(min=1))}
+        out = {}
+        if self.verifier is not None:
+            out["eval_reward"] = float(total[0] / total[1].clamp(min=1))
+        if self.pairs is not None:
+            out.update(eval_dpo_loss=float(total[2] / total[4].clamp(min=1)),
+                       eval_pair_accuracy=float(total[3] / total[4].clamp(min=1)))
+        return out
