@@ -78,6 +78,11 @@ def test_offline_dpo_lowers_the_loss_of_its_pairs(tiny_dir, cache_dir, scored, t
     try:
         assert recipe.verifier is None and recipe.pairs is not None
         assert len(recipe.data.train) + len(recipe.data.eval) == 40
+
+        def no_sampling(*_a, **_k):
+            raise AssertionError("offline DPO sampled")
+
+        recipe.sample = recipe.rewards = no_sampling
         entries = recipe._global_batch(0)
         items = [recipe.data.item(e) for e in entries]
         pairs, preferred = recipe._pairs_of(items)
@@ -148,4 +153,17 @@ def test_bad_candidates_are_refused_in_one_line(tiny_dir, cache_dir, scored, tmp
     save_file(t, str(tampered / row["codes"]))
     with pytest.raises(ModelError, match=f"for sample '{row['id']}' were drawn from other source codes"):
         RLTrainer(_cfg(tiny_dir, cache_dir, tmp_path / "e", tampered)).setup()
+    # Broken codes files: cut, without the scores, with a NaN score.
+    for name, change, message in (
+        ("cut", lambda p: p.write_bytes(p.read_bytes()[:40]), "cannot read"),
+        ("unscored-file", lambda p: save_file({k: v for k, v in load_file(str(p)).items() if k != "verifier_mean"},
+                                              str(p)), "has no verifier_mean"),
+        ("nan", lambda p: save_file({**load_file(str(p)), "verifier_mean": torch.full((3,), float("nan"))}, str(p)),
+         "score is NaN"),
+    ):
+        broken = tmp_path / name
+        shutil.copytree(scored, broken)
+        change(broken / row["codes"])
+        with pytest.raises(DataError, match=f"sample '{row['id']}': .*{message}"):
+            RLTrainer(_cfg(tiny_dir, cache_dir, tmp_path / f"run-{name}", broken)).setup()
     assert not any((tmp_path / n / "metrics.jsonl").exists() for n in "abcde")

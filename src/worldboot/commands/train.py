@@ -39,7 +39,8 @@ DESCRIPTIONS = {
     "(recognition-weighted with loss.weighting=l2).",
     "world-rl": "Train the world model (CWM) against a frozen dynamics model's reward, log p_CDM(action | "
     "source, candidate) per token: GRPO (a group of candidates per prompt, group-normalised advantages, KL "
-    "to the starting model) or DPO (the group's best and worst candidate as a pair). Trains a LoRA adapter; "
+    "to the starting model) or DPO (the group's best and worst candidate as a pair; or, offline, the pairs of a "
+    "'worldboot generate --best-of N --verifier' folder, --candidates). Trains a LoRA adapter; "
     "the reference is the starting model without it.",
 }
 
@@ -73,7 +74,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="continue from the latest checkpoint in the run directory, or from CKPT")
         t.add_argument("--merge", action="store_true", help="also write base + adapter merged into OUT/merged")
         if task == "world-rl":
-            t.add_argument("--verifier", metavar="DIR", help="the dynamics model that rewards (config: rl.verifier)")
+            t.add_argument("--verifier", metavar="DIR", help="the dynamics model that rewards (config: rl.verifier; optional with --candidates)")
             t.add_argument("--objective", choices=("grpo", "dpo"), help="config: rl.objective (default grpo)")
             t.add_argument("--group-size", type=int, metavar="G", help="candidates per prompt (config: rl.group_size)")
             t.add_argument("--candidates", metavar="PRED",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from worldboot.errors import DataError, ModelError
 from worldboot.runs import read_rows
@@ -96,19 +97,33 @@ def read_pairs(folder: str | Path, reward_min: float) -> tuple[dict[str, Prefere
     for row in read_rows(folder / PREDICTIONS_FILE):
         stats.rows += 1
         cands = row.get("candidates") or []
-        if len(cands) < 2:
+        if not isinstance(cands, list) or len(cands) < 2:
             stats.single += 1
             continue
-        if any(c.get("mean") is None for c in cands):
+        if any(not isinstance(c, dict) or c.get("mean") is None for c in cands):
             stats.unscored += 1
             continue
-        codes_path = folder / str(row.get("codes", ""))
+        where = f"{folder / PREDICTIONS_FILE}: sample {row['id']!r}"
+        codes_path = folder / str(row.get("codes") or "")
+        if not row.get("codes") or not codes_path.is_file():
+            raise DataError(f"{where}: its codes file {codes_path} is missing")
         try:
             tensors = load_file(str(codes_path))
-        except (OSError, RuntimeError) as err:  # safetensors raises either for a missing or cut file
-            raise DataError(f"{folder / PREDICTIONS_FILE}: sample {row['id']!r}: cannot read {codes_path} ({err})") from None
+        except (OSError, RuntimeError, SafetensorError) as err:  # a cut or foreign file
+            raise DataError(f"{where}: cannot read {codes_path} ({str(err).splitlines()[0][:120]})") from None
+        missing = [k for k in ("source", "candidates", "verifier_mean") if k not in tensors]
+        if missing:
+            raise DataError(f"{where}: {codes_path} has no {', '.join(missing)} (not a scored best-of-N output)")
         candidates = tensors["candidates"].long()
-        reward = tensors["verifier_mean"].float().clamp(min=reward_min, max=0.0)
+        mean = tensors["verifier_mean"].float().flatten()
+        if candidates.dim() != 2 or candidates.shape[0] != len(mean) or candidates.shape[1] != tensors["source"].numel():
+            raise DataError(
+                f"{where}: {codes_path} holds candidates of shape {tuple(candidates.shape)} for {len(mean)} scores "
+                f"and {tensors['source'].numel()} source codes"
+            )
+        if torch.isnan(mean).any():
+            raise DataError(f"{where}: the verifier's score is NaN in {codes_path}: check the CDM that scored them")
+        reward = mean.clamp(min=reward_min, max=0.0)
         best, worst = int(reward.argmax()), int(reward.argmin())
         margin = float(reward[best] - reward[worst])
         pairs[str(row["id"])] = PreferencePair(

@@ -56,7 +56,7 @@ def check_rl(cfg: TrainConfig) -> None:
                 "the current policy's own samples): set rl.objective=dpo (--objective dpo)"
             )
         check_candidates_folder(rl.candidates)
-    if rl.group_size < 2:
+    if rl.group_size < 2 and not (rl.candidates and not rl.verifier):  # offline pairs alone draw nothing
         raise ConfigError(
             f"rl.group_size is {rl.group_size}: a group of one candidate has zero advantage (GRPO compares "
             "candidates within a group) and no preference pair (DPO); use 2 or more"
@@ -113,6 +113,7 @@ class RLTrainer(Trainer):
     """
 
     pairs: dict[str, PreferencePair] | None = None
+    pair_eval: list = []
     pairs_note = ""
     verifier: Any = None
 
@@ -142,6 +143,7 @@ class RLTrainer(Trainer):
             return
         pairs, stats = read_pairs(rl.candidates, rl.reward_min)
         kept: dict[str, list] = {"train": [], "eval": []}
+        ids: set[str] = set()
         for split in kept:
             for entry in getattr(self.data, split):
                 item = self.data.item(entry)
@@ -149,19 +151,23 @@ class RLTrainer(Trainer):
                 if pair is not None:
                     check_source(pair, str(item["id"]), item["source_codes"], rl.candidates)
                     kept[split].append(entry)
+                    ids.add(str(item["id"]))
         if not kept["train"]:
             raise DataError(
                 f"no training sample of the caches has candidates in {rl.candidates} ({stats.pairs} pairs there): "
                 "generate them from the manifest the caches were made from"
             )
+        self.pairs = {i: pairs[i] for i in ids}
         self.pairs_note = (
             f"offline DPO: {len(kept['train'])} training and {len(kept['eval'])} held-out prompts of "
-            f"{len(self.data.train) + len(self.data.eval)} have pairs in {rl.candidates} ({stats.pairs} pairs, "
-            f"{sum(not p.preferred for p in pairs.values())} ties; {stats.single + stats.unscored} rows without "
-            "scored candidates)"
+            f"{len(self.data.train) + len(self.data.eval)} have pairs in {rl.candidates} "
+            f"({sum(not p.preferred for p in self.pairs.values())} of them ties, weighing 0; "
+            f"{stats.single + stats.unscored} rows there without scored candidates)"
         )
-        self.data.train, self.data.eval = kept["train"], kept["eval"]
-        self.pairs = pairs
+        self.data.train = kept["train"]
+        self.pair_eval = kept["eval"]  # the held-out reward (with a verifier) keeps every held-out prompt
+        if not rl.verifier:
+            self.data.eval = kept["eval"]
 
     def _pairs_of(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[n, 2, L]`` (chosen, rejected) codes of offline pairs, and ``[n]`` whether preferred."""
@@ -222,14 +228,15 @@ class RLTrainer(Trainer):
         return [bb.world_example(it["source_codes"], it["action"], c) for it, cand in zip(items, codes, strict=True)
                 for c in cand]
 
-    def _dpo_sums(self, items: list[dict[str, Any]], pairs: torch.Tensor,
-                  preferred: torch.Tensor) -> tuple[torch.Tensor, float]:
+    def _dpo_sums(self, items: list[dict[str, Any]], pairs: torch.Tensor, preferred: torch.Tensor,
+                  model: Any = None) -> tuple[torch.Tensor, float]:
         """DPO loss summed over ``pairs`` (``[n, 2, L]``, chosen first), and how many pairs the
-        policy ranks right (its log-ratio to the reference higher for the chosen one)."""
+        policy ranks right (its log-ratio to the reference higher for the chosen one); ``model``:
+        the policy to run (default: the wrapped training model)."""
         rl = self.cfg.rl
         examples = self._examples(items, pairs)
         flat = pairs.reshape(-1, pairs.shape[-1])
-        logp = image_logprobs(self.backbone, self.model, examples, flat, rl.temperature).sum(1).view(-1, 2)
+        logp = image_logprobs(self.backbone, model or self.model, examples, flat, rl.temperature).sum(1).view(-1, 2)
         with torch.no_grad(), self._policy().disable_adapter():
             ref = image_logprobs(self.backbone, self._policy(), examples, flat, rl.temperature).sum(1).view(-1, 2)
         preferred = preferred.to(logp.device)
@@ -316,46 +323,47 @@ class RLTrainer(Trainer):
             record["kl"] = float(stats[1]) / n
         return record
 
-    def _eval_batches(self) -> list[list[int]]:
-        """This process's held-out indices in micro-batches. Under ZeRO-3 every forward gathers
-        the weights, a collective: every process then runs as many batches as the busiest one
-        (an empty one repeats sample 0, not counted)."""
+    def _eval_batches(self, n: int) -> list[list[int]]:
+        """This process's indices of ``n`` held-out prompts in micro-batches. Under ZeRO-3 every
+        forward gathers the weights, a collective: every process then runs as many batches as
+        the busiest one (an empty one repeats prompt 0, not counted)."""
         acc = self.accelerator
-        mine = list(range(acc.process_index, len(self.data.eval), acc.num_processes))
+        mine = list(range(acc.process_index, n, acc.num_processes))
         mb = max(self.cfg.micro_batch_size, 1)
         batches = math.ceil(len(mine) / mb)
         if zero_stage(acc) == 3:
-            batches = math.ceil(math.ceil(len(self.data.eval) / acc.num_processes) / mb)
+            batches = math.ceil(math.ceil(n / acc.num_processes) / mb)
         return [mine[b * mb : (b + 1) * mb] for b in range(batches)]
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
         """On the held-out prompts: the mean reward of fresh candidates (``rl.group_size`` each,
         fixed seeds), what the step is meant to raise, when there is a verifier; with offline
-        pairs, also their DPO loss and the share the policy ranks right."""
-        if not self.data.eval:
-            return {}
+        pairs, the DPO loss and the share ranked right of the held-out prompts' pairs (ties
+        left out of both; the metrics are left out when every held-out pair is a tie)."""
         acc = self.accelerator
         total = torch.zeros(5, device=acc.device)  # reward sum, rewards, DPO loss sum, right, pairs
-        for idx in self._eval_batches():
-            items = [self.data.item(self.data.eval[i]) for i in (idx or [0])]
-            if self.verifier is not None:
+        if self.verifier is not None and self.data.eval:
+            for idx in self._eval_batches(len(self.data.eval)):
+                items = [self.data.item(self.data.eval[i]) for i in (idx or [0])]
                 codes = self.sample(items, self._generators(0, idx or [0], salt=7_777_777))
                 if idx:
                     r = self.rewards(items, codes, self.global_step)
                     total[:2] += torch.tensor([float(r.sum()), float(r.numel())], device=acc.device)
-            if self.pairs is not None:
+        if self.pairs is not None and self.pair_eval:
+            policy = self._policy()  # unwrapped: processes may run different numbers of batches
+            policy.eval()  # no LoRA dropout in the held-out loss
+            for idx in self._eval_batches(len(self.pair_eval)):
+                items = [self.data.item(self.pair_eval[i]) for i in (idx or [0])]
                 pairs, preferred = self._pairs_of(items)
-                self.model.eval()  # no LoRA dropout in the held-out loss
-                loss, right = self._dpo_sums(items, pairs, preferred)
-                self.model.train()
+                loss, right = self._dpo_sums(items, pairs, preferred, policy)
                 if idx:
                     total[2:] += torch.tensor([float(loss), right, float(preferred.sum())], device=acc.device)
+            self.model.train()
         total = acc.reduce(total, reduction="sum")
         out = {}
-        if self.verifier is not None:
-            out["eval_reward"] = float(total[0] / total[1].clamp(min=1))
-        if self.pairs is not None:
-            out.update(eval_dpo_loss=float(total[2] / total[4].clamp(min=1)),
-                       eval_pair_accuracy=float(total[3] / total[4].clamp(min=1)))
+        if float(total[1]) > 0:
+            out["eval_reward"] = float(total[0] / total[1])
+        if float(total[4]) > 0:
+            out.update(eval_dpo_loss=float(total[2] / total[4]), eval_pair_accuracy=float(total[3] / total[4]))
         return out
