@@ -68,6 +68,50 @@ def test_pairs_are_the_best_and_worst_scored_candidates(scored):
     assert pair.preferred == (pair.margin > 0)
 
 
+def _rescored(scored: Path, out: Path, means: dict[int, list[float]]) -> list[str]:
+    """A copy of ``scored`` whose rows ``i`` get the verifier scores ``means[i]``; their ids."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    shutil.copytree(scored, out)
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for i, mean in means.items():
+        path = out / rows[i]["codes"]
+        save_file({**load_file(str(path)), "verifier_mean": torch.tensor(mean)}, str(path))
+    return [rows[i]["id"] for i in means]
+
+
+def test_the_clamp_makes_ties_and_a_tie_weighs_nothing(tiny_dir, cache_dir, scored, tmp_path):
+    """Scores below ``reward_min`` clamp to it: two such candidates tie, and a sample whose three
+    candidates all fall below is a tie pair (not preferred, margin 0) that adds nothing to the loss."""
+    from safetensors.torch import load_file
+
+    tie_id, clamped_id = _rescored(scored, tmp_path / "ties", {0: [-50.0, -60.0, -70.0], 1: [-50.0, -60.0, -1.0]})
+    pairs, _ = read_pairs(tmp_path / "ties", reward_min=-10.0)
+    assert not pairs[tie_id].preferred and pairs[tie_id].margin == 0.0
+    t = load_file(str(tmp_path / "ties" / json.loads(
+        (tmp_path / "ties" / "predictions.jsonl").read_text().splitlines()[1])["codes"]))
+    clamped = pairs[clamped_id]
+    assert clamped.preferred and clamped.margin == pytest.approx(9.0)
+    assert torch.equal(clamped.chosen, t["candidates"][2].long())
+    assert torch.equal(clamped.rejected, t["candidates"][0].long())  # -50 and -60 tie at -10: the first
+    recipe = RLTrainer(_cfg(tiny_dir, cache_dir, tmp_path / "run", tmp_path / "ties",
+                            rl=RLSettings(objective="dpo", candidates=str(tmp_path / "ties"), reward_min=-10.0)))
+    recipe.setup()
+    try:
+        entries = recipe.data.train + recipe.data.eval
+        items = [it for it in (recipe.data.item(e) for e in entries) if str(it["id"]) in (tie_id, clamped_id)]
+        assert len(items) == 2
+        pairs_t, preferred = recipe._pairs_of(items)
+        assert preferred.tolist() == [str(it["id"]) == clamped_id for it in items]
+        with torch.no_grad():
+            loss, _ = recipe._dpo_sums(items, pairs_t, preferred)
+    finally:
+        recipe.cleanup()
+    assert float(loss) == pytest.approx(math.log(2), rel=1e-5)  # the tie adds 0, the preferred pair log 2
+
+
 def test_offline_dpo_lowers_the_loss_of_its_pairs(tiny_dir, cache_dir, scored, tmp_path):
     """At step 1 the policy is the reference (LoRA's B starts at zero), so each preferred pair
     costs log 2; training on the pairs lowers their loss and ranks more of them right. Nothing is
@@ -122,6 +166,32 @@ def test_resume_after_a_kill_gives_the_same_adapter(tiny_dir, cache_dir, scored,
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     assert [r["step"] for r in _rows(tmp_path / "killed") if "loss" in r and "final" not in r] == [1, 2, 3, 4]
+
+
+def test_a_resume_on_other_pairs_is_refused(tiny_dir, cache_dir, scored, tmp_path):
+    """The checkpoint records the pairs it trained on: redrawn or rescored candidates under the
+    same folder would silently change the data after the resume."""
+    folder = tmp_path / "cands"
+    _rescored(scored, folder, {})
+    cfg = _cfg(tiny_dir, cache_dir, tmp_path / "run", folder, max_steps=4, save_every=2)
+    first = RLTrainer(cfg)
+    first.setup()
+    first.train(stop_after=2)
+    first.cleanup()
+    import shutil
+
+    from safetensors.torch import load_file
+
+    row = json.loads((scored / "predictions.jsonl").read_text().splitlines()[0])
+    flipped = -load_file(str(scored / row["codes"]))["verifier_mean"].clamp(-10.0, 0.0) - 10.0
+    shutil.rmtree(folder)
+    _rescored(scored, folder, {0: flipped.tolist()})  # row 0's best candidate becomes its worst
+    with pytest.raises(ConfigError, match="was trained on other data than this run's"):
+        run_training(cfg, resume=True)
+    shutil.rmtree(folder)
+    _rescored(scored, folder, {})
+    run_training(cfg, resume=True)  # the same pairs again: resumes
+    assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def test_bad_candidates_are_refused_in_one_line(tiny_dir, cache_dir, scored, tmp_path):

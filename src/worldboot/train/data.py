@@ -71,3 +71,17 @@ class MixedDataset:
     def item(self, entry: CacheEntry) -> dict[str, Any]:
         """The cached triplet behind ``entry``."""
         return self.datasets[entry.source][entry.index]
+
+    def fingerprint(self) -> str:
+        """A hash of the training and held-out samples in their order (id, action, image hashes):
+        equal exactly when the steps of a run would see the same batches."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for split in (self.train, self.eval):
+            for e in split:
+                rec = self.datasets[e.source].cache.records[e.index]
+                fields = (rec.get("id"), rec.get("action"), rec.get("source_hash"), rec.get("target_hash"))
+                h.update(repr(fields).encode())
+            h.update(b"|")
+        return h.hexdigest()[:16]

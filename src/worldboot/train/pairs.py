@@ -55,25 +55,19 @@ class PairStats:
     single: int = 0
 
 
-def _folder_problem(folder: Path) -> str | None:
-    if not folder.is_dir():
-        return f"candidates folder not found: {folder}"
-    if not (folder / PREDICTIONS_FILE).is_file():
-        repeats = sorted(p.name for p in folder.glob("repeat-*") if (p / PREDICTIONS_FILE).is_file())
-        hint = f" (it holds {', '.join(repeats)}: give one of them)" if repeats else ""
-        return f"{folder} has no {PREDICTIONS_FILE}: give a 'worldboot generate' output folder{hint}"
-    return None
-
-
 def check_candidates_folder(folder: str | Path) -> None:
     """Refuse a folder that cannot hold candidates, before anything is loaded.
 
     Raises:
         DataError: One line naming the folder.
     """
-    problem = _folder_problem(Path(folder))
-    if problem:
-        raise DataError(problem)
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"candidates folder not found: {folder}")
+    if not (folder / PREDICTIONS_FILE).is_file():
+        repeats = sorted(p.name for p in folder.glob("repeat-*") if (p / PREDICTIONS_FILE).is_file())
+        hint = f" (it holds {', '.join(repeats)}: give one of them)" if repeats else ""
+        raise DataError(f"{folder} has no {PREDICTIONS_FILE}: give a 'worldboot generate' output folder{hint}")
 
 
 def read_pairs(folder: str | Path, reward_min: float) -> tuple[dict[str, PreferencePair], PairStats]:

@@ -209,6 +209,13 @@ class Trainer:
         state = read_json(path / STATE_FILE)
         if state.get("task") != self.cfg.task:
             raise ModelError(f"checkpoint {path} is a {state.get('task')} run, not {self.cfg.task}")
+        if state.get("data", self.data_fingerprint()) != self.data_fingerprint():
+            # The step counter is the data position: other data under it would train on batches
+            # the first run never planned, silently.
+            raise ConfigError(
+                f"checkpoint {path} was trained on other data than this run's (the caches, their caps or "
+                "the preference pairs changed): resume with the same data, or give another --out to start over"
+            )
         try:
             # A LoRA run's DeepSpeed checkpoint leaves out the frozen base (see save_checkpoint).
             kwargs = {"load_module_strict": False} if self.deepspeed and self.cfg.lora.enabled else {}
@@ -227,6 +234,10 @@ class Trainer:
         self.accelerator.print(f"resumed from {path} at step {self.global_step}")
 
     # -- data -------------------------------------------------------------------------------
+
+    def data_fingerprint(self) -> str:
+        """What a checkpoint records of the data, so that a resume on other data is refused."""
+        return self.data.fingerprint()
 
     def select_data(self) -> None:
         """Called once the caches are read, before the step count is set from them: a recipe
@@ -373,7 +384,8 @@ class Trainer:
         kwargs = {"exclude_frozen_parameters": True} if self.deepspeed and self.cfg.lora.enabled else {}
         acc.save_state(str(path), **kwargs)
         if acc.is_main_process:
-            state = {"global_step": self.global_step, "task": self.cfg.task, "base_model": self.cfg.base_model}
+            state = {"global_step": self.global_step, "task": self.cfg.task, "base_model": self.cfg.base_model,
+                     "data": self.data_fingerprint()}
             write_atomic(path / STATE_FILE, json.dumps(state))  # written last: marks the checkpoint finished
             done = sorted(p for p in (self.out / CHECKPOINTS_DIR).glob("step-*") if (p / STATE_FILE).is_file())
             for old in done[: -max(self.cfg.keep_checkpoints, 1)]:

@@ -169,6 +169,21 @@ class RLTrainer(Trainer):
         if not rl.verifier:
             self.data.eval = kept["eval"]
 
+    def data_fingerprint(self) -> str:
+        """The samples' hash and, offline, the pairs' codes and ties: a candidates folder
+        redrawn between a run and its resume changes what the steps train on."""
+        base = super().data_fingerprint()
+        if self.pairs is None:
+            return base
+        import hashlib
+
+        h = hashlib.sha256(base.encode())
+        for sample_id in sorted(self.pairs):
+            pair = self.pairs[sample_id]
+            h.update(sample_id.encode())
+            h.update(pair.chosen.numpy().tobytes() + pair.rejected.numpy().tobytes() + bytes([pair.preferred]))
+        return h.hexdigest()[:16]
+
     def _pairs_of(self, items: list[dict[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
         """``[n, 2, L]`` (chosen, rejected) codes of offline pairs, and ``[n]`` whether preferred."""
         assert self.pairs is not None
