@@ -65,6 +65,18 @@ def cache(tmp_path, monkeypatch):
     return spy
 
 
+@pytest.fixture(scope="module")
+def micro(tmp_path_factory):
+    """The MICRO recipe built once (1 torch thread) through the cache, with the builder counted:
+    its path and the counter."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("WORLDBOOT_CACHE", str(tmp_path_factory.mktemp("micro-cache")))
+        mp.setenv("WORLDBOOT_NO_PROGRESS", "1")
+        spy = _Spy()
+        mp.setattr(store, "build_world_base", spy)
+        yield wb.get_world_base(_recipe(), progress=False), spy
+
+
 def test_presets_are_the_packaged_yaml_files():
     from worldboot.config import preset_file
 
@@ -111,9 +123,9 @@ def test_corpus_holds_every_action_template_word():
                     assert w in words, w
 
 
-def test_build_load_reuse_and_rebuild(cache):
+def test_build_load_reuse_and_rebuild(micro):
     recipe = _recipe()
-    path = wb.get_world_base(recipe, progress=False)
+    path, cache = micro
     assert cache.calls == 1
     assert path.name == f"base-micro-{wb.recipe_hash(recipe)}"
     info = wb.read_info(path)
@@ -186,23 +198,27 @@ def test_the_recipe_must_give_every_patch_a_code(cache):
     assert not list(wb.cache_root().glob("base-bad-*"))
 
 
-@pytest.mark.timeout(1200)  # two builds; about a minute on idle cores
-def test_the_tokenizer_does_not_depend_on_the_thread_count(tmp_path, monkeypatch):
-    """Two builds of one recipe with 1 and 2 torch threads (summation orders differ) give the
-    same codes on a fixed set of scenes."""
+@pytest.mark.timeout(1200)  # a second build; under a minute on idle cores
+def test_the_tokenizer_does_not_depend_on_the_thread_count(micro, tmp_path, monkeypatch):
+    """A second build of the MICRO recipe with 2 torch threads (summation orders differ from the
+    first's 1) gives the same codes on a fixed set of scenes."""
     import torch
 
     monkeypatch.setenv("WORLDBOOT_NO_PROGRESS", "1")
+    first, _ = micro
+    second = tmp_path / "threads-2"
+    assert wb.recipe_hash(_recipe("threads=2")) == first.name.rsplit("-", 1)[1]  # the same model
+    wb.build_world_base(_recipe("threads=2"), second, progress=False)
+    assert wb.read_info(first)["recipe"]["threads"] == 1 and wb.read_info(second)["recipe"]["threads"] == 2
     scenes = wb.eval_scenes(3, 60)
     codes = []
-    for threads in (1, 2):
-        out = tmp_path / f"threads-{threads}"
-        wb.build_world_base(_recipe(f"threads={threads}", "lm.steps=2", "lm.scenes=8"), out, progress=False)
-        backbone = load_backbone(out)
+    for path in (first, second):
+        backbone = load_backbone(path)
         codes.append(backbone.encode_images([render(s, backbone.image_size) for s in scenes]).codes)
     assert torch.equal(codes[0], codes[1])
 
 
+@pytest.mark.timeout(1800)  # builds the smoke base, or waits for the demo test's build, when not cached
 def test_smoke_base_tokenizer_is_exact_and_local():
     """The smoke base (cached; the demo test uses the same one): held-out scenes parse back
     after encode and decode, and the cells an action does not touch keep their codes."""
