@@ -5,10 +5,6 @@ BIN := $(VENV)/bin
 # The CPU build that lies on disk here; GPU users: `make setup TORCH_SPEC="torch>=2.4"` inside their CUDA env.
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
-# Test processes: the suite is mostly single-threaded (tiny models on one torch thread), so two
-# workers use both cores of a laptop; each file stays on one worker (its module fixtures run once),
-# in collection order, which puts the end-to-end demo first (tests/conftest.py). TEST_WORKERS=0: one process.
-TEST_WORKERS ?= 2
 
 .PHONY: setup test lint demo clean bench
 
@@ -28,7 +24,7 @@ lint: setup
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 demo: setup
 	$(BIN)/worldboot demo --out runs/demo

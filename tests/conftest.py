@@ -17,12 +17,6 @@ AURORA_BENCH_ENV = "WORLDBOOT_TEST_AURORA_BENCH"
 PAPER_ENV = "WORLDBOOT_TEST_PAPER"
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The end-to-end demo first: it is the longest file (minutes, with a cold world base), so
-    under ``-n 2`` one worker starts it while the other runs everything else."""
-    items.sort(key=lambda item: "tests/e2e/" not in item.nodeid.replace(os.sep, "/"))
-
-
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """Tiny models run faster on one thread than on two contended ones (7x measured on 2 cores)."""

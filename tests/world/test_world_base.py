@@ -67,14 +67,17 @@ def cache(tmp_path, monkeypatch):
 
 @pytest.fixture(scope="module")
 def micro(tmp_path_factory):
-    """The MICRO recipe built once (1 torch thread) through the cache, with the builder counted:
-    its path and the counter."""
+    """The MICRO recipe built once (1 torch thread) through a cache of its own, with the builder
+    counted: its path, the counter and the cache folder (set only while building, so the other
+    tests of the module see the usual cache)."""
+    root = tmp_path_factory.mktemp("micro-cache")
+    spy = _Spy()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("WORLDBOOT_CACHE", str(tmp_path_factory.mktemp("micro-cache")))
+        mp.setenv("WORLDBOOT_CACHE", str(root))
         mp.setenv("WORLDBOOT_NO_PROGRESS", "1")
-        spy = _Spy()
         mp.setattr(store, "build_world_base", spy)
-        yield wb.get_world_base(_recipe(), progress=False), spy
+        path = wb.get_world_base(_recipe(), progress=False)
+    return path, spy, root
 
 
 def test_presets_are_the_packaged_yaml_files():
@@ -123,9 +126,12 @@ def test_corpus_holds_every_action_template_word():
                     assert w in words, w
 
 
-def test_build_load_reuse_and_rebuild(micro):
+def test_build_load_reuse_and_rebuild(micro, monkeypatch):
     recipe = _recipe()
-    path, cache = micro
+    path, cache, root = micro
+    monkeypatch.setenv("WORLDBOOT_CACHE", str(root))
+    monkeypatch.setenv("WORLDBOOT_NO_PROGRESS", "1")
+    monkeypatch.setattr(store, "build_world_base", cache)
     assert cache.calls == 1
     assert path.name == f"base-micro-{wb.recipe_hash(recipe)}"
     info = wb.read_info(path)
@@ -205,7 +211,7 @@ def test_the_tokenizer_does_not_depend_on_the_thread_count(micro, tmp_path, monk
     import torch
 
     monkeypatch.setenv("WORLDBOOT_NO_PROGRESS", "1")
-    first, _ = micro
+    first, _, _ = micro
     second = tmp_path / "threads-2"
     assert wb.recipe_hash(_recipe("threads=2")) == first.name.rsplit("-", 1)[1]  # the same model
     wb.build_world_base(_recipe("threads=2"), second, progress=False)
