@@ -90,6 +90,23 @@ def test_resume_continues_exactly(tiny_dir, cache_dir, tmp_path):
     (step / "optimizer.bin").write_bytes(pickle.dumps(shutil.rmtree))
     with pytest.raises(ModelError, match=rf"checkpoint {step} cannot be loaded \(UnpicklingError"):
         run_training(_cfg(tiny_dir, cache_dir, bad, save_every=3), resume=True)
+    # Other data under the same step counter (a cap, a seed): refused before the model loads.
+    import dataclasses
+
+    import worldboot.models as models
+
+    def no_load(*_a, **_k):
+        raise AssertionError("the model was loaded before the data was checked")
+
+    for change in (
+        {"data": DataSettings(sources=[SourceSettings(cache=str(cache_dir), max_per_subset={"squares/left": 3})],
+                              eval_fraction=0.1)},
+        {"seed": killed.seed + 1},
+    ):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(models, "load_backbone", no_load)
+            with pytest.raises(ConfigError, match="was trained on other data than this run's"):
+                run_training(dataclasses.replace(killed, **change), resume=True)
     resumed = run_training(killed, resume=True)
     assert resumed["loss"] == pytest.approx(full["loss"], abs=1e-6)
     assert _losses(tmp_path / "straight")[-1] == pytest.approx(resumed["loss"], abs=1e-6)

@@ -74,7 +74,7 @@ class MixedDataset:
 
     def fingerprint(self) -> str:
         """A hash of the training and held-out samples in their order (id, action, image hashes):
-        equal exactly when the steps of a run would see the same batches."""
+        with the seed and the batch size, it decides the batches of every step."""
         import hashlib
 
         h = hashlib.sha256()

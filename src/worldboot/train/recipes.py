@@ -97,6 +97,9 @@ class Trainer:
         if len(self.data.fingerprints) > 1:
             raise DataError("the caches were made with different tokenizers; tokenize them with one backbone")
         self.select_data()
+        self.data_fp = self.data_fingerprint()
+        if self.resume:
+            self._check_resume_data()  # before the model loads (minutes for a 7B model)
 
         mp = cfg.mixed_precision
         if mp == "auto":
@@ -199,6 +202,20 @@ class Trainer:
         done = [c for c in ckpts if (c / STATE_FILE).is_file()]
         return done[-1] if done else None
 
+    def _check_resume_data(self) -> None:
+        path = Path(self.resume) if isinstance(self.resume, str) else self._latest_checkpoint()
+        if path is None or not (path / STATE_FILE).is_file():
+            return  # _restore says so once the accelerator is there
+        recorded = read_json(path / STATE_FILE).get("data", self.data_fp)  # older checkpoints: none recorded
+        if recorded != self.data_fp:
+            # The step counter is the data position: other data under it would train on batches
+            # the first run never planned, silently.
+            raise ConfigError(
+                f"checkpoint {path} was trained on other data than this run's (the caches, their caps or "
+                "held-out split, the seed, the batch size or the preference pairs changed): resume with the "
+                "same data, or give another --out to start over"
+            )
+
     def _restore(self) -> None:
         path = Path(self.resume) if isinstance(self.resume, str) else self._latest_checkpoint()
         if path is None:
@@ -209,13 +226,6 @@ class Trainer:
         state = read_json(path / STATE_FILE)
         if state.get("task") != self.cfg.task:
             raise ModelError(f"checkpoint {path} is a {state.get('task')} run, not {self.cfg.task}")
-        if state.get("data", self.data_fingerprint()) != self.data_fingerprint():
-            # The step counter is the data position: other data under it would train on batches
-            # the first run never planned, silently.
-            raise ConfigError(
-                f"checkpoint {path} was trained on other data than this run's (the caches, their caps or "
-                "the preference pairs changed): resume with the same data, or give another --out to start over"
-            )
         try:
             # A LoRA run's DeepSpeed checkpoint leaves out the frozen base (see save_checkpoint).
             kwargs = {"load_module_strict": False} if self.deepspeed and self.cfg.lora.enabled else {}
@@ -236,8 +246,9 @@ class Trainer:
     # -- data -------------------------------------------------------------------------------
 
     def data_fingerprint(self) -> str:
-        """What a checkpoint records of the data, so that a resume on other data is refused."""
-        return self.data.fingerprint()
+        """What a checkpoint records of the data (the samples in order, the seed and batch size
+        that order them into batches), so that a resume on other data is refused."""
+        return f"{self.data.fingerprint()}-{self.cfg.seed}-{self.cfg.batch_size}"
 
     def select_data(self) -> None:
         """Called once the caches are read, before the step count is set from them: a recipe
@@ -385,7 +396,7 @@ class Trainer:
         acc.save_state(str(path), **kwargs)
         if acc.is_main_process:
             state = {"global_step": self.global_step, "task": self.cfg.task, "base_model": self.cfg.base_model,
-                     "data": self.data_fingerprint()}
+                     "data": self.data_fp}
             write_atomic(path / STATE_FILE, json.dumps(state))  # written last: marks the checkpoint finished
             done = sorted(p for p in (self.out / CHECKPOINTS_DIR).glob("step-*") if (p / STATE_FILE).is_file())
             for old in done[: -max(self.cfg.keep_checkpoints, 1)]:
