@@ -202,8 +202,11 @@ class Trainer:
         done = [c for c in ckpts if (c / STATE_FILE).is_file()]
         return done[-1] if done else None
 
+    def _resume_path(self) -> Path | None:
+        return Path(self.resume) if isinstance(self.resume, str) else self._latest_checkpoint()
+
     def _check_resume_data(self) -> None:
-        path = Path(self.resume) if isinstance(self.resume, str) else self._latest_checkpoint()
+        path = self._resume_path()
         if path is None or not (path / STATE_FILE).is_file():
             return  # _restore says so once the accelerator is there
         recorded = read_json(path / STATE_FILE).get("data", self.data_fp)  # older checkpoints: none recorded
@@ -217,7 +220,7 @@ class Trainer:
             )
 
     def _restore(self) -> None:
-        path = Path(self.resume) if isinstance(self.resume, str) else self._latest_checkpoint()
+        path = self._resume_path()
         if path is None:
             self.accelerator.print("no checkpoint to resume from; starting fresh")
             return
