@@ -9,9 +9,10 @@ cut into global batches (``batch_size`` samples, the last incomplete one dropped
 ``p`` of ``P`` takes every ``P``-th sample of a global batch and splits its share into
 micro-batches. The data position is therefore just the global step, and ``--resume``
 continues exactly (model adapter, optimiser, scheduler and RNG states come from accelerate's
-``save_state``). The loss of a global batch is the sum of (weighted) token losses over all
-its micro-batches and processes divided by its number of completion tokens, so one process
-with micro-batch 2 and two processes with micro-batch 1 compute the same gradient.
+``save_state``; :mod:`worldboot.train.checkpoints` keeps the bookkeeping around it). The loss
+of a global batch is the sum of (weighted) token losses over all its micro-batches and
+processes divided by its number of completion tokens, so one process with micro-batch 2 and
+two processes with micro-batch 1 compute the same gradient.
 
 Its settings are :mod:`worldboot.train.config`; the mix of token caches it reads is
 :mod:`worldboot.train.data`.
@@ -25,7 +26,6 @@ import json
 import math
 import os
 import pickle
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +34,10 @@ import torch
 from safetensors import SafetensorError
 
 from worldboot.errors import ConfigError, DataError, ModelError
-from worldboot.models.files import read_json
 from worldboot.progress import progress_bar
-from worldboot.runs import RunDir, read_jsonl, write_atomic
-from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, STATE_FILE, TrainConfig
+from worldboot.runs import RunDir, write_atomic
+from worldboot.train import checkpoints
+from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, TrainConfig
 from worldboot.train.data import CacheEntry, MixedDataset
 from worldboot.train.engine import (
     configure_deepspeed,
@@ -99,7 +99,8 @@ class Trainer:
         self.select_data()
         self.data_fp = self.data_fingerprint()
         if self.resume:
-            self._check_resume_data()  # before the model loads (minutes for a 7B model)
+            # Before the model loads (minutes for a 7B model).
+            checkpoints.check_resume_data(checkpoints.resume_path(self.out, self.resume), self.data_fp)
 
         mp = cfg.mixed_precision
         if mp == "auto":
@@ -197,38 +198,12 @@ class Trainer:
             raise ModelError(f"adapter in {input_dir} does not fit the base model: {result.unexpected_keys[:3]}")
         models.clear()
 
-    def _latest_checkpoint(self) -> Path | None:
-        ckpts = sorted((self.out / CHECKPOINTS_DIR).glob("step-*"))
-        done = [c for c in ckpts if (c / STATE_FILE).is_file()]
-        return done[-1] if done else None
-
-    def _resume_path(self) -> Path | None:
-        return Path(self.resume) if isinstance(self.resume, str) else self._latest_checkpoint()
-
-    def _check_resume_data(self) -> None:
-        path = self._resume_path()
-        if path is None or not (path / STATE_FILE).is_file():
-            return  # _restore says so once the accelerator is there
-        recorded = read_json(path / STATE_FILE).get("data", self.data_fp)  # older checkpoints: none recorded
-        if recorded != self.data_fp:
-            # The step counter is the data position: other data under it would train on batches
-            # the first run never planned, silently.
-            raise ConfigError(
-                f"checkpoint {path} was trained on other data than this run's (the caches, their caps or "
-                "held-out split, the seed, the batch size or the preference pairs changed): resume with the "
-                "same data, or give another --out to start over"
-            )
-
     def _restore(self) -> None:
-        path = self._resume_path()
+        path = checkpoints.resume_path(self.out, self.resume)
         if path is None:
             self.accelerator.print("no checkpoint to resume from; starting fresh")
             return
-        if not (path / STATE_FILE).is_file():
-            raise ModelError(f"not a finished checkpoint: {path}")
-        state = read_json(path / STATE_FILE)
-        if state.get("task") != self.cfg.task:
-            raise ModelError(f"checkpoint {path} is a {state.get('task')} run, not {self.cfg.task}")
+        state = checkpoints.read_state(path, self.cfg.task)
         try:
             # A LoRA run's DeepSpeed checkpoint leaves out the frozen base (see save_checkpoint).
             kwargs = {"load_module_strict": False} if self.deepspeed and self.cfg.lora.enabled else {}
@@ -239,11 +214,8 @@ class Trainer:
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ModelError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: {detail[:200]})") from None
         self.global_step = int(state["global_step"])
-        if self.accelerator.is_main_process and self.metrics_path.is_file():
-            # Drop the metrics the killed run logged after its last checkpoint: they are redone.
-            kept = [r for _, r in read_jsonl(self.metrics_path) if r.get("step", 0) <= self.global_step
-                    and "final" not in r]
-            write_atomic(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
+        if self.accelerator.is_main_process:
+            checkpoints.drop_metrics_after(self.metrics_path, self.global_step)
         self.accelerator.print(f"resumed from {path} at step {self.global_step}")
 
     # -- data -------------------------------------------------------------------------------
@@ -393,17 +365,14 @@ class Trainer:
     def save_checkpoint(self) -> Path:
         """Write adapter, optimiser, scheduler and RNG states; keep the newest few."""
         acc = self.accelerator
-        path = self.out / CHECKPOINTS_DIR / f"step-{self.global_step:07d}"
+        path = checkpoints.checkpoint_dir(self.out, self.global_step)
         # The frozen base of a LoRA run is not state: DeepSpeed would write all of it (14 GB for Anole).
         kwargs = {"exclude_frozen_parameters": True} if self.deepspeed and self.cfg.lora.enabled else {}
         acc.save_state(str(path), **kwargs)
         if acc.is_main_process:
-            state = {"global_step": self.global_step, "task": self.cfg.task, "base_model": self.cfg.base_model,
-                     "data": self.data_fp}
-            write_atomic(path / STATE_FILE, json.dumps(state))  # written last: marks the checkpoint finished
-            done = sorted(p for p in (self.out / CHECKPOINTS_DIR).glob("step-*") if (p / STATE_FILE).is_file())
-            for old in done[: -max(self.cfg.keep_checkpoints, 1)]:
-                shutil.rmtree(old, ignore_errors=True)
+            # Written last: marks the checkpoint finished.
+            checkpoints.write_state(path, self.global_step, self.cfg.task, self.cfg.base_model, self.data_fp)
+            checkpoints.prune(self.out, self.cfg.keep_checkpoints)
         acc.wait_for_everyone()
         return path
 
