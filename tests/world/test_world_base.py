@@ -227,9 +227,13 @@ def test_the_tokenizer_does_not_depend_on_the_thread_count(micro, tmp_path, monk
 @pytest.mark.timeout(1800)  # builds the smoke base, or waits for the demo test's build, when not cached
 def test_smoke_base_tokenizer_is_exact_and_local():
     """The smoke base (cached; the demo test uses the same one): held-out scenes parse back
-    after encode and decode, and the cells an action does not touch keep their codes."""
+    after encode and decode, and the cells an action does not touch keep their codes.
+
+    On 1000 scenes: builds differ in the last bits of the decoder with the CPU and the thread
+    count (the codes do not), and a build whose true rate is 99.4 % (measured on 1000) parsed
+    98 of a 100-scene sample, failing the 99 % bar by sampling noise alone."""
     backbone = load_backbone(wb.get_world_base("smoke", progress=False))
-    rates = wb.vq_parse_rate(backbone, wb.eval_scenes(11, 100))
+    rates = wb.vq_parse_rate(backbone, wb.eval_scenes(11, 1000))
     assert rates["parse_rate"] >= EXACT_PARSE_RATE, rates
     assert rates["code_accuracy"] >= EXACT_CODES_KEPT, rates
     local = wb.locality_rate(backbone, n=100, seed=5)
