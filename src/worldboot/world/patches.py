@@ -40,6 +40,18 @@ def patch_code_count(per_cell: int) -> int:
     return 1 + (len(CELL_KINDS) - 1) * per_cell**2
 
 
+def code_meaning(code: int, per_cell: int) -> tuple[tuple[str, str | None, str, str] | None, int]:
+    """What code ``code`` of :func:`patch_codes` shows: its drawing (``(shape, state, colour,
+    size)``, or None for the bare table) and which patch of the cell it is (row-major, 0 for
+    the bare table)."""
+    if not 0 <= code < patch_code_count(per_cell):
+        raise ValueError(f"code {code} is not one of the {patch_code_count(per_cell)} patch codes")
+    if code == 0:
+        return None, 0
+    kind, part = divmod(code - 1, per_cell * per_cell)
+    return CELL_KINDS[kind + 1], part
+
+
 def patch_codes(scene: Scene, per_cell: int) -> np.ndarray:
     """``[grid * per_cell, grid * per_cell]`` int64: the code of every token patch of ``scene``.
 

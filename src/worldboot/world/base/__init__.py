@@ -27,7 +27,10 @@ laptop in minutes. :func:`get_world_base` builds it on first use and caches it.
    [eoi] </s>``, and (``copy_fraction``) on one image shown twice, ``<s> [boi] image [eoi]
    [boi] image [eoi] </s>``, with the next-token loss on every token. No sequence holds two
    different images or an action text, so no dynamics are learnt; the repeated image teaches
-   that token positions of one image correspond to those of the next. The base's world layout
+   that token positions of one image correspond to those of the next. With ``lm.code_init:
+   words`` (both presets) every image code's embeddings start from the words of what it shows
+   (:func:`link_codes_to_words`), the link between image tokens and words that a foundation
+   model brings from its pre-training on captioned images. The base's world layout
    (:data:`PROMPTS`) puts the action before the source image, so that a world model's source
    and target are adjacent in the same way. Data order and initialisation are seeded: the
    same recipe gives the same model.
@@ -61,7 +64,7 @@ from worldboot.world.base.data import (
     untouched_tokens,
     vq_batch,
 )
-from worldboot.world.base.pretrain import pretrain_lm
+from worldboot.world.base.pretrain import link_codes_to_words, pretrain_lm
 from worldboot.world.base.recipe import (
     INFO_FILE,
     PRESETS,
@@ -87,6 +90,6 @@ __all__ = [
     "INFO_FILE", "PRESETS", "PROMPTS", "RECIPE_VERSION", "BaseRecipe", "LMRecipe", "VQRecipe",
     "base_path", "build_world_base", "cache_root", "caption_image_ids", "copy_image_ids", "crowded_scene",
     "describe", "describe_object", "encode_scenes", "encoder_input", "eval_scenes", "get_world_base",
-    "is_built", "lm_checks", "load_recipe", "locality_rate", "pad_batch", "pretrain_lm", "read_info",
+    "is_built", "link_codes_to_words", "lm_checks", "load_recipe", "locality_rate", "pad_batch", "pretrain_lm", "read_info",
     "recipe_hash", "text_corpus", "untouched_tokens", "vq_batch", "vq_parse_rate", "world_fingerprint",
 ]

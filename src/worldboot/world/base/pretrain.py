@@ -37,6 +37,37 @@ def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
     return f
 
 
+def link_codes_to_words(backbone: Any, seed: int = 0) -> None:
+    """Start every image code's input and output embedding from the words of what it shows.
+
+    A code of the world's tokenizer names a patch of one drawing
+    (:func:`~worldboot.world.patches.code_meaning`): its vectors become the normalised sum of
+    the vectors of its drawing's words (size, state, colour, shape; each word's BPE pieces
+    summed) and of a random vector for which patch of the cell it is; the bare table's code
+    keeps its random start. The base stands in for a foundation model that has linked image
+    tokens to words over countless captioned images; this gives it the link at the start
+    instead of paying for it in pre-training steps (measured in docs/results.md). Only the
+    starting point changes: every weight is still trained.
+    """
+    from worldboot.world.patches import code_meaning
+
+    model = backbone.model
+    per_cell = backbone.vqgan.grid // world.GRID
+    gen = torch.Generator().manual_seed(seed)
+    tables = [model.get_input_embeddings().weight, model.get_output_embeddings().weight]
+    with torch.no_grad():
+        parts = [torch.randn(per_cell * per_cell, t.shape[1], generator=gen) * float(t.std()) for t in tables]
+        for code in range(1, len(backbone.code_to_token)):
+            kind, part = code_meaning(code, per_cell)
+            if kind is None:
+                continue
+            ids = [i for w in kind if w for i in backbone.tokenizer(" " + w, add_special_tokens=False)["input_ids"]]
+            token = int(backbone.code_to_token[code])
+            for table, part_vecs in zip(tables, parts, strict=True):
+                vecs = [table[i] for i in ids] + [part_vecs[part]]
+                table[token] = torch.stack(vecs).sum(0) / len(vecs) ** 0.5
+
+
 def pretrain_lm(
     backbone: Any,
     recipe: LMRecipe,

@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from worldboot import world
 from worldboot.config import load_preset, to_dict
@@ -96,6 +96,9 @@ class LMRecipe:
             token at a position of one image corresponds to the token at that position of the
             next, which both a dynamics model (compare two images) and a world model (keep what
             an action leaves alone) build on; they show no change, so no dynamics.
+        code_init: How the image codes' embeddings start: ``random``, as every other weight,
+            or ``words``, from the words of what each code shows
+            (:func:`~worldboot.world.base.pretrain.link_codes_to_words`).
         eval_scenes: Held-out scenes for the loss, captioning and generation checks.
     """
 
@@ -111,6 +114,7 @@ class LMRecipe:
     warmup_steps: int = 20
     weight_decay: float = 0.01
     copy_fraction: float = 0.0
+    code_init: Literal["random", "words"] = "random"
     eval_scenes: int = 32
 
 

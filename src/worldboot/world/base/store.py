@@ -19,7 +19,7 @@ from worldboot.models.vq_train import VQBatch, train_vq
 from worldboot.runs import file_lock, write_atomic
 from worldboot.world.base.checks import lm_checks, locality_rate, vq_parse_rate
 from worldboot.world.base.data import eval_scenes, text_corpus, vq_batch
-from worldboot.world.base.pretrain import pretrain_lm
+from worldboot.world.base.pretrain import link_codes_to_words, pretrain_lm
 from worldboot.world.base.recipe import (
     INFO_FILE,
     PROMPTS,
@@ -81,6 +81,8 @@ def build_world_base(
         vq_metrics.update(vq_parse_rate(backbone, eval_scenes(recipe.seed, recipe.vq.eval_scenes)))
         vq_metrics.update(locality_rate(backbone, seed=recipe.seed))
         log(f"vq: {vq_metrics}")
+        if recipe.lm.code_init == "words":
+            link_codes_to_words(backbone, recipe.seed)
         lm_metrics = pretrain_lm(backbone, recipe.lm, recipe.seed, progress=progress, log=log)
         lm_metrics.update(lm_checks(backbone, eval_scenes(recipe.seed + 2, recipe.lm.eval_scenes)))
         log(f"lm: {lm_metrics}")
