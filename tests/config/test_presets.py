@@ -73,8 +73,8 @@ def test_demo_presets_are_the_packaged_yaml_files():
     for name in DEMO_PRESETS:
         path = preset_file("demo", name)
         assert path.resolve() == (ROOT / "configs" / "demo" / f"{name}.yaml").resolve()
-        # Each names a world base; the paper preset runs on the smoke base (docs/log.md).
-        assert load_demo_config(name).base_preset in BASE_PRESETS
+        # Each names a world base of its own name.
+        assert load_demo_config(name).base_preset == name and name in BASE_PRESETS
     assert load_demo_config("paper").train_per_subset > load_demo_config("smoke").train_per_subset
     assert load_demo_config("smoke", overrides=["cdm.steps=7"]).cdm.steps == 7
 
