@@ -46,7 +46,7 @@ def link_codes_to_words(backbone: Any, seed: int = 0) -> None:
     summed) and of a random vector for which patch of the cell it is; the bare table's code
     keeps its random start. The base stands in for a foundation model that has linked image
     tokens to words over countless captioned images; this gives it the link at the start
-    instead of paying for it in pre-training steps (measured in docs/results.md). Only the
+    instead of paying for it in pre-training steps (measured in docs/log.md). Only the
     starting point changes: every weight is still trained.
     """
     from worldboot.world.patches import code_meaning
