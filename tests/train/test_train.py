@@ -142,6 +142,32 @@ def test_adapter_and_merged_reload_with_same_scores(tiny_dir, cache_dir, tmp_pat
     torch.testing.assert_close(run_dir, merged, atol=0, rtol=0)
 
 
+def test_a_run_trained_on_top_of_a_run_directory_reloads(tiny_dir, cache_dir, tmp_path):
+    """A run whose base is another run's directory (as the demo's CWM + GRPO starts from the
+    CWM's run): loading it opens the recorded run the same way (its merged/ model, or its
+    adapter merged in) and puts the new adapter on top, scoring as the trainer did."""
+    from worldboot.data.cache import CachedTripletDataset
+    from worldboot.models import load_backbone
+
+    items = [CachedTripletDataset(cache_dir)[i] for i in range(3)]
+    for first_lora in (False, True):
+        first, second = tmp_path / f"first-{first_lora}", tmp_path / f"second-{first_lora}"
+        run_training(_cfg(tiny_dir, cache_dir, first, max_steps=3, lora=LoraSettings(enabled=first_lora)))
+        recipe = Trainer(_cfg(first, cache_dir, second, max_steps=3))
+        recipe.setup()
+        recipe.train()
+        examples = [recipe.backbone.dynamics_example(it["source_codes"], it["target_codes"], it["action"])
+                    for it in items]
+        trained = recipe.backbone.score(examples).total
+        recipe.save_final()
+        recipe.cleanup()
+        assert not (second / "merged").exists()
+        reloaded = load_backbone(second).score(examples).total
+        torch.testing.assert_close(reloaded, trained, atol=1e-4, rtol=0)
+        below = load_backbone(first).score(examples).total
+        assert not torch.allclose(reloaded, below, atol=1e-3)  # the second adapter is applied
+
+
 def test_weighted_and_plain_agree_with_unit_weights(tiny_dir, cache_dir, tmp_path):
     """The recipe's loss with uniform_mix=1 (all weights 1) equals the plain loss, step by step."""
     plain = _cfg(tiny_dir, cache_dir, tmp_path / "plain", task="world", max_steps=3)

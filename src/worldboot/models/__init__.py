@@ -18,7 +18,9 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
 
     ``path`` may be a base model directory, a trained run directory (its ``merged/`` model
     if present, else its LoRA ``adapter/`` on top of the base model it records), or an
-    adapter directory itself.
+    adapter directory itself. The recorded base may itself be a run directory (a world model
+    trained further, as ``worldboot train world-rl`` does): it is opened the same way, and an
+    adapter of its own is merged into its weights before this one goes on top.
 
     Args:
         path: The directory.
@@ -45,8 +47,11 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
     base = meta.get("base_model") or read_json(path / "adapter_config.json").get("base_model_name_or_path")
     if not base:
         raise ModelError(f"adapter {path} does not say which base model it belongs to")
-    backbone = _load_family(Path(base), **kwargs)
     from peft import PeftModel
+
+    backbone = load_backbone(base, **kwargs)
+    if isinstance(backbone.model, PeftModel):
+        backbone.model = backbone.model.merge_and_unload()
 
     try:
         backbone.model = PeftModel.from_pretrained(backbone.model, str(path))

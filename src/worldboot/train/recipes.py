@@ -132,6 +132,12 @@ class Trainer:
                 f"(fingerprint {fp} vs {sorted(self.data.fingerprints)})"
             )
         model = self.backbone.model
+        from peft import PeftModel
+
+        if isinstance(model, PeftModel):
+            # The base is a LoRA run: its adapter becomes part of the weights this run starts
+            # from (load_backbone merges it the same way when it opens this run).
+            model = self.backbone.model = model.merge_and_unload()
         if cfg.lora.enabled:
             from peft import LoraConfig, get_peft_model
 
