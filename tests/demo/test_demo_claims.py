@@ -131,3 +131,31 @@ def test_greedy_rows_get_no_best_of_and_a_run_without_best_of_gets_no_best_of_cl
            for k, v in judged.items()}
     claims = run_claims(state, make_table2(one, [1]), [1], one)
     assert len(claims) == 9 and not any("Best-of-N" in c["claim"] for c in claims)
+
+
+def test_the_reward_claim_compares_one_grpo_sample_with_the_cwm_and_its_best_of_k():
+    """The CWM after GRPO is judged on one sample: above the CWM's one sample on every triplet
+    (held), and below the CWM's best-of-8 (the CDM's pick scores 1 more), which the evidence
+    reports with its own test."""
+    from worldboot.demo.config import RL_MODEL
+
+    n = 40
+    rng = random.Random(2)
+    base = [rng.choice([1.0, 2.0, 3.0]) for _ in range(n)]
+    cwm_k = [[b, b, b, b + 1.0, b, b, b, b] for b in base]
+    cdm_scores = [[0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]] * n
+    models = {"Copy": [0.0] * n, "C-FT": [[b] * 8 for b in base], "CWM": cwm_k,
+              "CWM w/o synthetic": [[b] * 8 for b in base], "CWM w/o weighted loss": [[b] * 8 for b in base]}
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+    without = run_claims(state, make_table2(_judged(n, models, cdm_scores), [1, 8]), [1, 8],
+                         _judged(n, models, cdm_scores))
+    assert not any("GRPO" in c["claim"] for c in without)
+    judged = _judged(n, {**models, RL_MODEL: [b + 0.5 for b in base]}, cdm_scores)
+    table2 = make_table2(judged, [1, 8])
+    assert RL_MODEL in table2 and f"{RL_MODEL} + best-of-8" not in table2  # one sample: no best-of rows
+    rl = next(c for c in run_claims(state, table2, [1, 8], judged) if "GRPO" in c["claim"])
+    assert rl["verdict"] == "held" and rl["p"] < 1e-6
+    assert f"{table2['CWM']['all']['score']:.2f} -> {table2[RL_MODEL]['all']['score']:.2f}" in rl["evidence"]
+    against = rl["evidence"].split("best-of-8 (8 samples) ")[1]
+    assert against.startswith(f"{table2['CWM + best-of-8']['all']['score']:.2f}, p = ")
+    assert float(against.split("p = ")[1].split(";")[0]) < 1e-6  # significantly below best-of-8

@@ -11,10 +11,13 @@ import json
 import pytest
 
 from worldboot.cli import main
-from worldboot.demo import CEILING, GREEDY, WORLD_MODELS
+from worldboot.demo import CEILING, GREEDY, RL_MODEL, WORLD_MODELS
 
 # The first test to run builds the demo (and, on a fresh machine, the world base) in its fixture.
 pytestmark = pytest.mark.timeout(1800)
+#: The smoke preset, with a few steps of the reward optimisation the preset leaves out (the paper
+#: preset's "CWM + GRPO" row), so that its stage, row, claim and example column run here too.
+DEMO = ["demo", "--preset", "smoke", "rl.steps=2", "rl.batch_size=2", "rl.group_size=2"]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def demo_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e") / "demo"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        assert main(["demo", "--preset", "smoke", "--out", str(out)]) == 0
+        assert main([*DEMO, "--out", str(out)]) == 0
     return out, printed.getvalue()
 
 
@@ -53,7 +56,7 @@ def test_every_artefact_is_written(demo_run):
         "mining/synthetic/synthetic.jsonl", "mining/synthetic/stats.md", "predictions/judged.json",
     ]:
         assert (out / name).is_file(), name
-    for run in ("cdm", "cwm/cwm", "cwm/c-ft", "cwm/cwm-w-o-synthetic", "cwm/cwm-w-o-weighted-loss"):
+    for run in ("cdm", "cwm/cwm", "cwm/c-ft", "cwm/cwm-w-o-synthetic", "cwm/cwm-w-o-weighted-loss", "cwm/cwm--grpo"):
         assert (out / run / "merged" / "model.safetensors").is_file() or (
             out / run / "adapter" / "adapter_model.safetensors").is_file(), run
     assert "report:" in printed
@@ -107,9 +110,20 @@ def test_world_models_sampled_greedy_and_against_the_ceiling(demo_run):
     assert len(ceiling) == len(judged["Copy"]) and sum(ceiling) / len(ceiling) >= 9.5
 
 
+def test_the_cwm_after_grpo_is_a_row_a_claim_and_a_column(demo_run):
+    out, _ = demo_run
+    rl = json.loads((out / "stages.json").read_text())["rl"]["result"]
+    assert rl["steps"] == 2 and rl["prompts"] == ["labelled"] and rl["reward_first"] <= 0.0, rl
+    judged = _judged(out)
+    assert len(judged[RL_MODEL]) == len(judged["Copy"]) and len(judged[RL_MODEL][0]["score"]) == 1
+    report = _report(out)
+    assert f"| {RL_MODEL} |" in report and "Reward optimisation with the CDM (GRPO)" in report
+    assert f"| C-FT | CWM | {RL_MODEL} |" in report  # the examples table shows its sample
+
+
 def test_a_rerun_resumes_every_stage_but_the_report(demo_run, capsys):
     out, _ = demo_run
-    assert main(["demo", "--preset", "smoke", "--out", str(out)]) == 0
+    assert main([*DEMO, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "done before" in printed and "[report] done before" not in printed
 

@@ -20,8 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the whole method on the embedded procedural world, with report.md / report.html",
         description=(
             "Build (or reuse) the tiny world foundation model, probe it, train the dynamics model, mine the "
-            "world's unlabelled clips, train C-FT, the CWM and its ablations, generate with best-of-N, evaluate "
-            "with the world judge and write report.md and report.html. A rerun resumes after the last finished stage."
+            "world's unlabelled clips, train C-FT, the CWM and its ablations (and, in the paper preset, the CWM "
+            "with GRPO against the CDM: rl.steps), generate with best-of-N, evaluate with the world judge and "
+            "write report.md and report.html. A rerun resumes after the last finished stage."
         ),
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,

@@ -2,6 +2,8 @@
 
 * :mod:`~worldboot.demo.config`: the sizes (:class:`DemoConfig`, presets ``smoke`` and ``paper``).
 * :mod:`~worldboot.demo.pipeline`: :class:`Demo`, the stages, each resumable.
+* :mod:`~worldboot.demo.finetune`: how the stages train the CDM, the world models and the
+  CWM + GRPO (``worldboot train``'s recipes).
 * :mod:`~worldboot.demo.claims`: the paper's claims, tested on the run.
 * :mod:`~worldboot.demo.report`: ``report.md`` / ``report.html``, tables and figures.
 
@@ -13,10 +15,12 @@ from worldboot.demo.config import (
     CEILING,
     GREEDY,
     PRESETS,
+    RL_MODEL,
     STAGES,
     WORLD_MODELS,
     DemoConfig,
     FineTuneSettings,
+    RewardSettings,
     load_demo_config,
 )
 from worldboot.demo.memory import PeakMemory
@@ -27,11 +31,13 @@ __all__ = [
     "CEILING",
     "GREEDY",
     "PRESETS",
+    "RL_MODEL",
     "STAGES",
     "WORLD_MODELS",
     "Demo",
     "DemoConfig",
     "PeakMemory",
     "FineTuneSettings",
+    "RewardSettings",
     "load_demo_config",
 ]

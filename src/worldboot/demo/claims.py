@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worldboot.demo.config import ALPHA, CHOICES
+from worldboot.demo.config import ALPHA, CHOICES, RL_MODEL
 from worldboot.stats import binomial_p, paired_p
 
 
@@ -56,8 +56,8 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
     def cdm_p(metric: str) -> float | None:
         return paired_p(cdm_s[metric], base_s[metric]) if has_samples else None
 
-    def world_p(a: str, b: str, metric: str = "score", ka: int = 1) -> float | None:
-        x, y = per_sample(judged, a, metric, ka), per_sample(judged, b, metric)
+    def world_p(a: str, b: str, metric: str = "score", ka: int = 1, kb: int = 1) -> float | None:
+        x, y = per_sample(judged, a, metric, ka), per_sample(judged, b, metric, kb)
         return paired_p([x[i] for i in y], list(y.values()))
 
     cdm_acc, base_acc = cdm_m["action_accuracy"], base_m["action_accuracy"]
@@ -108,6 +108,15 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
          score[f"C-FT + best-of-{kmax}"] > score["C-FT"], world_p("C-FT", "C-FT", ka=kmax),
          f"score {score['C-FT']:.2f} (K=1) -> {score[f'C-FT + best-of-{kmax}']:.2f} (K={kmax})"
          + es_me(f"C-FT + best-of-{kmax}", "C-FT")),
+    ]) + ([] if RL_MODEL not in score else [
+        # After the paper (SWIRL): one sample of the CWM trained against the CDM's reward,
+        # against the CWM's one sample and against its best-of-K, which pays K samples.
+        ("Reward optimisation with the CDM (GRPO) raises the CWM's score at temperature 1 (after the paper)",
+         score[RL_MODEL] > score["CWM"], world_p(RL_MODEL, "CWM"),
+         f"score {score['CWM']:.2f} -> {score[RL_MODEL]:.2f}" + es_me(RL_MODEL, "CWM")
+         + ("" if kmax < 2 else
+            f"; against the CWM + best-of-{kmax} ({kmax} samples) {score[f'CWM + best-of-{kmax}']:.2f}, "
+            f"p = {world_p(RL_MODEL, 'CWM', kb=kmax):.2g}")),
     ]) + [
         ("Copy gets no editing success from the judge (sanity check)",
          (es["Copy"] or 0) == 0.0, None, f"Copy ES {es['Copy']:.2f}"),

@@ -6,10 +6,12 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
-from worldboot.config import load_preset
+from worldboot.config import bounded, load_preset
+from worldboot.errors import ConfigError
 
-STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "predict", "report")
+STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "rl", "predict", "report")
 #: Options of the multiple-choice action test of Table 1 (the true action and CHOICES - 1 others).
 CHOICES = 5
 #: Rows of Table 2 that are not world models: the source image as the prediction, and the true
@@ -45,6 +47,35 @@ class FineTuneSettings:
 
 
 @dataclass
+class RewardSettings:
+    """The demo's reward optimisation (``worldboot train world-rl``, after the paper: SWIRL):
+    the CWM trained with GRPO against the frozen CDM's reward, the ``CWM + GRPO`` row.
+
+    Attributes:
+        steps: GRPO steps; 0 leaves the row out (the smoke preset does).
+        batch_size: (source, action) prompts per step.
+        group_size: Candidates sampled per prompt (GRPO's group).
+        lr: Learning rate of the LoRA adapter (constant).
+        beta: KL coefficient to the reference (the CWM without the adapter).
+        prompts: Which of the demo's token caches give the (source, action) prompts:
+            ``labelled`` (the labelled training triplets, on which the CDM and the world models
+            were trained), ``synthetic`` (the mined key-frame pairs with the CDM's own actions),
+            or both. GRPO reads only their source and action.
+    """
+
+    steps: int = bounded(0, ge=0)
+    batch_size: int = bounded(8, ge=1)
+    group_size: int = bounded(8, ge=2)
+    lr: float = bounded(2e-3, ge=0)
+    beta: float = bounded(0.04, ge=0)
+    prompts: list[Literal["labelled", "synthetic"]] = field(default_factory=lambda: ["labelled"])
+
+    def __post_init__(self) -> None:
+        if self.steps and not self.prompts:
+            raise ConfigError("rl.prompts is empty: name the caches that give the prompts (labelled, synthetic)")
+
+
+@dataclass
 class DemoConfig:
     """The demo's sizes; :data:`PRESETS` names two (``smoke`` and ``paper``, the package's
     ``configs/demo/<name>.yaml``) and :func:`load_demo_config` resolves one.
@@ -72,6 +103,8 @@ class DemoConfig:
             1.13, the plain loss 1.37 and 2.60.
         cdm: The dynamics model's training.
         cwm: Each world model's training (the same for all four, for a fair comparison).
+        rl: The CWM's reward optimisation against the CDM (the ``CWM + GRPO`` row; off when
+            ``rl.steps`` is 0).
         torch_threads: Threads for torch (0 = torch's default).
     """
 
@@ -90,6 +123,7 @@ class DemoConfig:
     weight_mix: float = 0.3
     cdm: FineTuneSettings = field(default_factory=FineTuneSettings)
     cwm: FineTuneSettings = field(default_factory=FineTuneSettings)
+    rl: RewardSettings = field(default_factory=RewardSettings)
     torch_threads: int = 0
 
 
@@ -115,3 +149,6 @@ WORLD_MODELS = {
     "CWM w/o synthetic": (False, "l2"),
     "CWM w/o weighted loss": (True, "none"),
 }
+#: The row of the CWM after reward optimisation against the CDM (:class:`RewardSettings`).
+RL_MODEL = "CWM + GRPO"
+

@@ -11,10 +11,12 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
 5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
 6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
    two ablations (without synthetic data; without the weighted loss), equal steps each.
-7. ``predict``: ``worldboot generate`` draws N candidates per test sample from each world
+7. ``rl``: the CWM trained with GRPO against the frozen CDM's reward (``worldboot train
+   world-rl``, after the paper), when the preset asks for it (``rl.steps``).
+8. ``predict``: ``worldboot generate`` draws N candidates per test sample from each world
    model with the CDM as verifier (and one greedy decoding), and ``worldboot evaluate`` judges
    them with the world's judge; best-of-K for K in ``best_of`` (Figure 7).
-8. ``report``: ``report.md`` and ``report.html`` with Tables 1, 2, 3, 5, Figures 2, 3, 7,
+9. ``report``: ``report.md`` and ``report.html`` with Tables 1, 2, 3, 5, Figures 2, 3, 7,
    example images, and which of the paper's claims held on this run: each claim's comparison is
    a paired Wilcoxon signed-rank test over the test triplets, so a verdict is ``held``,
    ``did not hold`` or ``not significant`` (:func:`worldboot.demo.claims.claims`).
@@ -31,7 +33,17 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.demo.claims import claims
-from worldboot.demo.config import CEILING, CHOICES, GREEDY, STAGES, WORLD_MODELS, DemoConfig, FineTuneSettings
+from worldboot.demo.config import (
+    CEILING,
+    CHOICES,
+    GREEDY,
+    RL_MODEL,
+    STAGES,
+    WORLD_MODELS,
+    DemoConfig,
+    FineTuneSettings,
+)
+from worldboot.demo.finetune import finetune, reward_optimise
 from worldboot.demo.memory import PeakMemory
 from worldboot.demo.report import markdown, plot_examples, plot_k, slug, table2, to_html
 from worldboot.runs import RunDir, read_jsonl, write_atomic
@@ -144,27 +156,7 @@ class Demo:
         return {"comparisons": len(rows), "cells": [c for c in summary["cells"] if c["subset"] == "all"]}
 
     def _train(self, task: str, out: Path, caches: list[Path], s: FineTuneSettings, weighting: str = "none") -> None:
-        from worldboot.train.config import (
-            DataSettings,
-            LoraSettings,
-            LossSettings,
-            OptimSettings,
-            SourceSettings,
-            TrainConfig,
-        )
-        from worldboot.train.recipes import run_training
-
-        if out.exists():
-            shutil.rmtree(out)  # an unfinished run of a killed demo starts over
-        cfg = TrainConfig(
-            task=task, base_model=self.base_dir, out=str(out), max_steps=s.steps, batch_size=s.batch_size,
-            micro_batch_size=s.micro_batch_size, save_every=0, eval_every=0, log_every=5, seed=self.cfg.seed,
-            lora=LoraSettings(enabled=s.lora, r=s.lora_r, alpha=2 * s.lora_r, dropout=0.05),
-            optim=OptimSettings(lr=s.lr, warmup_steps=max(1, s.steps // 20)),
-            data=DataSettings(sources=[SourceSettings(cache=str(c)) for c in caches], eval_fraction=0.0),
-            loss=LossSettings(weighting=weighting, uniform_mix=self.cfg.weight_mix),
-        )
-        run_training(cfg)
+        finetune(task, self.base_dir, out, caches, s, self.cfg.seed, weighting, self.cfg.weight_mix)
 
     def _cache(self, triplets, name: str) -> Path:
         from worldboot.data.tokenize import build_cache
@@ -293,6 +285,20 @@ class Demo:
             out[name] = {"final_loss": next(r["loss"] for r in reversed(rows) if "loss" in r)}
         return out
 
+    def stage_rl(self) -> dict[str, Any]:
+        """The CWM trained with GRPO against the frozen CDM (``worldboot train world-rl``): a
+        LoRA adapter, the CWM without it as the reference; skipped when ``rl.steps`` is 0."""
+        r = self.cfg.rl
+        if not r.steps:
+            return {"skipped": "rl.steps is 0"}
+        return reward_optimise(self.out / "cwm" / slug("CWM"), self.out / "cdm", self.out / "cwm" / slug(RL_MODEL),
+                               [self.out / "cache" / p for p in r.prompts], r, self.cfg.seed)
+
+    def world_models(self) -> list[str]:
+        """The world models of this run: the four of :data:`WORLD_MODELS`, and the CWM after
+        reward optimisation when the preset trains it."""
+        return [*WORLD_MODELS, *([RL_MODEL] if self.cfg.rl.steps else [])]
+
     def stage_predict(self) -> dict[str, Any]:
         """Each world model through ``worldboot generate`` (N candidates at temperature 1, the
         CDM as verifier, and one greedy decoding), the true targets through the tokenizer,
@@ -310,10 +316,12 @@ class Demo:
         n = max(self.cfg.best_of)
         preds: dict[str, str] = {CEILING: str(self.write_ceiling(folder / "ceiling"))}
         verifier = Verifier(load_backbone(self.out / "cdm"))
-        for name in WORLD_MODELS:
+        for name in self.world_models():
             path = self.out / "cwm" / slug(name)
             world = load_backbone(path)
             runs = [(name, n, 1.0, verifier), (name + GREEDY, 1, 0.0, None)]
+            if name == RL_MODEL:  # its point is one sample: best-of-N is the row it is compared with
+                runs = [(name, 1, 1.0, None)]
             for label, best_of, temperature, verify in runs:
                 # Greedy decoding beside the paper's temperature 1: how much of a model's
                 # minimal-editing loss is sampling noise (the paper: lower temperatures copy).

@@ -18,6 +18,7 @@ from worldboot.demo.config import (
     CEILING,
     CHOICES,
     GREEDY,
+    RL_MODEL,
     STAGES,
     DemoConfig,
     FineTuneSettings,
@@ -111,8 +112,8 @@ def plot_k(judged: dict[str, list[dict[str, Any]]], ks: list[int], path: Path) -
 
 
 def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
-    """Source, target, C-FT's and the CWM's first sample, and the CDM's pick of the CWM's
-    samples, for ``n`` test triplets spread over the test set, with each action as a caption."""
+    """Source, target, C-FT's and the CWM's first sample, the CDM's pick of the CWM's samples
+    (and the first sample of the CWM after GRPO, when the run has it), for ``n`` test triplets spread over the test set, with each action as a caption."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -123,20 +124,24 @@ def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
     test = demo.triplets("test")
     rows = test[:: max(1, len(test) // n)][:n]
     k = max(demo.cfg.best_of)
-    columns = [("source", None), ("target", None), ("C-FT", 0), ("CWM", 0), (f"CWM + best-of-{k}", None)]
+    # (label, model, candidate): the first sample, or the CDM's pick (None) of the model's samples.
+    columns = [("source", "", 0), ("target", "", 0), ("C-FT", "C-FT", 0), ("CWM", "CWM", 0),
+               (f"CWM + best-of-{k}", "CWM", None)]
+    if demo.cfg.rl.steps:
+        columns.append((RL_MODEL, RL_MODEL, None))  # one sample, no verifier: its only prediction
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.8 * len(columns), 2.2 * len(rows) + 0.4),
                              squeeze=False)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (2.2 * len(rows) + 0.4),
                         wspace=0.08, hspace=0.45)
     for i, t in enumerate(rows):
-        for j, (label, candidate) in enumerate(columns):
+        for j, (label, model, candidate) in enumerate(columns):
             ax = axes[i][j]
             ax.set_xticks([])
             ax.set_yticks([])
             if label in ("source", "target"):
                 img_path = Path(t.source if label == "source" else t.target)
             else:
-                img_path = prediction_image(demo, label.split(" + ")[0], t.id, candidate)
+                img_path = prediction_image(demo, model, t.id, candidate)
             if img_path.is_file():
                 ax.imshow(open_image(img_path), interpolation="nearest")
             if i == 0:
@@ -213,6 +218,14 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
             lines.append(f"| {name} | {a['es']:.2f} | {a['me']:.2f} | {a['score']:.2f} |")
     lines += ["", f"Rows marked{GREEDY} decode the same model greedily (temperature 0, one candidate); the "
               "others sample at temperature 1, as the paper does."]
+    rl = st.get("rl", {}).get("result", {})
+    if rl.get("steps"):
+        lines += ["", f"{RL_MODEL} (after the paper, as SWIRL does): the CWM with a LoRA adapter trained "
+                  f"{rl['steps']} GRPO steps ({cfg.rl.batch_size} {' and '.join(rl['prompts'])} prompts a step, "
+                  f"{cfg.rl.group_size} samples each) against the frozen CDM's reward, the mean per token of "
+                  f"log p_CDM(action | source, sample); one sample per test triplet. The reward of its training "
+                  f"samples went from {rl['reward_first']:.3f} to {rl['reward_last']:.3f} (first and last fifth "
+                  f"of the steps; spread within a group {rl['spread']:.3f})."]
     stats = demo.out / "mining" / "synthetic" / "stats.md"
     mine = st["mine"]["result"]
     lines += ["", "## Table 5: mined synthetic data", "",
@@ -231,13 +244,15 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
     probe_md = demo.out / "probe" / "probe.md"
     if probe_md.is_file():
         lines += ["### Probe of the base model (Figure 2 as a table)", "", probe_md.read_text(), ""]
-    lines += ["## Examples", "", "| source | action | target | C-FT | CWM |", "|---|---|---|---|---|"]
+    shown = ["C-FT", "CWM"] + ([RL_MODEL] if RL_MODEL in table2 else [])
+    lines += ["## Examples", "", "| source | action | target | " + " | ".join(shown) + " |",
+              "|---" * (3 + len(shown)) + "|"]
     test = demo.triplets("test")
     for t in test[:: max(1, len(test) // 5)][:5]:
         rel = os.path.relpath
         cells = [f"![]({rel(t.source, demo.out)})", html.escape(t.action), f"![]({rel(t.target, demo.out)})"]
-        for name in ("C-FT", "CWM"):
-            p = prediction_image(demo, name, t.id, 0)
+        for name in shown:
+            p = prediction_image(demo, name, t.id, None if name == RL_MODEL else 0)
             cells.append(f"![]({rel(p, demo.out)})" if p.is_file() else "–")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak memory (MB) |", "|---|---|---|"]
