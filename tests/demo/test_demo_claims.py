@@ -156,6 +156,6 @@ def test_the_reward_claim_compares_one_grpo_sample_with_the_cwm_and_its_best_of_
     rl = next(c for c in run_claims(state, table2, [1, 8], judged) if "GRPO" in c["claim"])
     assert rl["verdict"] == "held" and rl["p"] < 1e-6
     assert f"{table2['CWM']['all']['score']:.2f} -> {table2[RL_MODEL]['all']['score']:.2f}" in rl["evidence"]
-    against = rl["evidence"].split("best-of-8 (8 samples) ")[1]
-    assert against.startswith(f"{table2['CWM + best-of-8']['all']['score']:.2f}, p = ")
-    assert float(against.split("p = ")[1].split(";")[0]) < 1e-6  # significantly below best-of-8
+    against = rl["evidence"].split("at 8 samples a prediction, scores ")[1]
+    assert against.startswith(f"{table2['CWM + best-of-8']['all']['score']:.2f} (GRPO against it: p = ")
+    assert float(against.split("p = ")[1].split(")")[0]) < 1e-6  # significantly below best-of-8

@@ -115,8 +115,8 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
          score[RL_MODEL] > score["CWM"], world_p(RL_MODEL, "CWM"),
          f"score {score['CWM']:.2f} -> {score[RL_MODEL]:.2f}" + es_me(RL_MODEL, "CWM")
          + ("" if kmax < 2 else
-            f"; against the CWM + best-of-{kmax} ({kmax} samples) {score[f'CWM + best-of-{kmax}']:.2f}, "
-            f"p = {world_p(RL_MODEL, 'CWM', kb=kmax):.2g}")),
+            f"; the CWM + best-of-{kmax}, at {kmax} samples a prediction, scores "
+            f"{score[f'CWM + best-of-{kmax}']:.2f} (GRPO against it: p = {world_p(RL_MODEL, 'CWM', kb=kmax):.2g})")),
     ]) + [
         ("Copy gets no editing success from the judge (sanity check)",
          (es["Copy"] or 0) == 0.0, None, f"Copy ES {es['Copy']:.2f}"),

@@ -239,7 +239,8 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
               "Figure 2 (probe of the base model): ![](figures/figure2_preferences.png)", "",
               "Figure 3 (recognition weights): ![](figures/figure3_weights.png)", "",
               "Figure 7 (best-of-K with the CDM as verifier): ![](figures/figure7_best_of_k.png)", "",
-              f"Examples (temperature 1; the last column is the CDM's pick of {max(demo.cfg.best_of)} CWM samples): "
+              f"Examples (temperature 1; CWM + best-of-{max(demo.cfg.best_of)} is the CDM's pick of "
+              f"{max(demo.cfg.best_of)} CWM samples): "
               "![](figures/examples.png)", ""]
     probe_md = demo.out / "probe" / "probe.md"
     if probe_md.is_file():
