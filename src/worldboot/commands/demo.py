@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Build (or reuse) the tiny world foundation model, probe it, train the dynamics model, mine the "
             "world's unlabelled clips, train C-FT, the CWM and its ablations (and, in the paper preset, the CWM "
             "with GRPO against the CDM: rl.steps), generate with best-of-N, evaluate with the world judge and "
-            "write report.md and report.html. A rerun resumes after the last finished stage."
+            "write report.md and report.html. A rerun resumes after the last finished stage; a run made with "
+            "other settings is refused (--fresh starts it over)."
         ),
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,

@@ -98,10 +98,46 @@ class Demo:
         self.state[name] = {"result": result, "seconds": round(seconds, 1), "peak_mb": peak_mb}
         write_atomic(self.state_path, json.dumps(self.state, indent=2))
 
+    def check_resume(self) -> None:
+        """Refuse to resume a run made with other settings: its finished stages would be
+        skipped and the report would name settings they were not trained with.
+
+        Raises:
+            ConfigError: One line naming the keys that differ (keys the saved config lacks,
+                from an older worldboot, are not compared).
+        """
+        import yaml
+
+        from worldboot.config import dump_yaml, read_yaml
+        from worldboot.errors import ConfigError
+
+        saved = self.out / "config.yaml"
+        if not self.state or not saved.is_file():
+            return
+
+        def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for k, v in tree.items():
+                out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+            return out
+
+        old, new = flat(read_yaml(saved)), flat(yaml.safe_load(dump_yaml(self.cfg)))
+        changed = [f"{k}: {old[k]} -> {new[k]}" for k in new if k in old and old[k] != new[k]]
+        if changed:
+            raise ConfigError(
+                f"{self.out} holds a demo run made with other settings ({'; '.join(changed)}): rerun with "
+                "--fresh to start it over, or choose another --out"
+            )
+
     def run(self) -> Path:
-        """Run every stage not yet done; returns the path of ``report.md``."""
+        """Run every stage not yet done; returns the path of ``report.md``.
+
+        Raises:
+            ConfigError: When ``out`` holds a run made with other settings (:meth:`check_resume`).
+        """
         import torch
 
+        self.check_resume()
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         with RunDir(self.out, self.cfg, "demo") as run:
