@@ -1,4 +1,4 @@
-"""Time per reward-optimisation step against a plain world-model step at the same batch.
+"""Time per reward-optimisation step against a plain training step at the same batch.
 
 On the tiny Chameleon and 40 tokenised square triplets (the training tests' data), with the
 same prompts per step and LoRA r16 on the attention projections:
@@ -7,9 +7,13 @@ same prompts per step and LoRA r16 on the attention projections:
 * **grpo** / **dpo**: one step of ``worldboot train world-rl``: sample G candidates per prompt,
   reward them with the CDM (here the same tiny model), update.
 * **offline**: DPO on pairs read from a ``worldboot generate --best-of G --verifier`` folder of
-  the same triplets (``rl.candidates``): nothing sampled or scored while training.
+  the same triplets (``rl.candidates``): nothing sampled or scored while training;
+* **dynamics** and **cdm-grpo**: the reverse direction, one plain CDM step against one step of
+  ``worldboot train dynamics-rl`` (G action texts of at most 16 tokens per prompt, rewarded by
+  the world model, here the same tiny model).
 
-It prints the seconds per step of each, the ratio to the plain step, and the share of an RL
+It prints the seconds per step of each, the ratio to its plain step (world, or dynamics for
+cdm-grpo), and the share of an RL
 step spent sampling, scoring and updating (the recipe's ``sample_s``, ``score_s``,
 ``update_s``). Best of several interleaved repeats (the machine is shared).
 
@@ -24,6 +28,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+#: Each timed kind's training task, and the plain step an RL step is compared with.
+TASKS = {"world": "world", "grpo": "world-rl", "dpo": "world-rl", "offline": "world-rl", "dynamics": "dynamics",
+         "cdm-grpo": "dynamics-rl"}
+PLAIN = {"grpo": "world", "dpo": "world", "offline": "world", "cdm-grpo": "dynamics", "world": "world",
+         "dynamics": "dynamics"}
 
 
 def main() -> int:
@@ -66,20 +76,20 @@ def main() -> int:
         def run(kind: str, rep: int) -> list[dict]:
             out = root / f"{kind}-{rep}"
             cfg = TrainConfig(
-                task="world" if kind == "world" else "world-rl", base_model=str(tiny), out=str(out),
+                task=TASKS[kind], base_model=str(tiny), out=str(out),
                 max_steps=args.steps + 1, batch_size=args.batch, micro_batch_size=args.batch, save_every=0,
                 eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
                 data=DataSettings(sources=[SourceSettings(cache=str(root / "cache"))], eval_fraction=0.0),
                 optim=OptimSettings(lr=1e-3, warmup_steps=0, scheduler="constant"),
                 rl=RLSettings(verifier="" if kind == "offline" else str(tiny), group_size=args.group_size,
-                              objective="grpo" if kind == "grpo" else "dpo",
-                              candidates=str(root / "pred") if kind == "offline" else ""),
+                              objective="grpo" if kind in ("grpo", "cdm-grpo") else "dpo",
+                              candidates=str(root / "pred") if kind == "offline" else "", max_new_tokens=16),
             )
             run_training(cfg)
             rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
             return [r for r in rows if "tokens_per_s" in r][1:]  # the first step warms up
 
-        kinds = ("world", "grpo", "dpo", "offline")
+        kinds = tuple(TASKS)
         best: dict[str, float] = {k: float("inf") for k in kinds}
         shares: dict[str, dict[str, float]] = {}
         for rep in range(args.repeats):
@@ -89,16 +99,16 @@ def main() -> int:
                 secs = sum(r["tokens"] / r["tokens_per_s"] for r in rows) / len(rows)
                 if secs < best[kind]:
                     best[kind] = secs
-                    if kind != "world":
+                    if kind not in PLAIN.values():
                         parts = {p: sum(r[f"{p}_s"] for r in rows) for p in ("sample", "score", "update")}
                         total = sum(parts.values())
                         shares[kind] = {p: v / total for p, v in parts.items()}
     print(f"tiny Chameleon, {args.batch} prompts a step, G = {args.group_size}, best of {args.repeats}")
-    print(f"{'step':<8}{'s/step':>9}{'x world':>9}{'sample':>9}{'score':>9}{'update':>9}")
+    print(f"{'step':<10}{'s/step':>9}{'x plain':>9}{'sample':>9}{'score':>9}{'update':>9}")
     for kind in kinds:
         s = shares.get(kind, {})
         cols = "".join(f"{s[p]:>9.0%}" for p in ("sample", "score", "update")) if s else ""
-        print(f"{kind:<8}{best[kind]:>9.3f}{best[kind] / best['world']:>9.2f}{cols}")
+        print(f"{kind:<10}{best[kind]:>9.3f}{best[kind] / best[PLAIN.get(kind, 'world')]:>9.2f}{cols}")
     return 0
 
 

@@ -1,5 +1,5 @@
-"""``worldboot train dynamics|world|world-rl``: fine-tune the CDM or the CWM with LoRA on
-accelerate, or train the CWM against the CDM's reward (GRPO or DPO)."""
+"""``worldboot train dynamics|world|world-rl|dynamics-rl``: fine-tune the CDM or the CWM with
+LoRA on accelerate, or train one against the other's reward (GRPO or DPO)."""
 
 from __future__ import annotations
 
@@ -31,6 +31,12 @@ EXAMPLES = {
   accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \\
       train world-rl --config configs/anole7b/world_rl.yaml --merge
 """,
+    "dynamics-rl": """examples:
+  worldboot train dynamics-rl --config configs/demo/dynamics_rl.yaml --base runs/cdm/merged \\
+      --verifier runs/cwm/merged --cache runs/cache/labelled --out runs/cdm-grpo
+  accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \\
+      train dynamics-rl --config configs/anole7b/dynamics_rl.yaml --merge
+""",
 }
 
 DESCRIPTIONS = {
@@ -42,22 +48,26 @@ DESCRIPTIONS = {
     "to the starting model) or DPO (the group's best and worst candidate as a pair; or, offline, the pairs of a "
     "'worldboot generate --best-of N --verifier' folder, --candidates). Trains a LoRA adapter; "
     "the reference is the starting model without it.",
+    "dynamics-rl": "Train the dynamics model (CDM) against a frozen world model's reward, log p_CWM(target | "
+    "source, action text) per target token (the reverse direction, as SWIRL): GRPO or DPO on a group of "
+    "sampled action texts per (source, target). Trains a LoRA adapter; the reference is the starting model "
+    "without it.",
 }
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add ``train`` with its three tasks."""
+    """Add ``train`` with its four tasks."""
     p = sub.add_parser(
         "train",
         help="fine-tune the dynamics model (CDM) or the world model (CWM)",
-        description="Fine-tune a backbone with LoRA as a dynamics model or a world model, or train a world "
-        "model against a dynamics model's reward.",
+        description="Fine-tune a backbone with LoRA as a dynamics model or a world model, or train either "
+        "against the other's reward.",
         epilog="examples:\n  worldboot train dynamics --help\n  worldboot train world --help\n"
-        "  worldboot train world-rl --help\n",
+        "  worldboot train world-rl --help\n  worldboot train dynamics-rl --help\n",
         formatter_class=HELP_FORMATTER,
     )
     tasks = p.add_subparsers(dest="task", metavar="TASK", required=True)
-    for task in ("dynamics", "world", "world-rl"):
+    for task in ("dynamics", "world", "world-rl", "dynamics-rl"):
         t = tasks.add_parser(
             task,
             help=DESCRIPTIONS[task].split(",")[0],
@@ -80,6 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             t.add_argument("--candidates", metavar="PRED",
                            help="offline DPO on the scored candidates of a 'worldboot generate --best-of N "
                            "--verifier CDM' folder (config: rl.candidates; with --objective dpo)")
+        if task == "dynamics-rl":
+            t.add_argument("--verifier", metavar="DIR", help="the world model that rewards (config: rl.verifier)")
+            t.add_argument("--objective", choices=("grpo", "dpo"), help="config: rl.objective (default grpo)")
+            t.add_argument("--group-size", type=int, metavar="G", help="action texts per prompt (config: rl.group_size)")
         t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
         t.set_defaults(func=run)
 
@@ -96,9 +110,9 @@ def run(args: argparse.Namespace) -> int:
         "out": args.out or None,
         "data.sources": [{"cache": c} for c in args.cache] if args.cache else None,
     }
-    if args.task == "world-rl":
+    if args.task in ("world-rl", "dynamics-rl"):
         flags.update({"rl.verifier": args.verifier, "rl.objective": args.objective, "rl.group_size": args.group_size,
-                      "rl.candidates": args.candidates})
+                      "rl.candidates": getattr(args, "candidates", None)})
     cfg = load_config(TrainConfig, args.config, args.overrides, flags=flags)
     result = run_training(cfg, resume=args.resume, merge=args.merge)
     import os

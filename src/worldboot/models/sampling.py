@@ -179,7 +179,59 @@ def sample_image_codes(
         cache, logits, mask, last_pos = backbone._step(cache, token, mask, last_pos, vocab)
     return codes.view(n_prompts, num_samples, -1).cpu()
 
+def banned_text_ids(backbone: Any) -> torch.Tensor:
+    """Token ids text decoding never draws: the image tokens, begin- and end-image and padding
+    (end-of-sequence stays allowed). A policy gradient on sampled text masks the same ids."""
+    banned = torch.cat([backbone.code_to_token, torch.tensor([backbone.boi_id, backbone.eoi_id, backbone.pad_id])])
+    return banned[banned != backbone.eos_id]
+
+
 @torch.no_grad()  # as sample_image_codes
+def sample_text_ids(
+    backbone: Any,
+    prompts: Sequence[Example],
+    max_new_tokens: int = 32,
+    sampling: SamplingConfig | None = None,
+    generator: torch.Generator | Sequence[torch.Generator] | None = None,
+    num_samples: int = 1,
+) -> list[list[int]]:
+    """Token ids drawn after each prompt until end-of-sequence (included when drawn), at most
+    ``max_new_tokens``; never :func:`banned_text_ids`. Greedy when ``sampling.temperature ==
+    0`` (the default here). With ``num_samples`` the prompts are prefilled once and their cache
+    repeated, as for images; ``generator`` may be one per prompt.
+
+    Returns:
+        ``len(prompts) * num_samples`` lists, a prompt's samples consecutive.
+    """
+    sampling = sampling or SamplingConfig(temperature=0.0)
+    if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
+        raise ValueError("a list of generators needs one generator per prompt")
+    backbone.model.eval()
+    cache, logits, mask, last_pos = backbone._prefill(prompts)
+    if num_samples > 1:
+        cache.batch_repeat_interleave(num_samples)
+        logits = logits.repeat_interleave(num_samples, 0)
+        mask = mask.repeat_interleave(num_samples, 0)
+        last_pos = last_pos.repeat_interleave(num_samples, 0)
+    reserve_cache(cache, max_new_tokens)
+    banned = banned_text_ids(backbone).to(backbone.device)
+    procs = warpers(sampling)
+    done = torch.zeros(logits.shape[0], dtype=torch.bool, device=backbone.device)
+    out: list[list[int]] = [[] for _ in range(logits.shape[0])]
+    for _ in range(max_new_tokens):
+        logits[:, banned] = float("-inf")
+        token = pick(logits, sampling, procs, generator)
+        token = torch.where(done, torch.full_like(token, backbone.eos_id), token)
+        for i, t in enumerate(token.tolist()):
+            if not done[i]:
+                out[i].append(t)
+        done |= token == backbone.eos_id
+        if bool(done.all()):
+            break
+        cache, logits, mask, last_pos = backbone._step(cache, token, mask, last_pos)
+    return out
+
+
 def sample_text(
     backbone: Any,
     prompts: Sequence[Example],
@@ -187,25 +239,7 @@ def sample_text(
     sampling: SamplingConfig | None = None,
     generator: torch.Generator | None = None,
 ) -> list[str]:
-    """Decode text after each prompt until end-of-sequence; image and image-boundary
-    tokens are never drawn. Greedy when ``sampling.temperature == 0`` (the default here)."""
-    sampling = sampling or SamplingConfig(temperature=0.0)
-    backbone.model.eval()
-    cache, logits, mask, last_pos = backbone._prefill(prompts)
-    banned = torch.cat([backbone.code_to_token, torch.tensor([backbone.boi_id, backbone.eoi_id, backbone.pad_id])])
-    banned = banned[banned != backbone.eos_id].to(backbone.device)
-    procs = warpers(sampling)
-    done = torch.zeros(len(prompts), dtype=torch.bool, device=backbone.device)
-    out: list[list[int]] = [[] for _ in prompts]
-    for _ in range(max_new_tokens):
-        logits[:, banned] = float("-inf")
-        token = pick(logits, sampling, procs, generator)
-        token = torch.where(done, torch.full_like(token, backbone.eos_id), token)
-        for i, t in enumerate(token.tolist()):
-            if not done[i] and t != backbone.eos_id:
-                out[i].append(t)
-        done |= token == backbone.eos_id
-        if bool(done.all()):
-            break
-        cache, logits, mask, last_pos = backbone._step(cache, token, mask, last_pos)
-    return [backbone.tokenizer.decode(t, skip_special_tokens=True).strip() for t in out]
+    """Decode text after each prompt until end-of-sequence (:func:`sample_text_ids`)."""
+    ids = sample_text_ids(backbone, prompts, max_new_tokens, sampling, generator)
+    return [backbone.tokenizer.decode([t for t in row if t != backbone.eos_id], skip_special_tokens=True).strip()
+            for row in ids]

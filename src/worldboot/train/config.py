@@ -103,17 +103,22 @@ class LossSettings:
 
 @dataclass
 class RLSettings:
-    """Reward optimisation of a world model against a frozen dynamics model (``task: world-rl``).
+    """Reward optimisation of one model against the other, frozen (``task: world-rl`` or
+    ``dynamics-rl``).
 
-    For each (source, action) of a global batch the policy (the world model with a LoRA
-    adapter) samples ``group_size`` target images; the frozen CDM scores each by the mean per
-    token of log p_CDM(action | source, candidate) (the reward); the update is GRPO or DPO.
+    ``world-rl``: for each (source, action) of a global batch the policy (the world model with
+    a LoRA adapter) samples ``group_size`` target images; the frozen CDM scores each by the mean
+    per token of log p_CDM(action | source, candidate) (the reward); the update is GRPO or DPO.
+    ``dynamics-rl`` is the reverse direction (SWIRL's): for each (source, target) the policy
+    (the CDM with a LoRA adapter) samples ``group_size`` action texts, and the frozen world
+    model rewards each by the mean per token of log p_CWM(target | source, text).
 
     Attributes:
-        objective: ``grpo``: group-normalised advantages, policy gradient on the image tokens,
+        objective: ``grpo``: group-normalised advantages, policy gradient on the sampled tokens,
             KL penalty ``beta`` to the reference; ``dpo``: the best and the worst candidate of
             each group as a preference pair, DPO loss with temperature ``dpo_beta``.
-        verifier: The CDM's model directory (its image tokenizer must be the policy's).
+        verifier: The frozen model that rewards: the CDM's directory for ``world-rl``, the
+            world model's for ``dynamics-rl`` (its image tokenizer must be the policy's).
         group_size: Candidates per (source, action); GRPO's advantages are relative to the
             group, so it needs at least 2.
         temperature: Sampling temperature of the candidates (1 = the paper's setting); the
@@ -129,6 +134,8 @@ class RLSettings:
             The prompts are the cache's samples that have candidates there. Needs ``objective:
             dpo``; ``verifier`` is then optional (given, it scores fresh samples of the held-out
             prompts at each evaluation).
+        max_new_tokens: ``dynamics-rl``: most tokens of a sampled action text (one that has not
+            ended by then is kept as drawn, without end-of-sequence).
     """
 
     objective: Literal["grpo", "dpo"] = "grpo"
@@ -139,6 +146,7 @@ class RLSettings:
     dpo_beta: float = bounded(0.1, gt=0)
     reward_min: float = -10.0
     candidates: str = ""
+    max_new_tokens: int = bounded(32, ge=1)
 
 
 @dataclass
@@ -146,14 +154,16 @@ class TrainConfig:
     """A training run of the CDM or the CWM.
 
     Attributes:
-        task: ``dynamics`` (p(a | o_s, o_t)), ``world`` (p(o_t | o_s, a)), or ``world-rl``
-            (the world model trained against a frozen CDM's reward: :class:`RLSettings`).
+        task: ``dynamics`` (p(a | o_s, o_t)), ``world`` (p(o_t | o_s, a)), ``world-rl``
+            (the world model trained against a frozen CDM's reward: :class:`RLSettings`) or
+            ``dynamics-rl`` (the CDM trained against a frozen world model's reward).
         base_model: Model directory to start from.
         out: Run directory.
         epochs: Passes over the mixture (fractions allowed).
         max_steps: Stop after this many optimiser steps (0 = from epochs).
         batch_size: Global batch (samples per optimiser step, over all processes; for
-            ``world-rl``, (source, action) prompts, each with ``rl.group_size`` candidates).
+            ``world-rl``, (source, action) prompts, each with ``rl.group_size`` candidates; for
+            ``dynamics-rl``, (source, target) prompts).
         micro_batch_size: Samples per forward pass per process; accumulation fills the rest.
         mixed_precision: ``auto`` = bf16 on GPUs that have it, else none.
         model_dtype: Dtype of the frozen base weights (``auto``: bf16 on such GPUs).
@@ -164,10 +174,10 @@ class TrainConfig:
         keep_checkpoints: Most recent checkpoints kept.
         seed: Seeds data order, adapter initialisation and dropout.
         trackers: accelerate trackers to log to (``tensorboard``, ``wandb``...), off by default.
-        rl: Reward optimisation (``task: world-rl`` only).
+        rl: Reward optimisation (``task: world-rl`` or ``dynamics-rl`` only).
     """
 
-    task: Literal["dynamics", "world", "world-rl"] = "dynamics"
+    task: Literal["dynamics", "world", "world-rl", "dynamics-rl"] = "dynamics"
     base_model: str = ""
     out: str = "runs/train"
     epochs: float = bounded(10.0, gt=0)

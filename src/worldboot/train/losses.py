@@ -87,7 +87,8 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 
 def grpo_loss_sum(
-    logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor, beta: float
+    logp: torch.Tensor, ref_logp: torch.Tensor, advantages: torch.Tensor, beta: float,
+    mask: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """GRPO's loss summed over sequences, for one update per batch of fresh samples (so the
     importance ratio is 1 and PPO's clipping never acts): per sequence, the mean over its
@@ -98,13 +99,17 @@ def grpo_loss_sum(
         ref_logp: ``[S, L]`` the reference's (no gradient).
         advantages: ``[S]``.
         beta: KL coefficient.
+        mask: ``[S, L]``, 1 where a token counts (sampled text of different lengths, padded);
+            the means are over those tokens. Default: every token.
 
     Returns:
         ``(loss_sum, kl_sum)``: divide both by the number of sequences in the global batch.
     """
-    kl = kl_k3(logp, ref_logp.detach())
-    per_seq = (-advantages.detach()[:, None] * logp + beta * kl).mean(dim=1)
-    return per_seq.sum(), kl.detach().mean(dim=1).sum()
+    mask = torch.ones_like(logp) if mask is None else mask.to(logp.dtype)
+    count = mask.sum(dim=1).clamp(min=1.0)
+    kl = kl_k3(logp, ref_logp.detach()) * mask
+    per_seq = ((-advantages.detach()[:, None] * logp) * mask + beta * kl).sum(dim=1) / count
+    return per_seq.sum(), (kl.detach().sum(dim=1) / count).sum()
 
 
 def dpo_loss_sum(

@@ -431,6 +431,10 @@ def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = Fal
         from worldboot.train.rl import RLTrainer  # the RL step builds on this module's Trainer
 
         recipe: Trainer = RLTrainer(cfg, resume=resume)
+    elif cfg.task == "dynamics-rl":
+        from worldboot.train.rl_dynamics import DynamicsRLTrainer
+
+        recipe = DynamicsRLTrainer(cfg, resume=resume)
     else:
         recipe = Trainer(cfg, resume=resume)
     try:

@@ -62,6 +62,8 @@ def check_rl(cfg: TrainConfig) -> None:
             "candidates within a group) and no preference pair (DPO); use 2 or more"
         )
     if not rl.verifier and not rl.candidates:
+        if cfg.task == "dynamics-rl":
+            raise ConfigError("rl.verifier is empty: give the world model that rewards the action texts (--verifier)")
         raise ConfigError(
             "rl.verifier is empty: give the dynamics model (CDM) that rewards candidates (--verifier), or "
             "candidates it already scored (--candidates)"
@@ -70,7 +72,7 @@ def check_rl(cfg: TrainConfig) -> None:
         raise ModelError(f"verifier directory not found: {rl.verifier}")
     if not cfg.lora.enabled:
         raise ConfigError(
-            "world-rl trains a LoRA adapter (lora.enabled=true): the reference policy is the starting model "
+            f"{cfg.task} trains a LoRA adapter (lora.enabled=true): the reference policy is the starting model "
             "with the adapter switched off, which needs no second copy of the weights"
         )
     if rl.reward_min >= 0:
@@ -126,14 +128,18 @@ class RLTrainer(Trainer):
             self.accelerator.print(self.pairs_note)
         if not self.cfg.rl.verifier:
             return  # offline pairs only
-        from worldboot.infer.verify import Verifier
-
         # Frozen and read by every process on its own prompts: a whole copy per process (under
         # ZeRO-3 transformers would otherwise shard it like the policy).
         with unpartitioned_loading(self.accelerator):
-            self.verifier = Verifier.load(self.cfg.rl.verifier, world=self.backbone, score="mean",
-                                          on_mismatch="error")
+            self.verifier = self.load_verifier()
         self.verifier.backbone.model.eval()
+
+    def load_verifier(self) -> Any:
+        """The frozen model that rewards: here the CDM, as a :class:`~worldboot.infer.verify.Verifier`
+        that refuses another image tokenizer than the policy's."""
+        from worldboot.infer.verify import Verifier
+
+        return Verifier.load(self.cfg.rl.verifier, world=self.backbone, score="mean", on_mismatch="error")
 
     def select_data(self) -> None:
         """Offline DPO: keep the cache's samples that have a pair in ``rl.candidates``, each
@@ -243,17 +249,25 @@ class RLTrainer(Trainer):
         return [bb.world_example(it["source_codes"], it["action"], c) for it, cand in zip(items, codes, strict=True)
                 for c in cand]
 
+    def candidate_logprobs(self, model: Any, items: list[dict[str, Any]], cands: torch.Tensor
+                           ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``[S, L]`` log-probabilities of the candidates' tokens under ``model`` (``cands``:
+        ``[n, k, L]``, ``S = n * k``), and ``[S, L]`` which of them count (all, for images)."""
+        flat = cands.reshape(-1, cands.shape[-1])
+        logp = image_logprobs(self.backbone, model, self._examples(items, cands), flat, self.cfg.rl.temperature)
+        return logp, torch.ones_like(logp)
+
     def _dpo_sums(self, items: list[dict[str, Any]], pairs: torch.Tensor, preferred: torch.Tensor,
                   model: Any = None) -> tuple[torch.Tensor, float]:
         """DPO loss summed over ``pairs`` (``[n, 2, L]``, chosen first), and how many pairs the
         policy ranks right (its log-ratio to the reference higher for the chosen one); ``model``:
         the policy to run (default: the wrapped training model)."""
         rl = self.cfg.rl
-        examples = self._examples(items, pairs)
-        flat = pairs.reshape(-1, pairs.shape[-1])
-        logp = image_logprobs(self.backbone, model or self.model, examples, flat, rl.temperature).sum(1).view(-1, 2)
+        logp, mask = self.candidate_logprobs(model or self.model, items, pairs)
+        logp = (logp * mask).sum(1).view(-1, 2)
         with torch.no_grad(), self._policy().disable_adapter():
-            ref = image_logprobs(self.backbone, self._policy(), examples, flat, rl.temperature).sum(1).view(-1, 2)
+            ref = self.candidate_logprobs(self._policy(), items, pairs)[0]
+        ref = (ref * mask).sum(1).view(-1, 2)
         preferred = preferred.to(logp.device)
         loss = dpo_loss_sum(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], rl.dpo_beta, preferred)
         right = ((logp[:, 0] - ref[:, 0]) > (logp[:, 1] - ref[:, 1])) & preferred
@@ -271,13 +285,11 @@ class RLTrainer(Trainer):
             pairs = torch.stack([codes[rows, rewards.argmax(1)], codes[rows, rewards.argmin(1)]], 1)  # [n, 2, L]
             preferred = rewards.max(1).values > rewards.min(1).values
             return self._dpo_sums(items, pairs, preferred)[0], 0.0
-        examples = self._examples(items, codes)
-        flat = codes.reshape(-1, codes.shape[-1])
-        logp = image_logprobs(self.backbone, self.model, examples, flat, rl.temperature)
+        logp, mask = self.candidate_logprobs(self.model, items, codes)
         with torch.no_grad(), self._policy().disable_adapter():
-            ref = image_logprobs(self.backbone, self._policy(), examples, flat, rl.temperature)
+            ref = self.candidate_logprobs(self._policy(), items, codes)[0]
         adv = group_advantages(rewards).flatten().to(logp.device)
-        loss, kl = grpo_loss_sum(logp, ref, adv, rl.beta)
+        loss, kl = grpo_loss_sum(logp, ref, adv, rl.beta, mask)
         return loss, float(kl)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -321,12 +333,12 @@ class RLTrainer(Trainer):
         # (Offline, the "rewards" are whether each pair is preferred: the row has no reward.)
         spread = rewards.std(dim=1, unbiased=False).sum() if rewards.dim() == 2 else torch.zeros(())
         stats = torch.tensor([float(loss_sum), kl_sum, float(rewards.sum()), float(spread), float(len(items)),
-                              float(rewards.numel())], device=acc.device)
+                              float(rewards.numel()), float((codes >= 0).sum())], device=acc.device)
         stats = acc.reduce(stats, reduction="sum")
         n = max(float(stats[5]), 1.0)
         record = {
             "loss": float(stats[0]) / units,
-            "tokens": float(n * self.backbone.image_seq_len * (2 if self.pairs is not None else 1)),
+            "tokens": float(stats[6]),  # the candidates' tokens (padding, -1, left out)
             "lr": self.scheduler.get_last_lr()[0],
             "sample_s": t1 - t0,
             "score_s": t2 - t1,

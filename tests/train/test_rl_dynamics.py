@@ -1,0 +1,163 @@
+"""Reward optimisation of the dynamics model against a world model (task dynamics-rl): the
+text log-probabilities are the sampler's, a step moves towards the better texts, bad input
+before compute, and exact resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from worldboot.errors import ConfigError, ModelError
+from worldboot.train.config import (
+    DataSettings,
+    LoraSettings,
+    OptimSettings,
+    RLSettings,
+    SourceSettings,
+    TrainConfig,
+)
+from worldboot.train.losses import group_advantages
+from worldboot.train.recipes import run_training
+from worldboot.train.rl_dynamics import PAD, DynamicsRLTrainer, text_logprobs
+
+
+def _cfg(base, verifier, cache_dir, out, **kw) -> TrainConfig:
+    fields = dict(
+        task="dynamics-rl", base_model=str(base), out=str(out), max_steps=4, batch_size=4, micro_batch_size=2,
+        save_every=0, eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
+        data=DataSettings(sources=[SourceSettings(cache=str(cache_dir))], eval_fraction=0.1),
+        optim=OptimSettings(lr=5e-3, warmup_steps=0, scheduler="constant"),
+        rl=RLSettings(verifier=str(verifier), group_size=3, max_new_tokens=6),
+    )
+    fields.update(kw)
+    return TrainConfig(**fields)
+
+
+def test_text_log_probabilities_are_those_the_sampler_draws_from(tiny, cache_dir):
+    """Over 3000 draws of a first token at temperature 2 (image tokens banned), the five most
+    drawn tokens' shares match exp(log p) from text_logprobs within 0.03, and no banned token is
+    drawn. The output layer is scaled up so that a few tokens share most of the mass (a random
+    tiny model's is nearly uniform, where any temperature would pass)."""
+    from worldboot.data.cache import CachedTripletDataset
+    from worldboot.models.backbone import Example, SamplingConfig
+    from worldboot.models.sampling import banned_text_ids, sample_text_ids
+
+    with torch.no_grad():
+        tiny.core.lm_head.weight.mul_(60.0)
+    item = CachedTripletDataset(cache_dir)[0]
+    prompt = tiny.dynamics_example(item["source_codes"], item["target_codes"])
+    draws = sample_text_ids(tiny, [prompt], 1, SamplingConfig(temperature=2.0), torch.Generator().manual_seed(0),
+                            num_samples=3000)
+    first = torch.tensor([row[0] for row in draws])
+    assert not torch.isin(first, banned_text_ids(tiny)).any()
+    tokens, counts = first.unique(return_counts=True)
+    top = tokens[counts.argsort(descending=True)[:5]]
+    examples = [Example(prompt.input_ids + [int(t)], prompt.labels + [int(t)], len(prompt.input_ids)) for t in top]
+    with torch.no_grad():
+        logp, mask = text_logprobs(tiny, tiny.model, examples, temperature=2.0)
+    assert mask.tolist() == [[1.0]] * len(top)
+    assert float(logp[:, 0].exp().sum()) > 0.5  # the five carry most of the mass
+    for t, lp in zip(top, logp[:, 0], strict=True):
+        share = float((first == t).float().mean())
+        assert share == pytest.approx(float(lp.exp()), abs=0.03), (int(t), share, float(lp.exp()))
+
+
+def test_padded_texts_count_only_their_own_tokens(tiny, cache_dir):
+    from worldboot.data.cache import CachedTripletDataset
+    from worldboot.models.backbone import Example
+
+    item = CachedTripletDataset(cache_dir)[0]
+    prompt = tiny.dynamics_example(item["source_codes"], item["target_codes"])
+    ids = tiny.tokenizer.encode(" red square", add_special_tokens=False)
+    long, short = ids + [tiny.eos_id], ids[:1]
+    examples = [Example(prompt.input_ids + c, prompt.labels + c, len(prompt.input_ids)) for c in (long, short)]
+    with torch.no_grad():
+        logp, mask = text_logprobs(tiny, tiny.model, examples)
+        alone, _ = text_logprobs(tiny, tiny.model, examples[1:])
+    assert mask.sum(1).tolist() == [len(long), 1]
+    assert float(logp[1, 1:].abs().sum()) == 0.0
+    torch.testing.assert_close(logp[1, :1], alone[0, :1], atol=1e-5, rtol=0)
+
+
+def test_one_grpo_step_moves_probability_towards_the_better_texts(tiny_dir, cache_dir, tmp_path):
+    """After one small step the log-probabilities of the step's own texts change in the
+    direction of their advantages: sum(A * delta mean log p) > 0."""
+    cfg = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "run",
+               rl=RLSettings(verifier=str(tiny_dir), group_size=4, beta=0.0, max_new_tokens=6),
+               optim=OptimSettings(lr=1e-4, warmup_steps=0, scheduler="constant"))
+    recipe = DynamicsRLTrainer(cfg)
+    recipe.setup()
+    try:
+        entries = recipe._global_batch(0)
+        items = [recipe.data.item(e) for e in entries]
+        texts = recipe.sample(items, recipe._generators(0, list(range(len(entries)))))
+        assert texts.shape[:2] == (4, 4) and (texts[:, :, 0] != PAD).all()
+        adv = group_advantages(recipe.rewards(items, texts, 0)).flatten()
+
+        def mean_logp() -> torch.Tensor:
+            with torch.no_grad():
+                logp, mask = recipe.candidate_logprobs(recipe.model, items, texts)
+            return (logp * mask).sum(1) / mask.sum(1)
+
+        before = mean_logp()
+        recipe.train_step(0)
+        after = mean_logp()
+    finally:
+        recipe.cleanup()
+    assert adv.abs().sum() > 0
+    assert float((adv * (after - before)).sum()) > 0, (adv, after - before)
+
+
+def test_bad_settings_are_refused_before_compute(tiny_dir, cache_dir, tmp_path):
+    with pytest.raises(ConfigError, match="give the world model that rewards the action texts"):
+        DynamicsRLTrainer(_cfg(tiny_dir, "", cache_dir, tmp_path / "a")).setup()
+    with pytest.raises(ConfigError, match="dynamics-rl samples its own action texts"):
+        DynamicsRLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "b",
+                               rl=RLSettings(verifier=str(tiny_dir), candidates=str(tmp_path)))).setup()
+    with pytest.raises(ConfigError, match="group_size is 1"):
+        DynamicsRLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "c",
+                               rl=RLSettings(verifier=str(tiny_dir), group_size=1))).setup()
+    assert not any((tmp_path / n / "metrics.jsonl").exists() for n in "abc")
+
+
+def test_a_world_model_with_another_tokenizer_is_refused(tiny_dir, cache_dir, tmp_path):
+    from worldboot.models.tiny import TinyChameleonSpec, save_tiny_chameleon
+
+    other = save_tiny_chameleon(tmp_path / "other", TinyChameleonSpec(codebook=256))
+    recipe = DynamicsRLTrainer(_cfg(tiny_dir, other, cache_dir, tmp_path / "run"))
+    with pytest.raises(ModelError, match="has another image tokenizer than the dynamics model"):
+        recipe.setup()
+    recipe.cleanup()
+
+
+def test_a_nan_reward_stops_with_one_line(tiny_dir, cache_dir, tmp_path):
+    from worldboot.models import load_backbone
+
+    broken = load_backbone(tiny_dir)
+    with torch.no_grad():
+        broken.core.lm_head.weight.fill_(float("nan"))
+    broken.save(tmp_path / "nan-cwm")
+    with pytest.raises(ModelError, match=r"gave a NaN reward for sample .* at step 1: check its weights"):
+        run_training(_cfg(tiny_dir, tmp_path / "nan-cwm", cache_dir, tmp_path / "run"))
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+@pytest.mark.parametrize("objective", ["grpo", "dpo"])
+def test_resume_after_a_kill_gives_the_same_adapter(tiny_dir, cache_dir, tmp_path, objective):
+    from safetensors.torch import load_file
+
+    rl = RLSettings(verifier=str(tiny_dir), group_size=3, objective=objective, max_new_tokens=6)
+    run_training(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "straight", save_every=2, rl=rl))
+    killed = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "killed", save_every=2, rl=rl)
+    first = DynamicsRLTrainer(killed)
+    first.setup()
+    first.train(stop_after=3)
+    first.cleanup()
+    del first
+    result = run_training(killed, resume=True)
+    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
+    b = load_file(str(tmp_path / "killed" / "adapter" / "adapter_model.safetensors"))
+    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in a.items() if "lora_B" in k)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    assert "eval_reward" in result
