@@ -161,3 +161,22 @@ def test_resume_after_a_kill_gives_the_same_adapter(tiny_dir, cache_dir, tmp_pat
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
     assert "eval_reward" in result
+
+
+def test_under_zero3_the_text_sampler_runs_every_step(tiny, cache_dir, monkeypatch):
+    """When every text has ended, the sampler stops, except with stop_early=False (what
+    dynamics-rl passes under ZeRO-3, where each forward is a collective of all processes and
+    another process may still be drawing)."""
+    from worldboot.data.cache import CachedTripletDataset
+    from worldboot.models import sampling
+
+    item = CachedTripletDataset(cache_dir)[0]
+    prompt = tiny.dynamics_example(item["source_codes"], item["target_codes"])
+    monkeypatch.setattr(sampling, "pick", lambda scores, *a: torch.full((scores.shape[0],), tiny.eos_id))
+    steps = []
+    real_step = tiny._step
+    monkeypatch.setattr(tiny, "_step", lambda *a, **k: steps.append(1) or real_step(*a, **k))
+    assert sampling.sample_text_ids(tiny, [prompt], 5) == [[tiny.eos_id]]
+    assert steps == []
+    assert sampling.sample_text_ids(tiny, [prompt], 5, stop_early=False) == [[tiny.eos_id]]
+    assert len(steps) == 4

@@ -194,11 +194,14 @@ def sample_text_ids(
     sampling: SamplingConfig | None = None,
     generator: torch.Generator | Sequence[torch.Generator] | None = None,
     num_samples: int = 1,
+    stop_early: bool = True,
 ) -> list[list[int]]:
     """Token ids drawn after each prompt until end-of-sequence (included when drawn), at most
     ``max_new_tokens``; never :func:`banned_text_ids`. Greedy when ``sampling.temperature ==
     0`` (the default here). With ``num_samples`` the prompts are prefilled once and their cache
-    repeated, as for images; ``generator`` may be one per prompt.
+    repeated, as for images; ``generator`` may be one per prompt. ``stop_early=False`` runs all
+    ``max_new_tokens`` steps even when every row has ended: under DeepSpeed ZeRO-3 each forward
+    gathers the weights from every process, so all must run as many.
 
     Returns:
         ``len(prompts) * num_samples`` lists, a prompt's samples consecutive.
@@ -218,7 +221,7 @@ def sample_text_ids(
     procs = warpers(sampling)
     done = torch.zeros(logits.shape[0], dtype=torch.bool, device=backbone.device)
     out: list[list[int]] = [[] for _ in range(logits.shape[0])]
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         logits[:, banned] = float("-inf")
         token = pick(logits, sampling, procs, generator)
         token = torch.where(done, torch.full_like(token, backbone.eos_id), token)
@@ -226,7 +229,7 @@ def sample_text_ids(
             if not done[i]:
                 out[i].append(t)
         done |= token == backbone.eos_id
-        if bool(done.all()):
+        if step + 1 == max_new_tokens or (stop_early and bool(done.all())):
             break
         cache, logits, mask, last_pos = backbone._step(cache, token, mask, last_pos)
     return out

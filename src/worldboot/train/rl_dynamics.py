@@ -25,6 +25,7 @@ import torch
 
 from worldboot.errors import ConfigError, ModelError
 from worldboot.models.backbone import Example, SamplingConfig
+from worldboot.train.engine import zero_stage
 from worldboot.train.rl import RLTrainer
 
 PAD = -1  # fills the candidates' tensor after a text's last token
@@ -118,7 +119,8 @@ class DynamicsRLTrainer(RLTrainer):
         wrapped, self.backbone.model = self.backbone.model, policy
         try:
             ids = sample_text_ids(self.backbone, self._prompts(items), rl.max_new_tokens,
-                                  SamplingConfig(temperature=rl.temperature), generators, rl.group_size)
+                                  SamplingConfig(temperature=rl.temperature), generators, rl.group_size,
+                                  stop_early=zero_stage(self.accelerator) != 3)
         finally:
             self.backbone.model = wrapped
             self.model.train()
