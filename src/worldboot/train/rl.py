@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -210,20 +212,24 @@ class RLTrainer(Trainer):
     def _prompts(self, items: list[dict[str, Any]]) -> list[Example]:
         return [self.backbone.world_example(it["source_codes"], it["action"]) for it in items]
 
+    @contextmanager
+    def policy_sampling(self) -> Iterator[Any]:
+        """The backbone with the current policy (unwrapped) as its model, for its samplers;
+        the training model and training mode are back afterwards."""
+        wrapped, self.backbone.model = self.backbone.model, self._policy()
+        try:
+            yield self.backbone
+        finally:
+            self.backbone.model = wrapped
+            self.model.train()
+
     @torch.no_grad()
     def sample(self, items: list[dict[str, Any]], generators: list[torch.Generator]) -> torch.Tensor:
         """``[n, G, L]`` candidate codes from the current policy."""
         rl = self.cfg.rl
-        policy = self._policy()
-        wrapped, self.backbone.model = self.backbone.model, policy
-        try:
-            codes = self.backbone.generate_images(
-                self._prompts(items), rl.group_size, SamplingConfig(temperature=rl.temperature), generator=generators
-            )
-        finally:
-            self.backbone.model = wrapped
-            self.model.train()
-        return codes
+        with self.policy_sampling() as bb:
+            return bb.generate_images(self._prompts(items), rl.group_size, SamplingConfig(temperature=rl.temperature),
+                                      generator=generators)
 
     @torch.no_grad()
     def rewards(self, items: list[dict[str, Any]], codes: torch.Tensor, step: int) -> torch.Tensor:

@@ -115,15 +115,9 @@ class DynamicsRLTrainer(RLTrainer):
         from worldboot.models.sampling import sample_text_ids
 
         rl = self.cfg.rl
-        policy = self._policy()
-        wrapped, self.backbone.model = self.backbone.model, policy
-        try:
-            ids = sample_text_ids(self.backbone, self._prompts(items), rl.max_new_tokens,
-                                  SamplingConfig(temperature=rl.temperature), generators, rl.group_size,
-                                  stop_early=zero_stage(self.accelerator) != 3)
-        finally:
-            self.backbone.model = wrapped
-            self.model.train()
+        with self.policy_sampling() as bb:
+            ids = sample_text_ids(bb, self._prompts(items), rl.max_new_tokens, SamplingConfig(temperature=rl.temperature),
+                                  generators, rl.group_size, stop_early=zero_stage(self.accelerator) != 3)
         out = torch.full((len(ids), max(max(len(r) for r in ids), 1)), PAD, dtype=torch.long)
         for i, row in enumerate(ids):
             out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
