@@ -274,7 +274,7 @@ def load_config(
     if base:
         tree = _deep_merge(tree, base)
     if path is not None:
-        tree = _deep_merge(tree, read_yaml(path))
+        tree = _deep_merge(tree, read_yaml(shipped_or_given(path)))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
@@ -284,6 +284,20 @@ def load_config(
         if value is not None:
             _set_dotted(tree, key, value)
     return from_dict(cls, tree)
+
+
+def shipped_or_given(path: str | os.PathLike[str]) -> Path:
+    """``path``, or for a relative ``configs/...`` path that does not exist here the preset the
+    package ships under that name: ``--config configs/demo/cdm.yaml`` then works from any
+    folder, as the commands' examples write it, not only from a checkout's root."""
+    given = Path(path)
+    parts = given.parts
+    if given.exists() or given.is_absolute() or len(parts) < 2 or parts[0] != "configs":
+        return given
+    from importlib.resources import files
+
+    shipped = Path(str(files("worldboot").joinpath(*parts)))
+    return shipped if shipped.is_file() else given
 
 
 def preset_file(group: str, name: str) -> Path:

@@ -131,3 +131,18 @@ def test_config_and_study_files_that_are_not_utf8_or_yaml_are_one_line(tmp_path,
     with pytest.raises(DataError, match=r"broken.yaml:\d+: not valid YAML \(") as err:
         load_study(broken)
     assert "\n" not in str(err.value)
+
+
+def test_a_shipped_preset_path_works_from_any_folder(tmp_path, monkeypatch):
+    """``--config configs/demo/dynamics_rl.yaml`` as the examples write it: from a folder
+    without ``configs/`` it is the package's preset; a file of that name here wins; a path that
+    is neither stays a one-line error naming it."""
+    from worldboot.train.config import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config(TrainConfig, "configs/demo/dynamics_rl.yaml").task == "dynamics-rl"
+    (tmp_path / "configs" / "demo").mkdir(parents=True)
+    (tmp_path / "configs" / "demo" / "dynamics_rl.yaml").write_text("task: world\n")
+    assert load_config(TrainConfig, "configs/demo/dynamics_rl.yaml").task == "world"
+    with pytest.raises(ConfigError, match="config file not found: configs/demo/nothing.yaml"):
+        load_config(TrainConfig, "configs/demo/nothing.yaml")
