@@ -137,7 +137,7 @@ def test_a_nan_reward_stops_with_one_line(tiny_dir, cache_dir, tmp_path):
     with torch.no_grad():
         broken.core.lm_head.weight.fill_(float("nan"))
     broken.save(tmp_path / "nan-cwm")
-    with pytest.raises(ModelError, match=r"gave a NaN reward for sample .* at step 1: check its weights"):
+    with pytest.raises(ModelError, match=r"gave a NaN reward for sample .* at step 1: check the world model"):
         run_training(_cfg(tiny_dir, tmp_path / "nan-cwm", cache_dir, tmp_path / "run"))
     assert not (tmp_path / "run" / "adapter").exists()
 

@@ -21,6 +21,9 @@ builds text pairs from a dataset. Here candidates are image codes from our sampl
 come from another model's forward, so the loop is the accelerate recipe of
 :mod:`worldboot.train.recipes` (the same resume, multi-process and DeepSpeed support) with a
 different step; the losses are the pure functions of :mod:`worldboot.train.losses`.
+
+(Just over 400 lines: one recipe, online and offline, whose sampling, rewarding and
+log-probability hooks :mod:`worldboot.train.rl_dynamics` overrides for the reverse direction.)
 """
 
 from __future__ import annotations
@@ -241,14 +244,20 @@ class RLTrainer(Trainer):
         """
         out = torch.empty(codes.shape[:2])
         for i, it in enumerate(items):
-            mean = self.verifier.score_candidates(it["source_codes"], codes[i], it["action"]).mean
+            mean = self.reward_means(it, codes[i])
             if torch.isnan(mean).any():
                 raise ModelError(
                     f"the verifier {self.cfg.rl.verifier} gave a NaN reward for sample {it.get('id', i)!r} at step "
-                    f"{step + 1}: check the CDM (its weights or dtype)"
+                    f"{step + 1}: check {self.rewarder} (its weights or dtype)"
                 )
             out[i] = mean.clamp(min=self.cfg.rl.reward_min, max=0.0)
         return out
+
+    rewarder = "the CDM"  # named by a NaN reward's error
+
+    def reward_means(self, item: dict[str, Any], cands: torch.Tensor) -> torch.Tensor:
+        """``[k]`` the verifier's per-token mean log p(action | source, candidate) of ``cands``."""
+        return self.verifier.score_candidates(item["source_codes"], cands, item["action"]).mean
 
     def _examples(self, items: list[dict[str, Any]], codes: torch.Tensor) -> list[Example]:
         bb = self.backbone

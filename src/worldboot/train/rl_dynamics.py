@@ -129,23 +129,11 @@ class DynamicsRLTrainer(RLTrainer):
         return [bb.tokenizer.decode([t for t in row.tolist() if t not in (PAD, bb.eos_id)],
                                     skip_special_tokens=True).strip() for row in cands]
 
-    @torch.no_grad()
-    def rewards(self, items: list[dict[str, Any]], codes: torch.Tensor, step: int) -> torch.Tensor:
-        """``[n, G]``: the world model's per-token mean log p(target | source, text), clamped.
+    rewarder = "the world model"
 
-        Raises:
-            ModelError: When the world model returns NaN.
-        """
-        out = torch.empty(codes.shape[:2])
-        for i, it in enumerate(items):
-            mean = self.verifier.score(it["source_codes"], it["target_codes"], self.texts(codes[i]))
-            if torch.isnan(mean).any():
-                raise ModelError(
-                    f"the world model {self.cfg.rl.verifier} gave a NaN reward for sample {it.get('id', i)!r} at "
-                    f"step {step + 1}: check its weights or dtype"
-                )
-            out[i] = mean.clamp(min=self.cfg.rl.reward_min, max=0.0)
-        return out
+    def reward_means(self, item: dict[str, Any], cands: torch.Tensor) -> torch.Tensor:
+        """``[k]`` the world model's per-token mean log p(target | source, text) of each text."""
+        return self.verifier.score(item["source_codes"], item["target_codes"], self.texts(cands))
 
     def _examples(self, items: list[dict[str, Any]], codes: torch.Tensor) -> list[Example]:
         examples = []
