@@ -159,3 +159,22 @@ def test_the_reward_claim_compares_one_grpo_sample_with_the_cwm_and_its_best_of_
     against = rl["evidence"].split("at 8 samples a prediction, scores ")[1]
     assert against.startswith(f"{table2['CWM + best-of-8']['all']['score']:.2f} (GRPO against it: p = ")
     assert float(against.split("p = ")[1].split(")")[0]) < 1e-6  # significantly below best-of-8
+
+
+def test_each_reward_row_gets_its_own_claim():
+    """With a GRPO and a DPO row, each is tested against the CWM on its own: here GRPO above it
+    (held) and DPO below it (did not hold)."""
+    from worldboot.demo.config import REWARD_MODELS
+
+    n = 30
+    rng = random.Random(3)
+    base = [rng.choice([2.0, 3.0, 4.0]) for _ in range(n)]
+    models = {"Copy": [0.0] * n, **{m: [[b] * 8 for b in base] for m in
+                                   ("C-FT", "CWM", "CWM w/o synthetic", "CWM w/o weighted loss")}}
+    (grpo, _), (dpo, _) = REWARD_MODELS["rl"], REWARD_MODELS["dpo"]
+    judged = _judged(n, {**models, grpo: [b + 1.0 for b in base], dpo: [b - 1.0 for b in base]}, [[0.0] * 8] * n)
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+    got = {c["claim"]: c for c in run_claims(state, make_table2(judged, [1, 8]), [1, 8], judged)}
+    assert got[next(k for k in got if "(GRPO)" in k)]["verdict"] == "held"
+    d = got[next(k for k in got if "(DPO)" in k)]
+    assert d["verdict"] == "did not hold" and "(DPO against it: p = " in d["evidence"]

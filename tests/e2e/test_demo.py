@@ -11,13 +11,14 @@ import json
 import pytest
 
 from worldboot.cli import main
-from worldboot.demo import CEILING, GREEDY, RL_MODEL, WORLD_MODELS
+from worldboot.demo import CEILING, GREEDY, REWARD_MODELS, WORLD_MODELS
 
 # The first test to run builds the demo (and, on a fresh machine, the world base) in its fixture.
 pytestmark = pytest.mark.timeout(1800)
 #: The smoke preset, with a few steps of the reward optimisation the preset leaves out (the paper
 #: preset's "CWM + GRPO" row), so that its stage, row, claim and example column run here too.
-DEMO = ["demo", "--preset", "smoke", "rl.steps=2", "rl.batch_size=2", "rl.group_size=2"]
+DEMO = ["demo", "--preset", "smoke", "rl.steps=2", "rl.batch_size=2", "rl.group_size=2",
+        "dpo.steps=2", "dpo.batch_size=2", "dpo.group_size=2"]
 
 
 @pytest.fixture(scope="module")
@@ -110,15 +111,18 @@ def test_world_models_sampled_greedy_and_against_the_ceiling(demo_run):
     assert len(ceiling) == len(judged["Copy"]) and sum(ceiling) / len(ceiling) >= 9.5
 
 
-def test_the_cwm_after_grpo_is_a_row_a_claim_and_a_column(demo_run):
+def test_the_cwm_after_grpo_and_dpo_is_a_row_a_claim_and_a_column(demo_run):
     out, _ = demo_run
-    rl = json.loads((out / "stages.json").read_text())["rl"]["result"]
-    assert rl["steps"] == 2 and rl["prompts"] == ["labelled"] and rl["reward_first"] <= 0.0, rl
-    judged = _judged(out)
-    assert len(judged[RL_MODEL]) == len(judged["Copy"]) and len(judged[RL_MODEL][0]["score"]) == 1
-    report = _report(out)
-    assert f"| {RL_MODEL} |" in report and "Reward optimisation with the CDM (GRPO)" in report
-    assert f"| C-FT | CWM | {RL_MODEL} |" in report  # the examples table shows its sample
+    stages = json.loads((out / "stages.json").read_text())
+    judged, report = _judged(out), _report(out)
+    for key, (row, objective) in REWARD_MODELS.items():
+        rl = stages[key]["result"]
+        assert rl["steps"] == 2 and rl["objective"] == objective and rl["reward_first"] <= 0.0, rl
+        assert len(judged[row]) == len(judged["Copy"]) and len(judged[row][0]["score"]) == 1
+        assert f"| {row} |" in report and f"Reward optimisation with the CDM ({objective.upper()})" in report
+        assert f"2 {objective.upper()} steps" in report
+    rows = [row for row, _ in REWARD_MODELS.values()]
+    assert f"| C-FT | CWM | {' | '.join(rows)} |" in report  # the examples table shows their samples
 
 
 def test_a_rerun_resumes_every_stage_but_the_report(demo_run, capsys):

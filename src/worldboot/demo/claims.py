@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from worldboot.demo.config import ALPHA, CHOICES, RL_MODEL
+from worldboot.demo.config import ALPHA, CHOICES, REWARD_MODELS
 from worldboot.stats import binomial_p, paired_p
 
 
@@ -108,16 +108,19 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
          score[f"C-FT + best-of-{kmax}"] > score["C-FT"], world_p("C-FT", "C-FT", ka=kmax),
          f"score {score['C-FT']:.2f} (K=1) -> {score[f'C-FT + best-of-{kmax}']:.2f} (K={kmax})"
          + es_me(f"C-FT + best-of-{kmax}", "C-FT")),
-    ]) + ([] if RL_MODEL not in score else [
+    ]) + [
         # After the paper (SWIRL): one sample of the CWM trained against the CDM's reward,
         # against the CWM's one sample and against its best-of-K, which pays K samples.
-        ("Reward optimisation with the CDM (GRPO) raises the CWM's score at temperature 1 (after the paper)",
-         score[RL_MODEL] > score["CWM"], world_p(RL_MODEL, "CWM"),
-         f"score {score['CWM']:.2f} -> {score[RL_MODEL]:.2f}" + es_me(RL_MODEL, "CWM")
+        (f"Reward optimisation with the CDM ({objective.upper()}) raises the CWM's score at temperature 1 "
+         "(after the paper)",
+         score[row] > score["CWM"], world_p(row, "CWM"),
+         f"score {score['CWM']:.2f} -> {score[row]:.2f}" + es_me(row, "CWM")
          + ("" if kmax < 2 else
             f"; the CWM + best-of-{kmax}, at {kmax} samples a prediction, scores "
-            f"{score[f'CWM + best-of-{kmax}']:.2f} (GRPO against it: p = {world_p(RL_MODEL, 'CWM', kb=kmax):.2g})")),
-    ]) + [
+            f"{score[f'CWM + best-of-{kmax}']:.2f} ({objective.upper()} against it: "
+            f"p = {world_p(row, 'CWM', kb=kmax):.2g})"))
+        for row, objective in REWARD_MODELS.values() if row in score
+    ] + [
         ("Copy gets no editing success from the judge (sanity check)",
          (es["Copy"] or 0) == 0.0, None, f"Copy ES {es['Copy']:.2f}"),
     ]

@@ -11,7 +11,7 @@ from typing import Literal
 from worldboot.config import bounded, load_preset
 from worldboot.errors import ConfigError
 
-STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "rl", "predict", "report")
+STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "rl", "dpo", "predict", "report")
 #: Options of the multiple-choice action test of Table 1 (the true action and CHOICES - 1 others).
 CHOICES = 5
 #: Rows of Table 2 that are not world models: the source image as the prediction, and the true
@@ -48,15 +48,18 @@ class FineTuneSettings:
 
 @dataclass
 class RewardSettings:
-    """The demo's reward optimisation (``worldboot train world-rl``, after the paper: SWIRL):
-    the CWM trained with GRPO against the frozen CDM's reward, the ``CWM + GRPO`` row.
+    """One reward optimisation of the demo (``worldboot train world-rl``, after the paper:
+    SWIRL): the CWM trained against the frozen CDM's reward, with GRPO (``DemoConfig.rl``, the
+    ``CWM + GRPO`` row) or DPO (``DemoConfig.dpo``, the ``CWM + DPO`` row).
 
     Attributes:
-        steps: GRPO steps; 0 leaves the row out (the smoke preset does).
+        steps: Optimiser steps; 0 leaves the row out (the smoke preset does).
         batch_size: (source, action) prompts per step.
         group_size: Candidates sampled per prompt (GRPO's group).
         lr: Learning rate of the LoRA adapter (constant).
-        beta: KL coefficient to the reference (the CWM without the adapter).
+        beta: How strongly the policy is held to the reference (the CWM without the adapter):
+            GRPO's KL coefficient; DPO's temperature on the log-ratio margin (TRL's
+            ``DPOConfig.beta``), where each group's best and worst candidate make the pair.
         prompts: Which of the demo's token caches give the (source, action) prompts:
             ``labelled`` (the labelled training triplets, on which the CDM and the world models
             were trained), ``synthetic`` (the mined key-frame pairs with the CDM's own actions),
@@ -103,8 +106,10 @@ class DemoConfig:
             1.13, the plain loss 1.37 and 2.60.
         cdm: The dynamics model's training.
         cwm: Each world model's training (the same for all four, for a fair comparison).
-        rl: The CWM's reward optimisation against the CDM (the ``CWM + GRPO`` row; off when
+        rl: The CWM trained with GRPO against the CDM (the ``CWM + GRPO`` row; off when
             ``rl.steps`` is 0).
+        dpo: The CWM trained with DPO against the CDM, from the same kind of groups (the
+            ``CWM + DPO`` row; off when ``dpo.steps`` is 0).
         torch_threads: Threads for torch (0 = torch's default).
     """
 
@@ -124,6 +129,7 @@ class DemoConfig:
     cdm: FineTuneSettings = field(default_factory=FineTuneSettings)
     cwm: FineTuneSettings = field(default_factory=FineTuneSettings)
     rl: RewardSettings = field(default_factory=RewardSettings)
+    dpo: RewardSettings = field(default_factory=lambda: RewardSettings(beta=0.1))
     torch_threads: int = 0
 
 
@@ -149,6 +155,8 @@ WORLD_MODELS = {
     "CWM w/o synthetic": (False, "l2"),
     "CWM w/o weighted loss": (True, "none"),
 }
-#: The row of the CWM after reward optimisation against the CDM (:class:`RewardSettings`).
-RL_MODEL = "CWM + GRPO"
+#: The rows of the CWM after reward optimisation against the CDM, by the :class:`DemoConfig`
+#: field (and stage) that trains each: (row, ``worldboot train world-rl``'s objective).
+REWARD_MODELS = {"rl": ("CWM + GRPO", "grpo"), "dpo": ("CWM + DPO", "dpo")}
+RL_MODEL = REWARD_MODELS["rl"][0]
 

@@ -40,9 +40,10 @@ def finetune(task: str, base: str, out: Path, caches: list[Path], s: FineTuneSet
 
 
 def reward_optimise(world: Path, cdm: Path, out: Path, caches: list[Path], r: RewardSettings,
-                    seed: int) -> dict[str, Any]:
-    """GRPO on ``world`` against the frozen ``cdm`` (``worldboot train world-rl``): a LoRA
-    adapter (r16, alpha 32, no dropout), the world model without it as the reference.
+                    seed: int, objective: str = "grpo") -> dict[str, Any]:
+    """GRPO or DPO (``objective``) on ``world`` against the frozen ``cdm`` (``worldboot train
+    world-rl``): a LoRA adapter (r16, alpha 32, no dropout), the world model without it as the
+    reference; ``r.beta`` is GRPO's KL coefficient or DPO's temperature.
 
     Returns:
         The steps and prompts, the mean reward of the training samples over the first and the
@@ -66,12 +67,13 @@ def reward_optimise(world: Path, cdm: Path, out: Path, caches: list[Path], r: Re
         lora=LoraSettings(r=16, alpha=32, dropout=0.0),
         optim=OptimSettings(lr=r.lr, warmup_steps=0, scheduler="constant"),
         data=DataSettings(sources=[SourceSettings(cache=str(c)) for c in caches], eval_fraction=0.0),
-        rl=RLSettings(verifier=str(cdm), group_size=r.group_size, beta=r.beta),
+        rl=RLSettings(objective=objective, verifier=str(cdm), group_size=r.group_size,
+                      **({"dpo_beta": r.beta} if objective == "dpo" else {"beta": r.beta})),
     ))
     rows = [row for _, row in read_jsonl(out / "metrics.jsonl") if "reward" in row]
     fifth = max(1, len(rows) // 5)
     return {
-        "steps": r.steps, "prompts": list(r.prompts),
+        "steps": r.steps, "prompts": list(r.prompts), "objective": objective,
         "reward_first": sum(x["reward"] for x in rows[:fifth]) / fifth,
         "reward_last": sum(x["reward"] for x in rows[-fifth:]) / fifth,
         "spread": sum(x["reward_spread"] for x in rows) / len(rows),

@@ -11,8 +11,9 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
 5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
 6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
    two ablations (without synthetic data; without the weighted loss), equal steps each.
-7. ``rl``: the CWM trained with GRPO against the frozen CDM's reward (``worldboot train
-   world-rl``, after the paper), when the preset asks for it (``rl.steps``).
+7. ``rl`` and ``dpo``: the CWM trained with GRPO, and with DPO, against the frozen CDM's
+   reward (``worldboot train world-rl``, after the paper), when the preset asks for them
+   (``rl.steps``, ``dpo.steps``).
 8. ``predict``: ``worldboot generate`` draws N candidates per test sample from each world
    model with the CDM as verifier (and one greedy decoding), and ``worldboot evaluate`` judges
    them with the world's judge; best-of-K for K in ``best_of`` (Figure 7).
@@ -27,7 +28,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from worldboot.demo.config import (
     CEILING,
     CHOICES,
     GREEDY,
-    RL_MODEL,
+    REWARD_MODELS,
     STAGES,
     WORLD_MODELS,
     DemoConfig,
@@ -45,35 +46,8 @@ from worldboot.demo.config import (
 )
 from worldboot.demo.finetune import finetune, reward_optimise
 from worldboot.demo.memory import PeakMemory
-from worldboot.demo.report import markdown, plot_examples, plot_k, slug, table2, to_html
+from worldboot.demo.report import judged_rows, markdown, plot_examples, plot_k, slug, table2, to_html
 from worldboot.runs import RunDir, read_jsonl, write_atomic
-
-
-def judged_rows(results: Iterable[tuple[int, dict[str, Any]]], models: list[str]) -> dict[str, list[dict[str, Any]]]:
-    """The report's view of ``worldboot evaluate``'s ``results.jsonl``: per model and test
-    triplet, the world judge's ES, ME and score of each candidate (in sampling order) and the
-    CDM's score of each (zeros where no verifier ranked them); one entry for single predictions.
-    A prediction the judge could not score counts 0 (the world judge fails only on an image it
-    cannot read)."""
-    out: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
-    for _, row in results:
-        if row["model"] not in out:
-            continue  # evaluate's own oracle rows: the report computes best-of-K from the candidates
-        cands = row.get("candidates") or [dict(_verdict(row.get("judge")), cdm_score=None)]
-        out[row["model"]].append({
-            "id": row["id"], "subset": row["subset"],
-            "es": [c.get("editing_success") or 0.0 for c in cands],
-            "me": [c.get("minimal_editing") or 0.0 for c in cands],
-            "score": [c.get("judge_score") or 0.0 for c in cands],
-            "cdm": [c.get("cdm_score") or 0.0 for c in cands],
-        })
-    return out
-
-
-def _verdict(judge: dict[str, Any] | None) -> dict[str, Any]:
-    judge = judge or {}
-    return {"editing_success": judge.get("editing_success"), "minimal_editing": judge.get("minimal_editing"),
-            "judge_score": judge.get("score")}
 
 
 class Demo:
@@ -324,16 +298,29 @@ class Demo:
     def stage_rl(self) -> dict[str, Any]:
         """The CWM trained with GRPO against the frozen CDM (``worldboot train world-rl``): a
         LoRA adapter, the CWM without it as the reference; skipped when ``rl.steps`` is 0."""
-        r = self.cfg.rl
+        return self._reward("rl")
+
+    def stage_dpo(self) -> dict[str, Any]:
+        """The CWM trained with DPO against the frozen CDM (each group's best and worst
+        candidate as the pair); skipped when ``dpo.steps`` is 0."""
+        return self._reward("dpo")
+
+    def _reward(self, key: str) -> dict[str, Any]:
+        r = getattr(self.cfg, key)
         if not r.steps:
-            return {"skipped": "rl.steps is 0"}
-        return reward_optimise(self.out / "cwm" / slug("CWM"), self.out / "cdm", self.out / "cwm" / slug(RL_MODEL),
-                               [self.out / "cache" / p for p in r.prompts], r, self.cfg.seed)
+            return {"skipped": f"{key}.steps is 0"}
+        row, objective = REWARD_MODELS[key]
+        return reward_optimise(self.out / "cwm" / slug("CWM"), self.out / "cdm", self.out / "cwm" / slug(row),
+                               [self.out / "cache" / p for p in r.prompts], r, self.cfg.seed, objective)
+
+    def reward_models(self) -> list[str]:
+        """The rows of :data:`REWARD_MODELS` this run trains (their ``steps`` above 0)."""
+        return [row for key, (row, _) in REWARD_MODELS.items() if getattr(self.cfg, key).steps]
 
     def world_models(self) -> list[str]:
         """The world models of this run: the four of :data:`WORLD_MODELS`, and the CWM after
-        reward optimisation when the preset trains it."""
-        return [*WORLD_MODELS, *([RL_MODEL] if self.cfg.rl.steps else [])]
+        each reward optimisation the preset trains."""
+        return [*WORLD_MODELS, *self.reward_models()]
 
     def stage_predict(self) -> dict[str, Any]:
         """Each world model through ``worldboot generate`` (N candidates at temperature 1, the
@@ -356,7 +343,7 @@ class Demo:
             path = self.out / "cwm" / slug(name)
             world = load_backbone(path)
             runs = [(name, n, 1.0, verifier), (name + GREEDY, 1, 0.0, None)]
-            if name == RL_MODEL:  # its point is one sample: best-of-N is the row it is compared with
+            if name in self.reward_models():  # its point is one sample: best-of-N is the row it is compared with
                 runs = [(name, 1, 1.0, None)]
             for label, best_of, temperature, verify in runs:
                 # Greedy decoding beside the paper's temperature 1: how much of a model's

@@ -8,6 +8,7 @@ import os
 import random
 import statistics
 import textwrap
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +19,7 @@ from worldboot.demo.config import (
     CEILING,
     CHOICES,
     GREEDY,
-    RL_MODEL,
+    REWARD_MODELS,
     STAGES,
     DemoConfig,
     FineTuneSettings,
@@ -36,6 +37,33 @@ _METRICS = {"judge_score": "score", "editing_success": "es", "minimal_editing": 
 def slug(name: str) -> str:
     """A folder name for a model's name (``CWM w/o synthetic`` -> ``cwm-w-o-synthetic``)."""
     return "".join(ch if ch.isalnum() else "-" for ch in name.lower()).strip("-").replace("--", "-")
+
+
+def judged_rows(results: Iterable[tuple[int, dict[str, Any]]], models: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """The report's view of ``worldboot evaluate``'s ``results.jsonl``: per model and test
+    triplet, the world judge's ES, ME and score of each candidate (in sampling order) and the
+    CDM's score of each (zeros where no verifier ranked them); one entry for single predictions.
+    A prediction the judge could not score counts 0 (the world judge fails only on an image it
+    cannot read)."""
+    out: dict[str, list[dict[str, Any]]] = {m: [] for m in models}
+    for _, row in results:
+        if row["model"] not in out:
+            continue  # evaluate's own oracle rows: the report computes best-of-K from the candidates
+        cands = row.get("candidates") or [dict(_verdict(row.get("judge")), cdm_score=None)]
+        out[row["model"]].append({
+            "id": row["id"], "subset": row["subset"],
+            "es": [c.get("editing_success") or 0.0 for c in cands],
+            "me": [c.get("minimal_editing") or 0.0 for c in cands],
+            "score": [c.get("judge_score") or 0.0 for c in cands],
+            "cdm": [c.get("cdm_score") or 0.0 for c in cands],
+        })
+    return out
+
+
+def _verdict(judge: dict[str, Any] | None) -> dict[str, Any]:
+    judge = judge or {}
+    return {"editing_success": judge.get("editing_success"), "minimal_editing": judge.get("minimal_editing"),
+            "judge_score": judge.get("score")}
 
 
 def prediction_image(demo: Demo, model: str, sample_id: str, candidate: int | None) -> Path:
@@ -127,8 +155,8 @@ def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
     # (label, model, candidate): the first sample, or the CDM's pick (None) of the model's samples.
     columns = [("source", "", 0), ("target", "", 0), ("C-FT", "C-FT", 0), ("CWM", "CWM", 0),
                (f"CWM + best-of-{k}", "CWM", None)]
-    if demo.cfg.rl.steps:
-        columns.append((RL_MODEL, RL_MODEL, None))  # one sample, no verifier: its only prediction
+    # The reward-optimised rows: one sample, no verifier: their only prediction.
+    columns += [(row, row, None) for row in demo.reward_models()]
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.8 * len(columns), 2.2 * len(rows) + 0.4),
                              squeeze=False)
     fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (2.2 * len(rows) + 0.4),
@@ -218,14 +246,19 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
             lines.append(f"| {name} | {a['es']:.2f} | {a['me']:.2f} | {a['score']:.2f} |")
     lines += ["", f"Rows marked{GREEDY} decode the same model greedily (temperature 0, one candidate); the "
               "others sample at temperature 1, as the paper does."]
-    rl = st.get("rl", {}).get("result", {})
-    if rl.get("steps"):
-        lines += ["", f"{RL_MODEL} (after the paper, as SWIRL does): the CWM with a LoRA adapter trained "
-                  f"{rl['steps']} GRPO steps ({cfg.rl.batch_size} {' and '.join(rl['prompts'])} prompts a step, "
-                  f"{cfg.rl.group_size} samples each) against the frozen CDM's reward, the mean per token of "
-                  f"log p_CDM(action | source, sample); one sample per test triplet. The reward of its training "
-                  f"samples went from {rl['reward_first']:.3f} to {rl['reward_last']:.3f} (first and last fifth "
-                  f"of the steps; spread within a group {rl['spread']:.3f})."]
+    for key, (row, objective) in REWARD_MODELS.items():
+        rl = st.get(key, {}).get("result", {})
+        if rl.get("steps"):
+            how = ("its KL to the CWM weighted" if objective == "grpo" else
+                   "each group's best and worst sample by that reward the preference pair, DPO's temperature")
+            r = getattr(cfg, key)
+            lines += ["", f"{row} (after the paper, as SWIRL does): the CWM with a LoRA adapter trained "
+                      f"{rl['steps']} {objective.upper()} steps ({r.batch_size} {' and '.join(rl['prompts'])} "
+                      f"prompts a step, {r.group_size} samples each; {how} {r.beta:g}) against the frozen CDM's "
+                      "reward, the mean per token of log p_CDM(action | source, sample); one sample per test "
+                      f"triplet. The reward of its training samples went from {rl['reward_first']:.3f} to "
+                      f"{rl['reward_last']:.3f} (first and last fifth of the steps; spread within a group "
+                      f"{rl['spread']:.3f})."]
     stats = demo.out / "mining" / "synthetic" / "stats.md"
     mine = st["mine"]["result"]
     lines += ["", "## Table 5: mined synthetic data", "",
@@ -245,7 +278,8 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
     probe_md = demo.out / "probe" / "probe.md"
     if probe_md.is_file():
         lines += ["### Probe of the base model (Figure 2 as a table)", "", probe_md.read_text(), ""]
-    shown = ["C-FT", "CWM"] + ([RL_MODEL] if RL_MODEL in table2 else [])
+    rewarded = [row for row in demo.reward_models() if row in table2]
+    shown = ["C-FT", "CWM", *rewarded]
     lines += ["## Examples", "", "| source | action | target | " + " | ".join(shown) + " |",
               "|---" * (3 + len(shown)) + "|"]
     test = demo.triplets("test")
@@ -253,7 +287,7 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
         rel = os.path.relpath
         cells = [f"![]({rel(t.source, demo.out)})", html.escape(t.action), f"![]({rel(t.target, demo.out)})"]
         for name in shown:
-            p = prediction_image(demo, name, t.id, None if name == RL_MODEL else 0)
+            p = prediction_image(demo, name, t.id, None if name in rewarded else 0)
             cells.append(f"![]({rel(p, demo.out)})" if p.is_file() else "–")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak memory (MB) |", "|---|---|---|"]
