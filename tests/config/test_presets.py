@@ -87,6 +87,16 @@ def test_unknown_demo_preset_is_a_config_error():
         load_demo_config("huge")
 
 
+@pytest.mark.parametrize("key", ["rl", "dpo"])
+def test_a_reward_row_without_prompts_names_its_own_key(key):
+    from worldboot.demo import load_demo_config
+    from worldboot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{key}\.prompts is empty"):
+        load_demo_config("smoke", overrides=[f"{key}.steps=2", f"{key}.prompts=[]"])
+    assert load_demo_config("smoke", overrides=[f"{key}.prompts=[]"]) is not None  # off: no prompts needed
+
+
 def test_cli_offers_every_preset():
     """The parsers list the preset names without importing torch; they must list them all."""
     from worldboot.cli import build_parser

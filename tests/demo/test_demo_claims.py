@@ -137,7 +137,9 @@ def test_the_reward_claim_compares_one_grpo_sample_with_the_cwm_and_its_best_of_
     """The CWM after GRPO is judged on one sample: above the CWM's one sample on every triplet
     (held), and below the CWM's best-of-8 (the CDM's pick scores 1 more), which the evidence
     reports with its own test."""
-    from worldboot.demo.config import RL_MODEL
+    from worldboot.demo.config import REWARD_MODELS
+
+    RL_MODEL = REWARD_MODELS["rl"][0]
 
     n = 40
     rng = random.Random(2)
@@ -172,7 +174,8 @@ def test_each_reward_row_gets_its_own_claim():
     models = {"Copy": [0.0] * n, **{m: [[b] * 8 for b in base] for m in
                                    ("C-FT", "CWM", "CWM w/o synthetic", "CWM w/o weighted loss")}}
     (grpo, _), (dpo, _) = REWARD_MODELS["rl"], REWARD_MODELS["dpo"]
-    judged = _judged(n, {**models, grpo: [b + 1.0 for b in base], dpo: [b - 1.0 for b in base]}, [[0.0] * 8] * n)
+    rewarded = {grpo: [b + 1.0 for b in base], dpo: [b - 1.0 for b in base]}
+    judged = _judged(n, {**models, **rewarded}, [[0.0] * 8] * n)
     state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
     got = {c["claim"]: c for c in run_claims(state, make_table2(judged, [1, 8]), [1, 8], judged)}
     assert got[next(k for k in got if "(GRPO)" in k)]["verdict"] == "held"

@@ -44,3 +44,28 @@ def test_the_command_says_it_in_one_line(tmp_path, capsys):
     assert main(["demo", "--out", str(out), "cwm.steps=7"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "cwm.steps: " in err and "Traceback" not in err
+
+
+def test_a_stage_that_runs_makes_the_later_ones_run_again(tmp_path):
+    """A run made before a stage existed (here ``dpo``) trains it on resume, and the stages after
+    it (the predictions) run again, so the new model reaches the tables."""
+    from worldboot.demo import STAGES
+
+    out = tmp_path / "run"
+    cfg = DemoConfig()
+    _finished_stage(out, cfg)
+    done = {s: {"result": {}, "seconds": 1.0} for s in STAGES if s != "dpo"}
+    (out / "stages.json").write_text(json.dumps(done))
+    ran: list[str] = []
+
+    class Recording(Demo):
+        def __getattribute__(self, attr):
+            if attr.startswith("stage_"):
+                return lambda: ran.append(attr[6:]) or {}
+            return super().__getattribute__(attr)
+
+    said: list[str] = []
+    Recording(cfg, out, say=said.append).run()
+    assert ran == ["dpo", "predict", "report"]
+    assert "[dpo] runs, so predict will run again after it" in said
+    assert set(json.loads((out / "stages.json").read_text())) == set(STAGES)

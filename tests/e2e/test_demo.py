@@ -15,8 +15,9 @@ from worldboot.demo import CEILING, GREEDY, REWARD_MODELS, WORLD_MODELS
 
 # The first test to run builds the demo (and, on a fresh machine, the world base) in its fixture.
 pytestmark = pytest.mark.timeout(1800)
-#: The smoke preset, with a few steps of the reward optimisation the preset leaves out (the paper
-#: preset's "CWM + GRPO" row), so that its stage, row, claim and example column run here too.
+#: The smoke preset, with a few steps of the reward optimisations the preset leaves out (the paper
+#: preset's "CWM + GRPO" and "CWM + DPO" rows), so that their stages, rows, claims and example
+#: columns run here too.
 DEMO = ["demo", "--preset", "smoke", "rl.steps=2", "rl.batch_size=2", "rl.group_size=2",
         "dpo.steps=2", "dpo.batch_size=2", "dpo.group_size=2"]
 
@@ -57,7 +58,8 @@ def test_every_artefact_is_written(demo_run):
         "mining/synthetic/synthetic.jsonl", "mining/synthetic/stats.md", "predictions/judged.json",
     ]:
         assert (out / name).is_file(), name
-    for run in ("cdm", "cwm/cwm", "cwm/c-ft", "cwm/cwm-w-o-synthetic", "cwm/cwm-w-o-weighted-loss", "cwm/cwm--grpo"):
+    for run in ("cdm", "cwm/cwm", "cwm/c-ft", "cwm/cwm-w-o-synthetic", "cwm/cwm-w-o-weighted-loss", "cwm/cwm--grpo",
+                "cwm/cwm--dpo"):
         assert (out / run / "merged" / "model.safetensors").is_file() or (
             out / run / "adapter" / "adapter_model.safetensors").is_file(), run
     assert "report:" in printed

@@ -21,9 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Build (or reuse) the tiny world foundation model, probe it, train the dynamics model, mine the "
             "world's unlabelled clips, train C-FT, the CWM and its ablations (and, in the paper preset, the CWM "
-            "with GRPO and with DPO against the CDM: rl.steps, dpo.steps), generate with best-of-N, evaluate with the world judge and "
-            "write report.md and report.html. A rerun resumes after the last finished stage; a run made with "
-            "other settings is refused (--fresh starts it over)."
+            "with GRPO and with DPO against the CDM: rl.steps, dpo.steps), generate with best-of-N, evaluate "
+            "with the world judge and write report.md and report.html. A rerun runs the stages not yet "
+            "finished and those after them; a run made with other settings is refused (--fresh starts it over)."
         ),
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,

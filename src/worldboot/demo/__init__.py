@@ -3,7 +3,8 @@
 * :mod:`~worldboot.demo.config`: the sizes (:class:`DemoConfig`, presets ``smoke`` and ``paper``).
 * :mod:`~worldboot.demo.pipeline`: :class:`Demo`, the stages, each resumable.
 * :mod:`~worldboot.demo.finetune`: how the stages train the CDM, the world models and the
-  CWM + GRPO (``worldboot train``'s recipes).
+  CWM + GRPO / + DPO (``worldboot train``'s recipes).
+* :mod:`~worldboot.demo.actions`: how the stage ``cdm`` measures the models' actions (Table 1).
 * :mod:`~worldboot.demo.claims`: the paper's claims, tested on the run.
 * :mod:`~worldboot.demo.report`: ``report.md`` / ``report.html``, tables and figures.
 
@@ -16,7 +17,6 @@ from worldboot.demo.config import (
     GREEDY,
     PRESETS,
     REWARD_MODELS,
-    RL_MODEL,
     STAGES,
     WORLD_MODELS,
     DemoConfig,
@@ -33,7 +33,6 @@ __all__ = [
     "GREEDY",
     "PRESETS",
     "REWARD_MODELS",
-    "RL_MODEL",
     "STAGES",
     "WORLD_MODELS",
     "Demo",

@@ -55,7 +55,8 @@ class RewardSettings:
     Attributes:
         steps: Optimiser steps; 0 leaves the row out (the smoke preset does).
         batch_size: (source, action) prompts per step.
-        group_size: Candidates sampled per prompt (GRPO's group).
+        group_size: Candidates sampled per prompt (the group GRPO normalises over, or DPO's
+            best and worst are taken from).
         lr: Learning rate of the LoRA adapter (constant).
         beta: How strongly the policy is held to the reference (the CWM without the adapter):
             GRPO's KL coefficient; DPO's temperature on the log-ratio margin (TRL's
@@ -63,7 +64,7 @@ class RewardSettings:
         prompts: Which of the demo's token caches give the (source, action) prompts:
             ``labelled`` (the labelled training triplets, on which the CDM and the world models
             were trained), ``synthetic`` (the mined key-frame pairs with the CDM's own actions),
-            or both. GRPO reads only their source and action.
+            or both. Only their source and action are read.
     """
 
     steps: int = bounded(0, ge=0)
@@ -72,10 +73,6 @@ class RewardSettings:
     lr: float = bounded(2e-3, ge=0)
     beta: float = bounded(0.04, ge=0)
     prompts: list[Literal["labelled", "synthetic"]] = field(default_factory=lambda: ["labelled"])
-
-    def __post_init__(self) -> None:
-        if self.steps and not self.prompts:
-            raise ConfigError("rl.prompts is empty: name the caches that give the prompts (labelled, synthetic)")
 
 
 @dataclass
@@ -108,7 +105,7 @@ class DemoConfig:
         cwm: Each world model's training (the same for all four, for a fair comparison).
         rl: The CWM trained with GRPO against the CDM (the ``CWM + GRPO`` row; off when
             ``rl.steps`` is 0).
-        dpo: The CWM trained with DPO against the CDM, from the same kind of groups (the
+        dpo: The CWM trained with DPO against the CDM, on groups sampled the same way (the
             ``CWM + DPO`` row; off when ``dpo.steps`` is 0).
         torch_threads: Threads for torch (0 = torch's default).
     """
@@ -129,8 +126,15 @@ class DemoConfig:
     cdm: FineTuneSettings = field(default_factory=FineTuneSettings)
     cwm: FineTuneSettings = field(default_factory=FineTuneSettings)
     rl: RewardSettings = field(default_factory=RewardSettings)
-    dpo: RewardSettings = field(default_factory=lambda: RewardSettings(beta=0.1))
+    dpo: RewardSettings = field(default_factory=lambda: RewardSettings(lr=5e-4, beta=0.1))
     torch_threads: int = 0
+
+    def __post_init__(self) -> None:
+        for key in REWARD_MODELS:
+            r = getattr(self, key)
+            if r.steps and not r.prompts:
+                raise ConfigError(
+                    f"{key}.prompts is empty: name the caches that give the prompts (labelled, synthetic)")
 
 
 #: Named sizes, each ``configs/demo/<name>.yaml`` inside the package (the one copy).
@@ -158,5 +162,4 @@ WORLD_MODELS = {
 #: The rows of the CWM after reward optimisation against the CDM, by the :class:`DemoConfig`
 #: field (and stage) that trains each: (row, ``worldboot train world-rl``'s objective).
 REWARD_MODELS = {"rl": ("CWM + GRPO", "grpo"), "dpo": ("CWM + DPO", "dpo")}
-RL_MODEL = REWARD_MODELS["rl"][0]
 

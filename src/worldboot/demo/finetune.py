@@ -46,8 +46,9 @@ def reward_optimise(world: Path, cdm: Path, out: Path, caches: list[Path], r: Re
     reference; ``r.beta`` is GRPO's KL coefficient or DPO's temperature.
 
     Returns:
-        The steps and prompts, the mean reward of the training samples over the first and the
-        last fifth of the steps, the mean spread of the rewards within a group, the last KL.
+        The settings, the mean reward of the training samples over the first and the last
+        fifth of the steps, the mean spread of the rewards within a group, and the last KL to
+        the reference (GRPO; None for DPO, which logs none).
     """
     from worldboot.train.config import (
         DataSettings,
@@ -73,7 +74,8 @@ def reward_optimise(world: Path, cdm: Path, out: Path, caches: list[Path], r: Re
     rows = [row for _, row in read_jsonl(out / "metrics.jsonl") if "reward" in row]
     fifth = max(1, len(rows) // 5)
     return {
-        "steps": r.steps, "prompts": list(r.prompts), "objective": objective,
+        "steps": r.steps, "prompts": list(r.prompts), "objective": objective, "batch_size": r.batch_size,
+        "group_size": r.group_size, "lr": r.lr, "beta": r.beta,
         "reward_first": sum(x["reward"] for x in rows[:fifth]) / fifth,
         "reward_last": sum(x["reward"] for x in rows[-fifth:]) / fifth,
         "spread": sum(x["reward_spread"] for x in rows) / len(rows),

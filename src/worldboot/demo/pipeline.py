@@ -33,10 +33,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from worldboot.demo.actions import measure_actions
 from worldboot.demo.claims import claims
 from worldboot.demo.config import (
     CEILING,
-    CHOICES,
     GREEDY,
     REWARD_MODELS,
     STAGES,
@@ -72,6 +72,16 @@ class Demo:
         self.state[name] = {"result": result, "seconds": round(seconds, 1), "peak_mb": peak_mb}
         write_atomic(self.state_path, json.dumps(self.state, indent=2))
 
+    def _forget_after(self, name: str) -> None:
+        # A stage that runs now makes every later one stale (say a stage added since the run
+        # was made: its model would miss the predictions and the report), so they run again.
+        later = [s for s in STAGES[STAGES.index(name) + 1 :] if s in self.state and s != "report"]
+        if later:
+            for s in later:
+                del self.state[s]
+            write_atomic(self.state_path, json.dumps(self.state, indent=2))
+            self.say(f"[{name}] runs, so {', '.join(later)} will run again after it")
+
     def check_resume(self) -> None:
         """Refuse to resume a run made with other settings: its finished stages would be
         skipped and the report would name settings they were not trained with.
@@ -104,7 +114,8 @@ class Demo:
             )
 
     def run(self) -> Path:
-        """Run every stage not yet done; returns the path of ``report.md``.
+        """Run every stage not yet done, and every stage after one that runs (the report
+        always); returns the path of ``report.md``.
 
         Raises:
             ConfigError: When ``out`` holds a run made with other settings (:meth:`check_resume`).
@@ -120,6 +131,7 @@ class Demo:
                     self.say(f"[{name}] done before ({self.state[name]['seconds']} s), skipped")
                     continue
                 self.say(f"[{name}] ...")
+                self._forget_after(name)
                 t0 = time.perf_counter()
                 with PeakMemory() as mem:
                     result = getattr(self, f"stage_{name}")()
@@ -177,78 +189,14 @@ class Demo:
         return path
 
     def stage_cdm(self) -> dict[str, Any]:
-        from worldboot.evaluate.text_metrics import TextMetricsConfig, score_actions
         from worldboot.models import load_backbone
-        from worldboot.world.actions import Action
-        from worldboot.world.text import parse_action, slot_accuracy
 
         labelled = self._cache(self.triplets("train"), "labelled")
         self._train("dynamics", self.out / "cdm", [labelled], self.cfg.cdm)
         test = self.triplets("test")
-        refs = {t.id: (t.subset, t.action) for t in test}
-        results: dict[str, Any] = {}
-        for name, path in (("Chameleon ZS (base)", self.base_dir), ("CDM", self.out / "cdm")):
-            bb = load_backbone(path)
-            preds = self._describe(bb, test)
-            rows, summary = score_actions(preds, refs, TextMetricsConfig())
-            correct, slots = [], []
-            for t in test:
-                truth = Action.from_json(t.meta["action"])
-                got = parse_action(preds[t.id])
-                correct.append(float(got is not None and got == truth))
-                slots.append(slot_accuracy(preds[t.id], truth))
-            choices = self._choice_hits(bb, test)
-            overall = dict(summary["overall"])
-            overall["action_accuracy"] = sum(correct) / len(correct)
-            overall["slot_accuracy"] = sum(slots) / len(slots)
-            overall["choice_accuracy"] = sum(choices) / max(1, len(choices))
-            # Per test triplet, in test order: the claims' paired significance tests read these.
-            by_id = {r["id"]: r for r in rows}
-            overall["per_sample"] = {
-                "ids": [t.id for t in test], "exact": correct, "slot": slots, "choice": choices,
-                "bertscore": [by_id[t.id].get("bertscore") for t in test],
-                "rougeL": [by_id[t.id].get("rougeL") for t in test],
-            }
-            results[name] = overall
-            write_atomic(self.out / "cdm_actions" / f"{slug(name)}.jsonl",
-                         "".join(json.dumps({"id": i, "action": a}) + "\n" for i, a in preds.items()))
-        return results
-
-    def _choice_hits(self, bb, triplets, n_other: int = CHOICES - 1) -> list[float]:
-        """Per triplet, 1.0 if ``bb`` picks the true action, argmax log p(a | o_s, o_t), among it
-        and ``n_other`` other actions that can happen in the same source scene (canonical texts
-        for all, so wording gives nothing away), else 0.0. Unlike a generated text, this asks
-        only whether the model reads the change between the two images: chance is
-        ``1 / (n_other + 1)``."""
-        import random
-
-        from worldboot import world
-        from worldboot.images import open_image
-        from worldboot.world.text import canonical_text
-
-        hits = []
-        for t in triplets:
-            truth = world.Action.from_json(t.meta["action"])
-            scene = world.Scene.from_json(t.meta["source_scene"])
-            rng = random.Random(f"worldboot/demo/choice/{self.cfg.seed}/{t.id}")
-            options = [truth, *world.distractor_actions(scene, truth, n_other, rng)]
-            enc = bb.encode_images([open_image(t.source), open_image(t.target)])
-            examples = [bb.dynamics_example(enc.codes[0], enc.codes[1], canonical_text(a)) for a in options]
-            hits.append(float(int(bb.score_shared_prefix(examples).total.argmax()) == 0))
-        return hits
-
-    @staticmethod
-    def _describe(bb, triplets) -> dict[str, str]:
-        from worldboot.images import open_image
-
-        out = {}
-        for start in range(0, len(triplets), 16):
-            chunk = triplets[start : start + 16]
-            enc = bb.encode_images([open_image(p) for t in chunk for p in (t.source, t.target)])
-            prompts = [bb.dynamics_example(enc.codes[2 * i], enc.codes[2 * i + 1]) for i in range(len(chunk))]
-            for t, text in zip(chunk, bb.generate_text(prompts, max_new_tokens=24), strict=True):
-                out[t.id] = text
-        return out
+        return {name: measure_actions(load_backbone(path), test, self.cfg.seed,
+                                      self.out / "cdm_actions" / f"{slug(name)}.jsonl")
+                for name, path in (("Chameleon ZS (base)", self.base_dir), ("CDM", self.out / "cdm"))}
 
     def stage_mine(self) -> dict[str, Any]:
         from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
@@ -343,7 +291,7 @@ class Demo:
             path = self.out / "cwm" / slug(name)
             world = load_backbone(path)
             runs = [(name, n, 1.0, verifier), (name + GREEDY, 1, 0.0, None)]
-            if name in self.reward_models():  # its point is one sample: best-of-N is the row it is compared with
+            if name in self.reward_models():  # its point is one sample: best-of-N is its comparison
                 runs = [(name, 1, 1.0, None)]
             for label, best_of, temperature, verify in runs:
                 # Greedy decoding beside the paper's temperature 1: how much of a model's

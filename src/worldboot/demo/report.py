@@ -9,6 +9,7 @@ import random
 import statistics
 import textwrap
 from collections.abc import Iterable
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -141,7 +142,8 @@ def plot_k(judged: dict[str, list[dict[str, Any]]], ks: list[int], path: Path) -
 
 def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
     """Source, target, C-FT's and the CWM's first sample, the CDM's pick of the CWM's samples
-    (and the first sample of the CWM after GRPO, when the run has it), for ``n`` test triplets spread over the test set, with each action as a caption."""
+    (and the one sample of the CWM after GRPO and after DPO, when the run has them), for ``n``
+    test triplets spread over the test set, with each action as a caption."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,16 +251,16 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
     for key, (row, objective) in REWARD_MODELS.items():
         rl = st.get(key, {}).get("result", {})
         if rl.get("steps"):
-            how = ("its KL to the CWM weighted" if objective == "grpo" else
-                   "each group's best and worst sample by that reward the preference pair, DPO's temperature")
-            r = getattr(cfg, key)
+            r = {**asdict(getattr(cfg, key)), **rl}  # the run's own settings; the config's for older runs
+            how = (f"KL coefficient {r['beta']:g}" if objective == "grpo" else
+                   f"each group's best and worst sample as the preference pair, DPO beta {r['beta']:g}")
             lines += ["", f"{row} (after the paper, as SWIRL does): the CWM with a LoRA adapter trained "
-                      f"{rl['steps']} {objective.upper()} steps ({r.batch_size} {' and '.join(rl['prompts'])} "
-                      f"prompts a step, {r.group_size} samples each; {how} {r.beta:g}) against the frozen CDM's "
-                      "reward, the mean per token of log p_CDM(action | source, sample); one sample per test "
-                      f"triplet. The reward of its training samples went from {rl['reward_first']:.3f} to "
-                      f"{rl['reward_last']:.3f} (first and last fifth of the steps; spread within a group "
-                      f"{rl['spread']:.3f})."]
+                      f"{r['steps']} {objective.upper()} steps ({r['batch_size']} {' and '.join(r['prompts'])} "
+                      f"prompts a step, {r['group_size']} samples each, lr {r['lr']:g}, {how}) against the "
+                      "frozen CDM's reward, the mean per token of log p_CDM(action | source, sample); one "
+                      f"sample per test triplet. The reward of its training samples went from "
+                      f"{r['reward_first']:.3f} to {r['reward_last']:.3f} (first and last fifth of the "
+                      f"steps; spread within a group {r['spread']:.3f})."]
     stats = demo.out / "mining" / "synthetic" / "stats.md"
     mine = st["mine"]["result"]
     lines += ["", "## Table 5: mined synthetic data", "",
