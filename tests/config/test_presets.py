@@ -97,6 +97,15 @@ def test_a_reward_row_without_prompts_names_its_own_key(key):
     assert load_demo_config("smoke", overrides=[f"{key}.prompts=[]"]) is not None  # off: no prompts needed
 
 
+def test_a_dpo_row_with_beta_0_is_refused_before_any_stage():
+    from worldboot.demo import load_demo_config
+    from worldboot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^dpo\.beta must be above 0"):
+        load_demo_config("smoke", overrides=["dpo.steps=2", "dpo.beta=0"])
+    assert load_demo_config("smoke", overrides=["rl.steps=2", "rl.beta=0"]).rl.beta == 0  # GRPO without KL
+
+
 def test_cli_offers_every_preset():
     """The parsers list the preset names without importing torch; they must list them all."""
     from worldboot.cli import build_parser

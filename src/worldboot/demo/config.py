@@ -135,6 +135,8 @@ class DemoConfig:
             if r.steps and not r.prompts:
                 raise ConfigError(
                     f"{key}.prompts is empty: name the caches that give the prompts (labelled, synthetic)")
+        if self.dpo.steps and self.dpo.beta <= 0:  # before the hour of stages that precede it
+            raise ConfigError(f"dpo.beta must be above 0 (DPO's temperature), got {self.dpo.beta:g}")
 
 
 #: Named sizes, each ``configs/demo/<name>.yaml`` inside the package (the one copy).
