@@ -129,6 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"worldboot {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        # A file system refusal on a path the user named (permission denied, a file where a
+        # folder is needed, disk full): one line naming the path. --debug shows where.
+        if args.debug or not (err.filename or err.strerror):
+            raise
+        where = f": {err.filename}" + (f" -> {err.filename2}" if err.filename2 else "") if err.filename else ""
+        print(f"worldboot {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; finished outputs are kept and a rerun resumes", file=sys.stderr)
         return 130

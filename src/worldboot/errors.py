@@ -1,7 +1,8 @@
 """Errors a user can cause and fix.
 
-The CLI turns a :class:`UserError` into one line on stderr and exit code 2; any other
-exception is a bug and keeps its traceback.
+The CLI turns a :class:`UserError`, and an ``OSError`` the file system raised on a named
+path (permission denied, a file where a folder is needed), into one line on stderr and exit
+code 2; any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -21,3 +22,7 @@ class DataError(UserError):
 
 class ModelError(UserError):
     """A model directory that is missing files or does not fit what is asked of it."""
+
+
+class UsageError(UserError):
+    """Command-line arguments that contradict each other or the file system."""

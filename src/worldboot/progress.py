@@ -1,4 +1,5 @@
-"""The progress bar of every long job: rich, on stderr, one look across worldboot.
+"""The progress bar of every long job and the console every command prints to: rich, one
+look across worldboot.
 
 ``WORLDBOOT_NO_PROGRESS=1`` turns every bar off (tests, batch jobs, logs that go to files).
 """
@@ -14,6 +15,19 @@ def progress_enabled(requested: bool = True) -> bool:
     return requested and not os.environ.get("WORLDBOOT_NO_PROGRESS")
 
 
+def console(stderr: bool = False, **kwargs: Any) -> Any:
+    """A ``rich.console.Console`` for a command's output. Emoji codes are off: rich would show
+    ``file.json:100: ...`` (a problem on line 100) as ``file.json💯 ...``.
+
+    Args:
+        stderr: Print to standard error (messages beside a command's real output).
+        **kwargs: Any other ``Console`` argument (``soft_wrap=True`` for long paths).
+    """
+    from rich.console import Console
+
+    return Console(stderr=stderr, emoji=False, **kwargs)
+
+
 def progress_bar(label: str | None = None, enabled: bool = True, info: bool = False, transient: bool = False) -> Any:
     """A ``rich.progress.Progress``: label, bar, done/total, optional info text, time left.
 
@@ -25,7 +39,6 @@ def progress_bar(label: str | None = None, enabled: bool = True, info: bool = Fa
             ``add_task`` and update it with metrics).
         transient: Remove the bar when done.
     """
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     columns: list[Any] = [TextColumn(label if label is not None else "{task.description}"), BarColumn()]
@@ -34,5 +47,5 @@ def progress_bar(label: str | None = None, enabled: bool = True, info: bool = Fa
         columns.append(TextColumn("{task.fields[info]}"))
     columns.append(TimeRemainingColumn())
     return Progress(
-        *columns, console=Console(stderr=True), disable=not progress_enabled(enabled), transient=transient
+        *columns, console=console(stderr=True), disable=not progress_enabled(enabled), transient=transient
     )

@@ -29,13 +29,21 @@ from typing import Any, TypeVar
 from filelock import FileLock
 
 from worldboot.config import dump_yaml
-from worldboot.errors import ConfigError
+from worldboot.errors import ConfigError, UsageError
 
 T = TypeVar("T")
 
 # --------------------------------------------------------------------------------------------
 # Atomic writes
 # --------------------------------------------------------------------------------------------
+
+
+def _make_folder(path: Path) -> None:
+    """Create the output folder ``path`` (and its parents), or say in one line why not."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UsageError(f"cannot create the folder {path}: it, or a folder above it, is a file") from None
 
 
 @contextmanager
@@ -49,7 +57,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         ...     image.save(tmp)
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise UsageError(f"{path} is a folder: name a file to write")
+    _make_folder(path.parent)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
@@ -136,7 +146,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True) -> None:
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        _make_folder(self.path)
         self.cfg = cfg
         self.writer = writer
         self.meta: dict[str, Any] = {

@@ -281,12 +281,36 @@ def test_world_judge_scores_world_samples(tmp_path, capsys):
     assert "Judge: world" in capsys.readouterr().out
 
 
-def test_world_judge_on_foreign_actions_fails_per_sample(bench):
+def test_world_judge_refuses_a_bench_without_world_samples(bench, capsys):
     out = bench["tmp"] / "world"
     assert main(["evaluate", str(bench["editor"]), "--bench", str(bench["manifest"]), "--out", str(out),
+                 "--judge", "world", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--judge world scores only the procedural world's triplets" in err and "Traceback" not in err
+    assert not out.exists()  # refused before the report folder is made
+
+
+def test_world_judge_fails_foreign_samples_one_by_one_and_says_so(tmp_path):
+    from worldboot.world.gen import generate_triplets
+
+    triplets = generate_triplets(tmp_path / "world", 1, seed=5)
+    manifest = tmp_path / "world" / "manifest.jsonl"
+    foreign = {"id": "dance", "subset": "other", "source": triplets[0].source, "target": triplets[0].target,
+               "action": "make the table dance"}
+    manifest.write_text(manifest.read_text() + json.dumps(foreign) + "\n")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for t in [*triplets, foreign]:
+        tid, target = (t["id"], t["target"]) if isinstance(t, dict) else (t.id, t.target)
+        shutil.copy(target, pred / f"{tid}.png")
+    out = tmp_path / "report"
+    assert main(["evaluate", "--pred", f"truth={pred}", "--bench", str(manifest), "--out", str(out),
                  "--judge", "world", "--quiet"]) == 0
-    for r in _rows(out):
-        assert r["judge_score"] is not None or r["status"] in ("missing", "error")
+    rows = {(r["model"], r["id"]): r for r in _rows(out)}
+    assert rows[("truth", "dance")]["judge_score"] is None
+    assert rows[("truth", triplets[0].id)]["judge_score"] == 10.0
+    md = (out / "table.md").read_text()
+    assert "The world judge could not score 2 of" in md and "not an action of the procedural world" in md
 
 
 def test_aurora_bench_json(aurora_bench, tmp_path):

@@ -175,11 +175,14 @@ def test_malformed_pairs_are_reported_by_line(tiny, pairs, tmp_path, capsys):
 
 
 def test_cli_annotate_then_select(tiny_dir, pairs, tmp_path, capsys):
-    out, synth = tmp_path / "annotated", tmp_path / "synthetic"
+    # The annotations away from the key-frames: select checks the images against the folder
+    # annotate checked them against (its meta.json), not the annotations' parent.
+    out, synth = tmp_path / "elsewhere" / "deep" / "annotated", tmp_path / "synthetic"
     args = ["annotate", str(pairs), "--cdm", str(tiny_dir), "--out", str(out), "--batch-size", "3"]
     assert main([*args, "--max-new-tokens", "4", "--no-progress"]) == 0
     assert len(read_jsonl(out / "annotated.jsonl")) == 6
     assert "6 annotated now" in " ".join(capsys.readouterr().err.split())
+    assert json.loads((out / "meta.json").read_text())["data_root"] == str(pairs.resolve().parent)
     assert (
         main(["annotate", str(pairs), "--cdm", str(tiny_dir), "--out", str(out), "--temperature", "0.5"]) == 2
     )

@@ -57,12 +57,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load the CDM, annotate, print a summary."""
-    from rich.console import Console
-
     from worldboot.config import load_config, to_dict
     from worldboot.errors import ConfigError
     from worldboot.mining.annotate import AnnotateConfig, annotate_pairs
     from worldboot.models import load_backbone
+    from worldboot.progress import console as make_console
     from worldboot.runs import distributed_shard, parse_shard
 
     if args.temperature is not None and not args.sample:
@@ -96,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
             # Without this, the other ranks abort at exit under accelerate launch.
             if dist.is_available() and dist.is_initialized():
                 dist.destroy_process_group()
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     where = f" (shard {shard[0]}/{shard[1]}: {summary.shard_pairs} pairs)" if shard else ""
     console.print(
         f"{summary.pairs} pairs{where}: {summary.annotated} annotated now, {summary.done_before} earlier, "

@@ -64,12 +64,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     """Build (or reuse) and report."""
-    from rich.console import Console
-
+    from worldboot.progress import console as make_console
     from worldboot.world.base import get_world_base, load_recipe, read_info
 
     recipe = load_recipe(args.preset, args.config, args.overrides)
-    err = Console(stderr=True)
+    err = make_console(stderr=True)
     path = get_world_base(recipe, progress=not args.quiet, force=args.force, log=None if args.quiet else err.print)
     info = read_info(path)
     vq, lm = info["vq"], info["lm"]

@@ -8,12 +8,14 @@ writes the loaded triplets as a manifest that every later stage reads.
 from __future__ import annotations
 
 import argparse
+import os
 from collections import Counter
 from pathlib import Path
 
 from worldboot.commands import HELP_FORMATTER
 from worldboot.data.formats import FORMATS, load_any
 from worldboot.data.schema import Problems, Triplet
+from worldboot.errors import UsageError
 
 #: Format names accepted by ``--format``.
 INSPECT_EXAMPLE = """examples:
@@ -101,18 +103,33 @@ def _load(args: argparse.Namespace, problems: Problems, skipped: Counter) -> lis
     )
 
 
+def _refuse_overwriting_input(data: str, **outputs: str | None) -> None:
+    """Refuse outputs (by option name) that name the data file or each other, before anything
+    is read: the last one written would replace the other (``--out x.jsonl`` on ``x.jsonl``
+    would lose its bad lines for good)."""
+    seen = {os.path.realpath(data): f"the data file {data}"}
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        real = os.path.realpath(out)
+        if real in seen:
+            raise UsageError(f"--{flag} {out} would overwrite {seen[real]}: write it to another file")
+        seen[real] = f"--{flag} {out}"
+
+
 def _table(triplets: list[Triplet], skipped: Counter, title: str):
+    from rich.markup import escape
     from rich.table import Table
 
     loaded = Counter(t.subset for t in triplets)
     with_target = Counter(t.subset for t in triplets if t.target is not None)
-    table = Table(title=title)
+    table = Table(title=escape(title))  # a path may hold [brackets], which rich reads as markup
     table.add_column("subset")
     table.add_column("triplets", justify="right")
     table.add_column("with target", justify="right")
     table.add_column("skipped: no target", justify="right")
     for subset in sorted(set(loaded) | set(skipped)):
-        table.add_row(subset, str(loaded[subset]), str(with_target[subset]), str(skipped[subset]))
+        table.add_row(escape(subset), str(loaded[subset]), str(with_target[subset]), str(skipped[subset]))
     table.add_row(
         "[bold]total", str(sum(loaded.values())), str(sum(with_target.values())), str(sum(skipped.values()))
     )
@@ -121,12 +138,14 @@ def _table(triplets: list[Triplet], skipped: Counter, title: str):
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Print counts and problems; 2 with --strict when there are problems."""
-    from rich.console import Console
     from rich.markup import escape
 
+    from worldboot.progress import console as make_console
+
+    _refuse_overwriting_input(args.path, problems=args.problems)
     problems, skipped = Problems(), Counter()
     triplets = _load(args, problems, skipped)
-    console = Console(soft_wrap=True)
+    console = make_console(soft_wrap=True)
     console.print(_table(triplets, skipped, str(args.path)))
     if len(problems):
         console.print(f"[bold]{len(problems)} problem(s), skipped:[/bold]")
@@ -141,17 +160,17 @@ def run_inspect(args: argparse.Namespace) -> int:
 
 def run_convert(args: argparse.Namespace) -> int:
     """Write the manifest (and the problems report)."""
-    from rich.console import Console
-
     from worldboot.data.schema import write_manifest
+    from worldboot.progress import console as make_console
 
+    _refuse_overwriting_input(args.path, out=args.out, problems=args.problems)
     problems, skipped = Problems(strict=args.strict), Counter()
     triplets = _load(args, problems, skipped)
     out = Path(args.out)
     write_manifest(out, triplets)
     if args.problems:
         problems.write(args.problems)
-    console = Console(soft_wrap=True)
+    console = make_console(soft_wrap=True)
     console.print(_table(triplets, skipped, f"{args.path} -> {out}"))
     base = out.parent.resolve()
     outside = sum(

@@ -36,12 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Print the report."""
     import torch
-    from rich.console import Console
     from rich.table import Table
 
+    from worldboot.progress import console as make_console
     from worldboot.runs import package_versions
 
-    console = Console()
+    console = make_console()
     table = Table(title="worldboot", show_header=True)
     table.add_column("package")
     table.add_column("version")

@@ -86,14 +86,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Mine and print a summary."""
-    from rich.console import Console
-
     from worldboot.config import load_config
     from worldboot.mining.keyframes import KeyframeConfig, mine_videos
+    from worldboot.progress import console as make_console
 
     cfg = load_config(KeyframeConfig, args.config, flags={name: getattr(args, name) for name in FIELDS})
     summary = mine_videos(args.source, args.out, cfg, progress=args.progress)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     console.print(
         f"{summary.videos} videos: {summary.mined} mined ({summary.resumed} from an earlier run), "
         f"{summary.problems} skipped, {summary.short} with fewer than {cfg.k} key-frames, "

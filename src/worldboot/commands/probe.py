@@ -46,7 +46,6 @@ def run(args: argparse.Namespace) -> int:
     """Load, probe, write the report and print the tables."""
     from pathlib import Path
 
-    from rich.console import Console
     from rich.markdown import Markdown
 
     from worldboot.config import load_config
@@ -64,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
         write_report,
     )
     from worldboot.models import load_backbone
+    from worldboot.progress import console as make_console
     from worldboot.progress import progress_bar
     from worldboot.runs import RunDir, write_atomic
 
@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     names = [n for n, _ in models + vlms]
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must differ: {', '.join(names)} (use NAME=DIR)")
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     problems = Problems(strict=args.strict)
     triplets = load_any(args.manifest, root=args.root, tasks=args.task, problems=problems)
     if not triplets:
@@ -102,10 +102,10 @@ def run(args: argparse.Namespace) -> int:
             target = out if single else out / name
             summaries[name] = write_report(rows, target)
             run_dir.log(f"{name}: {len(rows)} comparisons")
-            Console().print(Markdown(f"## {name}\n\n" + (target / "probe.md").read_text()))
+            make_console().print(Markdown(f"## {name}\n\n" + (target / "probe.md").read_text()))
         if not single:
             write_atomic(out / "compare.md", compare_markdown(summaries))
-            Console().print(Markdown(compare_markdown(summaries)))
+            make_console().print(Markdown(compare_markdown(summaries)))
         problems.write(out / "problems.jsonl")
     for p in problems:
         console.print(f"skipped: {p}", markup=False)

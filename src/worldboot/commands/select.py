@@ -39,21 +39,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--name", default="videos", help="dataset name: triplets get subset synthetic/NAME")
     p.add_argument("--plot-classes", type=int, default=30, help="most classes in the score plot (default 30)")
+    p.add_argument(
+        "--root",
+        default=None,
+        help=(
+            "folder every image of the annotations must lie under (default: the one worldboot "
+            "annotate checked them against, from ANNOTATED/meta.json)"
+        ),
+    )
     p.add_argument("--strict", action="store_true", help="stop at the first malformed row")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Select and print a summary."""
-    from rich.console import Console
-
     from worldboot.mining.select import SelectConfig, select_synthetic
+    from worldboot.progress import console as make_console
 
     cfg = SelectConfig(
-        k=args.k, score=args.score, name=args.name, plot_classes=args.plot_classes, strict=args.strict
+        k=args.k, score=args.score, name=args.name, plot_classes=args.plot_classes, strict=args.strict,
+        root=args.root,
     )
     summary = select_synthetic(args.annotated, args.out, cfg)
-    console = Console(stderr=True)
+    console = make_console(stderr=True)
     console.print(
         f"selected {summary.selected} of {summary.rows} rows from {summary.classes} classes "
         f"({summary.exhausted} classes taken whole); {summary.problems} rows skipped"

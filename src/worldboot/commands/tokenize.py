@@ -50,18 +50,17 @@ def run(args: argparse.Namespace) -> int:
     """Load the triplets, build (or resume) the cache, report what was skipped."""
     from collections import Counter
 
-    from rich.console import Console
-
     from worldboot.data.cache import DEFAULT_SHARD_SIZE, PROBLEMS_FILE
     from worldboot.data.formats import load_any
     from worldboot.data.schema import Problems
     from worldboot.data.tokenize import build_cache
     from worldboot.errors import UserError
     from worldboot.models import load_backbone
+    from worldboot.progress import console as make_console
 
     if args.batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {args.batch_size}")
-    console = Console(stderr=True, soft_wrap=True)
+    console = make_console(stderr=True, soft_wrap=True)
     problems, skipped = Problems(strict=args.strict), Counter()
     # Checking images here names the bad entry's line; the cache then only meets readable files.
     triplets = load_any(args.manifest, args.format, args.root, args.task, problems, require_target=False)

@@ -44,14 +44,27 @@ def read_json_list(path: str | os.PathLike[str]) -> list[Any]:
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is not part of the JSON.
+        data = json.loads(path.read_text(encoding="utf-8-sig"))
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: malformed JSON: {err.msg}") from None
     except UnicodeDecodeError:
         raise DataError(f"{path}: not UTF-8 text") from None
+    except (ValueError, RecursionError) as err:  # an integer too long to convert, nesting too deep
+        raise DataError(f"{path}: unreadable JSON: {str(err).splitlines()[0] or type(err).__name__}") from None
     if not isinstance(data, list):
         raise DataError(f"{path}: expected a JSON list of entries, got {type(data).__name__}")
     return data
+
+
+def _wrong_types(entry: dict[str, Any]) -> str | None:
+    """The first of an entry's own fields whose JSON type is wrong, as a problem's reason:
+    paths, the action and the task are text (null counts as absent)."""
+    for key in ("task", "input", "output", "instruction", "prompt"):
+        value = entry.get(key)
+        if value is not None and not isinstance(value, str):
+            return f"field {key!r} must be text, got {type(value).__name__}"
+    return None
 
 
 def parse_tasks(tasks: str | Iterable[str] | None) -> set[str] | None:
@@ -80,6 +93,10 @@ def _entry_triplet(
     if not isinstance(entry, dict):
         problems.add(file, index, f"not an object: {type(entry).__name__}")
         return None
+    wrong = _wrong_types(entry)
+    if wrong:
+        problems.add(file, index, wrong)
+        return None
     task = subset if subset is not None else entry.get("task")
     if not task:
         problems.add(file, index, "missing field: task")
@@ -88,11 +105,12 @@ def _entry_triplet(
     if not entry.get("input"):
         problems.add(file, index, "missing field: input")
         return None
-    action = entry.get("instruction", entry.get("prompt"))
+    # A null instruction next to a prompt is a file that names its action by ``prompt``.
+    action = entry.get("instruction") if entry.get("instruction") is not None else entry.get("prompt")
     if action is None:
         problems.add(file, index, "missing field: instruction (or prompt)")
         return None
-    action = str(action).strip()
+    action = action.strip()
     bad_action = action_text_problem(action)
     if bad_action:
         problems.add(file, index, bad_action)

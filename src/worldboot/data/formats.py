@@ -30,9 +30,11 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         from worldboot.data.aurora import read_json_list
 
         entries = read_json_list(path)
-        # The benchmark mixes subsets and names each entry's task; a train.json is one subset.
-        tasks = {e.get("task") for e in entries[:1000] if isinstance(e, dict)}
-        return "aurora-bench" if tasks and None not in tasks else "aurora-train"
+        # The benchmark names each entry's task; a train.json (one subset) names none. One
+        # entry that names a task makes it the benchmark, so an entry that lacks one is
+        # reported as such rather than the whole file read as a training set.
+        names_task = any(isinstance(e, dict) and "task" in e for e in entries[:1000])
+        return "aurora-bench" if names_task else "aurora-train"
     raise DataError(f"{path}: cannot tell its format from the name; pass --format ({', '.join(FORMATS)})")
 
 

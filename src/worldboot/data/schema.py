@@ -107,7 +107,8 @@ def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tup
     with open(path, "rb") as fh:
         for lineno, data in enumerate(fh, start=1):
             try:
-                raw = data.decode("utf-8")
+                # utf-8-sig on the first line: a byte-order mark is not part of the JSON.
+                raw = data.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as err:
                 problems.add(path, lineno, f"not UTF-8 text (byte {err.start + 1} of the line)")
                 continue
@@ -117,6 +118,9 @@ def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tup
                 row = json.loads(raw)
             except json.JSONDecodeError as err:
                 problems.add(path, lineno, f"malformed JSON: {err.msg}")
+                continue
+            except (ValueError, RecursionError) as err:  # an integer too long, nesting too deep
+                problems.add(path, lineno, f"unreadable JSON: {str(err).splitlines()[0] or type(err).__name__}")
                 continue
             if not isinstance(row, dict):
                 problems.add(path, lineno, "malformed JSON: not an object")
@@ -130,11 +134,18 @@ def resolve_under(root: str | os.PathLike[str], rel: str) -> Path:
     Raises:
         DataError: For ``..`` escapes, or absolute paths outside ``root``.
     """
-    root_path = Path(root).resolve()
-    candidate = (root_path / rel).resolve()
-    if candidate != root_path and root_path not in candidate.parents:
-        raise DataError(f"path escapes the data root {root_path}: {rel}")
+    # Checked on the path as written (``..`` and absolute paths) and on the resolved one, so
+    # that a folder the user links into the root (``data -> /mnt/aurora``) is accepted.
+    root_abs = Path(os.path.abspath(root))
+    written = Path(os.path.normpath(root_abs / rel))
+    candidate = written.resolve()
+    if not (_within(written, root_abs) or _within(candidate, root_abs.resolve())):
+        raise DataError(f"path escapes the data root {root_abs}: {rel}")
     return candidate
+
+
+def _within(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
 
 
 def content_hash(path: str | os.PathLike[str]) -> str:

@@ -113,6 +113,8 @@ def build_cache(
         raise DataError(
             f"{out_dir} exists and is not a token cache: choose an empty or new folder for the cache"
         )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise DataError(f"{out_dir} is a file: choose an empty or new folder for the cache")
     out_dir.mkdir(parents=True, exist_ok=True)
     for stray in out_dir.glob(".*.tmp*"):  # half-written files of a killed run
         stray.unlink(missing_ok=True)

@@ -246,6 +246,26 @@ def _usage_note(cfg: JudgeConfig, usage: Any) -> str:
     )
 
 
+def _failure_note(name: str, usage: Any, by_model: dict[str, list[Entry]]) -> str:
+    first = next((err for es in by_model.values() for e in es for err in e.errors if err.startswith("judge:")), "")
+    return (
+        f"The {name} judge could not score {usage.failures} of {usage.requests} requests; those samples "
+        f"have no judge score" + (f" (the first: {first})" if first else "") + "."
+    )
+
+
+def _check_world_bench(bench: str, triplets: Sequence[Triplet]) -> None:
+    """Refuse ``--judge world`` on a benchmark with no sample of the procedural world: it
+    would fail every sample."""
+    from worldboot.world.text import parse_action
+
+    if not any("source_scene" in t.meta or parse_action(t.action) is not None for t in triplets):
+        raise ConfigError(
+            f"--judge world scores only the procedural world's triplets, and no sample of {bench} is one "
+            f"(the first action: {triplets[0].action!r}); use --judge openai or --judge none"
+        )
+
+
 def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate every predictions directory of ``cfg`` and write the report.
 
@@ -284,6 +304,8 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
     for name, pred_dir in cfg.preds.items():
         by_model[name] = _model_entries(name, pred_dir, triplets, problems, cfg.strict, notes)
     scorers = load_scorers(cfg.metrics)
+    if cfg.judge.type == "world":
+        _check_world_bench(cfg.bench, triplets)
     judge = make_judge(cfg.judge, out / "judge_cache.sqlite")
 
     with RunDir(out, cfg, "evaluate") as run, EvalProgress(show_progress) as progress:
@@ -299,6 +321,8 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
                 judge.close()
             if judge.name == "openai":
                 notes.append(_usage_note(cfg.judge, judge.usage))
+            elif judge.usage.failures:
+                notes.append(_failure_note(judge.name, judge.usage, by_model))
             run.log(f"judge {judge.name}: {json.dumps(judge.usage.to_json())}")
             if cfg.oracle:
                 for name in cfg.preds:

@@ -206,7 +206,10 @@ def annotate_pairs(
     summary.done_before = sum(r["id"] in done for r in mine)
     # Shards share the folder: config.yaml and meta.json hold the last shard started; each
     # shard's start and end are in log.txt.
-    with RunDir(out, cfg, "annotate") as rd:
+    run = RunDir(out, cfg, "annotate")
+    # Where the images were checked to lie: `worldboot select` checks them against it again.
+    run.meta["data_root"] = str(Path(cfg.root).resolve() if cfg.root else Path(pairs_path).resolve().parent)
+    with run as rd:
         rd.log(
             f"annotate {pairs_path} with {model_dir or 'a backbone'}: shard {shard}, {len(mine)} pairs, "
             f"{summary.done_before} already done"

@@ -40,8 +40,9 @@ class SelectConfig:
         name: Dataset name in the triplets' subset, ``synthetic/<name>``.
         plot_classes: Most classes shown in the score plot (the most frequent ones).
         strict: Stop at the first malformed row instead of reporting and skipping it.
-        root: Folder every image path must stay under; None: the parent of the folder that
-            holds the annotations, where a mining run keeps its key-frames beside them. A row whose image is outside it, or missing, is skipped and counted.
+        root: Folder every image path must stay under; None: the one ``worldboot annotate``
+            checked them against (its ``meta.json``), else the parent of the folder that holds
+            the annotations. A row whose image is outside it, or missing, is skipped and counted.
     """
 
     k: int = 7000
@@ -122,14 +123,43 @@ def stratified_top_k(
     return taken
 
 
+#: Field -> (allowed JSON types, what to say) of an annotated row; ``label`` may be null.
+_FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "id": ((str, int), "text or an integer"),
+    "source": ((str,), "a path"),
+    "target": ((str,), "a path"),
+    "action": ((str,), "text"),
+    "score_mean": ((int, float), "a number"),
+    "score_sum": ((int, float), "a number"),
+    "label": ((str, type(None)), "text"),
+}
+
+
+def _wrong_types(row: dict[str, Any]) -> str | None:
+    """The first field of an annotated row whose JSON type is wrong, as a problem's reason."""
+    for key, (types, what) in _FIELD_TYPES.items():
+        if key in row and (not isinstance(row[key], types) or isinstance(row[key], bool)):
+            return f"field {key!r} must be {what}, got {type(row[key]).__name__ if row[key] is not None else 'null'}"
+    return None
+
+
+def _annotated_root(folder: Path) -> Path:
+    """The data root ``worldboot annotate`` checked the images against (its ``meta.json``),
+    else the parent of the annotations' folder, where a mining run keeps its key-frames."""
+    try:
+        root = json.loads((folder / "meta.json").read_text()).get("data_root")
+    except (OSError, ValueError, AttributeError):
+        root = None
+    return Path(root).resolve() if isinstance(root, str) and root else folder.resolve().parent
+
+
 def read_annotated(
     path: str | os.PathLike[str], problems: Problems, root: str | os.PathLike[str] | None = None
 ) -> list[dict[str, Any]]:
     """Rows of ``annotate``'s output: a folder (all its ``annotated*.jsonl``) or one file.
 
     Image paths become absolute (relative ones: to their file's folder) and must name a file
-    under ``root`` (default: the parent of the folder holding the annotations, where a mining
-    run keeps its key-frames). Malformed rows, rows without a
+    under ``root`` (default: see :class:`SelectConfig`). Malformed rows, wrongly typed fields, rows without a
     finite score, with an empty action, repeating an id, or with an image outside ``root`` or
     missing, go to ``problems``.
 
@@ -146,7 +176,7 @@ def read_annotated(
     else:
         raise DataError(f"annotated file or folder not found: {path}")
     folder = path if path.is_dir() else path.parent
-    root_path = Path(root).resolve() if root is not None else folder.resolve().parent
+    root_path = Path(root).resolve() if root is not None else _annotated_root(folder)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for file in files:
@@ -158,7 +188,11 @@ def read_annotated(
             if missing:
                 problems.add(file, lineno, f"missing field: {', '.join(missing)}")
                 continue
-            if not str(row["action"]).strip():
+            wrong = _wrong_types(row)
+            if wrong:
+                problems.add(file, lineno, wrong)
+                continue
+            if not row["action"].strip():
                 problems.add(file, lineno, "empty action")
                 continue
             try:
@@ -245,7 +279,9 @@ def select_synthetic(
     problems = Problems(strict=cfg.strict)
     rows = read_annotated(annotated, problems, cfg.root)
     if not rows:
-        raise DataError(f"{annotated}: no usable annotated rows (see the reasons above or use --strict)")
+        first = problems.items[0] if len(problems) else None
+        why = f"; {len(problems)} skipped, the first ({first.file}:{first.line}): {first.reason}" if first else ""
+        raise DataError(f"{annotated}: no usable annotated rows{why}")
     out = Path(out_dir)
     key = f"score_{cfg.score}"
     summary = SelectSummary(rows=len(rows), problems=len(problems))

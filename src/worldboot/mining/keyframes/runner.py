@@ -294,7 +294,11 @@ def mine_videos(
         (run / "videos").mkdir(parents=True, exist_ok=True)
         for stale in (run / "videos").glob(".*.tmp*"):
             stale.unlink(missing_ok=True)
-        todo = [t for t in tasks if load_result(run, t, cfg) is None]
+        earlier = [load_result(run, t, cfg) for t in tasks]
+        todo = [t for t, r in zip(tasks, earlier, strict=True) if r is None]
+        bad = next((r for r in earlier if r is not None and r.get("status") != "ok"), None)
+        if cfg.strict and bad is not None:  # a video skipped by an earlier run fails --strict too
+            raise DataError(f"{bad['path']}: {bad.get('reason')} (found by an earlier run in {run})")
         rd.log(f"{len(tasks)} videos, {len(tasks) - len(todo)} already mined, engine {cfg.engine}")
         bar = progress_bar("keyframes", progress, info=True)
         with bar:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -15,21 +16,40 @@ from worldboot.mining.keyframes.config import VIDEO_EXTENSIONS, VideoTask
 # -- listing videos -----------------------------------------------------------------------------
 
 
-def _safe_id(rel: str) -> str:
+#: Longest video id: it names a frames folder and files in it, and file systems allow 255
+#: bytes a name.
+MAX_ID_CHARS = 80
+
+
+def _safe_id(rel: str) -> tuple[str, bool]:
+    """The id of the video at ``rel`` (its path in the run's input, without the extension), and
+    whether it is the path itself (only ``/`` written ``__``): an id that had to change or be
+    cut carries a hash of the path, so it cannot take the plain id of another video."""
     stem = rel.rsplit(".", 1)[0] if "." in Path(rel).name else rel
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem.replace("/", "__")).strip("._") or "video"
+    flat = stem.replace("/", "__")
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", flat).strip("._") or "video"
+    if safe == flat and len(safe) <= MAX_ID_CHARS:
+        return safe, True
+    return f"{safe[:MAX_ID_CHARS]}-{_path_hash(rel)}", False
+
+
+def _path_hash(rel: str) -> str:
+    return hashlib.sha1(rel.encode()).hexdigest()[:8]
 
 
 def _assign_ids(items: list[tuple[str, str, str | None]]) -> list[VideoTask]:
-    """``(path, video, label)`` -> tasks with unique ids (a short hash settles collisions)."""
+    """``(path, video, label)`` -> tasks with unique ids that stay when videos are added: a
+    path that is a valid id is its own id; any other gets a hash of its path (see
+    :func:`_safe_id`). Two plain ids meet only for one stem with two extensions (``a.mp4``,
+    ``a.avi``) or a folder spelt out (``x/a.mp4``, ``x__a.mp4``); both then take the hash."""
     ids = [_safe_id(video) for _, video, _ in items]
     seen: dict[str, int] = {}
-    for i in ids:
+    for i, _ in ids:
         seen[i] = seen.get(i, 0) + 1
     tasks = []
-    for (path, video, label), vid in zip(items, ids, strict=True):
-        if seen[vid] > 1:
-            vid = f"{vid}-{hashlib.sha1(video.encode()).hexdigest()[:8]}"
+    for (path, video, label), (vid, plain) in zip(items, ids, strict=True):
+        if seen[vid] > 1 and plain:
+            vid = f"{vid}-{_path_hash(video)}"
         tasks.append(VideoTask(path=path, video=video, video_id=vid, label=label))
     return tasks
 
@@ -68,7 +88,7 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
             items = _read_csv_list(src, base, problems)
         else:
             try:
-                text = src.read_text(encoding="utf-8")
+                text = src.read_text(encoding="utf-8-sig")  # -sig: a byte-order mark is not a path
             except UnicodeDecodeError:
                 raise DataError(
                     f"{src}: neither a video ({', '.join(VIDEO_EXTENSIONS)}) nor a text list of videos"
@@ -95,20 +115,24 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
 
 
 def _read_csv_list(src: Path, base: Path, problems: Problems) -> list[tuple[str, str, str | None]]:
+    try:
+        # -sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark.
+        text = src.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise DataError(f"{src}: not UTF-8 text (byte {err.start + 1}); save the CSV as UTF-8") from None
     items: list[tuple[str, str, str | None]] = []
-    with open(src, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "video" not in reader.fieldnames:
-            raise DataError(f"{src}:1: a video list CSV needs a header with a 'video' column (and 'label')")
-        for row in reader:
-            lineno = reader.line_num
-            video = (row.get("video") or "").strip()
-            if not video:
-                problems.add(src, lineno, "malformed line: no video path")
-                continue
-            label = (row.get("label") or "").strip() or None
-            path = (base / video).resolve()
-            items.append(
-                (str(path), Path(video).as_posix(), label if label is not None else path.parent.name)
-            )
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or "video" not in reader.fieldnames:
+        raise DataError(f"{src}:1: a video list CSV needs a header with a 'video' column (and 'label')")
+    for row in reader:
+        lineno = reader.line_num
+        video = (row.get("video") or "").strip()
+        if not video:
+            problems.add(src, lineno, "malformed line: no video path")
+            continue
+        label = (row.get("label") or "").strip() or None
+        path = (base / video).resolve()
+        items.append(
+            (str(path), Path(video).as_posix(), label if label is not None else path.parent.name)
+        )
     return items

@@ -1,0 +1,135 @@
+"""Inputs from other tools and other people: wrongly typed AURORA fields, byte-order marks,
+linked data folders, 16-bit and float images, rotated photos, and outputs that would
+overwrite an input. Each loads, or gets one line naming the file and entry."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from worldboot.cli import main
+from worldboot.data.aurora import load_aurora_bench
+from worldboot.data.formats import detect_format, load_any
+from worldboot.data.schema import Problems, read_manifest
+from worldboot.errors import DataError
+from worldboot.images import open_image
+
+
+def _bench(root: Path, entries: list, bom: bool = False) -> Path:
+    images = root / "data" / "ag" / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (24, 16), (200, 30, 30)).save(images / "a.png")
+    Image.new("RGB", (24, 16), (30, 200, 30)).save(images / "b.png")
+    path = root / "test.json"
+    path.write_text(("\ufeff" if bom else "") + json.dumps(entries, indent=1), encoding="utf-8")
+    return path
+
+
+def _entry(**kw):
+    return {"input": "data/ag/images/a.png", "output": "data/ag/images/b.png", "instruction": "open it",
+            "task": "ag"} | kw
+
+
+def test_wrongly_typed_aurora_fields_are_problems_by_entry(tmp_path):
+    path = _bench(tmp_path, [
+        _entry(), _entry(task=["ag"]), _entry(input=3), _entry(instruction={"a": 1}),
+        _entry(instruction=None, prompt="close it"), _entry(output=["b.png"]),
+    ])
+    problems = Problems()
+    triplets = load_aurora_bench(path, problems=problems)
+    assert [t.id for t in triplets] == ["ag-1", "ag-5"] and triplets[1].action == "close it"
+    by_entry = {p.line: p.reason for p in problems}
+    assert by_entry == {2: "field 'task' must be text, got list", 3: "field 'input' must be text, got int",
+                        4: "field 'instruction' must be text, got dict", 6: "field 'output' must be text, got list"}
+
+
+def test_a_bench_entry_without_task_does_not_turn_the_file_into_a_training_set(tmp_path):
+    folder = tmp_path / "data" / "aurora-bench"  # the layout of a copied benchmark
+    path = _bench(folder, [_entry(), _entry(task="something"), {k: v for k, v in _entry().items() if k != "task"}])
+    assert detect_format(path) == "aurora-bench"
+    problems = Problems()
+    triplets = load_any(path, problems=problems)
+    assert len(triplets) == 2 and [(p.line, p.reason) for p in problems] == [(3, "missing field: task")]
+
+
+def test_byte_order_marks_and_unreadable_json(tmp_path):
+    path = _bench(tmp_path, [_entry()], bom=True)
+    assert len(load_aurora_bench(path)) == 1
+    manifest = tmp_path / "m.jsonl"
+    line = json.dumps({"id": "x", "source": str(tmp_path / "data/ag/images/a.png"), "action": "go"})
+    manifest.write_text("\ufeff" + line + "\n" + line.replace('"x"', '"y"') + "\n", encoding="utf-8")
+    problems = Problems()
+    assert [t.id for t in read_manifest(manifest, problems)] == ["x", "y"] and not len(problems)
+    huge = tmp_path / "huge.json"
+    huge.write_text("[" + "9" * 5000 + "]")
+    with pytest.raises(DataError, match="huge.json: unreadable JSON"):
+        load_aurora_bench(huge)
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DataError, match="deep.json: unreadable JSON"):
+        load_aurora_bench(deep)
+
+
+def test_a_linked_data_folder_is_inside_the_root_and_dotdot_is_not(tmp_path):
+    real = tmp_path / "elsewhere"
+    _bench(real, [])
+    root = tmp_path / "bench"
+    root.mkdir()
+    (root / "data").symlink_to(real / "data", target_is_directory=True)
+    path = root / "test.json"
+    path.write_text(json.dumps([_entry(), _entry(input="../elsewhere/data/ag/images/a.png")]))
+    problems = Problems()
+    triplets = load_aurora_bench(path, problems=problems)
+    assert len(triplets) == 1 and Path(triplets[0].source) == (real / "data/ag/images/a.png").resolve()
+    assert [p.line for p in problems] == [2] and "escapes the data root" in problems.items[0].reason
+
+
+def test_16_bit_float_and_rotated_images_read_as_a_viewer_shows_them(tmp_path):
+    ramp16 = (np.arange(64, dtype=np.uint32) * 1024).astype(np.uint16).reshape(4, 16)
+    Image.fromarray(ramp16).save(tmp_path / "g16.png")
+    got = np.asarray(open_image(tmp_path / "g16.png"))
+    assert got.shape == (4, 16, 3) and got[0, 0, 0] == 0 and got[-1, -1, 0] == 63 * 1024 // 256
+    ramp = np.linspace(0.0, 1.0, 64, dtype=np.float32).reshape(4, 16)
+    Image.fromarray(ramp).save(tmp_path / "f.tif")
+    got = np.asarray(open_image(tmp_path / "f.tif"))
+    assert got[0, 0, 0] == 0 and got[-1, -1, 0] == 255 and 100 < got.mean() < 155
+    photo = Image.new("RGB", (30, 10), (255, 0, 0))
+    exif = photo.getexif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    photo.save(tmp_path / "rotated.jpg", exif=exif)
+    assert open_image(tmp_path / "rotated.jpg").size == (10, 30)
+
+
+def test_convert_refuses_to_overwrite_its_input_and_problems_no_emoji(tmp_path, capsys):
+    path = _bench(tmp_path, [_entry()] * 99 + [_entry(instruction="")])
+    assert main(["data", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "test.json:100: empty action" in out.replace("\n", "")
+    manifest = tmp_path / "m.jsonl"
+    assert main(["data", "convert", str(path), "--out", str(manifest), "--problems", str(manifest)]) == 2
+    assert "--problems" in capsys.readouterr().err and not manifest.exists()
+    assert main(["data", "convert", str(path), "--out", str(manifest)]) == 0
+    before = manifest.read_bytes()
+    assert main(["data", "convert", str(manifest), "--out", str(manifest)]) == 2
+    assert "would overwrite the data file" in capsys.readouterr().err and manifest.read_bytes() == before
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "convert", "{bench}", "--out", "{folder}"],
+    ["data", "inspect", "{bench}", "--problems", "{folder}"],
+    ["evaluate", "{folder}", "--bench", "{bench}", "--out", "{file}", "--judge", "none"],
+    ["data", "convert", "{bench}", "--out", "{file}/m.jsonl"],
+])
+def test_an_output_that_is_a_folder_or_under_a_file_is_one_line(argv, tmp_path, capsys):
+    bench = _bench(tmp_path, [_entry()])
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("keep me")
+    words = [w.format(bench=bench, folder=tmp_path / "folder", file=tmp_path / "file") for w in argv]
+    assert main(words) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"worldboot {words[0]}: error: ") and "Traceback" not in err[0]
+    assert (tmp_path / "file").read_text() == "keep me"
