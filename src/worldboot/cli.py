@@ -106,9 +106,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    # --verbose may come anywhere (worldboot demo --verbose ...), not only before the command.
+    # --verbose and --debug may come anywhere (worldboot demo --verbose ...), not only before the command.
     verbose = "--verbose" in argv
     argv = [a for a in argv if a != "--verbose"]
+    if "--debug" in argv[1:]:
+        argv = ["--debug", *(a for a in argv if a != "--debug")]
     if not verbose:
         quiet_libraries()
     # Dotted overrides (key.sub=value) may follow options even after another positional, which
@@ -138,7 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"worldboot {args.command}: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; finished outputs are kept and a rerun resumes", file=sys.stderr)
+        # train refuses to write into a run without --resume (so a typo cannot mix two runs).
+        rerun = "the same command with --resume goes on" if args.command == "train" else "a rerun resumes"
+        print(f"interrupted; finished outputs are kept and {rerun}", file=sys.stderr)
         return 130
     return int(code or 0)
 

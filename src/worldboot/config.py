@@ -38,8 +38,29 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
+class _Override(str):
+    """A ``key=value`` override's text, with the YAML value it reads as: a text field takes the
+    text (``out=2024`` is the folder ``2024``), any other field the value."""
+
+    parsed: Any
+
+    @classmethod
+    def of(cls, text: str) -> _Override:
+        out = cls(text)
+        out.parsed = _parse_scalar(text)
+        return out
+
+
+def _takes_text(tp: Any, parsed: Any) -> bool:
+    if not isinstance(parsed, (int, float, bool)):  # lists, mappings, null and text read as they are
+        return False
+    return tp is str or (get_origin(tp) in (Union, types.UnionType) and str in get_args(tp))
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where it is lossless."""
+    if isinstance(value, _Override):
+        value = str(value) if _takes_text(tp, value.parsed) else value.parsed
     origin = get_origin(tp)
     if tp is Any:
         return value
@@ -99,9 +120,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def _unknown_key(cls: type, key: str, prefix: str) -> ConfigError:
+def _unknown_key(cls: type, key: Any, prefix: str) -> ConfigError:
     names = [f.name for f in dataclasses.fields(cls)]
-    close = difflib.get_close_matches(key, names, n=1, cutoff=0.5)
+    key = str(key)  # YAML keys may be numbers or null
+    close = difflib.get_close_matches(key, names, n=1, cutoff=0.7)
     hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
     return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
 
@@ -233,15 +255,35 @@ def yaml_error(path: str | os.PathLike[str], err: Exception) -> str:
     return f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or str(err).splitlines()[0]})"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (``safe_load`` keeps the
+    last silently, so ``optim: {lr: 0.1}`` followed by another ``optim:`` lost the lr)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[tuple[str, str]] = set()
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # merge keys (<<) may override on purpose
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key_node.value!r} given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error naming the file on failure."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.safe_load(read_utf8(path)) or {}
+        data = yaml.load(read_utf8(path), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(yaml_error(path, err)) from None
+    if data is None:  # an empty file, or only comments
+        data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a config must be a mapping at the top level")
     return data
@@ -279,7 +321,7 @@ def load_config(
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
         key, _, raw = item.partition("=")
-        _set_dotted(tree, key.strip(), _parse_scalar(raw.strip()))
+        _set_dotted(tree, key.strip(), _Override.of(raw.strip()))
     for key, value in (flags or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)

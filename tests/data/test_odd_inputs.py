@@ -133,3 +133,17 @@ def test_an_output_that_is_a_folder_or_under_a_file_is_one_line(argv, tmp_path, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"worldboot {words[0]}: error: ") and "Traceback" not in err[0]
     assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_a_cut_short_jpeg_or_a_folder_is_not_an_image(tmp_path):
+    rng = np.random.default_rng(0)
+    path = _bench(tmp_path, [_entry(input="data/ag/images/cut.jpg"), _entry(input="data/ag/images/dir.jpg")])
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "whole.jpg")
+    whole = (tmp_path / "whole.jpg").read_bytes()
+    (tmp_path / "data/ag/images/cut.jpg").write_bytes(whole[: len(whole) // 2])
+    (tmp_path / "data/ag/images/dir.jpg").mkdir()
+    problems = Problems()
+    assert load_aurora_bench(path, problems=problems) == []
+    reasons = [p.reason for p in problems]
+    assert reasons[0].startswith("unreadable source image: data/ag/images/cut.jpg: image file is truncated")
+    assert reasons[1] == "source image is a folder: data/ag/images/dir.jpg"

@@ -143,7 +143,9 @@ def test_argmax_index_ignores_nan_and_keeps_the_first_of_ties():
 
 def test_problems_file_is_json_lines(tmp_path, data, tiny_dir, world):
     # No problems: an empty report is still written, so a reader can tell "none" from "not run".
-    cfg = GenerateConfig(manifest=str(data), out=str(tmp_path / "pred"), world=str(tiny_dir), tasks="nothing-here")
+    one = data.parent / "one.jsonl"
+    one.write_text(data.read_text().splitlines()[0] + "\n")
+    cfg = GenerateConfig(manifest=str(one), out=str(tmp_path / "pred"), world=str(tiny_dir))
     summary = run_generate(cfg, world=world, progress=False)
-    assert summary.samples == 0 and (tmp_path / "pred" / "problems.jsonl").read_text() == ""
+    assert summary.samples == 1 and (tmp_path / "pred" / "problems.jsonl").read_text() == ""
     assert json.loads((tmp_path / "pred" / "meta.json").read_text())["stage"] == "generate"

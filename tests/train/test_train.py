@@ -90,6 +90,9 @@ def test_resume_continues_exactly(tiny_dir, cache_dir, tmp_path):
     (step / "optimizer.bin").write_bytes(pickle.dumps(shutil.rmtree))
     with pytest.raises(ModelError, match=rf"checkpoint {step} cannot be loaded \(UnpicklingError"):
         run_training(_cfg(tiny_dir, cache_dir, bad, save_every=3), resume=True)
+    (step / "optimizer.bin").write_bytes((tmp_path / "killed" / step.relative_to(bad) / "optimizer.bin").read_bytes()[:100])
+    with pytest.raises(ModelError, match=rf"checkpoint {step} cannot be loaded \(RuntimeError"):  # truncated
+        run_training(_cfg(tiny_dir, cache_dir, bad, save_every=3), resume=True)
     # Other data under the same step counter (a cap, a seed): refused before the model loads.
     import dataclasses
 
@@ -178,6 +181,20 @@ def test_weighted_and_plain_agree_with_unit_weights(tiny_dir, cache_dir, tmp_pat
     assert _losses(tmp_path / "plain") == pytest.approx(_losses(tmp_path / "ones"), abs=1e-6)
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_over_without_twice_logged_steps(
+    tiny_dir, cache_dir, tmp_path
+):
+    cfg = _cfg(tiny_dir, cache_dir, tmp_path / "early", save_every=50)
+    first = Trainer(cfg)
+    first.setup()
+    first.train(stop_after=5)  # "killed" before any checkpoint
+    first.cleanup()
+    del first
+    run_training(cfg, resume=True)
+    rows = [json.loads(line) for line in (tmp_path / "early" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r and "final" not in r] == list(range(1, 13))
+
+
 def test_bad_input_is_named_before_compute(tiny_dir, cache_dir, tmp_path):
     with pytest.raises(DataError, match="cache not found: .*nowhere"):
         Trainer(_cfg(tiny_dir, tmp_path / "nowhere", tmp_path / "r1")).setup()
@@ -187,6 +204,10 @@ def test_bad_input_is_named_before_compute(tiny_dir, cache_dir, tmp_path):
         Trainer(_cfg(tiny_dir, cache_dir, tmp_path / "r3", batch_size=512, micro_batch_size=2)).setup()
     with pytest.raises(ConfigError, match="multiple of micro_batch_size"):
         Trainer(_cfg(tiny_dir, cache_dir, tmp_path / "r4", batch_size=5, micro_batch_size=2)).setup()
+    with pytest.raises(ConfigError, match=r"lora.target_modules': \['nope'\] match no layer .*q_proj"):
+        Trainer(_cfg(tiny_dir, cache_dir, tmp_path / "r6", lora=LoraSettings(target_modules=["nope"]))).setup()
+    with pytest.raises(ConfigError, match=r"optim.betas': two numbers in \[0, 1\), got \[0.9\]"):
+        OptimSettings(betas=[0.9])
     # A cache made by another tokenizer.
     from worldboot.models.tiny import TinyChameleonSpec, save_tiny_chameleon
 

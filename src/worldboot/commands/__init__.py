@@ -32,6 +32,17 @@ class CommandParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1 (argparse then names the option)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def add_ray_arguments(p: argparse.ArgumentParser, items: str) -> None:
     """``--engine`` and the Ray Data options of a per-item stage (None when not given, so a
     config file's ``engine`` and ``ray.*`` keys stay in force)."""

@@ -6,6 +6,7 @@ import argparse
 
 from worldboot.commands import HELP_FORMATTER
 from worldboot.demo import PRESETS  # light: the demo module imports torch only inside its stages
+from worldboot.errors import UsageError
 
 EXAMPLE = """examples:
   worldboot demo --out runs/demo                      # the smoke preset: a few minutes on 2 cores
@@ -45,8 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from worldboot.demo import Demo, load_demo_config
 
     cfg = load_demo_config(args.preset, args.config, args.overrides)
-    if args.fresh and Path(args.out).exists():
-        shutil.rmtree(args.out)
+    out = Path(args.out)
+    if args.fresh and out.exists():
+        # Only a demo run (or nothing) is deleted: --out may name a folder by mistake.
+        if not out.is_dir() or (any(out.iterdir()) and not (out / "stages.json").is_file()):
+            raise UsageError(f"--fresh deletes --out, and {out} is not a demo run (no stages.json): choose another --out")
+        shutil.rmtree(out)
     report = Demo(cfg, args.out).run()
     print(f"report: {report} and {report.with_suffix('.html')}")
     return 0

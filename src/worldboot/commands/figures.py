@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER
+from worldboot.commands import HELP_FORMATTER, positive_int
+
+#: What matplotlib writes, by the file's suffix.
+IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".tif", ".tiff", ".webp")
 
 WEIGHTS_EXAMPLE = """examples:
   worldboot figures weights runs/cache/world --out runs/figure3.png
@@ -30,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HELP_FORMATTER,
     )
     w.add_argument("cache", help="token cache directory (worldboot tokenize)")
-    w.add_argument("--out", default="figure3_weights.png", help="PNG to write")
-    w.add_argument("--n", type=int, default=6, help="number of pairs (drawn at random with --seed)")
+    w.add_argument("--out", default="figure3_weights.png",
+                   help="image to write; its suffix names the format (default PNG when it has none)")
+    w.add_argument("--n", type=positive_int, default=6, help="number of pairs (drawn at random with --seed)")
     w.add_argument("--ids", nargs="+", help="these triplet ids instead")
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(func=run_weights)
@@ -39,8 +43,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_weights(args: argparse.Namespace) -> int:
     """Draw Figure 3."""
+    from pathlib import Path
+
+    from worldboot.errors import UsageError
     from worldboot.evaluate.plots import plot_recognition_weights
 
-    ids = plot_recognition_weights(args.cache, args.out, n=args.n, ids=args.ids, seed=args.seed)
-    print(f"wrote {args.out} ({len(ids)} pairs)")
+    out = Path(args.out)
+    if not out.suffix:
+        out = out.with_suffix(".png")
+    if out.suffix.lower() not in IMAGE_SUFFIXES:
+        raise UsageError(f"--out {out}: cannot write {out.suffix} images (use {', '.join(IMAGE_SUFFIXES)})")
+    ids = plot_recognition_weights(args.cache, out, n=args.n, ids=args.ids, seed=args.seed)
+    print(f"wrote {out} ({len(ids)} pairs)")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER
+from worldboot.commands import HELP_FORMATTER, positive_int
 from worldboot.data.formats import FORMATS
 
 EXAMPLE = """examples:
@@ -35,8 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backbone", required=True, metavar="MODEL_DIR", help="model directory whose tokenizer to use"
     )
     p.add_argument("--out", required=True, metavar="CACHE", help="the cache folder (resumed if unfinished)")
-    p.add_argument("--batch-size", type=int, default=16, help="images per encoder call (default: 16)")
-    p.add_argument("--shard-size", type=int, default=None, help="triplets per shard (default: 1024)")
+    p.add_argument("--batch-size", type=positive_int, default=16, help="images per encoder call (default: 16)")
+    p.add_argument("--shard-size", type=positive_int, default=None,
+                   help="triplets per shard (default: 1024; a resumed cache keeps its own)")
     p.add_argument("--format", choices=FORMATS, default=None, help="format of MANIFEST (default: guessed)")
     p.add_argument("--root", default=None, help="folder the paths in MANIFEST are relative to")
     p.add_argument("--task", default=None, help="keep only these subsets, comma-separated")

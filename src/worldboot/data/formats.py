@@ -94,5 +94,11 @@ def load_any(
         triplets = [t for t in triplets if t.target is not None]
     wanted = parse_tasks(tasks)
     if wanted is not None:
+        present = {t.subset for t in triplets} | set(skipped)
+        absent = sorted(wanted - present)
+        if absent:
+            raise DataError(
+                f"{path}: no entries for task {', '.join(absent)} (tasks in the file: {', '.join(sorted(present))})"
+            )
         triplets = [t for t in triplets if t.subset in wanted]
     return triplets

@@ -38,12 +38,12 @@ class FineTuneSettings:
         lora_r: LoRA rank (alpha = 2r, dropout 0.05, as in the paper).
     """
 
-    steps: int = 60
-    batch_size: int = 16
-    micro_batch_size: int = 16
-    lr: float = 2e-3
+    steps: int = bounded(60, ge=1)
+    batch_size: int = bounded(16, ge=1)
+    micro_batch_size: int = bounded(16, ge=1)
+    lr: float = bounded(2e-3, gt=0)
     lora: bool = True
-    lora_r: int = 16
+    lora_r: int = bounded(16, ge=1)
 
 
 @dataclass
@@ -111,25 +111,27 @@ class DemoConfig:
     """
 
     base_preset: str = "smoke"
-    seed: int = 0
-    train_per_subset: int = 40
-    test_per_subset: int = 6
-    clips: int = 10
-    clip_size: int = 96
-    synthetic_k: int = 60
-    keyframes: int = 6
-    interval: int = 20
-    probe_per_subset: int = 6
+    seed: int = bounded(0, ge=0)
+    train_per_subset: int = bounded(40, ge=1)
+    test_per_subset: int = bounded(6, ge=1)
+    clips: int = bounded(10, ge=1)
+    clip_size: int = bounded(96, ge=32)
+    synthetic_k: int = bounded(60, ge=1)
+    keyframes: int = bounded(6, ge=2)
+    interval: int = bounded(20, ge=1)
+    probe_per_subset: int = bounded(6, ge=1)
     paraphrase: bool = True
     best_of: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    weight_mix: float = 0.3
+    weight_mix: float = bounded(0.3, ge=0, le=1)
     cdm: FineTuneSettings = field(default_factory=FineTuneSettings)
     cwm: FineTuneSettings = field(default_factory=FineTuneSettings)
     rl: RewardSettings = field(default_factory=RewardSettings)
     dpo: RewardSettings = field(default_factory=lambda: RewardSettings(lr=5e-4, beta=0.1))
-    torch_threads: int = 0
+    torch_threads: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
+        if not self.best_of or min(self.best_of) < 1:
+            raise ConfigError(f"best_of: sizes of at least 1, got {self.best_of}")
         for key in REWARD_MODELS:
             r = getattr(self, key)
             if r.steps and not r.prompts:

@@ -29,6 +29,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
+from worldboot.config import bounded
 from worldboot.data.negatives import NEGATIVE_KINDS, make_negatives
 from worldboot.data.schema import Problems, Triplet, content_hash
 from worldboot.errors import DataError
@@ -55,9 +56,9 @@ class ProbeConfig:
     kinds: list[str] = field(default_factory=lambda: list(NEGATIVE_KINDS))
     directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
     score: Literal["mean", "total"] = "mean"
-    batch_size: int = 8
+    batch_size: int = bounded(8, ge=1)
     seed: int = 0
-    max_per_subset: int = 0
+    max_per_subset: int = bounded(0, ge=0)
 
 
 def _limit(triplets: Sequence[Triplet], per_subset: int) -> list[Triplet]:

@@ -34,6 +34,7 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
     """
     from worldboot.models.files import read_json
 
+    _check_placement(kwargs)
     path = Path(path)
     if (path / "merged" / "config.json").is_file():
         path = path / "merged"
@@ -60,6 +61,25 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
         raise ModelError(f"adapter {path} does not fit the base model {base}: {first}") from None
     backbone.model.eval()
     return backbone
+
+
+#: Weight types a backbone loads in (``--dtype``).
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def _check_placement(kwargs: dict[str, Any]) -> None:
+    """Turn a ``dtype`` name into torch's dtype and refuse placements this machine cannot
+    give, in one line each (torch raised an AttributeError or an AssertionError)."""
+    import torch
+
+    dtype = kwargs.get("dtype")
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ModelError(f"unknown dtype {dtype!r}; choose from {', '.join(DTYPES)}")
+        kwargs["dtype"] = getattr(torch, dtype)
+    place = kwargs.get("device_map")
+    if isinstance(place, str) and place.startswith("cuda") and not torch.cuda.is_available():
+        raise ModelError(f"device {place!r}: this machine has no CUDA GPU that torch can use")
 
 
 def _load_family(path: Path, **kwargs: Any):

@@ -30,7 +30,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
 from worldboot.errors import ModelError
 from worldboot.models.backbone import PromptTemplates
-from worldboot.models.files import load_safetensors, read_json
+from worldboot.models.files import load_safetensors, load_tokenizer, read_json
 from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_class
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
@@ -151,10 +151,10 @@ def load_causal_vq(
     try:
         config = AutoConfig.from_pretrained(path)
         model = world_class(causal_lm_class(config)).from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
-        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, KeyError) as err:
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise ModelError(f"cannot load model from {path}: {detail}") from None
+    tokenizer = load_tokenizer(path)
     vqgan = _load_vqgan(path).to(device=model.device, dtype=model.dtype)
     templates = PromptTemplates(**meta["templates"]) if "templates" in meta else None
     size = image_size or meta.get("image_size") or vqgan.vq.config.resolution

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from transformers.models.chameleon.modeling_chameleon import ChameleonForConditionalGeneration
 
 from worldboot.errors import ModelError
 from worldboot.models.backbone import (
     PromptTemplates,
 )
-from worldboot.models.files import load_safetensors, read_json
+from worldboot.models.files import load_safetensors, load_tokenizer, read_json
 from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_forward
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
@@ -148,13 +148,13 @@ def load_chameleon(
     refuse_old_conversion(path)  # transformers 5 raises a bare RuntimeError on it
     try:
         model = ChameleonWorldLM.from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
-        tokenizer = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError, SafetensorError) as err:
         # transformers names neither the file nor the cause for a damaged weights file.
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
         if isinstance(err, SafetensorError):
             detail = f"{path / 'model.safetensors'} is not a readable safetensors file ({detail})"
         raise ModelError(f"cannot load model from {path}: {detail}") from None
+    tokenizer = load_tokenizer(path)
     decoder = ChameleonVQDecoder(model.config.vq_config)
     if vqgan_dir is None and not (path / DECODER_FILE).is_file():
         # Anole ships its VQGAN as tokenizer/vqgan.ckpt; look inside and beside the model folder.

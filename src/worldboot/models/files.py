@@ -40,3 +40,22 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, Any]:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ModelError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
+
+
+def load_tokenizer(path: str | os.PathLike[str]) -> Any:
+    """The text tokenizer of a model directory (transformers' ``AutoTokenizer``).
+
+    Raises:
+        ModelError: Naming ``tokenizer.json`` when it is missing or unreadable (transformers'
+            own message names neither the file nor, when it is missing, the cause).
+    """
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError, KeyError) as err:
+        if not (path / "tokenizer.json").is_file():
+            raise ModelError(f"{path} has no tokenizer.json (its text tokenizer)") from None
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{path / 'tokenizer.json'} cannot be read as a tokenizer ({detail})") from None

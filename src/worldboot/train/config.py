@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from worldboot.config import bounded
+from worldboot.errors import ConfigError
 
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
@@ -51,6 +52,10 @@ class OptimSettings:
     warmup_steps: int = bounded(500, ge=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float = bounded(1.0, ge=0)
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"config key 'optim.betas': two numbers in [0, 1), got {self.betas}")
 
 
 @dataclass

@@ -150,7 +150,14 @@ class Trainer:
                 target_modules=list(cfg.lora.target_modules),
                 bias="none",
             )
-            model = get_peft_model(model, lcfg)
+            try:
+                model = get_peft_model(model, lcfg)
+            except ValueError:  # peft: target modules not found in the base model
+                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+                raise ConfigError(
+                    f"config key 'lora.target_modules': {list(cfg.lora.target_modules)} match no layer of "
+                    f"{cfg.base_model} (its linear layers: {', '.join(linear)})"
+                ) from None
         else:
             for name, p in model.named_parameters():
                 p.requires_grad_(".vqmodel." not in f".{name}")
@@ -208,15 +215,18 @@ class Trainer:
         path = checkpoints.resume_path(self.out, self.resume)
         if path is None:
             self.accelerator.print("no checkpoint to resume from; starting fresh")
+            if self.accelerator.is_main_process:  # a run killed before its first checkpoint logged steps
+                checkpoints.drop_metrics_after(self.metrics_path, 0)
             return
         state = checkpoints.read_state(path, self.cfg.task)
         try:
             # A LoRA run's DeepSpeed checkpoint leaves out the frozen base (see save_checkpoint).
             kwargs = {"load_module_strict": False} if self.deepspeed and self.cfg.lora.enabled else {}
             self.accelerator.load_state(str(path), **kwargs)
-        except (pickle.UnpicklingError, EOFError, SafetensorError, KeyError) as err:
+        except (pickle.UnpicklingError, EOFError, SafetensorError, KeyError, RuntimeError) as err:
             # torch.load(weights_only=True) refuses a pickled object it does not know (never
-            # runs it); a truncated file ends early: either way the checkpoint is unusable.
+            # runs it); a truncated file ends early (torch's zip reader raises RuntimeError):
+            # either way the checkpoint is unusable.
             detail = str(err).splitlines()[0] if str(err) else type(err).__name__
             raise ModelError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: {detail[:200]})") from None
         self.global_step = int(state["global_step"])

@@ -1,0 +1,89 @@
+"""Mistakes in configs and arguments, each answered in one line before any work: keys given
+twice, keys that are not names, text fields given number-like text, weight types and devices
+this machine lacks, out-of-range demo sizes, a --fresh that would delete a folder that is not
+a demo run, and figure outputs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from worldboot.cli import main
+from worldboot.config import load_config
+from worldboot.errors import DataError
+from worldboot.infer.generate import GenerateConfig
+
+
+def _one_line(capsys, command: str) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"worldboot {command}: error: ") and "Traceback" not in err[0], err
+    return err[0]
+
+
+@pytest.mark.parametrize(("text", "says"), [
+    ("optim: {lr: 0.1}\nmax_steps: 3\noptim: {weight_decay: 0.1}\n", "bad.yaml:3: not valid YAML (key 'optim' given twice"),
+    ("1: 2\n", "unknown config key '1'"),
+    ("optim: {null: 2}\n", "unknown config key 'optim.None'"),
+    ("false\n", "a config must be a mapping"),
+])
+def test_yaml_mistakes(text, says, tmp_path, capsys):
+    (tmp_path / "bad.yaml").write_text(text)
+    assert main(["train", "dynamics", "--base", "b", "--cache", "c", "--out", str(tmp_path / "o"),
+                 "--config", str(tmp_path / "bad.yaml")]) == 2
+    assert says in _one_line(capsys, "train")
+
+
+def test_text_fields_take_number_like_text_and_hints_are_close():
+    assert load_config(GenerateConfig, overrides=["out=2024", "seed=3"]).out == "2024"
+    assert load_config(GenerateConfig, overrides=["out=1e3"]).out == "1e3"
+    assert load_config(GenerateConfig, overrides=["out=on"]).out == "on"
+    from worldboot.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="known keys") as err:
+        load_config(GenerateConfig, overrides=["bogus.key=1"])
+    assert "did you mean" not in str(err.value)
+    with pytest.raises(ConfigError, match="did you mean 'seed'"):
+        load_config(GenerateConfig, overrides=["sed=1"])
+
+
+def test_weight_types_devices_and_tasks_the_model_cannot_take(tiny_dir, tmp_path, capsys):
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "a.png")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "subset": "squares", "source": "a.png", "action": "push"}) + "\n")
+    base = ["generate", str(manifest), "--world", str(tiny_dir), "--out", str(tmp_path / "p")]
+    assert main([*base, "--dtype", "float17"]) == 2
+    assert "unknown dtype 'float17'; choose from float32, bfloat16, float16" in _one_line(capsys, "generate")
+    if not torch.cuda.is_available():
+        assert main([*base, "--device", "cuda"]) == 2
+        assert "no CUDA GPU" in _one_line(capsys, "generate")
+    assert main([*base, "--task", "world/nope"]) == 2
+    assert "no entries for task world/nope (tasks in the file: squares)" in _one_line(capsys, "generate")
+    assert not (tmp_path / "p").exists()
+    with pytest.raises(DataError):  # --debug after the command, as --verbose: the error is raised
+        main([*base, "--task", "world/nope", "--debug"])
+
+
+def test_demo_sizes_and_fresh(tmp_path, capsys):
+    for word, says in (("cdm.steps=-1", "cdm.steps must be at least 1"), ("torch_threads=-1", "torch_threads"),
+                       ("best_of=[0]", "best_of: sizes of at least 1"), ("weight_mix=2", "weight_mix")):
+        assert main(["demo", word, "--out", str(tmp_path / "d")]) == 2
+        assert says in _one_line(capsys, "demo")
+    keep = tmp_path / "mine"
+    keep.mkdir()
+    (keep / "thesis.tex").write_text("years of work")
+    assert main(["demo", "--fresh", "--out", str(keep)]) == 2
+    assert "is not a demo run" in _one_line(capsys, "demo")
+    assert (keep / "thesis.tex").read_text() == "years of work"
+
+
+def test_probe_batch_size_and_figure_outputs(tmp_path, capsys):
+    assert main(["probe", "m.jsonl", "--model", "x", "--out", str(tmp_path / "p"), "batch_size=0"]) == 2
+    assert "batch_size must be at least 1" in _one_line(capsys, "probe")
+    assert main(["figures", "weights", str(tmp_path), "--out", str(tmp_path / "f.jpgx")]) == 2
+    assert "cannot write .jpgx images" in _one_line(capsys, "figures")
+    with pytest.raises(SystemExit):  # argparse: "argument --n: must be at least 1"
+        main(["figures", "weights", str(tmp_path), "--n", "0"])
+    assert "argument --n: must be at least 1, got 0" in capsys.readouterr().err
