@@ -83,3 +83,19 @@ def test_select_checks_images_against_annotates_root_and_types(tmp_path):
     reasons = [json.loads(x)["reason"] for x in (tmp_path / "sel" / "problems.jsonl").read_text().splitlines()]
     assert reasons == ["field 'score_mean' must be a number, got bool", "field 'action' must be text, got list",
                        "field 'id' must be text or an integer, got list"]
+
+
+def test_select_accepts_key_frames_linked_into_the_root(tmp_path):
+    real = tmp_path / "disk2" / "frames"
+    real.mkdir(parents=True)
+    for name in ("s.png", "t.png"):
+        Image.new("RGB", (8, 8), (9, 9, 9)).save(real / name)
+    run = tmp_path / "mining"
+    (run / "annotated").mkdir(parents=True)
+    (run / "frames").symlink_to(real, target_is_directory=True)
+    row = {"id": "p0", "source": "../frames/s.png", "target": "../frames/t.png", "action": "push it",
+           "score_mean": -1.0, "score_sum": -3.0, "label": "push"}
+    escape = row | {"id": "p1", "source": "../../disk2/frames/s.png"}
+    (run / "annotated" / "annotated.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(escape) + "\n")
+    summary = select_synthetic(run / "annotated", tmp_path / "sel", SelectConfig(k=5))
+    assert summary.selected == 1 and summary.problems == 1  # the link is inside, the '..' path is not

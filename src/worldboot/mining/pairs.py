@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from worldboot.data.schema import Problems, iter_jsonl
+from worldboot.data.schema import Problems, iter_jsonl, resolve_under
 from worldboot.errors import DataError
 
 #: Fields every pairs row must have.
@@ -44,8 +44,9 @@ def read_pairs(
             continue
         bad = False
         for key in ("source", "target"):
-            image = (base / str(row[key])).resolve()
-            if image != root_path and root_path not in image.parents:
+            try:
+                image = resolve_under(root_path, str(base / str(row[key])))
+            except DataError:
                 problems.add(path, lineno, f"{key} image path escapes the data root {root_path}: {row[key]}")
                 bad = True
                 break

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from worldboot.data.schema import Problems, Triplet, iter_jsonl, write_manifest
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, resolve_under, write_manifest
 from worldboot.errors import ConfigError, DataError
 from worldboot.mining.select_stats import NO_CLASS, dataset_stats, plot_class_scores, stats_markdown
 from worldboot.runs import RunDir, atomic_path, write_atomic
@@ -208,10 +208,14 @@ def read_annotated(
             if rid in seen:
                 problems.add(file, lineno, f"duplicate id: {rid}")
                 continue
-            images = {k: (base / str(row[k])).resolve() for k in ("source", "target")}
-            outside = [k for k, p in images.items() if p != root_path and root_path not in p.parents]
+            images, outside = {}, None
+            for k in ("source", "target"):
+                try:
+                    images[k] = resolve_under(root_path, str(base / row[k]))
+                except DataError:
+                    outside = outside or k
             if outside:
-                problems.add(file, lineno, f"{outside[0]} image path escapes the data root {root_path}: {row[outside[0]]}")
+                problems.add(file, lineno, f"{outside} image path escapes the data root {root_path}: {row[outside]}")
                 continue
             missing_images = [k for k, p in images.items() if not p.is_file()]
             if missing_images:
