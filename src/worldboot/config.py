@@ -255,7 +255,7 @@ def yaml_error(path: str | os.PathLike[str], err: Exception) -> str:
     return f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or str(err).splitlines()[0]})"
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
+class UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (``safe_load`` keeps the
     last silently, so ``optim: {lr: 0.1}`` followed by another ``optim:`` lost the lr)."""
 
@@ -279,7 +279,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        data = yaml.load(read_utf8(path), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
+        data = yaml.load(read_utf8(path), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:
         raise ConfigError(yaml_error(path, err)) from None
     if data is None:  # an empty file, or only comments

@@ -194,6 +194,9 @@ def test_evaluate_human_command(study_and_db, tmp_path, capsys):
     assert (out / "human_eval.md").read_text() in printed
     assert json.loads((out / "human_eval.json").read_text())["reference"] == "A"
     assert main(["evaluate", "human", str(study.path), "--reference", "Z"]) == 2
+    for alpha in ("5", "-1", "nan"):
+        assert main(["evaluate", "human", str(study.path), "--db", str(db), "--alpha", alpha]) == 2
+    assert "--alpha must lie between 0 and 1" in capsys.readouterr().err
 
 
 def test_degenerate_tests():

@@ -165,23 +165,23 @@ def test_bad_votes_are_refused(app, tmp_path):
     assert anon.get("/item/k-1").headers["location"] == "/"
 
 
-def test_export_csv_route_and_command(app, study, tmp_path):
+def test_votes_leave_only_by_the_export_command(app, study, tmp_path):
     a, b = client_for(app, "ann1"), client_for(app, "ann2")
     vote(a, "k-1", 0, 1)
     vote(b, "s-1", 2, 1)
-    r = a.get("/export.csv")
-    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
-    rows = list(csv.DictReader(io.StringIO(r.text)))
+    # The votes name the models: no route gives them to an annotator (it would unblind them).
+    assert a.get("/export.csv").status_code == 404 and client_for(app).get("/export.csv").status_code == 404
+    out = tmp_path / "votes.csv"
+    code = main(
+        ["serve", "--study", str(study.path), "--db", str(tmp_path / "votes.sqlite"), "--export", str(out)]
+    )
+    assert code == 0
+    rows = list(csv.DictReader(io.StringIO(out.read_text())))
     assert [(x["annotator"], x["item_id"], x["subset"]) for x in rows] == [
         ("ann1", "k-1", "kubric"),
         ("ann2", "s-1", "something"),
     ]
     assert rows[1]["best"] == study.shown_order("ann2", "s-1")[2]
-    out = tmp_path / "votes.csv"
-    code = main(
-        ["serve", "--study", str(study.path), "--db", str(tmp_path / "votes.sqlite"), "--export", str(out)]
-    )
-    assert code == 0 and out.read_text() == r.text
     # No database: one-line error, exit 2.
     assert (
         main(
@@ -285,6 +285,34 @@ def test_study_errors_are_one_line(tmp_path):
     reasons = " | ".join(str(p) for p in study.problems)
     assert "no k-2.png" in reasons and "is GIF" in reasons
     assert main(["serve", "--study", str(path), "--strict", "--export", str(tmp_path / "x.csv")]) == 2
+    for extra, says in (
+        ({"seed": "abc"}, "`seed` must be a whole number"),
+        ({"models": {"alpha": {"dir": "out/alpha", "pattern": "{name}.png"}, "beta": "out/beta"}}, "`pattern` must be text"),
+        ({"models": {"alpha": {"paths": ["a", "b"]}, "beta": "out/beta"}}, "`paths` must map item ids"),
+    ):
+        with pytest.raises(ConfigError, match=says):
+            load_study(make_study(tmp_path / "u", extra=extra))
+    twice = make_study(tmp_path / "v")
+    twice.write_text(twice.read_text() + "items: []\n")
+    with pytest.raises(DataError, match=r"study.yaml:\d+: not valid YAML \(key 'items' given twice"):
+        load_study(twice)
+    nul = make_study(tmp_path / "w", items={"k-1": "kubric", "k-2": "kubric"})
+    nul.write_text(nul.read_text().replace("src/k-2.png", '"src/k-2.png\\0"'))  # YAML's escape for NUL
+    assert [p.reason for p in load_study(nul).problems] == ["item 'k-2': path holds a NUL character: 'src/k-2.png\\x00'"]
+
+
+def test_an_image_removed_while_serving_is_a_404_and_a_hand_edited_vote_is_skipped(app, study, tmp_path):
+    a = client_for(app, "ann1")
+    vote(a, "k-1", 0, 1)
+    vote(a, "s-1", 0, 1)
+    study.item("k-1").source.unlink()
+    r = a.get("/image/k-1/source")
+    assert r.status_code == 404 and "no longer on the server" in r.text
+    db = tmp_path / "votes.sqlite"
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE votes SET shown = ? WHERE item_id = 's-1'", ('["alpha", "be',))
+    store = VoteStore(db, study.name)
+    assert [v.item_id for v in store.votes()] == ["k-1"] and store.unreadable == 1
 
 
 @pytest.mark.parametrize(
@@ -326,7 +354,7 @@ def test_loopback_server_refuses_foreign_host_names(study, tmp_path):
     good = TestClient(app, base_url="http://127.0.0.1:8000")
     assert good.get("/").status_code == 200
     rebound = TestClient(app, base_url="http://attacker.example:8000")
-    assert rebound.get("/export.csv").status_code == 400
+    assert rebound.get("/").status_code == 400
 
 
 def test_security_headers_and_play_off(app):

@@ -136,6 +136,8 @@ def resolve_under(root: str | os.PathLike[str], rel: str) -> Path:
     """
     # Checked on the path as written (``..`` and absolute paths) and on the resolved one, so
     # that a folder the user links into the root (``data -> /mnt/aurora``) is accepted.
+    if "\0" in rel:  # the operating system refuses such a name (a ValueError deep in os)
+        raise DataError(f"path holds a NUL character: {rel!r}")
     root_abs = Path(os.path.abspath(root))
     written = Path(os.path.normpath(root_abs / rel))
     candidate = written.resolve()

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from worldboot.errors import UsageError
 from worldboot.runs import write_atomic
 from worldboot.study.analysis import analyse_votes, format_markdown
 
@@ -33,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Print the table (and write it with ``--out``)."""
+    if not 0 < args.alpha < 1:  # also refuses nan
+        raise UsageError(f"--alpha must lie between 0 and 1, got {args.alpha}")
     table = analyse_votes(args.db, args.study, args.reference, alpha=args.alpha)
     text = format_markdown(table)
     print(text, end="")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,8 @@ class HumanEvalTable:
         n_votes: Votes used.
         n_annotators: Distinct annotators among them.
         skipped_votes: Votes on items no longer in the study (ignored).
+        unreadable_votes: Rows of the database that are not a vote (ignored).
+        problems: The study's items left out (a missing image...), as ``file:line: reason``.
     """
 
     study: str
@@ -77,6 +79,8 @@ class HumanEvalTable:
     n_votes: int
     n_annotators: int
     skipped_votes: int = 0
+    unreadable_votes: int = 0
+    problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """Plain data (NaN means become None)."""
@@ -91,6 +95,8 @@ class HumanEvalTable:
             "n_votes": self.n_votes,
             "n_annotators": self.n_annotators,
             "skipped_votes": self.skipped_votes,
+            "unreadable_votes": self.unreadable_votes,
+            "problems": self.problems,
             "rows": [
                 {
                     "subset": row,
@@ -192,6 +198,8 @@ def analyse_votes(
         n_votes=len(votes),
         n_annotators=len({v.annotator for v in votes}),
         skipped_votes=len(all_votes) - len(votes),
+        unreadable_votes=store.unreadable,
+        problems=[str(p) for p in study.problems],
     )
 
 
@@ -219,4 +227,8 @@ def format_markdown(table: HumanEvalTable, digits: int = 2) -> str:
     )
     if table.skipped_votes:
         lines.append(f"{table.skipped_votes} vote(s) on items no longer in the study were ignored.")
+    if table.unreadable_votes:
+        lines.append(f"{table.unreadable_votes} row(s) of the database are not a vote (edited by hand?) and were ignored.")
+    for problem in table.problems:
+        lines.append(f"Left out of the study: {problem}")
     return "\n".join(lines) + "\n"

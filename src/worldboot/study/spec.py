@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from worldboot.config import read_utf8, yaml_error
+from worldboot.config import UniqueKeyLoader, read_utf8, yaml_error
 from worldboot.data.schema import Problems, read_manifest, resolve_under
 from worldboot.errors import ConfigError, DataError
 
@@ -66,8 +66,9 @@ DEFAULT_INSTRUCTIONS = (
 _LINE = "__line__"
 
 
-class _LineLoader(yaml.SafeLoader):
-    """A YAML loader that records the line of every mapping, for one-line errors."""
+class _LineLoader(UniqueKeyLoader):
+    """A YAML loader that records the line of every mapping, for one-line errors, and refuses
+    a key given twice (two ``items:`` would silently drop the first)."""
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
@@ -192,6 +193,12 @@ def check_image(path: Path) -> None:
         raise DataError(f"image {path} is {fmt}; a study holds PNG, JPEG or WebP")
 
 
+def _seed(value: Any, file: Path) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{file}: `seed` must be a whole number, got {value!r}")
+    return value
+
+
 def _find_output(folder: Path, pattern: str | None, item_id: str) -> Path:
     """The output of one item in a model folder, resolved and kept under that folder."""
     if pattern:
@@ -221,6 +228,16 @@ def _model_specs(
         unknown = set(_clean(spec)) - {"dir", "pattern", "paths"}
         if unknown:
             raise ConfigError(f"{where}: model {name!r} has unknown keys {sorted(unknown)}")
+        if not isinstance(spec.get("paths") or {}, dict):
+            raise ConfigError(f"{where}: model {name!r}: `paths` must map item ids to images")
+        pattern = spec.get("pattern")
+        try:
+            if pattern is not None:
+                pattern.format(id="x")
+        except (AttributeError, KeyError, IndexError, ValueError):
+            raise ConfigError(
+                f"{where}: model {name!r}: `pattern` must be text naming the item as {{id}}, e.g. '{{id}}.png'"
+            ) from None
         try:
             folder = resolve_under(root, str(spec["dir"])) if spec.get("dir") is not None else None
             paths = {str(k): resolve_under(root, str(v)) for k, v in _clean(spec.get("paths") or {}).items()}
@@ -337,7 +354,7 @@ def load_study(
         title=str(data.get("title") or "Which predicted observation is best?"),
         instructions=str(data.get("instructions") or DEFAULT_INSTRUCTIONS).strip(),
         root=base,
-        seed=int(data.get("seed", 0)),
+        seed=_seed(data.get("seed", 0), file),
         shuffle_items=bool(data.get("shuffle_items", False)),
         reference=reference,
         models=models,

@@ -96,6 +96,9 @@ class VoteStore:
     def __init__(self, path: str | os.PathLike[str], study: str, create: bool = True) -> None:
         self.path = Path(path)
         self.study = study
+        #: Rows the last :meth:`votes` skipped: their order of models is not a list naming the
+        #: best and the worst (the server never writes one; a hand edit can).
+        self.unreadable = 0
         if not self.path.is_file():
             if not create:
                 raise DataError(f"votes database not found: {self.path}")
@@ -153,7 +156,14 @@ class VoteStore:
             args = (annotator,)
         with self._connect() as con:
             rows = con.execute(query + " ORDER BY created_at, rowid", args).fetchall()
-        return [Vote(a, i, b, w, json.loads(s), c, u) for a, i, b, w, s, c, u in rows]
+        out, self.unreadable = [], 0
+        for a, i, b, w, s, c, u in rows:
+            shown = _shown(s)
+            if shown is None or b not in shown or w not in shown:  # a row edited outside worldboot
+                self.unreadable += 1
+                continue
+            out.append(Vote(a, i, b, w, shown, c, u))
+        return out
 
     def voted_items(self, annotator: str) -> dict[str, Vote]:
         """The annotator's votes by item id."""
@@ -186,3 +196,11 @@ class VoteStore:
         votes = self.votes()
         write_atomic(path, self.csv_text(study, votes))
         return len(votes)
+
+
+def _shown(text: str) -> list[str] | None:
+    try:
+        shown = json.loads(text)
+    except (TypeError, ValueError):
+        return None
+    return shown if isinstance(shown, list) and all(isinstance(m, str) for m in shown) else None

@@ -4,7 +4,7 @@ Routes (HTML forms, no JavaScript needed), one APIRouter per concern:
 
 * :mod:`~worldboot.web.study_routes`: ``/`` login (an annotator id), ``/next`` the annotator's first unvoted item, ``/item/{id}``
   one item (source, action, the models' outputs in a per-annotator order with names hidden),
-  ``POST /item/{id}/vote``, ``/done``, ``/export.csv``;
+  ``POST /item/{id}/vote``, ``/done`` (the votes leave only by ``worldboot serve --export``);
 * ``/image/{id}/source`` and ``/image/{id}/{slot}``: images by item id and the slot shown to the
   annotator; no route takes a path;
 * :mod:`~worldboot.web.play_routes`: ``/play``: upload an image, type an action, see N candidates of the world model ranked by

@@ -1,7 +1,12 @@
-"""The blind study's routes: login, one item at a time, votes, images by slot, the CSV export."""
+"""The blind study's routes: login, one item at a time, votes, images by slot.
+
+The votes name the models, so they leave the server only through ``worldboot serve --export``
+(the organiser's command), never through a route an annotator could open.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -141,7 +146,7 @@ def vote(
 def source_image(request: Request, item_id: str) -> Response:
     item = need_item(request, item_id)
     need_annotator(request)
-    return FileResponse(item.source, headers={"Cache-Control": "private, max-age=3600"})
+    return _image(item.source, {"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/image/{item_id}/{slot}")
@@ -152,7 +157,13 @@ def output_image(request: Request, item_id: str, slot: int) -> Response:
     if not 0 <= slot < len(shown):
         raise HTTPException(404, "No such output.")
     # The same URL shows another model to another annotator: never cache it.
-    return FileResponse(item.outputs[shown[slot]], headers={"Cache-Control": "no-store"})
+    return _image(item.outputs[shown[slot]], {"Cache-Control": "no-store"})
+
+
+def _image(path: Path, headers: dict[str, str]) -> Response:
+    if not path.is_file():  # removed since the server started
+        raise HTTPException(404, "This image is no longer on the server.")
+    return FileResponse(path, headers=headers)
 
 
 @router.get("/done", response_class=HTMLResponse)
@@ -164,13 +175,3 @@ def done(request: Request) -> Response:
     order = study.annotator_items(annotator)
     voted = web_state(request).store.voted_items(annotator)
     return page(request, "done.html", items=order, voted=voted, n_items=len(order), n_voted=len(voted))
-
-
-@router.get("/export.csv")
-def export_csv(request: Request) -> Response:
-    study = need_study(request)
-    return Response(
-        web_state(request).store.csv_text(study),
-        media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="{study.name}-votes.csv"'},
-    )
