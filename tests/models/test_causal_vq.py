@@ -134,7 +134,18 @@ def test_an_llm_and_a_taming_vqgan_assemble_into_a_model(tmp_path, capsys):
     assert main([*args[:-4], "--boi", "<nope>", "--eoi", "<eoi>", "--image-token-offset", offset,
                  "--out", str(tmp_path / "x")]) == 2
     assert "has no token '<nope>'" in capsys.readouterr().err
+    for words, says in (
+        (["--image-token-offset", "0", "--out", str(tmp_path / "y")], "take the id"),
+        (["--image-token-offset", offset, "--image-size", "-64", "--out", str(tmp_path / "y")], "--image-size"),
+        (["--image-token-offset", offset, "--out", str(vq / "model")], "lies inside the input"),
+    ):
+        assert main([*args, *words]) == 2
+        assert says in capsys.readouterr().err and not (tmp_path / "y").exists()
+    assert main([*args[:-4], "--boi", "<eoi>", "--eoi", "<eoi>", "--image-token-offset", offset, "--out", str(tmp_path / "y")]) == 2
+    assert "two different markers" in capsys.readouterr().err
     assert main([*args, "--image-token-offset", offset, "--out", str(tmp_path / "model")]) == 0
+    assert main([*args, "--image-token-offset", offset, "--out", str(tmp_path / "model")]) == 2  # no mixing two models
+    assert "not an empty folder" in capsys.readouterr().err
     loaded = load_backbone(tmp_path / "model")
     img = Image.new("RGB", (64, 64), (30, 30, 200))
     codes = bb.encode_images([img]).codes

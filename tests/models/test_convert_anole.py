@@ -141,6 +141,22 @@ def test_bad_release_folders_are_one_line(release, tmp_path, capsys):
     assert main(["convert", "anole", str(broken), "--out", str(tmp_path / "x")]) == 2
     assert "missing tokenizer/vqgan.yaml" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+    # Into the release, or a folder inside it: refused before a byte is written (it recursed).
+    intact = sorted(p.relative_to(root) for p in root.rglob("*"))
+    for out in (root, root / "tokenizer" / "conv"):
+        assert main(["convert", "anole", str(root), "--out", str(out)]) == 2
+        assert "lies inside the input" in capsys.readouterr().err
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == intact
+    # Files that do not fit each other: one line each.
+    for name, change in (("params", lambda b: (b / "models/7b/params.json").write_text(
+                              (b / "models/7b/params.json").read_text().replace(f'"n_heads": {HEADS}', '"n_heads": 3'))),
+                         ("tok", lambda b: (b / "tokenizer/text_tokenizer.json").write_text('{"model":'))):
+        bad = tmp_path / name
+        shutil.copytree(root, bad)
+        change(bad)
+        assert main(["convert", "anole", str(bad), "--out", str(tmp_path / f"{name}-out")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and ("does not fit params.json" in err[0] or "not a tokenizers JSON file" in err[0]), err
 
 
 def test_a_folder_from_anoles_modified_converter_is_refused(release, tmp_path, tiny_dir, capsys):

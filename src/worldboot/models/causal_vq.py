@@ -30,7 +30,7 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
 from worldboot.errors import ModelError
 from worldboot.models.backbone import PromptTemplates
-from worldboot.models.files import load_safetensors, load_tokenizer, read_json
+from worldboot.models.files import check_new_model_dir, load_safetensors, load_tokenizer, read_json
 from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_class
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
@@ -125,8 +125,11 @@ def _load_vqgan(path: Path) -> VQGAN:
         )
     config, vq_sd, dec_sd = load_taming_vqgan(ckpt, folder / "vqgan.yaml")
     vq, decoder = ChameleonVQVAE(config), ChameleonVQDecoder(config)
-    vq.load_state_dict(vq_sd, strict=True)
-    decoder.load_state_dict(dec_sd, strict=True)
+    try:
+        vq.load_state_dict(vq_sd, strict=True)
+        decoder.load_state_dict(dec_sd, strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"{folder}: {ckpt.name} does not fit vqgan.yaml ({str(err).strip().splitlines()[0]})") from None
     return VQGAN(vq, decoder)
 
 
@@ -256,9 +259,24 @@ def assemble_causal_vq(
         raise ModelError(
             f"{llm}: image tokens {image_token_offset}-{image_token_offset + codes - 1} do not fit its vocabulary of {vocab}"
         )
+    if boi_token == eoi_token:
+        raise ModelError(f"--boi and --eoi are both {boi_token!r}: an image needs two different markers")
+    # Image codes must not take the ids of the markers or the special tokens (a model's image
+    # tokens may have names in its tokenizer, so text tokens are not checked).
+    special = {tokenizer.convert_tokens_to_ids(m): m for m in (boi_token, eoi_token)}
+    special.update({tid: tok for tok, tid in zip(tokenizer.all_special_tokens, tokenizer.all_special_ids, strict=True)})
+    clash = sorted(t for t in special if t is not None and image_token_offset <= t < image_token_offset + codes)
+    if clash:
+        raise ModelError(
+            f"{llm}: image tokens {image_token_offset}-{image_token_offset + codes - 1} take the id {clash[0]} of "
+            f"{special[clash[0]]!r}: --image-token-offset must put the codes past the markers and special tokens"
+        )
+    if image_size is not None and image_size < 0:
+        raise ModelError(f"--image-size must be a positive number of pixels, got {image_size}")
+    check_new_model_dir(out, llm, vqgan)
     out.mkdir(parents=True, exist_ok=True)
     for f in llm.iterdir():
-        if f.is_file() and f.name != META_FILE and not (out / f.name).exists():
+        if f.is_file() and f.name != META_FILE:
             (out / f.name).symlink_to(f.resolve())
     shutil.copytree(vqgan, out / "tokenizer", dirs_exist_ok=True)
     meta = {"family": FAMILY, "image_token_offset": image_token_offset, "boi_token": boi_token, "eoi_token": eoi_token,

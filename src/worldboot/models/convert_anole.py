@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from worldboot.errors import ModelError
-from worldboot.models.files import read_json
+from worldboot.models.files import check_new_model_dir, read_json
 
 #: Chameleon's reserved token that stands for an image placeholder in transformers.
 IMAGE_PLACEHOLDER = ("<reserved08707>", "<image>")
@@ -94,9 +94,12 @@ def _tokenizer(path: Path) -> Any:
 
     from worldboot.models.chameleon import BOI_TOKEN, EOI_TOKEN
 
-    data = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        vocab = data["model"]["vocab"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise ModelError(f"{path}: not a tokenizers JSON file ({_first_line(err)})") from None
     old, new = IMAGE_PLACEHOLDER
-    vocab = data["model"]["vocab"]
     if old in vocab:
         vocab[new] = vocab.pop(old)
     for token in data.get("added_tokens", []):
@@ -171,6 +174,7 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
     missing = [f for f in RELEASE_FILES if not (src / f).is_file()]
     if missing:
         raise ModelError(f"{src} is not Anole's release folder: missing {', '.join(missing)}")
+    check_new_model_dir(out, src)
     model_dir = src / "models" / "7b"
     params = read_params(model_dir)
     vq_config, vq_sd, dec_sd = load_taming_vqgan(src / "tokenizer" / "vqgan.ckpt", src / "tokenizer" / "vqgan.yaml")
@@ -180,13 +184,18 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
         config, state = _config_and_state(params, meta, vq_config, tokenizer)
     except KeyError as err:
         raise ModelError(f"{model_dir}: no {err} in params.json or consolidated.pth (not Anole's release?)") from None
+    except (RuntimeError, ValueError) as err:  # a reshape by params.json's sizes that the tensors refuse
+        raise ModelError(f"{model_dir}: the checkpoint does not fit params.json ({_first_line(err)})") from None
     dtype = state["model.embed_tokens.weight"].dtype
     state.update({f"model.vqmodel.{k}": v.to(dtype) for k, v in vq_sd.items()})
     from accelerate import init_empty_weights
 
     with init_empty_weights():  # weights come from the checkpoint; buffers (rotary) are made here
         model = ChameleonWorldLM(config)
-    result = model.load_state_dict(state, strict=False, assign=True)
+    try:
+        result = model.load_state_dict(state, strict=False, assign=True)
+    except RuntimeError as err:  # a size that params.json (or vqgan.yaml) does not give
+        raise ModelError(f"{src}: the checkpoints do not fit params.json and vqgan.yaml ({_first_line(err)})") from None
     if result.missing_keys or result.unexpected_keys:
         raise ModelError(
             f"{model_dir}: the checkpoint does not fit params.json (missing {result.missing_keys[:3]}, "
@@ -194,7 +203,10 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
         )
     model.eval()
     decoder = ChameleonVQDecoder(config.vq_config)
-    decoder.load_state_dict(dec_sd, strict=True)
+    try:
+        decoder.load_state_dict(dec_sd, strict=True)
+    except RuntimeError as err:
+        raise ModelError(f"{src / 'tokenizer'}: vqgan.ckpt does not fit vqgan.yaml ({_first_line(err)})") from None
     ChameleonBackbone(model, tokenizer, decoder.to(dtype), int(config.vq_config.resolution)).save(out)
     shutil.copytree(src / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
     return out
@@ -227,3 +239,8 @@ def _config_and_state(
         vq_config=vq_config.to_dict(),
     )
     return config, convert_state_dict(meta, params)
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else type(err).__name__

@@ -59,3 +59,20 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Any:
             raise ModelError(f"{path} has no tokenizer.json (its text tokenizer)") from None
         detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"{path / 'tokenizer.json'} cannot be read as a tokenizer ({detail})") from None
+
+
+def check_new_model_dir(out: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> None:
+    """Refuse an output model folder that would damage an input or mix with another model:
+    the input itself or a folder inside it (copying the input into it recurses), or a folder
+    that already holds files.
+
+    Raises:
+        ModelError: Saying which, before anything is written.
+    """
+    out_real = Path(os.path.realpath(out))
+    for src in inputs:
+        src_real = Path(os.path.realpath(src))
+        if out_real == src_real or src_real in out_real.parents:
+            raise ModelError(f"--out {out} lies inside the input {src}: write the model to a new folder elsewhere")
+    if out_real.exists() and (not out_real.is_dir() or any(out_real.iterdir())):
+        raise ModelError(f"--out {out} already exists and is not an empty folder: choose a new folder")
