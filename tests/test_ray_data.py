@@ -19,7 +19,7 @@ pytest.importorskip("ray.data")
 from helpers import square_triplets  # noqa: E402
 from mining.test_annotate import make_pairs  # noqa: E402
 from worldboot.cli import main  # noqa: E402
-from worldboot.errors import UserError  # noqa: E402
+from worldboot.errors import DataError, UserError  # noqa: E402
 from worldboot.infer.generate import GenerateConfig, run_generate  # noqa: E402
 from worldboot.mining.annotate import AnnotateConfig, annotate_pairs  # noqa: E402
 from worldboot.ray_data import RaySettings, run_jobs, start  # noqa: E402
@@ -138,6 +138,20 @@ def test_a_killed_actor_is_restarted_and_its_batch_retried(tmp_path):
                        RaySettings(actors=1), lambda job, res: got.append(res["n"]))
     assert outcome.lost == [] and outcome.error is None and sorted(got) == [0, 1, 2, 3]
     assert (tmp_path / "died-1").is_file()  # it did die, once
+
+
+def _user_mistake(marker: str, job: dict) -> dict:
+    if job["n"] == 1:
+        raise DataError(f"{marker}/images/x.png is a folder")
+    return {"n": job["n"]}
+
+
+def test_a_user_mistake_met_on_an_actor_stops_the_run_in_one_line_as_without_ray(tmp_path):
+    got = []
+    with pytest.raises(DataError, match=r"^\S+/images/x.png is a folder$"):  # the cause, not Ray's advice
+        run_jobs([{"n": i} for i in range(3)], _load, _user_mistake, {"marker": str(tmp_path)},
+                 RaySettings(actors=1), lambda job, res: got.append(res["n"]))
+    assert 1 not in got
 
 
 def test_a_batch_that_never_returns_is_handed_back_not_lost(tmp_path):

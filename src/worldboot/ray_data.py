@@ -21,7 +21,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from worldboot import errors
 from worldboot.errors import ConfigError, UserError
+
+#: The key of a job's result that carries a user's mistake back from an actor.
+USER_ERROR = "__worldboot_user_error__"
 
 #: How often Ray restarts a dead actor and retries its batch before the job is reported.
 RETRIES = 2
@@ -127,7 +131,15 @@ class _Actor:
         self.model = load(**kwargs)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        results = [json.dumps(self.work(self.model, json.loads(job))) for job in batch["job"]]
+        results = []
+        for job in batch["job"]:
+            try:
+                results.append(json.dumps(self.work(self.model, json.loads(job))))
+            except UserError as err:
+                # A user's mistake (a folder named like an image...) travels back as data: Ray
+                # would retry it, then report only its own advice (the cause does not survive
+                # pickling). The driver raises it, as the run without Ray does.
+                results.append(json.dumps({USER_ERROR: [type(err).__name__, str(err)]}))
         return {"index": list(batch["index"]), "result": results}
 
 
@@ -176,11 +188,19 @@ def run_jobs(
     try:
         for row in ds.iter_rows():
             index = int(row["index"])
+            result = json.loads(row["result"])
+            if USER_ERROR in result:  # what came back before it is written; the run stops here
+                kind, message = result[USER_ERROR]
+                cls = getattr(errors, kind, None)
+                raise (cls if isinstance(cls, type) and issubclass(cls, UserError) else UserError)(message)
             returned.add(index)
-            on_result(jobs[index], json.loads(row["result"]))
+            on_result(jobs[index], result)
+    except UserError:
+        raise
     except Exception as err:  # noqa: BLE001 - Ray raises many kinds; the jobs are reported, not lost
-        # An actor that died more than RETRIES times, or an error in ``work``: what came back
-        # is written; the rest is handed back with the reason.
+        # An actor that died more than RETRIES times, or a bug in ``work``: what came back is
+        # written; the rest is handed back with the reason. Ray's message ends with the
+        # remote traceback's last line, the exception that was raised.
         lines = [line for line in str(err).splitlines() if line.strip()]
         error = f"{type(err).__name__}: {lines[-1] if lines else ''}"[:300]
     return RayOutcome([j for i, j in enumerate(jobs) if i not in returned], error)

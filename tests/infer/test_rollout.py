@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -81,6 +82,10 @@ def test_run_rollout_writes_steps_strip_and_record(tmp_path, world, tiny_dir, im
     decoded = world.decode_codes(codes["step-2.candidates"][int(codes["step-2.chosen"])])[0]
     assert Image.open(out / "step-2.png").tobytes() == decoded.tobytes()
     assert (out / "config.yaml").is_file() and json.loads((out / "meta.json").read_text())["stage"] == "rollout"
+    # A shorter rollout into the same folder leaves none of the longer one's steps behind.
+    run_rollout(dataclasses.replace(cfg, actions=ACTIONS[:1], best_of=2), world=world)
+    assert not (out / "step-2.png").exists() and len(json.loads((out / "rollout.json").read_text())["steps"]) == 1
+    assert sorted(p.name for p in (out / "candidates").iterdir()) == ["step-1"]
 
 
 def test_cli_rollout_best_of(tmp_path, tiny_dir, image, capsys):

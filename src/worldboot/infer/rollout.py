@@ -161,6 +161,16 @@ def draw_strip(frames: Sequence[Image.Image], captions: Sequence[str], frame_siz
     return strip
 
 
+def _clear_outputs(out: Path) -> None:
+    """Remove what an earlier rollout wrote into ``out`` (the files of the module docstring)."""
+    import shutil
+
+    for path in [*out.glob("step-*.png"), out / "strip.png", out / "source.png", out / "rollout.json",
+                 out / "codes.safetensors"]:
+        path.unlink(missing_ok=True)
+    shutil.rmtree(out / "candidates", ignore_errors=True)
+
+
 def run_rollout(
     cfg: RolloutConfig,
     world: Any | None = None,
@@ -181,6 +191,7 @@ def run_rollout(
     world, verifier = load_models(cfg, None, world, verifier)
     out = Path(cfg.out)
     with RunDir(out, cfg, "rollout") as rd:
+        _clear_outputs(out)  # an earlier rollout's steps would stay beside this one's
         rd.log(f"rollout of {len(cfg.actions)} actions from {cfg.image} with {cfg.world}")
         steps = rollout(world, image, cfg.actions, cfg.best_of, cfg.sampling, cfg.seed, verifier)
         side = world.image_size
