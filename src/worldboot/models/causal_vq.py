@@ -144,6 +144,8 @@ def load_causal_vq(
     Raises:
         ModelError: A missing or damaged file, or a ``worldboot.json`` that lacks a field.
     """
+    from safetensors import SafetensorError
+
     path = Path(path)
     meta = read_json(path / META_FILE)
     missing = [k for k in ("image_token_offset", "boi_token", "eoi_token") if k not in meta]
@@ -154,8 +156,11 @@ def load_causal_vq(
     try:
         config = AutoConfig.from_pretrained(path)
         model = world_class(causal_lm_class(config)).from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
+        # transformers names neither the file nor the cause for a damaged weights file.
         detail = str(err).splitlines()[0] if str(err) else type(err).__name__
+        if isinstance(err, SafetensorError):
+            detail = f"a weights file is not readable safetensors ({detail})"
         raise ModelError(f"cannot load model from {path}: {detail}") from None
     tokenizer = load_tokenizer(path)
     vqgan = _load_vqgan(path).to(device=model.device, dtype=model.dtype)
