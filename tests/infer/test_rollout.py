@@ -116,3 +116,39 @@ def test_draw_strip_wraps_long_captions():
     long = draw_strip(frames, ["a", "put the small purple triangle on the large orange square " * 2], 100)
     assert short.width == long.width and long.height > short.height
     assert short.getpixel((60, 60)) == (255, 0, 0)  # frames are resized, not cropped
+
+
+def test_a_killed_or_lengthened_rollout_goes_on_from_its_last_step(tmp_path, world, tiny_dir, image, monkeypatch):
+    import worldboot.infer.rollout as mod
+
+    cfg = RolloutConfig(world=str(tiny_dir), image=str(image), actions=ACTIONS, out=str(tmp_path / "straight"),
+                        best_of=2, frame_size=32)
+    run_rollout(cfg, world=world)
+    straight = load_file(str(tmp_path / "straight" / "codes.safetensors"))
+    # Killed during step 2: step 1 is kept, and the rerun predicts steps 2 and 3 only.
+    calls = []
+
+    def dies_at_step_2(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return predict(*args, **kwargs)
+
+    killed = dataclasses.replace(cfg, out=str(tmp_path / "killed"))
+    monkeypatch.setattr(mod, "predict", dies_at_step_2)
+    with pytest.raises(KeyboardInterrupt):
+        run_rollout(killed, world=world)
+    monkeypatch.setattr(mod, "predict", predict)
+    assert (tmp_path / "killed" / "step-1.png").is_file() and not (tmp_path / "killed" / "rollout.json").exists()
+    assert len(run_rollout(killed, world=world)) == 2
+    # Lengthened: one action first, then all three; the first step is not predicted again.
+    grown = dataclasses.replace(cfg, actions=ACTIONS[:1], out=str(tmp_path / "grown"))
+    run_rollout(grown, world=world)
+    assert len(run_rollout(dataclasses.replace(grown, actions=ACTIONS), world=world)) == 2
+    for folder in ("killed", "grown"):
+        codes = load_file(str(tmp_path / folder / "codes.safetensors"))
+        assert codes.keys() == straight.keys() and all(torch.equal(codes[k], straight[k]) for k in codes)
+        record = json.loads((tmp_path / folder / "rollout.json").read_text())
+        assert record["steps"] == json.loads((tmp_path / "straight" / "rollout.json").read_text())["steps"]
+    # Other settings: every step again.
+    assert len(run_rollout(dataclasses.replace(cfg, seed=1, out=str(tmp_path / "grown")), world=world)) == 3

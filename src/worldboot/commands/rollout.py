@@ -14,6 +14,8 @@ EXAMPLE = """examples:
 
 outputs (DIR): source.png, step-1.png ... step-k.png, strip.png (the frames side by side with each
 action underneath), candidates/step-i/<k>.png, codes.safetensors, rollout.json, config.yaml, meta.json.
+Each step is written when it is done: rerun the same command after a kill (or with more --action
+at the end) and it goes on from the last step; other settings start over.
 """
 
 

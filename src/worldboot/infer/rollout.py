@@ -12,6 +12,7 @@ Output folder::
     candidates/step-i/<k>.png  every candidate of step i (with a verifier or N > 1)
     codes.safetensors          source codes, then candidates [N, L] and chosen of each step
     rollout.json               actions, seeds, scores, chosen, sampling, models
+    steps.jsonl  codes/        each step as it is done: a rerun after a kill goes on from them
     config.yaml  meta.json  log.txt
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,25 +91,31 @@ def rollout(
     sampling: SamplingConfig | None = None,
     seed: int = 0,
     verifier: Verifier | None = None,
+    start: tuple[int, torch.Tensor] | None = None,
+    on_step: Callable[[int, RolloutStep], None] | None = None,
 ) -> list[RolloutStep]:
     """Predict ``len(actions)`` steps, each from the previous step's predicted codes.
 
     Args:
         world: The world model.
-        image: The first observation.
+        image: The first observation, or with ``start`` the image of the last step done.
         actions: One action per step.
         num_samples: N candidates per step.
         sampling: Sampling settings.
-        seed: The rollout's seed (step ``i`` uses :func:`step_seed`).
+        seed: The rollout's seed (step ``i`` uses :func:`step_seed`, so a resumed rollout
+            draws what an unbroken one does).
         verifier: Picks the best of each step's candidates; None keeps candidate 0.
+        start: ``(steps done, codes of the last one's chosen prediction)`` to go on from.
+        on_step: Called with each step's 0-based index as soon as it is predicted.
 
     Returns:
-        The steps, in order.
+        The steps predicted here, in order.
     """
-    source_codes = world.encode_images([image]).codes[0]
+    first, source_codes = start if start is not None else (0, world.encode_images([image]).codes[0])
     source_image = image
     steps = []
-    for i, action in enumerate(actions):
+    for i in range(first, len(actions)):
+        action = actions[i]
         seed_i = step_seed(seed, i)
         pred = predict(
             world,
@@ -121,6 +128,8 @@ def rollout(
             [source_image],
         )[0]
         steps.append(RolloutStep(source_codes, action, seed_i, pred))
+        if on_step is not None:
+            on_step(i, steps[-1])
         source_codes, source_image = pred.chosen_codes, pred.image
     return steps
 
@@ -161,14 +170,80 @@ def draw_strip(frames: Sequence[Image.Image], captions: Sequence[str], frame_siz
     return strip
 
 
-def _clear_outputs(out: Path) -> None:
-    """Remove what an earlier rollout wrote into ``out`` (the files of the module docstring)."""
+#: Finished steps of a rollout, a line each: what a rerun after a kill goes on from.
+PROGRESS_FILE = "steps.jsonl"
+
+
+def _settings_key(cfg: RolloutConfig) -> str:
+    """What makes a step's prediction (all but the actions after it): the image's content,
+    the models, N, sampling and seed."""
+    from worldboot.data.schema import content_hash
+
+    return json.dumps({
+        "image": content_hash(cfg.image), "world": str(Path(cfg.world).resolve()) if cfg.world else None,
+        "verifier": [str(Path(cfg.verifier.path).resolve()), cfg.verifier.score] if cfg.verifier.path else None,
+        "best_of": cfg.best_of, "sampling": dataclasses.asdict(cfg.sampling), "seed": cfg.seed,
+    }, sort_keys=True)
+
+
+def _steps_done(out: Path, cfg: RolloutConfig, key: str) -> list[dict[str, Any]]:
+    """The entries of an earlier run's finished steps that this run would predict again: the
+    same settings and, step by step, the same action, with their files in place."""
+    from worldboot.runs import read_jsonl, repair_tail
+
+    path = out / PROGRESS_FILE
+    if not path.is_file():
+        return []
+    repair_tail(path)  # a kill mid-write
+    done: list[dict[str, Any]] = []
+    for _, row in read_jsonl(path):
+        i = len(done)
+        entry = row.get("entry") or {}
+        if (row.get("key") != key or i >= len(cfg.actions) or entry.get("action") != cfg.actions[i]
+                or not (out / f"step-{i + 1}.png").is_file() or not (out / "codes" / f"step-{i + 1}.safetensors").is_file()):
+            break
+        done.append(entry)
+    return done
+
+
+def _clear_outputs(out: Path, keep: int = 0) -> None:
+    """Remove what an earlier rollout wrote into ``out`` (the files of the module docstring),
+    but its first ``keep`` steps."""
+    import re
     import shutil
 
-    for path in [*out.glob("step-*.png"), out / "strip.png", out / "source.png", out / "rollout.json",
-                 out / "codes.safetensors"]:
-        path.unlink(missing_ok=True)
-    shutil.rmtree(out / "candidates", ignore_errors=True)
+    def beyond(path: Path) -> bool:
+        m = re.fullmatch(r"step-(\d+)(\.png|\.safetensors)?", path.name)
+        return m is None or int(m.group(1)) > keep
+
+    for path in [*out.glob("step-*.png"), *(out / "codes").glob("step-*"), *(out / "candidates").glob("step-*")]:
+        if beyond(path):
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+    for name in ("strip.png", "rollout.json", "codes.safetensors"):
+        (out / name).unlink(missing_ok=True)
+
+
+def _write_step(out: Path, cfg: RolloutConfig, i: int, step: RolloutStep) -> dict[str, Any]:
+    """Write step ``i`` (1-based): its image, candidates and codes; returns its record entry."""
+    pred = step.prediction
+    save_png(pred.image, out / f"step-{i}.png")
+    save_tensors({"candidates": pred.codes, "chosen": torch.tensor(pred.chosen)}, out / "codes" / f"step-{i}.safetensors")
+    entry: dict[str, Any] = {"step": i, "action": step.action, "seed": step.seed, "image": f"step-{i}.png"}
+    if pred.scores is not None or len(pred.images) > 1:
+        cands = []
+        for k, img in enumerate(pred.images):
+            path = out / "candidates" / f"step-{i}" / f"{k}.png"
+            save_png(img, path)
+            c: dict[str, Any] = {"image": path.relative_to(out).as_posix(), "score": None}
+            if pred.scores is not None:
+                c.update(
+                    score=float(pred.scores.get(cfg.verifier.score)[k]),
+                    total=float(pred.scores.total[k]),
+                    mean=float(pred.scores.mean[k]),
+                )
+            cands.append(c)
+        entry.update(candidates=cands, chosen=pred.chosen)
+    return entry
 
 
 def run_rollout(
@@ -176,56 +251,61 @@ def run_rollout(
     world: Any | None = None,
     verifier: Verifier | None = None,
 ) -> list[RolloutStep]:
-    """Run a rollout and write its folder (see the module docstring).
+    """Run a rollout and write its folder (see the module docstring). Each step is written
+    as soon as it is predicted; a rerun with the same settings goes on after the last step
+    written (also when actions were added at the end).
 
     Args:
         cfg: Settings (validated here).
         world: An already loaded world model (default: from ``cfg.world``).
         verifier: An already loaded verifier (default: loaded from ``cfg.verifier.path`` if set).
+
+    Returns:
+        The steps predicted by this run (those of an earlier run are read from the folder).
     """
+    from safetensors.torch import load_file
+
     from worldboot.images import open_image
     from worldboot.infer.predict import load_models
+    from worldboot.runs import append_jsonl
 
     cfg.validate()
     image = open_image(cfg.image)
     world, verifier = load_models(cfg, None, world, verifier)
     out = Path(cfg.out)
+    key = _settings_key(cfg)
     with RunDir(out, cfg, "rollout") as rd:
-        _clear_outputs(out)  # an earlier rollout's steps would stay beside this one's
-        rd.log(f"rollout of {len(cfg.actions)} actions from {cfg.image} with {cfg.world}")
-        steps = rollout(world, image, cfg.actions, cfg.best_of, cfg.sampling, cfg.seed, verifier)
+        done = _steps_done(out, cfg, key)
+        _clear_outputs(out, keep=len(done))  # an earlier rollout's other steps would stay beside these
+        write_atomic(out / PROGRESS_FILE, "".join(json.dumps({"key": key, "entry": e}) + "\n" for e in done))
+        rd.log(f"rollout of {len(cfg.actions)} actions from {cfg.image} with {cfg.world}; {len(done)} done before")
         side = world.image_size
         shown = ImageOps.fit(image, (side, side), Image.LANCZOS)
         save_png(shown, out / "source.png")
-        tensors: dict[str, torch.Tensor] = {"source": steps[0].source_codes}
-        record: list[dict[str, Any]] = []
-        for i, step in enumerate(steps, start=1):
-            pred = step.prediction
-            save_png(pred.image, out / f"step-{i}.png")
-            tensors[f"step-{i}.candidates"] = pred.codes
-            tensors[f"step-{i}.chosen"] = torch.tensor(pred.chosen)
-            entry: dict[str, Any] = {"step": i, "action": step.action, "seed": step.seed, "image": f"step-{i}.png"}
-            if pred.scores is not None or len(pred.images) > 1:
-                cands = []
-                for k, img in enumerate(pred.images):
-                    path = out / "candidates" / f"step-{i}" / f"{k}.png"
-                    save_png(img, path)
-                    c: dict[str, Any] = {"image": path.relative_to(out).as_posix(), "score": None}
-                    if pred.scores is not None:
-                        c.update(
-                            score=float(pred.scores.get(cfg.verifier.score)[k]),
-                            total=float(pred.scores.total[k]),
-                            mean=float(pred.scores.mean[k]),
-                        )
-                    cands.append(c)
-                entry.update(candidates=cands, chosen=pred.chosen)
-            record.append(entry)
+        if done:
+            last = load_file(str(out / "codes" / f"step-{len(done)}.safetensors"))
+            start = (len(done), last["candidates"][int(last["chosen"])])
+            source = load_file(str(out / "codes" / "source.safetensors"))["source"]
+            image = open_image(out / f"step-{len(done)}.png")
+        else:
+            source = world.encode_images([image]).codes[0]
+            save_tensors({"source": source}, out / "codes" / "source.safetensors")
+            start = (0, source)
+        entries = list(done)
+
+        def write(i: int, step: RolloutStep) -> None:
+            entries.append(_write_step(out, cfg, i + 1, step))
+            append_jsonl(out / PROGRESS_FILE, [{"key": key, "entry": entries[-1]}])
+
+        steps = rollout(world, image, cfg.actions, cfg.best_of, cfg.sampling, cfg.seed, verifier, start, write)
+        tensors: dict[str, torch.Tensor] = {"source": source}
+        frames = [shown]
+        for i in range(1, len(cfg.actions) + 1):
+            step_codes = load_file(str(out / "codes" / f"step-{i}.safetensors"))
+            tensors[f"step-{i}.candidates"], tensors[f"step-{i}.chosen"] = step_codes["candidates"], step_codes["chosen"]
+            frames.append(open_image(out / f"step-{i}.png"))
         save_tensors(tensors, out / "codes.safetensors")
-        strip = draw_strip(
-            [shown, *(s.prediction.image for s in steps)],
-            ["source", *(f"{i}. {s.action}" for i, s in enumerate(steps, start=1))],
-            cfg.frame_size,
-        )
+        strip = draw_strip(frames, ["source", *(f"{i}. {a}" for i, a in enumerate(cfg.actions, start=1))], cfg.frame_size)
         save_png(strip, out / "strip.png")
         summary = {
             "image": str(Path(cfg.image).resolve()),
@@ -236,8 +316,8 @@ def run_rollout(
             "best_of": cfg.best_of,
             "sampling": dataclasses.asdict(cfg.sampling),
             "seed": cfg.seed,
-            "steps": record,
+            "steps": entries,
         }
         write_atomic(out / "rollout.json", json.dumps(summary, indent=2) + "\n")
-        rd.log(f"wrote {len(steps)} steps and strip.png")
+        rd.log(f"wrote {len(steps)} steps ({len(done)} from before) and strip.png")
     return steps
