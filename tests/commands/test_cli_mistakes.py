@@ -59,6 +59,8 @@ def test_weight_types_devices_and_tasks_the_model_cannot_take(tiny_dir, tmp_path
     if not torch.cuda.is_available():
         assert main([*base, "--device", "cuda"]) == 2
         assert "no CUDA GPU" in _one_line(capsys, "generate")
+    assert main([*base, "--actors", "2"]) == 2
+    assert "--actors applies to --engine ray, and this run's engine is local" in _one_line(capsys, "generate")
     assert main([*base, "--task", "world/nope"]) == 2
     assert "no entries for task world/nope (tasks in the file: squares)" in _one_line(capsys, "generate")
     assert not (tmp_path / "p").exists()

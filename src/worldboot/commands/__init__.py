@@ -61,3 +61,14 @@ def ray_flags(args: argparse.Namespace) -> dict[str, object]:
     """The options of :func:`add_ray_arguments` as dotted config keys (None: not given)."""
     return {"engine": args.engine, "ray.address": args.ray_address, "ray.actors": args.actors,
             "ray.gpus_per_actor": args.gpus_per_actor}
+
+
+def check_ray_flags(args: argparse.Namespace, engine: str) -> None:
+    """Refuse Ray options for a run whose resolved ``engine`` is not Ray (they would be
+    silently ignored)."""
+    from worldboot.errors import UsageError
+
+    given = [flag for flag, value in (("--ray-address", args.ray_address), ("--actors", args.actors),
+                                      ("--gpus-per-actor", args.gpus_per_actor)) if value is not None]
+    if given and engine != "ray":
+        raise UsageError(f"{given[0]} applies to --engine ray, and this run's engine is {engine}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER, add_ray_arguments, ray_flags
+from worldboot.commands import HELP_FORMATTER, add_ray_arguments, check_ray_flags, ray_flags
 
 EXAMPLE = """example:
   worldboot annotate runs/ucf101/keyframes/pairs.jsonl --cdm runs/cdm --out runs/ucf101/annotated
@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     )
     cfg = load_config(AnnotateConfig, base=to_dict(cfg), flags=ray_flags(args))
     cfg.validate()
+    check_ray_flags(args, cfg.engine)
     dist_info = None if args.shard or cfg.engine == "ray" else distributed_shard()
     shard = parse_shard(args.shard) if args.shard else (dist_info[:2] if dist_info else None)
     backbone = None
