@@ -89,3 +89,14 @@ def test_probe_batch_size_and_figure_outputs(tmp_path, capsys):
     with pytest.raises(SystemExit):  # argparse: "argument --n: must be at least 1"
         main(["figures", "weights", str(tmp_path), "--n", "0"])
     assert "argument --n: must be at least 1, got 0" in capsys.readouterr().err
+
+
+def test_model_folders_that_are_not_one(tmp_path, capsys):
+    (tmp_path / "weights.bin").write_bytes(b"")
+    assert main(["info", "--model", str(tmp_path / "weights.bin")]) == 2
+    assert "is a file: give the model's folder" in _one_line(capsys, "info")
+    release = tmp_path / "anole"
+    (release / "models" / "7b").mkdir(parents=True)
+    (release / "models" / "7b" / "params.json").write_text("{}")
+    assert main(["info", "--model", str(release)]) == 2
+    assert "worldboot convert anole" in _one_line(capsys, "info")

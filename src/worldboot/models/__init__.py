@@ -87,6 +87,8 @@ def _load_family(path: Path, **kwargs: Any):
     from worldboot.models.causal_vq import FAMILY, family_of, load_causal_vq
     from worldboot.models.chameleon import load_chameleon
 
+    if path.is_file():
+        raise ModelError(f"{path} is a file: give the model's folder")
     if not path.is_dir():
         raise ModelError(f"model directory not found: {path}")
     family = family_of(path)

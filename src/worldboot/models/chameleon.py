@@ -101,11 +101,16 @@ class ChameleonBackbone(TokenLMBackbone):
 
 
 def _check_dir(path: Path, required: Sequence[str]) -> None:
+    if path.is_file():
+        raise ModelError(f"{path} is a file: give the model's folder")
     if not path.is_dir():
         raise ModelError(f"model directory not found: {path}")
     missing = [name for name in required if not (path / name).exists()]
     if missing:
-        raise ModelError(f"model directory {path} is missing {', '.join(missing)}")
+        hint = ""
+        if (path / "models" / "7b" / "params.json").is_file():  # Meta's layout, as Anole ships it
+            hint = f": it looks like Anole's release; make a model of it with worldboot convert anole {path} --out DIR"
+        raise ModelError(f"model directory {path} is missing {', '.join(missing)}{hint}")
 
 
 def load_chameleon(
