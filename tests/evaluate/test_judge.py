@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 from pathlib import Path
 
@@ -251,6 +252,52 @@ def test_custom_key_variable_and_server_echo_is_scrubbed(tmp_path, monkeypatch, 
     with FakeOpenAI() as server:
         server.script = [error(401, f"Incorrect API key provided: {KEY}")]
         judge = OpenAIJudge(JudgeConfig(base_url=server.url, api_key_env="MY_JUDGE_KEY", max_retries=0), tmp_path / "c.sqlite")
-        (v,) = judge.judge_many([JudgeRequest(images[0], "a", images[1])])
+        # A key the server refuses fails every request alike: the run stops at the first, in one line.
+        with pytest.raises(ConfigError, match=r"AuthenticationError.*check \$MY_JUDGE_KEY") as err:
+            judge.judge_many([JudgeRequest(images[0], "a", images[1])])
         assert server.requests[0]["headers"]["authorization"] == f"Bearer {KEY}"
-    assert v.score is None and "AuthenticationError" in v.error and KEY not in v.error and KEY[-4:] not in v.error
+    assert KEY not in str(err.value) and KEY[-4:] not in str(err.value)
+
+
+def _raw(payload):
+    from fakes.openai_server import Step
+
+    return Step(body=payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+
+
+def test_replies_of_any_shape_are_per_sample_failures_and_billed_tokens_count(tmp_path, monkeypatch, images):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    usage = {"prompt_tokens": 1000, "completion_tokens": 50}
+    good = '{"score": [7, 8], "reasoning": "ok"}'
+    with FakeOpenAI() as server:
+        server.script = [
+            _raw(b"<html>a web page, not the API</html>"),
+            _raw({"choices": [{"index": 0}], "usage": usage}),
+            _raw({"choices": [{"index": 0, "message": {"role": "assistant", "content": [{"type": "text", "text": good}]}}],
+                  "usage": usage}),
+            _raw({"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "refusal": "I can't"}}],
+                  "usage": usage}),
+            _raw({"choices": [], "usage": usage}),
+            _raw({"choices": [{"index": 0, "message": {"role": "assistant", "content": good}}],
+                  "usage": {"prompt_tokens": "lots", "completion_tokens": None}}),
+            reply('Format: {"score": [...], "reasoning": "..."}\nAnswer: {"score": [6, 9], "reasoning": "x"}'),
+        ]
+        judge = OpenAIJudge(JudgeConfig(base_url=server.url, max_retries=0, concurrency=1), tmp_path / "c.sqlite")
+        reqs = [JudgeRequest(images[0], f"action {i}", images[1]) for i in range(7)]
+        verdicts = judge.judge_many(reqs)
+    assert [v.score for v in verdicts] == [None, None, 7.0, None, None, 7.0, 6.0]
+    assert verdicts[0].error.startswith("judge unavailable") and "refusal: I can't" in verdicts[3].raw
+    assert "no choices" in verdicts[4].error
+    # Billed: every reply the server answered with a completion (the empty one too); the one whose
+    # usage is unreadable is paid for, with its tokens unknown.
+    assert judge.usage.prompt_tokens == 5000 and judge.usage.paid_calls == 6
+
+
+@pytest.mark.parametrize("status", [404, 403])
+def test_a_wrong_model_or_forbidden_key_stops_the_run_in_one_line(tmp_path, monkeypatch, images, status):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI() as server:
+        server.script = [error(status, "The model `gpt-5o` does not exist")] * 3
+        judge = OpenAIJudge(JudgeConfig(base_url=server.url, model="gpt-5o", max_retries=0), tmp_path / "c.sqlite")
+        with pytest.raises(ConfigError, match=r"judge.model \(gpt-5o\)"):
+            judge.judge_many([JudgeRequest(images[0], "a", images[1])])

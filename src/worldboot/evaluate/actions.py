@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.data.schema import Problems
-from worldboot.errors import ConfigError
+from worldboot.errors import ConfigError, DataError
 from worldboot.evaluate.predictions import load_bench
 from worldboot.evaluate.text_metrics import TextMetricsConfig
 from worldboot.runs import RunDir, write_atomic
@@ -55,17 +55,26 @@ def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
         raise ConfigError("no predicted actions: give at least one JSONL file")
     problems = Problems(cfg.strict)
     out = Path(cfg.out)
+    # Inputs first, so a user mistake stops the run before the report folder exists.
+    triplets = load_bench(cfg.bench, problems, cfg.bench_root or None)
+    if cfg.subsets:
+        triplets = [t for t in triplets if t.subset in cfg.subsets]
+        if not triplets:
+            raise ConfigError(f"subsets not in the benchmark: {', '.join(cfg.subsets)}")
+    refs = {t.id: (t.subset, t.action) for t in triplets}
+    all_preds = {name: read_predicted_actions(path, problems) for name, path in cfg.preds.items()}
+    for name, preds in all_preds.items():
+        if preds and not set(preds) & set(refs):
+            example = next(iter(preds))
+            raise DataError(
+                f"{cfg.preds[name]}: no id of its {len(preds)} actions is in {cfg.bench} (e.g. {example!r}; "
+                f"the benchmark's ids look like {next(iter(refs), '?')!r})"
+            )
     with RunDir(out, cfg, "evaluate-actions") as run:
-        triplets = load_bench(cfg.bench, problems, cfg.bench_root or None)
-        if cfg.subsets:
-            triplets = [t for t in triplets if t.subset in cfg.subsets]
-            if not triplets:
-                raise ConfigError(f"subsets not in the benchmark: {', '.join(cfg.subsets)}")
-        refs = {t.id: (t.subset, t.action) for t in triplets}
         summaries: dict[str, Any] = {}
         lines = []
         for name, path in cfg.preds.items():
-            preds = read_predicted_actions(path, problems)
+            preds = all_preds[name]
             rows, summary = score_actions(preds, refs, text_cfg)
             summaries[name] = summary
             lines += [json.dumps({"model": name, **r}) + "\n" for r in rows]

@@ -321,7 +321,7 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
                 judge.close()
             if judge.name == "openai":
                 notes.append(_usage_note(cfg.judge, judge.usage))
-            elif judge.usage.failures:
+            if judge.usage.failures:
                 notes.append(_failure_note(judge.name, judge.usage, by_model))
             run.log(f"judge {judge.name}: {json.dumps(judge.usage.to_json())}")
             if cfg.oracle:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from worldboot.config import bounded
 from worldboot.data.schema import Problems, iter_jsonl, resolve_under
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.images import open_image
@@ -46,9 +47,15 @@ class SpatialConfig:
     out: str = ""
     prompt: str = " Question: {question} Answer:"
     choice_prefix: str = " "
-    batch_size: int = 8
-    image_batch: int = 8
+    batch_size: int = bounded(8, ge=1)
+    image_batch: int = bounded(8, ge=1)
     strict: bool = False
+
+    def __post_init__(self) -> None:
+        try:
+            self.prompt.format(question="q")
+        except (KeyError, IndexError, ValueError):
+            raise ConfigError(f"config key 'prompt': the only placeholder is {{question}}, got {self.prompt!r}") from None
 
 
 @dataclass
@@ -98,6 +105,12 @@ def read_mc(path: str | os.PathLike[str], problems: Problems) -> list[MCItem]:
             problems.add(path, lineno, "choices must be a list of at least two non-empty strings")
             continue
         choices = [c.strip() for c in choices]
+        if len(set(choices)) < len(choices):
+            problems.add(path, lineno, "choices must differ (two equal choices cannot both be scored)")
+            continue
+        if not isinstance(row["image"], str) or not isinstance(row["question"], str):
+            problems.add(path, lineno, "image and question must be text")
+            continue
         try:
             answer = _answer_index(row["answer"], choices)
             image = str(resolve_under(path.parent, row["image"]))
@@ -173,19 +186,21 @@ def run_spatial(cfg: SpatialConfig, backbone: Any = None) -> dict[str, Any]:
         raise ConfigError("no multiple-choice file given")
     if not cfg.out:
         raise ConfigError("no report directory: pass --out DIR")
+    if backbone is None and not cfg.model:
+        raise ConfigError("no model: pass --model DIR")
+    problems = Problems(cfg.strict)
+    # The files first: a mistake in one stops the run before the model loads or --out exists.
+    read = {f: read_mc(f, problems) for f in cfg.files}
     if backbone is None:
-        if not cfg.model:
-            raise ConfigError("no model: pass --model DIR")
         from worldboot.models import load_backbone
 
         backbone = load_backbone(cfg.model)
-    problems = Problems(cfg.strict)
     out = Path(cfg.out)
     table: dict[str, dict[str, Any]] = {}
     lines = []
     with RunDir(out, cfg, "evaluate-spatial") as run:
         for f in cfg.files:
-            items = read_mc(f, problems)
+            items = read[f]
             rows = score_items(backbone, items, cfg, problems, source=f)
             name = Path(f).stem
             if name in table:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from worldboot.config import bounded
 from worldboot.data.schema import Problems, iter_jsonl
 from worldboot.errors import ConfigError, DataError
 
@@ -44,9 +45,9 @@ class TextMetricsConfig:
 
     bertscore: bool = True
     bertscore_model: str = ""
-    bertscore_layers: int = 6
+    bertscore_layers: int = bounded(6, ge=1)
     bertscore_label: str = "BERTScore (MiniLM-L6)"
-    batch_size: int = 32
+    batch_size: int = bounded(32, ge=1)
     device: str = "cpu"
 
 
@@ -103,6 +104,14 @@ def bertscore_f1(
 
     cfg = cfg or TextMetricsConfig()
     model = cfg.bertscore_model or str(bundled_minilm_dir())
+    if cfg.bertscore_model and not Path(model).is_dir():
+        # A hub name must be in the local cache (no download here), a folder must exist.
+        try:
+            from huggingface_hub import snapshot_download
+
+            snapshot_download(model, local_files_only=True)
+        except Exception:  # noqa: BLE001 - any failure means the model is not available here
+            raise ConfigError(f"BERTScore model {model!r}: no such folder, and not in the local Hugging Face cache") from None
     if not candidates:
         return []
     # bert-score 0.3.13 encodes an empty string with a tokenizer method transformers 5 removed;

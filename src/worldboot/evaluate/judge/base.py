@@ -6,6 +6,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from worldboot.config import bounded
+from worldboot.errors import ConfigError
+
 #: The paper's Appendix H prompt, verbatim (``{instruction}`` is the action; the doubled braces
 #: are the paper's own format-string escapes and render as single braces).
 JUDGE_PROMPT = """You are a professional digital artist. You will have to evaluate the effectiveness of the AI-generated image(s) based on the given rules.
@@ -70,16 +73,22 @@ class JudgeConfig:
     model: str = "gpt-4o-2024-11-20"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.0
-    max_tokens: int = 512
-    timeout: float = 120.0
-    max_retries: int = 6
-    concurrency: int = 4
+    temperature: float = bounded(0.0, ge=0, le=2)
+    max_tokens: int = bounded(512, ge=1)
+    timeout: float = bounded(120.0, gt=0)
+    max_retries: int = bounded(6, ge=0)
+    concurrency: int = bounded(4, ge=1)
     cache: str = ""
-    price_input_per_1m: float = 2.50
-    price_output_per_1m: float = 10.00
-    max_image_side: int = 0
+    price_input_per_1m: float = bounded(2.50, ge=0)
+    price_output_per_1m: float = bounded(10.00, ge=0)
+    max_image_side: int = bounded(0, ge=0)
     retry_unparsable: bool = False
+
+    def __post_init__(self) -> None:
+        if self.type == "openai" and not self.model.strip():
+            raise ConfigError("config key 'judge.model': name the judge model (e.g. gpt-4o-2024-11-20)")
+        if self.base_url is not None and self.base_url and not self.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"config key 'judge.base_url': an http(s) URL, got {self.base_url!r}")
 
 
 @dataclass

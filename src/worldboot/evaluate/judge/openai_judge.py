@@ -58,6 +58,19 @@ def _scrub(text: str, secret: str | None) -> str:
     return text
 
 
+class BadReply(ValueError):
+    """A reply that is not a usable chat completion, with the tokens it was billed for."""
+
+    def __init__(self, message: str, prompt_tokens: int = 0, completion_tokens: int = 0) -> None:
+        super().__init__(message)
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+
+
+def _tokens(usage: Any, name: str) -> int:
+    value = getattr(usage, name, None)
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else 0
+
+
 class OpenAIJudge:
     """GPT-4o-as-a-judge on an OpenAI-compatible chat-completions server.
 
@@ -113,11 +126,23 @@ class OpenAIJudge:
                 }
             ],
         )
-        if not response.choices:
-            raise ValueError("the server returned no choices")
-        text = response.choices[0].message.content or ""
-        usage = response.usage
-        return text, int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 0) or 0)
+        # Whatever the server sent: an OpenAI-compatible server (or a web page at a wrong
+        # base_url) may answer in shapes the client does not check.
+        usage = getattr(response, "usage", None)
+        pt, ct = _tokens(usage, "prompt_tokens"), _tokens(usage, "completion_tokens")
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list):
+            raise BadReply(f"not a chat completion (the server answered {type(response).__name__})", pt, ct)
+        if not choices:
+            raise BadReply("the server returned no choices", pt, ct)
+        message = getattr(choices[0], "message", None)
+        content = getattr(message, "content", None)
+        if isinstance(content, list):  # content parts
+            content = "".join(str(part.get("text", "")) if isinstance(part, dict) else str(getattr(part, "text", ""))
+                              for part in content)
+        if not content and getattr(message, "refusal", None):
+            content = f"refusal: {message.refusal}"  # kept, so the report shows why there is no score
+        return content if isinstance(content, str) else "", pt, ct
 
     def _judge_one(self, item: tuple[str, str, str, str]) -> Verdict:
         key, prompt, src_url, pred_url = item
@@ -131,10 +156,21 @@ class OpenAIJudge:
 
         try:
             text, pt, ct = self._call(prompt, src_url, pred_url)
+        except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
+            # A wrong key, model or base_url fails every request alike: stop at the first.
+            detail = _scrub(str(err).splitlines()[0] if str(err) else "", self._secret)
+            raise ConfigError(
+                f"the judge refused the request ({type(err).__name__}: {detail[:200]}): check "
+                f"${self.cfg.api_key_env}, judge.model ({self.cfg.model}) and judge.base_url"
+            ) from None
         except (openai.OpenAIError, ValueError) as err:
             # After the client's own retries: the judge is down, refuses, or times out.
             with self._lock:
                 self.usage.failures += 1
+                if isinstance(err, BadReply) and (err.prompt_tokens or err.completion_tokens):  # billed all the same
+                    self.usage.paid_calls += 1
+                    self.usage.prompt_tokens += err.prompt_tokens
+                    self.usage.completion_tokens += err.completion_tokens
             detail = _scrub(str(err).splitlines()[0] if str(err) else "", self._secret)
             return Verdict(error=f"judge unavailable: {type(err).__name__}: {detail}"[:500])
         self.cache.put(key, self.cfg.model, text, pt, ct)

@@ -24,14 +24,21 @@ _SCORE_RE = re.compile(
 _REASON_RE = re.compile(r"""["']?reasoning["']?\s*:\s*(["'])(.*?)\1\s*[,}]""", re.I | re.S)
 
 
+#: Longest ``{...}`` looked for, and most ``{`` tried as its start: a verdict is a few hundred
+#: characters, and scanning every brace of a long junk reply to its end is quadratic (1.5 s for
+#: 8 KB of "x{" before these bounds, measured).
+MAX_OBJECT_CHARS = 4000
+MAX_OBJECT_STARTS = 200
+
+
 def _balanced_objects(text: str) -> list[str]:
-    """Substrings ``{...}`` with balanced braces, skipping braces inside quoted strings."""
+    """Substrings ``{...}`` with balanced braces, skipping braces inside quoted strings (at
+    most :data:`MAX_OBJECT_STARTS` starts, each at most :data:`MAX_OBJECT_CHARS` long)."""
     found = []
-    for start, ch in enumerate(text):
-        if ch != "{":
-            continue
+    starts = [i for i, ch in enumerate(text) if ch == "{"][:MAX_OBJECT_STARTS]
+    for start in starts:
         depth, quote, escaped = 0, None, False
-        for end in range(start, len(text)):
+        for end in range(start, min(len(text), start + MAX_OBJECT_CHARS)):
             c = text[end]
             if quote:
                 if escaped:
@@ -92,6 +99,7 @@ def parse_verdict(text: str) -> tuple[float, float, str | None]:
     if not isinstance(text, str) or not text.strip():
         raise VerdictParseError("empty reply")
     pieces = [m.group(1) for m in _FENCE.finditer(text)] + [text]
+    first_error: VerdictParseError | None = None
     for piece in pieces:
         for snippet in _balanced_objects(piece):
             data = _as_mapping(snippet)
@@ -101,10 +109,15 @@ def parse_verdict(text: str) -> tuple[float, float, str | None]:
             if "score" not in keys:
                 continue
             score = keys["score"]
-            if not isinstance(score, (list, tuple)) or len(score) != 2:
-                raise VerdictParseError(f"'score' must be a list of two numbers, got {score!r}")
             reasoning = keys.get("reasoning")
-            return _number(score[0]), _number(score[1]), str(reasoning) if reasoning is not None else None
+            try:
+                if not isinstance(score, (list, tuple)) or len(score) != 2:
+                    raise VerdictParseError(f"'score' must be a list of two numbers, got {score!r}")
+                return _number(score[0]), _number(score[1]), str(reasoning) if reasoning is not None else None
+            except VerdictParseError as err:  # e.g. the prompt's template echoed before the answer
+                first_error = first_error or err
+    if first_error is not None:
+        raise first_error
     match = _SCORE_RE.search(text)
     if match:
         reason = _REASON_RE.search(text)
