@@ -51,16 +51,18 @@ class _Override(str):
         return out
 
 
-def _takes_text(tp: Any, parsed: Any) -> bool:
-    if not isinstance(parsed, (int, float, bool)):  # lists, mappings, null and text read as they are
+def _takes_text(tp: Any, override: _Override) -> bool:
+    if not isinstance(override.parsed, (int, float, bool)):  # lists, mappings, null and text read as they are
         return False
+    if get_origin(tp) is Literal:  # mixed_precision=no is the choice "no", not YAML's false
+        return str(override) in get_args(tp)
     return tp is str or (get_origin(tp) in (Union, types.UnionType) and str in get_args(tp))
 
 
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against the annotation ``tp`` and convert where it is lossless."""
     if isinstance(value, _Override):
-        value = str(value) if _takes_text(tp, value.parsed) else value.parsed
+        value = str(value) if _takes_text(tp, value) else value.parsed
     origin = get_origin(tp)
     if tp is Any:
         return value

@@ -292,3 +292,34 @@ def test_tensorboard_tracker_logs_every_metric(tiny_dir, cache_dir, tmp_path):
     logged = [(e.step, e.value) for e in acc.Scalars("loss")]
     assert [s for s, _ in logged] == [1, 2, 3]
     assert [v for _, v in logged] == pytest.approx(_losses(tmp_path / "run"), rel=1e-6)
+
+
+def test_training_mistakes_are_one_line(tiny_dir, cache_dir, tmp_path):
+    from worldboot.config import load_config
+
+    assert load_config(TrainConfig, overrides=["mixed_precision=no"]).mixed_precision == "no"  # not YAML's false
+    for n, (change, says) in enumerate((
+        ({"trackers": ["nosuch"]}, r"'trackers': 'nosuch' is not a tracker accelerate can log to here"),
+        ({"data": DataSettings(sources=[SourceSettings(cache=str(cache_dir), max_per_subset={"squares/nope": 2})])},
+         r"max_per_subset names 'squares/nope'.*its subsets: squares/left, squares/right"),
+        ({"data": DataSettings(sources=[SourceSettings(cache=str(cache_dir), max_per_subset={"squares/left": -1})])},
+         r"max_per_subset.squares/left must be at least 0"),
+        ({"data": DataSettings(sources=[SourceSettings(cache=str(cache_dir))], eval_fraction=1.0)},
+         r"no usable training sample .*data.eval_fraction 1 holds them out"),
+    )):
+        with pytest.raises((ConfigError, DataError), match=says):
+            Trainer(_cfg(tiny_dir, cache_dir, tmp_path / f"m{n}", **change)).setup()
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="fp16 needs a GPU"):
+            Trainer(_cfg(tiny_dir, cache_dir, tmp_path / "fp16", mixed_precision="fp16")).setup()
+    # A diverging run stops at its first non-finite loss instead of saving NaN weights.
+    with pytest.raises(ConfigError, match=r"training diverged; lower optim.lr"):
+        run_training(_cfg(tiny_dir, cache_dir, tmp_path / "nan", max_steps=6, optim=OptimSettings(lr=1e30, warmup_steps=0)))
+    assert not (tmp_path / "nan" / "adapter").exists()
+    # --resume on a finished run that kept no checkpoint: refused, its model untouched.
+    done = _cfg(tiny_dir, cache_dir, tmp_path / "done", max_steps=2)
+    run_training(done)
+    before = (tmp_path / "done" / "adapter" / "adapter_model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="holds a finished run and no checkpoint"):
+        run_training(done, resume=True)
+    assert (tmp_path / "done" / "adapter" / "adapter_model.safetensors").read_bytes() == before

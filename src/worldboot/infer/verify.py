@@ -101,7 +101,8 @@ class Verifier:
             raise ModelError(
                 f"the verifier{f' {path}' if path else ''} has another image tokenizer than the world model "
                 f"(fingerprint {backbone.tokenizer_fingerprint()} vs {world.tokenizer_fingerprint()}): it cannot "
-                "score the world model's codes; use verifier.on_mismatch=reencode to re-encode the candidates"
+                "score the world model's codes (worldboot generate re-encodes the candidates with "
+                "verifier.on_mismatch=reencode; reward training needs one tokenizer)"
             )
 
     @classmethod

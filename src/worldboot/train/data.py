@@ -49,6 +49,14 @@ class MixedDataset:
             by_subset: dict[str, list[int]] = {}
             for i, rec in enumerate(cache.records):
                 by_subset.setdefault(rec["subset"], []).append(i)
+            for subset, cap in src.max_per_subset.items():
+                if subset not in by_subset:
+                    raise ConfigError(
+                        f"data.sources[{s_idx}].max_per_subset names {subset!r}, which {path} does not hold "
+                        f"(its subsets: {', '.join(sorted(by_subset)) or 'none'})"
+                    )
+                if cap < 0:
+                    raise ConfigError(f"data.sources[{s_idx}].max_per_subset.{subset} must be at least 0, got {cap}")
             keep: list[int] = []
             for subset in sorted(by_subset):
                 idx = by_subset[subset]

@@ -38,10 +38,20 @@ def make_accelerator(mixed_precision: str, trackers: list[str], project_dir: str
         ConfigError: DeepSpeed was asked for but is not installed.
     """
     from accelerate import Accelerator
+    from accelerate.tracking import get_available_trackers
     from accelerate.utils import InitProcessGroupKwargs
 
     kwargs: dict[str, Any] = {}
     gpu = torch.cuda.is_available()
+    available = [str(getattr(t, "value", t)) for t in get_available_trackers()]
+    missing = [t for t in trackers if t not in available]
+    if missing:
+        raise ConfigError(
+            f"config key 'trackers': {missing[0]!r} is not a tracker accelerate can log to here "
+            f"(installed: {', '.join(available) or 'none'})"
+        )
+    if mixed_precision == "fp16" and not gpu:
+        raise ConfigError("config key 'mixed_precision': fp16 needs a GPU; on CPUs use no or bf16")
     if deepspeed_launch():
         try:
             import deepspeed  # noqa: F401
@@ -52,14 +62,18 @@ def make_accelerator(mixed_precision: str, trackers: list[str], project_dir: str
             ) from None
         if not gpu:
             kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
-    return Accelerator(
-        mixed_precision=mixed_precision,
-        cpu=not gpu and not deepspeed_launch(),
-        log_with=trackers or None,
-        project_dir=project_dir,
-        step_scheduler_with_optimizer=False,
-        **kwargs,
-    )
+    try:
+        return Accelerator(
+            mixed_precision=mixed_precision,
+            cpu=not gpu and not deepspeed_launch(),
+            log_with=trackers or None,
+            project_dir=project_dir,
+            step_scheduler_with_optimizer=False,
+            **kwargs,
+        )
+    except ValueError as err:  # e.g. the launch's DeepSpeed config file is not JSON
+        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"accelerate refused this launch's settings: {detail[:300]}") from None
 
 
 def zero_stage(acc: Any) -> int | None:
@@ -90,6 +104,8 @@ def configure_deepspeed(acc: Any, batch_size: int, micro_batch_size: int, accum:
     if plugin is None:
         return
     ds = plugin.deepspeed_config
+    if int(plugin.zero_stage) not in (0, 1, 2, 3):
+        raise ConfigError(f"DeepSpeed has ZeRO stages 0-3; this launch's config asks for {plugin.zero_stage}")
     zero = ds.get("zero_optimization", {})
     offloaded = any(
         (zero.get(key) or {}).get("device", "none") not in ("none", None) for key in ("offload_optimizer", "offload_param")

@@ -93,7 +93,8 @@ class Trainer:
             raise ModelError(f"base model directory not found: {cfg.base_model}")
         self.data = MixedDataset(cfg.data, cfg.seed)
         if not self.data.train:
-            raise DataError(f"no usable training sample in {', '.join(s.cache for s in cfg.data.sources)}")
+            held = f" (data.eval_fraction {cfg.data.eval_fraction:g} holds them out)" if self.data.eval else ""
+            raise DataError(f"no usable training sample in {', '.join(s.cache for s in cfg.data.sources)}{held}")
         if len(self.data.fingerprints) > 1:
             raise DataError("the caches were made with different tokenizers; tokenize them with one backbone")
         self.select_data()
@@ -214,6 +215,13 @@ class Trainer:
     def _restore(self) -> None:
         path = checkpoints.resume_path(self.out, self.resume)
         if path is None:
+            from worldboot.runs import read_jsonl
+
+            if self.metrics_path.is_file() and any(r.get("final") for _, r in read_jsonl(self.metrics_path)):
+                raise ConfigError(
+                    f"{self.out} holds a finished run and no checkpoint to go on from (save_every was "
+                    f"{self.cfg.save_every}): its model is there already; train into another --out to start over"
+                )
             self.accelerator.print("no checkpoint to resume from; starting fresh")
             if self.accelerator.is_main_process:  # a run killed before its first checkpoint logged steps
                 checkpoints.drop_metrics_after(self.metrics_path, 0)
@@ -351,6 +359,12 @@ class Trainer:
             while self.global_step < self.total_steps:
                 t0 = time.perf_counter()
                 metrics = self.train_step(self.global_step)
+                if not math.isfinite(metrics["loss"]):
+                    # Every later step, and the saved weights, would be NaN too.
+                    raise ConfigError(
+                        f"the loss is {metrics['loss']} at step {self.global_step + 1}: training diverged; lower "
+                        f"optim.lr (now {self.cfg.optim.lr:g}) or check the data (checkpoints before it are kept)"
+                    )
                 self.global_step += 1
                 dt = time.perf_counter() - t0
                 metrics["tokens_per_s"] = metrics["tokens"] / dt if dt > 0 else 0.0
