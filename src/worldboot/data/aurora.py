@@ -22,7 +22,14 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from worldboot.data.schema import Problems, Triplet, action_text_problem, image_problem, resolve_under
+from worldboot.data.schema import (
+    Problems,
+    Triplet,
+    action_text_problem,
+    image_problem,
+    resolve_under,
+    wrong_types,
+)
 from worldboot.errors import DataError
 
 #: Subsets of AURORA-BENCH whose entries have a target image.
@@ -57,14 +64,8 @@ def read_json_list(path: str | os.PathLike[str]) -> list[Any]:
     return data
 
 
-def _wrong_types(entry: dict[str, Any]) -> str | None:
-    """The first of an entry's own fields whose JSON type is wrong, as a problem's reason:
-    paths, the action and the task are text (null counts as absent)."""
-    for key in ("task", "input", "output", "instruction", "prompt"):
-        value = entry.get(key)
-        if value is not None and not isinstance(value, str):
-            return f"field {key!r} must be text, got {type(value).__name__}"
-    return None
+#: An entry's own fields: paths, the action and the task are text (null counts as absent).
+_FIELD_TYPES = {key: ((str, type(None)), "text") for key in ("task", "input", "output", "instruction", "prompt")}
 
 
 def parse_tasks(tasks: str | Iterable[str] | None) -> set[str] | None:
@@ -93,7 +94,7 @@ def _entry_triplet(
     if not isinstance(entry, dict):
         problems.add(file, index, f"not an object: {type(entry).__name__}")
         return None
-    wrong = _wrong_types(entry)
+    wrong = wrong_types(entry, _FIELD_TYPES)
     if wrong:
         problems.add(file, index, wrong)
         return None

@@ -227,9 +227,15 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _wrong_types(row: dict[str, Any]) -> str | None:
-    """The first field of a manifest row whose JSON type is wrong, as a problem's reason."""
-    for key, (types, what) in _FIELD_TYPES.items():
+def wrong_types(row: dict[str, Any], field_types: dict[str, tuple[tuple[type, ...], str]] | None = None) -> str | None:
+    """The first field of a row whose JSON type is wrong, as a problem's reason.
+
+    Args:
+        row: A JSON object read from a user's file.
+        field_types: Field -> (allowed types, what to say); default: a manifest row's. A
+            boolean never passes for a number (JSON's ``true`` is not 1).
+    """
+    for key, (types, what) in (field_types or _FIELD_TYPES).items():
         if key in row and (not isinstance(row[key], types) or isinstance(row[key], bool)):
             return f"field {key!r} must be {what}, got {type(row[key]).__name__ if row[key] is not None else 'null'}"
     return None
@@ -260,7 +266,7 @@ def read_manifest(
         if missing:
             problems.add(path, lineno, f"missing field: {', '.join(missing)}")
             continue
-        wrong = _wrong_types(row)
+        wrong = wrong_types(row)
         if wrong:
             problems.add(path, lineno, wrong)
             continue

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from worldboot.data.schema import Problems, Triplet, iter_jsonl, resolve_under, write_manifest
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, resolve_under, write_manifest, wrong_types
 from worldboot.errors import ConfigError, DataError
 from worldboot.mining.select_stats import NO_CLASS, dataset_stats, plot_class_scores, stats_markdown
 from worldboot.runs import RunDir, atomic_path, write_atomic
@@ -135,14 +135,6 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 
-def _wrong_types(row: dict[str, Any]) -> str | None:
-    """The first field of an annotated row whose JSON type is wrong, as a problem's reason."""
-    for key, (types, what) in _FIELD_TYPES.items():
-        if key in row and (not isinstance(row[key], types) or isinstance(row[key], bool)):
-            return f"field {key!r} must be {what}, got {type(row[key]).__name__ if row[key] is not None else 'null'}"
-    return None
-
-
 def _annotated_root(folder: Path) -> Path:
     """The data root ``worldboot annotate`` checked the images against (its ``meta.json``),
     else the parent of the annotations' folder, where a mining run keeps its key-frames."""
@@ -188,7 +180,7 @@ def read_annotated(
             if missing:
                 problems.add(file, lineno, f"missing field: {', '.join(missing)}")
                 continue
-            wrong = _wrong_types(row)
+            wrong = wrong_types(row, _FIELD_TYPES)
             if wrong:
                 problems.add(file, lineno, wrong)
                 continue
