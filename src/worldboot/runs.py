@@ -325,3 +325,21 @@ def file_lock(path: str | os.PathLike[str]) -> FileLock:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
+
+
+def run_task(path: str | os.PathLike[str]) -> str | None:
+    """The task a training run was made for (``dynamics``, ``world``, ``world-rl``...), read
+    from its ``config.yaml``; ``path`` may be the run or its ``adapter``/``merged`` folder.
+    None for anything else (a base model)."""
+    import yaml
+
+    path = Path(path)
+    for folder in (path, path.parent) if path.name in ("adapter", "merged") else (path,):
+        config = folder / "config.yaml"
+        if config.is_file():
+            try:
+                task = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("task")
+            except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
+                return None
+            return task if isinstance(task, str) else None
+    return None

@@ -115,6 +115,14 @@ def test_bad_settings_are_refused_before_compute(tiny_dir, cache_dir, tmp_path):
     with pytest.raises(ConfigError, match="trains a LoRA adapter"):
         RLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "d", lora=LoraSettings(enabled=False))).setup()
     assert not (tmp_path / "a" / "metrics.jsonl").exists()
+    # A trained run in the wrong role: a world model as the CDM that rewards, or as the CDM to train.
+    for name, task in (("wm", "world"), ("cdm", "dynamics")):
+        (tmp_path / name / "adapter").mkdir(parents=True)
+        (tmp_path / name / "config.yaml").write_text(f"task: {task}\n")
+    with pytest.raises(ConfigError, match=r"--verifier .*wm/adapter is a world run; world-rl needs a dynamics model"):
+        RLTrainer(_cfg(tiny_dir, tmp_path / "wm" / "adapter", cache_dir, tmp_path / "e")).setup()
+    with pytest.raises(ConfigError, match=r"--base .*wm is a world run; dynamics-rl needs a dynamics model"):
+        RLTrainer(_cfg(tmp_path / "wm", tiny_dir, cache_dir, tmp_path / "f", task="dynamics-rl")).setup()
 
 
 def test_a_verifier_with_another_tokenizer_is_refused(tiny_dir, cache_dir, tmp_path):

@@ -39,6 +39,7 @@ import torch
 
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.models.backbone import Example, SamplingConfig
+from worldboot.runs import run_task
 from worldboot.train.config import TrainConfig
 from worldboot.train.engine import unpartitioned_loading, zero_stage
 from worldboot.train.losses import dpo_loss_sum, group_advantages, grpo_loss_sum
@@ -75,6 +76,13 @@ def check_rl(cfg: TrainConfig) -> None:
         )
     if rl.verifier and not Path(rl.verifier).is_dir():
         raise ModelError(f"verifier directory not found: {rl.verifier}")
+    # A trained run records its task: a world model passed as the CDM (or the reverse) would
+    # train on a reward that means nothing. Base models record none and pass.
+    verifier_role, policy_role = ("dynamics", "world") if cfg.task == "world-rl" else ("world", "dynamics")
+    for flag, path, role in (("--verifier", rl.verifier, verifier_role), ("--base", cfg.base_model, policy_role)):
+        trained = run_task(path) if path else None
+        if trained is not None and not trained.startswith(role):
+            raise ConfigError(f"{flag} {path} is a {trained} run; {cfg.task} needs a {role} model there")
     if not cfg.lora.enabled:
         raise ConfigError(
             f"{cfg.task} trains a LoRA adapter (lora.enabled=true): the reference policy is the starting model "
