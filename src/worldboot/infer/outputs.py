@@ -78,6 +78,25 @@ def _rel(path: Path, base: Path) -> str:
     return path.relative_to(base).as_posix()
 
 
+def save_candidates(pred: Prediction, folder: Path, stem: str, score: str) -> list[dict[str, Any]]:
+    """Write each candidate of ``pred`` as ``folder/candidates/<stem>/<k>.png``; returns one
+    entry per candidate: its image (relative to ``folder``) and, with a verifier, its
+    ``score`` (the kind named by ``score``), ``total`` and ``mean``."""
+    out = []
+    for k, img in enumerate(pred.images):
+        path = folder / "candidates" / stem / f"{k}.png"
+        save_png(img, path)
+        entry: dict[str, Any] = {"image": _rel(path, folder), "score": None}
+        if pred.scores is not None:
+            entry.update(
+                score=float(pred.scores.get(score)[k]),
+                total=float(pred.scores.total[k]),
+                mean=float(pred.scores.mean[k]),
+            )
+        out.append(entry)
+    return out
+
+
 def write_prediction(
     folder: Path,
     triplet: Any,
@@ -94,19 +113,7 @@ def write_prediction(
     codes_path = folder / "codes" / f"{stem}.safetensors"
     tensors = {"source": source_codes, "candidates": pred.codes, "chosen": torch.tensor(pred.chosen)}
     with_candidates = pred.scores is not None or len(pred.images) > 1
-    candidates = []
-    if with_candidates:
-        for k, img in enumerate(pred.images):
-            cpath = folder / "candidates" / stem / f"{k}.png"
-            save_png(img, cpath)
-            entry: dict[str, Any] = {"image": _rel(cpath, folder), "score": None}
-            if pred.scores is not None:
-                entry.update(
-                    score=float(pred.scores.get(cfg.verifier.score)[k]),
-                    total=float(pred.scores.total[k]),
-                    mean=float(pred.scores.mean[k]),
-                )
-            candidates.append(entry)
+    candidates = save_candidates(pred, folder, stem, cfg.verifier.score) if with_candidates else []
     if pred.scores is not None:
         tensors.update(verifier_total=pred.scores.total, verifier_mean=pred.scores.mean)
         if pred.scores.reencoded:

@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from worldboot.errors import ConfigError
-from worldboot.infer.outputs import save_png, save_tensors
+from worldboot.infer.outputs import save_candidates, save_png, save_tensors
 from worldboot.infer.predict import PredictConfig, Prediction, make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
@@ -192,7 +192,7 @@ def _steps_done(out: Path, cfg: RolloutConfig, key: str) -> list[dict[str, Any]]
     from worldboot.runs import read_jsonl, repair_tail
 
     path = out / PROGRESS_FILE
-    if not path.is_file():
+    if not path.is_file() or not (out / "codes" / "source.safetensors").is_file():
         return []
     repair_tail(path)  # a kill mid-write
     done: list[dict[str, Any]] = []
@@ -217,8 +217,10 @@ def _clear_outputs(out: Path, keep: int = 0) -> None:
         return m is None or int(m.group(1)) > keep
 
     for path in [*out.glob("step-*.png"), *(out / "codes").glob("step-*"), *(out / "candidates").glob("step-*")]:
-        if beyond(path):
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        if beyond(path) and path.is_dir():
+            shutil.rmtree(path)
+        elif beyond(path):
+            path.unlink(missing_ok=True)
     for name in ("strip.png", "rollout.json", "codes.safetensors"):
         (out / name).unlink(missing_ok=True)
 
@@ -230,19 +232,7 @@ def _write_step(out: Path, cfg: RolloutConfig, i: int, step: RolloutStep) -> dic
     save_tensors({"candidates": pred.codes, "chosen": torch.tensor(pred.chosen)}, out / "codes" / f"step-{i}.safetensors")
     entry: dict[str, Any] = {"step": i, "action": step.action, "seed": step.seed, "image": f"step-{i}.png"}
     if pred.scores is not None or len(pred.images) > 1:
-        cands = []
-        for k, img in enumerate(pred.images):
-            path = out / "candidates" / f"step-{i}" / f"{k}.png"
-            save_png(img, path)
-            c: dict[str, Any] = {"image": path.relative_to(out).as_posix(), "score": None}
-            if pred.scores is not None:
-                c.update(
-                    score=float(pred.scores.get(cfg.verifier.score)[k]),
-                    total=float(pred.scores.total[k]),
-                    mean=float(pred.scores.mean[k]),
-                )
-            cands.append(c)
-        entry.update(candidates=cands, chosen=pred.chosen)
+        entry.update(candidates=save_candidates(pred, out, f"step-{i}", cfg.verifier.score), chosen=pred.chosen)
     return entry
 
 
