@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from worldboot.config import dump_yaml
+from worldboot.config import dump_yaml, read_yaml
 from worldboot.errors import ConfigError, UsageError
 
 T = TypeVar("T")
@@ -331,15 +331,12 @@ def run_task(path: str | os.PathLike[str]) -> str | None:
     """The task a training run was made for (``dynamics``, ``world``, ``world-rl``...), read
     from its ``config.yaml``; ``path`` may be the run or its ``adapter``/``merged`` folder.
     None for anything else (a base model)."""
-    import yaml
-
     path = Path(path)
     for folder in (path, path.parent) if path.name in ("adapter", "merged") else (path,):
-        config = folder / "config.yaml"
-        if config.is_file():
+        if (folder / "config.yaml").is_file():
             try:
-                task = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("task")
-            except (yaml.YAMLError, UnicodeDecodeError, AttributeError):
+                task = read_yaml(folder / "config.yaml").get("task")
+            except ConfigError:
                 return None
             return task if isinstance(task, str) else None
     return None
