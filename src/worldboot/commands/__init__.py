@@ -32,15 +32,27 @@ class CommandParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: a whole number of at least 1 (argparse then names the option)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def ranged(kind: type, low: float, high: float | None = None):
+    """An argparse ``type``: a number of ``kind`` within ``[low, high]`` (no upper bound when
+    ``high`` is None); argparse then prints one line naming the flag and exits with 2."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if high is None and not value >= low:  # also false for nan
+            raise argparse.ArgumentTypeError(f"must be at least {low:g}, got {text}")
+        if high is not None and not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+#: A whole number of at least 1.
+positive_int = ranged(int, 1)
 
 
 def add_ray_arguments(p: argparse.ArgumentParser, items: str) -> None:

@@ -6,7 +6,7 @@ import argparse
 import ipaddress
 import sys
 
-from worldboot.commands import HELP_FORMATTER
+from worldboot.commands import HELP_FORMATTER, ranged
 
 EXAMPLE = """examples:
   # a blind best/worst study (votes go to STUDY.votes.sqlite beside the YAML unless --db)
@@ -18,23 +18,6 @@ EXAMPLE = """examples:
   # analyse the votes (the paper's Table 6)
   worldboot evaluate human configs/web/example_study.yaml --reference CWM
 """
-
-
-def _ranged(kind: type, low: float, high: float):
-    """An argparse type: a number of ``kind`` within ``[low, high]`` (argparse then prints one
-    line naming the flag and exits with 2, never a traceback)."""
-
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if not low <= value <= high:  # also false for nan
-            raise argparse.ArgumentTypeError(f"{text} is not between {low:g} and {high:g}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -61,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)"
     )
-    p.add_argument("--port", type=_ranged(int, 1, 65535), default=8000, help="port, 1-65535 (default: %(default)s)")
+    p.add_argument("--port", type=ranged(int, 1, 65535), default=8000, help="port, 1-65535 (default: %(default)s)")
     p.add_argument(
         "--allow-host",
         action="append",
@@ -72,17 +55,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--world", metavar="MODEL_DIR", help="world model (CWM) for the /play page")
     p.add_argument("--verifier", metavar="MODEL_DIR", help="dynamics model (CDM) ranking the candidates")
     p.add_argument(
-        "--samples", type=_ranged(int, 1, 16), default=4, help="candidates per step by default, 1-16 (default: %(default)s)"
+        "--samples", type=ranged(int, 1, 16), default=4, help="candidates per step by default, 1-16 (default: %(default)s)"
     )
     p.add_argument(
-        "--temperature", type=_ranged(float, 0, 100), default=1.0, help="sampling temperature (default: %(default)s)"
+        "--temperature", type=ranged(float, 0, 100), default=1.0, help="sampling temperature (default: %(default)s)"
     )
-    p.add_argument("--top-k", type=_ranged(int, 0, 10**6), default=0, help="top-k sampling, 0 = off (default: %(default)s)")
+    p.add_argument("--top-k", type=ranged(int, 0, 10**6), default=0, help="top-k sampling, 0 = off (default: %(default)s)")
     p.add_argument(
         "--seed", type=int, default=0, help="seed of the rollouts' generators (default: %(default)s)"
     )
     p.add_argument(
-        "--max-upload-mb", type=_ranged(float, 0.01, 1024), default=8.0, help="largest upload (default: %(default)s MB)"
+        "--max-upload-mb", type=ranged(float, 0.01, 1024), default=8.0, help="largest upload (default: %(default)s MB)"
     )
     p.set_defaults(func=run)
 
