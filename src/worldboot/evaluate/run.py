@@ -254,18 +254,6 @@ def _failure_note(name: str, usage: Any, by_model: dict[str, list[Entry]]) -> st
     )
 
 
-def _check_world_bench(bench: str, triplets: Sequence[Triplet]) -> None:
-    """Refuse ``--judge world`` on a benchmark with no sample of the procedural world: it
-    would fail every sample."""
-    from worldboot.world.text import parse_action
-
-    if not any("source_scene" in t.meta or parse_action(t.action) is not None for t in triplets):
-        raise ConfigError(
-            f"--judge world scores only the procedural world's triplets, and no sample of {bench} is one "
-            f"(the first action: {triplets[0].action!r}); use --judge openai or --judge none"
-        )
-
-
 def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate every predictions directory of ``cfg`` and write the report.
 
@@ -305,7 +293,9 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
         by_model[name] = _model_entries(name, pred_dir, triplets, problems, cfg.strict, notes)
     scorers = load_scorers(cfg.metrics)
     if cfg.judge.type == "world":
-        _check_world_bench(cfg.bench, triplets)
+        from worldboot.evaluate.judge.world import check_world_bench
+
+        check_world_bench(cfg.bench, triplets)
     judge = make_judge(cfg.judge, out / "judge_cache.sqlite")
 
     with RunDir(out, cfg, "evaluate") as run, EvalProgress(show_progress) as progress:

@@ -4,12 +4,29 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from typing import Any
 
-from worldboot.errors import DataError
+from worldboot.errors import ConfigError, DataError
 from worldboot.evaluate.judge.base import JudgeRequest, Usage, Verdict
 from worldboot.images import open_image
 
 # -- the procedural world's judge -------------------------------------------------------------
+
+
+def check_world_bench(bench: str, triplets: Sequence[Any]) -> None:
+    """Refuse the world judge on a benchmark with no sample of the procedural world (it would
+    fail every sample).
+
+    Raises:
+        ConfigError: Naming the benchmark and its first action.
+    """
+    from worldboot.world.text import parse_action
+
+    if not any("source_scene" in t.meta or parse_action(t.action) is not None for t in triplets):
+        raise ConfigError(
+            f"--judge world scores only the procedural world's triplets, and no sample of {bench} is one "
+            f"(the first action: {triplets[0].action!r}); use --judge openai or --judge none"
+        )
 
 
 class WorldJudge:
