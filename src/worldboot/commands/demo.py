@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="named sizes (configs/demo/<preset>.yaml in the package)")
     p.add_argument("--config", metavar="YAML", help="a demo config changing the preset (any subset of its keys)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
-    p.add_argument("--fresh", action="store_true", help="delete OUT first instead of resuming")
+    p.add_argument("--fresh", action="store_true", help="delete OUT first (only a demo run) instead of resuming")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. cdm.steps=100")
     p.set_defaults(func=run)
 

@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MODEL",
         help="model the others are tested against (default: the study's `reference`, else its last model)",
     )
-    p.add_argument("--alpha", type=float, default=0.05, help="significance level (default: %(default)s)")
+    p.add_argument("--alpha", type=float, default=0.05, help="significance level, between 0 and 1 (default: %(default)s)")
     p.add_argument("--out", metavar="DIR", help="also write human_eval.md and human_eval.json there")
 
 
