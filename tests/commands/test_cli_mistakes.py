@@ -69,8 +69,9 @@ def test_weight_types_devices_and_tasks_the_model_cannot_take(tiny_dir, tmp_path
 
 
 def test_demo_sizes_and_fresh(tmp_path, capsys):
-    for word, says in (("cdm.steps=-1", "cdm.steps must be at least 1"), ("torch_threads=-1", "torch_threads"),
-                       ("best_of=[0]", "best_of: sizes of at least 1"), ("weight_mix=2", "weight_mix")):
+    for word, says in (("cdm.max_steps=-1", "cdm (configs/demo/cdm.yaml): max_steps must be at least 0"),
+                       ("torch_threads=-1", "torch_threads"), ("best_of=[0]", "best_of: sizes of at least 1"),
+                       ("cwm.loss.uniform_mix=2", "cwm (configs/demo/cwm.yaml): loss.uniform_mix")):
         assert main(["demo", word, "--out", str(tmp_path / "d")]) == 2
         assert says in _one_line(capsys, "demo")
     keep = tmp_path / "mine"

@@ -76,7 +76,8 @@ def test_demo_presets_are_the_packaged_yaml_files():
         # Each names a world base of its own name.
         assert load_demo_config(name).base_preset == name and name in BASE_PRESETS
     assert load_demo_config("paper").train_per_subset > load_demo_config("smoke").train_per_subset
-    assert load_demo_config("smoke", overrides=["cdm.steps=7"]).cdm.steps == 7
+    cfg = load_demo_config("smoke", overrides=["cdm.max_steps=7", "cwm.config=configs/demo/cdm.yaml"])
+    assert cfg.cdm.overrides[-1] == "max_steps=7" and cfg.cwm.config == "configs/demo/cdm.yaml"
 
 
 def test_unknown_demo_preset_is_a_config_error():
@@ -93,17 +94,17 @@ def test_a_reward_row_without_prompts_names_its_own_key(key):
     from worldboot.errors import ConfigError
 
     with pytest.raises(ConfigError, match=rf"^{key}\.prompts is empty"):
-        load_demo_config("smoke", overrides=[f"{key}.steps=2", f"{key}.prompts=[]"])
+        load_demo_config("smoke", overrides=[f"{key}.enabled=true", f"{key}.prompts=[]"])
     assert load_demo_config("smoke", overrides=[f"{key}.prompts=[]"]) is not None  # off: no prompts needed
 
 
-def test_a_dpo_row_with_beta_0_is_refused_before_any_stage():
+def test_a_training_mistake_names_its_run_before_any_stage():
     from worldboot.demo import load_demo_config
     from worldboot.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^dpo\.beta must be above 0"):
-        load_demo_config("smoke", overrides=["dpo.steps=2", "dpo.beta=0"])
-    assert load_demo_config("smoke", overrides=["rl.steps=2", "rl.beta=0"]).rl.beta == 0  # GRPO without KL
+    with pytest.raises(ConfigError, match=r"^dpo \(configs/demo/world_rl.yaml\): rl.dpo_beta must be greater than 0"):
+        load_demo_config("smoke", overrides=["dpo.enabled=true", "dpo.rl.dpo_beta=0"])
+    assert load_demo_config("smoke", overrides=["rl.rl.beta=0"]).rl.overrides == ["rl.beta=0"]  # GRPO without KL
 
 
 def test_cli_offers_every_preset():

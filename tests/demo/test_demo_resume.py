@@ -8,7 +8,7 @@ import pytest
 
 from worldboot.cli import main
 from worldboot.config import dump_yaml
-from worldboot.demo import Demo, DemoConfig, FineTuneSettings
+from worldboot.demo import Demo, DemoConfig, TrainRecipe
 from worldboot.errors import ConfigError
 
 
@@ -23,8 +23,9 @@ def test_a_run_with_other_settings_is_refused_before_any_stage(tmp_path):
     out = tmp_path / "run"
     _finished_stage(out, DemoConfig())
     said: list[str] = []
-    changed = DemoConfig(cwm=FineTuneSettings(steps=61), torch_threads=1)
-    with pytest.raises(ConfigError, match=r"other settings \(cwm\.steps: 60 -> 61; torch_threads: 0 -> 1\).*--fresh"):
+    changed = DemoConfig(cwm=TrainRecipe("configs/demo/cwm.yaml", ["max_steps=61"]), torch_threads=1)
+    with pytest.raises(ConfigError, match=r"other settings \(cwm\.overrides: \[\] -> \['max_steps=61'\]; "
+                       r"torch_threads: 0 -> 1\).*--fresh"):
         Demo(changed, out, say=said.append).run()
     assert said == []  # no stage started
     Demo(DemoConfig(), out).check_resume()  # the same settings resume
@@ -41,9 +42,9 @@ def test_keys_an_older_run_lacks_are_not_compared(tmp_path):
 def test_the_command_says_it_in_one_line(tmp_path, capsys):
     out = tmp_path / "run"
     _finished_stage(out, DemoConfig(base_preset="smoke"))
-    assert main(["demo", "--out", str(out), "cwm.steps=7"]) == 2
+    assert main(["demo", "--out", str(out), "cwm.max_steps=7"]) == 2
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "cwm.steps: " in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "cwm.overrides: " in err and "Traceback" not in err
 
 
 def test_a_stage_that_runs_makes_the_later_ones_run_again(tmp_path):

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.timeout(1800)
 #: The smoke preset, with a few steps of the reward optimisations the preset leaves out (the paper
 #: preset's "CWM + GRPO" and "CWM + DPO" rows), so that their stages, rows, claims and example
 #: columns run here too.
-DEMO = ["demo", "--preset", "smoke", "rl.steps=2", "rl.batch_size=2", "rl.group_size=2",
-        "dpo.steps=2", "dpo.batch_size=2", "dpo.group_size=2"]
+DEMO = ["demo", "--preset", "smoke", *(f"{row}.{word}" for row in ("rl", "dpo") for word in (
+    "enabled=true", "max_steps=2", "batch_size=2", "micro_batch_size=2", "rl.group_size=2"))]
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +142,12 @@ def test_cdm_reads_the_change_with_enough_data(tmp_path, monkeypatch):
     0.17, slot accuracy 0.47, the true action picked out of five 0.53 (base 0.21, chance 0.20);
     the smoke preset's 500 triplets and 200 steps name no action exactly. About 8 minutes on 2
     cores; opt in with -m slow."""
-    from worldboot.demo import Demo, DemoConfig, FineTuneSettings
+    from worldboot.demo import Demo, DemoConfig, TrainRecipe
 
     monkeypatch.setenv("WORLDBOOT_NO_PROGRESS", "1")
     cfg = DemoConfig(train_per_subset=1000, test_per_subset=20, clips=1, paraphrase=False,
-                     cdm=FineTuneSettings(steps=3000, lr=2e-3, lora=False))
+                     cdm=TrainRecipe("configs/demo/cdm.yaml", ["max_steps=3000", "optim.lr=2e-3",
+                                                               "optim.warmup_steps=150"]))
     demo = Demo(cfg, tmp_path / "demo", say=lambda _line: None)
     for stage in ("base", "data"):
         demo._done(stage, getattr(demo, f"stage_{stage}")(), 0.0)

@@ -11,7 +11,7 @@ from worldboot.errors import UsageError
 EXAMPLE = """examples:
   worldboot demo --out runs/demo                      # the smoke preset: a few minutes on 2 cores
   worldboot demo --preset paper --out runs/demo-paper # larger, tests the paper's claims (under 45 minutes)
-  worldboot demo --out runs/demo cwm.steps=120        # any size is a dotted override
+  worldboot demo --out runs/demo cwm.max_steps=120    # a word on a training run's config (configs/demo/cwm.yaml)
 """
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Build (or reuse) the tiny world foundation model, probe it, train the dynamics model, mine the "
             "world's unlabelled clips, train C-FT, the CWM and its ablations (and, in the paper preset, the CWM "
-            "with GRPO and with DPO against the CDM: rl.steps, dpo.steps), generate with best-of-N, evaluate "
+            "with GRPO and with DPO against the CDM: rl.enabled, dpo.enabled), generate with best-of-N, evaluate "
             "with the world judge and write report.md and report.html. A rerun runs the stages not yet "
             "finished and those after them; a run made with other settings is refused (--fresh starts it over)."
         ),
@@ -34,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", metavar="YAML", help="a demo config changing the preset (any subset of its keys)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")
     p.add_argument("--fresh", action="store_true", help="delete OUT first (only a demo run) instead of resuming")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. cdm.steps=100")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. seed=1, or cdm.max_steps=100 on the CDM's training config")
     p.set_defaults(func=run)
 
 

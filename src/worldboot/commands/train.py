@@ -83,6 +83,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                        help="continue from the latest checkpoint in the run directory, or from CKPT")
         t.add_argument("--merge", action="store_true", help="also write base + adapter merged into OUT/merged")
+        t.add_argument("--print-config", action="store_true",
+                       help="print the resolved config as YAML and exit (nothing is trained)")
         if task == "world-rl":
             t.add_argument("--verifier", metavar="DIR", help="the dynamics model that rewards (config: rl.verifier; optional with --candidates)")
             t.add_argument("--objective", choices=("grpo", "dpo"), help="config: rl.objective (default grpo)")
@@ -100,20 +102,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config and run the recipe."""
-    from worldboot.config import load_config
-    from worldboot.train.config import TrainConfig
+    from worldboot.config import dump_yaml
+    from worldboot.train.config import resolve_train_config
+
+    rl = {}
+    if args.task in ("world-rl", "dynamics-rl"):
+        rl = {"verifier": args.verifier, "objective": args.objective, "group_size": args.group_size,
+              "candidates": getattr(args, "candidates", None)}
+    cfg = resolve_train_config(args.config, args.overrides, task=args.task, base=args.base, out=args.out,
+                               caches=args.cache, **rl)
+    if args.print_config:
+        print(dump_yaml(cfg), end="")
+        return 0
     from worldboot.train.recipes import run_training
 
-    flags = {
-        "task": args.task,
-        "base_model": args.base or None,
-        "out": args.out or None,
-        "data.sources": [{"cache": c} for c in args.cache] if args.cache else None,
-    }
-    if args.task in ("world-rl", "dynamics-rl"):
-        flags.update({"rl.verifier": args.verifier, "rl.objective": args.objective, "rl.group_size": args.group_size,
-                      "rl.candidates": getattr(args, "candidates", None)})
-    cfg = load_config(TrainConfig, args.config, args.overrides, flags=flags)
     result = run_training(cfg, resume=args.resume, merge=args.merge)
     import os
 

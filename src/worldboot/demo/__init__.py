@@ -20,8 +20,8 @@ from worldboot.demo.config import (
     STAGES,
     WORLD_MODELS,
     DemoConfig,
-    FineTuneSettings,
-    RewardSettings,
+    RewardRecipe,
+    TrainRecipe,
     load_demo_config,
 )
 from worldboot.demo.memory import PeakMemory
@@ -38,7 +38,7 @@ __all__ = [
     "Demo",
     "DemoConfig",
     "PeakMemory",
-    "FineTuneSettings",
-    "RewardSettings",
+    "RewardRecipe",
+    "TrainRecipe",
     "load_demo_config",
 ]

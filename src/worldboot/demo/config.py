@@ -3,6 +3,7 @@ its stages, report and claims share."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,53 +26,38 @@ ALPHA = 0.05
 
 
 @dataclass
-class FineTuneSettings:
-    """One fine-tuning run of the demo.
+class TrainRecipe:
+    """One training run of the demo: a ``worldboot train`` preset and the demo's dotted
+    overrides on it, resolved as ``worldboot train --config CONFIG OVERRIDES...`` resolves them
+    (:func:`worldboot.demo.finetune.train_config`).
 
     Attributes:
-        steps: Optimiser steps.
-        batch_size: Global batch.
-        micro_batch_size: Samples per forward pass.
-        lr: Peak learning rate (cosine decay, short warm-up).
-        lora: Train a LoRA adapter (the paper's way); False trains every weight, which a
-            tiny base with little capacity in its attention projections may need.
-        lora_r: LoRA rank (alpha = 2r, dropout 0.05, as in the paper).
+        config: The training preset, as ``--config`` takes it (``configs/demo/cdm.yaml``: the
+            package's copy when no such file is in the current folder).
+        overrides: Dotted overrides on it (``max_steps=200``). A word ``cdm.max_steps=100`` given
+            to ``worldboot demo`` is appended here (a key of this dataclass is set instead).
     """
 
-    steps: int = bounded(60, ge=1)
-    batch_size: int = bounded(16, ge=1)
-    micro_batch_size: int = bounded(16, ge=1)
-    lr: float = bounded(2e-3, gt=0)
-    lora: bool = True
-    lora_r: int = bounded(16, ge=1)
+    config: str = "configs/demo/cdm.yaml"
+    overrides: list[str] = field(default_factory=list)
 
 
 @dataclass
-class RewardSettings:
+class RewardRecipe(TrainRecipe):
     """One reward optimisation of the demo (``worldboot train world-rl``, after the paper:
     SWIRL): the CWM trained against the frozen CDM's reward, with GRPO (``DemoConfig.rl``, the
-    ``CWM + GRPO`` row) or DPO (``DemoConfig.dpo``, the ``CWM + DPO`` row).
+    ``CWM + GRPO`` row) or DPO (``DemoConfig.dpo``, the ``CWM + DPO`` row, ``--objective dpo``).
 
     Attributes:
-        steps: Optimiser steps; 0 leaves the row out (the smoke preset does).
-        batch_size: (source, action) prompts per step.
-        group_size: Candidates sampled per prompt (the group GRPO normalises over, or DPO's
-            best and worst are taken from).
-        lr: Learning rate of the LoRA adapter (constant).
-        beta: How strongly the policy is held to the reference (the CWM without the adapter):
-            GRPO's KL coefficient; DPO's temperature on the log-ratio margin (TRL's
-            ``DPOConfig.beta``), where each group's best and worst candidate make the pair.
+        enabled: Train the row (the smoke preset leaves both out).
         prompts: Which of the demo's token caches give the (source, action) prompts:
             ``labelled`` (the labelled training triplets, on which the CDM and the world models
             were trained), ``synthetic`` (the mined key-frame pairs with the CDM's own actions),
             or both. Only their source and action are read.
     """
 
-    steps: int = bounded(0, ge=0)
-    batch_size: int = bounded(8, ge=1)
-    group_size: int = bounded(8, ge=2)
-    lr: float = bounded(2e-3, ge=0)
-    beta: float = bounded(0.04, ge=0)
+    config: str = "configs/demo/world_rl.yaml"
+    enabled: bool = False
     prompts: list[Literal["labelled", "synthetic"]] = field(default_factory=lambda: ["labelled"])
 
 
@@ -95,18 +81,12 @@ class DemoConfig:
             canonical text only, an easier target for a small model); test triplets always
             use paraphrases, as human-written references would.
         best_of: The K of best-of-K; the largest is the number of candidates drawn.
-        weight_mix: Uniform share in the recognition weights of the CWM's loss. The world's
-            tokenizer keeps untouched positions' features unchanged, so their pure recognition
-            weight is ~0 and a world model trained on it barely learns to keep them; measured on
-            the paper base with 1000 labelled triplets (400 steps, temperature 1): mix 0.1 gave editing
-            success 1.69 and minimal editing 0.19, 0.3 gave 1.68 and 0.72, 0.6 gave 1.32 and
-            1.13, the plain loss 1.37 and 2.60.
-        cdm: The dynamics model's training.
-        cwm: Each world model's training (the same for all four, for a fair comparison).
-        rl: The CWM trained with GRPO against the CDM (the ``CWM + GRPO`` row; off when
-            ``rl.steps`` is 0).
+        cdm: The dynamics model's training (``worldboot train dynamics``).
+        cwm: Each world model's training (``worldboot train world``; the same for all four, for
+            a fair comparison, but for the loss each row names: :data:`WORLD_MODELS`).
+        rl: The CWM trained with GRPO against the CDM (the ``CWM + GRPO`` row).
         dpo: The CWM trained with DPO against the CDM, on groups sampled the same way (the
-            ``CWM + DPO`` row; off when ``dpo.steps`` is 0).
+            ``CWM + DPO`` row).
         torch_threads: Threads for torch (0 = torch's default).
     """
 
@@ -122,11 +102,10 @@ class DemoConfig:
     probe_per_subset: int = bounded(6, ge=1)
     paraphrase: bool = True
     best_of: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    weight_mix: float = bounded(0.3, ge=0, le=1)
-    cdm: FineTuneSettings = field(default_factory=FineTuneSettings)
-    cwm: FineTuneSettings = field(default_factory=FineTuneSettings)
-    rl: RewardSettings = field(default_factory=RewardSettings)
-    dpo: RewardSettings = field(default_factory=lambda: RewardSettings(lr=5e-4, beta=0.1))
+    cdm: TrainRecipe = field(default_factory=TrainRecipe)
+    cwm: TrainRecipe = field(default_factory=lambda: TrainRecipe("configs/demo/cwm.yaml"))
+    rl: RewardRecipe = field(default_factory=RewardRecipe)
+    dpo: RewardRecipe = field(default_factory=RewardRecipe)
     torch_threads: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
@@ -134,26 +113,64 @@ class DemoConfig:
             raise ConfigError(f"best_of: sizes of at least 1, got {self.best_of}")
         for key in REWARD_MODELS:
             r = getattr(self, key)
-            if r.steps and not r.prompts:
+            if r.enabled and not r.prompts:
                 raise ConfigError(
                     f"{key}.prompts is empty: name the caches that give the prompts (labelled, synthetic)")
-        if self.dpo.steps and self.dpo.beta <= 0:  # before the hour of stages that precede it
-            raise ConfigError(f"dpo.beta must be above 0 (DPO's temperature), got {self.dpo.beta:g}")
 
 
 #: Named sizes, each ``configs/demo/<name>.yaml`` inside the package (the one copy).
 PRESETS = ("smoke", "paper")
 
 
+#: The fields of :class:`DemoConfig` that are training runs (:class:`TrainRecipe`).
+TRAINING = ("cdm", "cwm", "rl", "dpo")
+
+
 def load_demo_config(
     preset: str = "smoke", config: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()
 ) -> DemoConfig:
-    """A preset, optionally changed by a YAML file and dotted overrides (``cdm.steps=100``).
+    """A preset, optionally changed by a YAML file and dotted overrides (``seed=1``).
+
+    A word on a training run's own config (``cdm.max_steps=100``, ``cwm.optim.lr=1e-3``) is
+    appended to that run's ``overrides``, after the preset's: the training config then resolves
+    it as ``worldboot train`` would. A word naming a field of the run (``rl.enabled=true``,
+    ``cdm.config=...``) sets the field.
 
     Raises:
-        ConfigError: For an unknown preset or a bad key.
+        ConfigError: For an unknown preset or a bad key (the training run's keys are checked
+            when the demo resolves each run's config, before any stage).
     """
-    return load_preset(DemoConfig, "demo", preset, PRESETS, config, overrides, kind="demo")
+    own = {f.name for f in dataclasses.fields(RewardRecipe)}
+    plain: list[str] = []
+    extra: dict[str, list[str]] = {key: [] for key in TRAINING}
+    for word in overrides:
+        key, dot, rest = word.partition(".")
+        if dot and key in TRAINING and rest.partition("=")[0].split(".")[0].strip() not in own:
+            extra[key].append(rest)
+        else:
+            plain.append(word)
+    cfg = load_preset(DemoConfig, "demo", preset, PRESETS, config, plain, kind="demo")
+    for key, words in extra.items():
+        getattr(cfg, key).overrides.extend(words)
+    check_training(cfg)
+    return cfg
+
+
+def check_training(cfg: DemoConfig) -> None:
+    """Resolve each training run's preset and overrides, so that a mistake in them stops the
+    demo before its first stage, not an hour in.
+
+    Raises:
+        ConfigError: One line naming the run (``cdm: ...``) and the key.
+    """
+    from worldboot.train.config import resolve_train_config
+
+    for key in TRAINING:
+        recipe = getattr(cfg, key)
+        try:
+            resolve_train_config(recipe.config, recipe.overrides)
+        except ConfigError as err:
+            raise ConfigError(f"{key} ({recipe.config}): {err}") from None
 
 
 WORLD_MODELS = {

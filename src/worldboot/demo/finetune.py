@@ -1,81 +1,71 @@
-"""How the demo trains its models: each a :class:`~worldboot.train.config.TrainConfig` run
-through :func:`~worldboot.train.recipes.run_training`, the recipe ``worldboot train`` runs."""
+"""How the demo trains its models: each a ``configs/demo/*.yaml`` training preset with the demo
+preset's dotted overrides (:class:`~worldboot.demo.config.TrainRecipe`), resolved as ``worldboot
+train`` resolves its words and run through the same recipe."""
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from worldboot.demo.config import FineTuneSettings, RewardSettings
+from worldboot.demo.config import TrainRecipe
 from worldboot.runs import read_jsonl
 
+if TYPE_CHECKING:
+    from worldboot.train.config import TrainConfig
 
-def finetune(task: str, base: str, out: Path, caches: list[Path], s: FineTuneSettings, seed: int,
-             weighting: str = "none", weight_mix: float = 0.0) -> None:
-    """Fine-tune ``base`` as the CDM (``task="dynamics"``) or a world model into ``out``.
 
-    An unfinished run of a killed demo starts over (``out`` is deleted first).
+def train_config(recipe: TrainRecipe, *, task: str | None, base: str | Path, out: Path, caches: Sequence[Path],
+                 seed: int, extra: Sequence[str] = (), verifier: str | Path | None = None,
+                 objective: str | None = None) -> TrainConfig:
+    """The config of one demo run: exactly ``worldboot train TASK --config RECIPE.config --base
+    BASE --cache C... --out OUT [--verifier V --objective O] RECIPE.overrides... EXTRA... seed=SEED``.
+
+    Args:
+        recipe: The preset and the demo's overrides on it.
+        task: The command's task (None: the preset's own).
+        base: The model to start from.
+        out: The run directory.
+        caches: Token caches (they replace the preset's sources).
+        seed: The demo's seed (a last override, as ``seed=N``).
+        extra: Overrides of this row of the demo (``loss.weighting=none`` for C-FT).
+        verifier: The frozen model that rewards (reward optimisation).
+        objective: ``grpo`` or ``dpo`` (reward optimisation).
     """
-    from worldboot.train.config import (
-        DataSettings,
-        LoraSettings,
-        LossSettings,
-        OptimSettings,
-        SourceSettings,
-        TrainConfig,
-    )
+    from worldboot.train.config import resolve_train_config
+
+    rl = {"verifier": str(verifier), "objective": objective} if verifier else {}
+    return resolve_train_config(recipe.config, [*recipe.overrides, *extra, f"seed={seed}"], task=task,
+                                base=base, out=out, caches=caches, **rl)
+
+
+def finetune(cfg: TrainConfig) -> None:
+    """Train ``cfg`` into ``cfg.out``; an unfinished run of a killed demo starts over (``out`` is
+    deleted first)."""
     from worldboot.train.recipes import run_training
 
-    if out.exists():
-        shutil.rmtree(out)
-    run_training(TrainConfig(
-        task=task, base_model=base, out=str(out), max_steps=s.steps, batch_size=s.batch_size,
-        micro_batch_size=s.micro_batch_size, save_every=0, eval_every=0, log_every=5, seed=seed,
-        lora=LoraSettings(enabled=s.lora, r=s.lora_r, alpha=2 * s.lora_r, dropout=0.05),
-        optim=OptimSettings(lr=s.lr, warmup_steps=max(1, s.steps // 20)),
-        data=DataSettings(sources=[SourceSettings(cache=str(c)) for c in caches], eval_fraction=0.0),
-        loss=LossSettings(weighting=weighting, uniform_mix=weight_mix),
-    ))
+    if Path(cfg.out).exists():
+        shutil.rmtree(cfg.out)
+    run_training(cfg)
 
 
-def reward_optimise(world: Path, cdm: Path, out: Path, caches: list[Path], r: RewardSettings,
-                    seed: int, objective: str = "grpo") -> dict[str, Any]:
-    """GRPO or DPO (``objective``) on ``world`` against the frozen ``cdm`` (``worldboot train
-    world-rl``): a LoRA adapter (r16, alpha 32, no dropout), the world model without it as the
-    reference; ``r.beta`` is GRPO's KL coefficient or DPO's temperature.
+def reward_optimise(cfg: TrainConfig, prompts: Sequence[str]) -> dict[str, Any]:
+    """GRPO or DPO (``cfg.rl.objective``) on the CWM against the frozen CDM (``worldboot train
+    world-rl``): a LoRA adapter, the world model without it as the reference.
 
     Returns:
         The settings, the mean reward of the training samples over the first and the last
         fifth of the steps, the mean spread of the rewards within a group, and the last KL to
         the reference (GRPO; None for DPO, which logs none).
     """
-    from worldboot.train.config import (
-        DataSettings,
-        LoraSettings,
-        OptimSettings,
-        RLSettings,
-        SourceSettings,
-        TrainConfig,
-    )
-    from worldboot.train.recipes import run_training
-
-    if out.exists():
-        shutil.rmtree(out)
-    run_training(TrainConfig(
-        task="world-rl", base_model=str(world), out=str(out), max_steps=r.steps, batch_size=r.batch_size,
-        micro_batch_size=r.batch_size, save_every=0, eval_every=0, log_every=1, seed=seed,
-        lora=LoraSettings(r=16, alpha=32, dropout=0.0),
-        optim=OptimSettings(lr=r.lr, warmup_steps=0, scheduler="constant"),
-        data=DataSettings(sources=[SourceSettings(cache=str(c)) for c in caches], eval_fraction=0.0),
-        rl=RLSettings(objective=objective, verifier=str(cdm), group_size=r.group_size,
-                      **({"dpo_beta": r.beta} if objective == "dpo" else {"beta": r.beta})),
-    ))
-    rows = [row for _, row in read_jsonl(out / "metrics.jsonl") if "reward" in row]
+    finetune(cfg)
+    rows = [row for _, row in read_jsonl(Path(cfg.out) / "metrics.jsonl") if "reward" in row]
     fifth = max(1, len(rows) // 5)
+    rl = cfg.rl
     return {
-        "steps": r.steps, "prompts": list(r.prompts), "objective": objective, "batch_size": r.batch_size,
-        "group_size": r.group_size, "lr": r.lr, "beta": r.beta,
+        "steps": cfg.max_steps, "prompts": list(prompts), "objective": rl.objective, "batch_size": cfg.batch_size,
+        "group_size": rl.group_size, "lr": cfg.optim.lr, "beta": rl.beta if rl.objective == "grpo" else rl.dpo_beta,
         "reward_first": sum(x["reward"] for x in rows[:fifth]) / fifth,
         "reward_last": sum(x["reward"] for x in rows[-fifth:]) / fifth,
         "spread": sum(x["reward_spread"] for x in rows) / len(rows),

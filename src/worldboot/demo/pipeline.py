@@ -13,7 +13,7 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
    two ablations (without synthetic data; without the weighted loss), equal steps each.
 7. ``rl`` and ``dpo``: the CWM trained with GRPO, and with DPO, against the frozen CDM's
    reward (``worldboot train world-rl``, after the paper), when the preset asks for them
-   (``rl.steps``, ``dpo.steps``).
+   (``rl.enabled``, ``dpo.enabled``).
 8. ``predict``: ``worldboot generate`` draws N candidates per test sample from each world
    model with the CDM as verifier (and one greedy decoding), and ``worldboot evaluate`` judges
    them with the world's judge; best-of-K for K in ``best_of`` (Figure 7).
@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from worldboot.demo.actions import measure_actions
 from worldboot.demo.claims import claims
@@ -42,12 +42,15 @@ from worldboot.demo.config import (
     STAGES,
     WORLD_MODELS,
     DemoConfig,
-    FineTuneSettings,
+    check_training,
 )
-from worldboot.demo.finetune import finetune, reward_optimise
+from worldboot.demo.finetune import finetune, reward_optimise, train_config
 from worldboot.demo.memory import PeakMemory
 from worldboot.demo.report import judged_rows, markdown, plot_examples, plot_k, slug, table2, to_html
 from worldboot.runs import RunDir, read_jsonl, write_atomic
+
+if TYPE_CHECKING:
+    from worldboot.train.config import TrainConfig
 
 
 class Demo:
@@ -123,6 +126,7 @@ class Demo:
         import torch
 
         self.check_resume()
+        check_training(self.cfg)  # a mistake in a training run's words, before any stage
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         with RunDir(self.out, self.cfg, "demo") as run:
@@ -177,8 +181,24 @@ class Demo:
         summary = write_report(rows, self.out / "probe")
         return {"comparisons": len(rows), "cells": [c for c in summary["cells"] if c["subset"] == "all"]}
 
-    def _train(self, task: str, out: Path, caches: list[Path], s: FineTuneSettings, weighting: str = "none") -> None:
-        finetune(task, self.base_dir, out, caches, s, self.cfg.seed, weighting, self.cfg.weight_mix)
+    def train_config(self, name: str) -> TrainConfig:
+        """The resolved training config of the model ``name``: ``CDM``, a row of
+        :data:`WORLD_MODELS` or of :data:`REWARD_MODELS`."""
+        c, caches = self.cfg, self.out / "cache"
+        base = self.base_dir
+        if name == "CDM":
+            return train_config(c.cdm, task="dynamics", base=base, out=self.out / "cdm",
+                                caches=[caches / "labelled"], seed=c.seed)
+        if name in WORLD_MODELS:
+            synthetic, weighting = WORLD_MODELS[name]
+            use = [caches / "labelled"] + ([caches / "synthetic"] if synthetic else [])
+            return train_config(c.cwm, task="world", base=base, out=self.out / "cwm" / slug(name), caches=use,
+                                seed=c.seed, extra=[f"loss.weighting={weighting}"])
+        key, objective = next((k, o) for k, (row, o) in REWARD_MODELS.items() if row == name)
+        r = getattr(c, key)
+        return train_config(r, task="world-rl", base=self.out / "cwm" / slug("CWM"), out=self.out / "cwm" / slug(name),
+                            caches=[caches / p for p in r.prompts], seed=c.seed, verifier=self.out / "cdm",
+                            objective=objective)
 
     def _cache(self, triplets, name: str) -> Path:
         from worldboot.data.tokenize import build_cache
@@ -191,8 +211,8 @@ class Demo:
     def stage_cdm(self) -> dict[str, Any]:
         from worldboot.models import load_backbone
 
-        labelled = self._cache(self.triplets("train"), "labelled")
-        self._train("dynamics", self.out / "cdm", [labelled], self.cfg.cdm)
+        self._cache(self.triplets("train"), "labelled")
+        finetune(self.train_config("CDM"))
         test = self.triplets("test")
         return {name: measure_actions(load_backbone(path), test, self.cfg.seed,
                                       self.out / "cdm_actions" / f"{slug(name)}.jsonl")
@@ -234,36 +254,33 @@ class Demo:
         return read_manifest(path)
 
     def stage_cwm(self) -> dict[str, Any]:
-        caches = {"labelled": self.out / "cache" / "labelled", "synthetic": self.out / "cache" / "synthetic"}
         out = {}
-        for name, (synthetic, weighting) in WORLD_MODELS.items():
-            use = [caches["labelled"]] + ([caches["synthetic"]] if synthetic else [])
-            self._train("world", self.out / "cwm" / slug(name), use, self.cfg.cwm, weighting)
-            rows = [row for _, row in read_jsonl(self.out / "cwm" / slug(name) / "metrics.jsonl")]
+        for name in WORLD_MODELS:
+            cfg = self.train_config(name)
+            finetune(cfg)
+            rows = [row for _, row in read_jsonl(Path(cfg.out) / "metrics.jsonl")]
             out[name] = {"final_loss": next(r["loss"] for r in reversed(rows) if "loss" in r)}
         return out
 
     def stage_rl(self) -> dict[str, Any]:
         """The CWM trained with GRPO against the frozen CDM (``worldboot train world-rl``): a
-        LoRA adapter, the CWM without it as the reference; skipped when ``rl.steps`` is 0."""
+        LoRA adapter, the CWM without it as the reference; skipped unless ``rl.enabled``."""
         return self._reward("rl")
 
     def stage_dpo(self) -> dict[str, Any]:
         """The CWM trained with DPO against the frozen CDM (each group's best and worst
-        candidate as the pair); skipped when ``dpo.steps`` is 0."""
+        candidate as the pair); skipped unless ``dpo.enabled``."""
         return self._reward("dpo")
 
     def _reward(self, key: str) -> dict[str, Any]:
         r = getattr(self.cfg, key)
-        if not r.steps:
-            return {"skipped": f"{key}.steps is 0"}
-        row, objective = REWARD_MODELS[key]
-        return reward_optimise(self.out / "cwm" / slug("CWM"), self.out / "cdm", self.out / "cwm" / slug(row),
-                               [self.out / "cache" / p for p in r.prompts], r, self.cfg.seed, objective)
+        if not r.enabled:
+            return {"skipped": f"{key}.enabled is false"}
+        return reward_optimise(self.train_config(REWARD_MODELS[key][0]), r.prompts)
 
     def reward_models(self) -> list[str]:
-        """The rows of :data:`REWARD_MODELS` this run trains (their ``steps`` above 0)."""
-        return [row for key, (row, _) in REWARD_MODELS.items() if getattr(self.cfg, key).steps]
+        """The rows of :data:`REWARD_MODELS` this run trains (``enabled``)."""
+        return [row for key, (row, _) in REWARD_MODELS.items() if getattr(self.cfg, key).enabled]
 
     def world_models(self) -> list[str]:
         """The world models of this run: the four of :data:`WORLD_MODELS`, and the CWM after

@@ -9,7 +9,6 @@ import random
 import statistics
 import textwrap
 from collections.abc import Iterable
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,8 +21,6 @@ from worldboot.demo.config import (
     GREEDY,
     REWARD_MODELS,
     STAGES,
-    DemoConfig,
-    FineTuneSettings,
 )
 from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate
 
@@ -182,19 +179,24 @@ def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
-def finetuning_note(cfg: DemoConfig) -> str:
+def finetuning_note(demo: Demo) -> str:
     """One sentence on how the CDM and the world models were fine-tuned, against the paper's LoRA."""
 
-    def how(s: FineTuneSettings) -> str:
-        return f"LoRA r{s.lora_r}, alpha {2 * s.lora_r}, dropout 0.05" if s.lora else "every weight"
+    def how(name: str) -> str:
+        t = demo.train_config(name)
+        lora = f"LoRA r{t.lora.r}, alpha {t.lora.alpha:g}, dropout {t.lora.dropout:g}" if t.lora.enabled else "every weight"
+        return f"{lora} ({t.max_steps} steps of {t.batch_size}, lr {t.optim.lr:g})"
 
-    note = (f"Fine-tuning: the CDM trains {how(cfg.cdm)} ({cfg.cdm.steps} steps), each world model "
-            f"{how(cfg.cwm)} ({cfg.cwm.steps} steps); the paper trains LoRA r16, alpha 32, dropout 0.05.")
-    if not (cfg.cdm.lora and cfg.cwm.lora):
+    cdm, cwm = demo.train_config("CDM"), demo.train_config("CWM")
+    note = (f"Fine-tuning: the CDM trains {how('CDM')}, each world model {how('CWM')} "
+            f"(`{demo.cfg.cdm.config}` and `{demo.cfg.cwm.config}` with the preset's overrides, the runs' "
+            "`config.yaml`); the paper trains LoRA r16, alpha 32, dropout 0.05.")
+    if not (cdm.lora.enabled and cwm.lora.enabled):
         note += (" The tiny base learns too little through LoRA adapters in these few steps (measured in "
                  "docs/results.md), so the demo trains every weight; Anole-7B runs use the paper's LoRA "
                  "(configs/anole7b/).")
     return note
+
 
 def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dict[str, Any]]) -> str:
     st = demo.state
@@ -203,7 +205,7 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
              f"Procedural world, tiny Chameleon base `{st['base']['result']['path']}` (preset "
              f"`{cfg.base_preset}`), {st['data']['result']['train']} labelled training triplets, "
              f"{st['data']['result']['test']} test triplets, {st['data']['result']['clips']} unlabelled clips.", "",
-             finetuning_note(cfg), "",
+             finetuning_note(demo), "",
              "## Which of the paper's claims held on this run", ""]
     for c in claims:
         lines.append(f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}.")
@@ -251,7 +253,7 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
     for key, (row, objective) in REWARD_MODELS.items():
         rl = st.get(key, {}).get("result", {})
         if rl.get("steps"):
-            r = {**asdict(getattr(cfg, key)), **rl}  # the run's own settings; the config's for older runs
+            r = rl  # the run's own settings
             how = (f"KL coefficient {r['beta']:g}" if objective == "grpo" else
                    f"each group's best and worst sample as the preference pair, DPO beta {r['beta']:g}")
             lines += ["", f"{row} (after the paper, as SWIRL does): the CWM with a LoRA adapter trained "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from worldboot.config import bounded
 from worldboot.errors import ConfigError
@@ -203,3 +205,44 @@ class TrainConfig:
     data: DataSettings = field(default_factory=DataSettings)
     loss: LossSettings = field(default_factory=LossSettings)
     rl: RLSettings = field(default_factory=RLSettings)
+
+
+def resolve_train_config(
+    config: str | os.PathLike[str] | None,
+    overrides: Sequence[str] = (),
+    *,
+    task: str | None = None,
+    base: str | os.PathLike[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    caches: Sequence[str | os.PathLike[str]] = (),
+    **rl: Any,
+) -> TrainConfig:
+    """A training config as ``worldboot train TASK --config CONFIG --base BASE --cache C...
+    --out OUT OVERRIDES...`` resolves it: the preset, its dotted overrides, then the flags.
+
+    The command line and the demo both resolve through here, so a demo run is the command
+    ``worldboot train`` would run with the same words.
+
+    Args:
+        config: A YAML preset (``configs/demo/cdm.yaml``) or None for the defaults.
+        overrides: Dotted ``key=value`` words.
+        task: ``dynamics``, ``world``, ``world-rl`` or ``dynamics-rl`` (the command's task).
+        base: ``--base``.
+        out: ``--out``.
+        caches: ``--cache`` directories; they replace ``data.sources``.
+        **rl: ``--verifier``, ``--objective``, ``--group-size``, ``--candidates`` as
+            ``rl.verifier`` ... (None: not given).
+
+    Raises:
+        ConfigError: On a bad file, an unknown key or a wrongly typed value.
+    """
+    from worldboot.config import load_config
+
+    flags: dict[str, Any] = {
+        "task": task,
+        "base_model": str(base) if base else None,
+        "out": str(out) if out else None,
+        "data.sources": [{"cache": str(c)} for c in caches] if caches else None,
+    }
+    flags.update({f"rl.{key}": value for key, value in rl.items()})
+    return load_config(TrainConfig, config, overrides, flags=flags)

@@ -1,0 +1,57 @@
+"""The demo trains through ``worldboot train``'s presets: each of its runs resolves to exactly the
+config the command line gives for the same preset and words."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+
+import pytest
+import yaml
+
+from worldboot.cli import main
+from worldboot.config import to_dict
+from worldboot.demo import PRESETS, REWARD_MODELS, WORLD_MODELS, Demo, load_demo_config
+from worldboot.demo.report import slug
+
+
+def _cli_config(words: list[str]) -> dict:
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*words, "--print-config"]) == 0
+    return yaml.safe_load(printed.getvalue())
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_each_run_is_the_command_lines_config(preset, tmp_path):
+    cfg = load_demo_config(preset, overrides=["rl.enabled=true", "dpo.enabled=true", "cdm.max_steps=7"])
+    demo = Demo(cfg, tmp_path / "demo")
+    demo.state = {"base": {"result": {"path": str(tmp_path / "base")}}}
+    cache, seed = tmp_path / "demo" / "cache", f"seed={cfg.seed}"
+    common = ["--base", str(tmp_path / "base")]
+    words = {"CDM": ["train", "dynamics", "--config", cfg.cdm.config, *common, "--cache", str(cache / "labelled"),
+                     "--out", str(tmp_path / "demo" / "cdm"), *cfg.cdm.overrides, seed]}
+    for name, (synthetic, weighting) in WORLD_MODELS.items():
+        caches = ["--cache", str(cache / "labelled")] + (["--cache", str(cache / "synthetic")] if synthetic else [])
+        words[name] = ["train", "world", "--config", cfg.cwm.config, *common, *caches,
+                       "--out", str(tmp_path / "demo" / "cwm" / slug(name)),
+                       *cfg.cwm.overrides, f"loss.weighting={weighting}", seed]
+    for key, (row, objective) in REWARD_MODELS.items():
+        r = getattr(cfg, key)
+        words[row] = ["train", "world-rl", "--config", r.config, "--base", str(tmp_path / "demo" / "cwm" / "cwm"),
+                      *(w for p in r.prompts for w in ("--cache", str(cache / p))),
+                      "--out", str(tmp_path / "demo" / "cwm" / slug(row)),
+                      "--verifier", str(tmp_path / "demo" / "cdm"), "--objective", objective, *r.overrides, seed]
+    assert set(words) == {"CDM", *demo.world_models()}
+    for name, cli in words.items():
+        ours = to_dict(demo.train_config(name))
+        assert ours == _cli_config(cli), name
+    assert demo.train_config("CDM").max_steps == 7  # the demo's word reached the run
+
+
+def test_the_smoke_demo_trains_its_presets_as_they_are():
+    """The smoke preset is the recipes unchanged: `worldboot train --config configs/demo/cdm.yaml`
+    alone trains the smoke demo's CDM."""
+    cfg = load_demo_config("smoke")
+    assert cfg.cdm.overrides == [] and cfg.cwm.overrides == []
+    assert not cfg.rl.enabled and not cfg.dpo.enabled
