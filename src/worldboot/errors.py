@@ -2,10 +2,15 @@
 
 The CLI turns a :class:`UserError`, and an ``OSError`` the file system raised on a named
 path (permission denied, a file where a folder is needed), into one line on stderr and exit
-code 2; any other exception is a bug and keeps its traceback.
+code 2; any other exception is a bug and keeps its traceback. :func:`resolve_path` resolves a
+path the user gave with a symbolic link loop reported as such an ``OSError``.
 """
 
 from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -26,3 +31,27 @@ class ModelError(UserError):
 
 class UsageError(UserError):
     """Command-line arguments that contradict each other or the file system."""
+
+
+def symlink_loop(path: str | os.PathLike[str]) -> OSError:
+    """The ``OSError`` (``ELOOP``) the file system raises for a symbolic link loop at ``path``."""
+    return OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path))
+
+
+def resolve_path(path: str | os.PathLike[str]) -> Path:
+    """``Path(path).resolve()`` for a path a user gave (it need not exist).
+
+    Raises:
+        OSError: ``ELOOP`` naming ``path`` when it, or a folder on it, is a symbolic link loop
+            (``ln -s a b; ln -s b a``), which the CLI prints in one line. Python 3.10-3.12's
+            ``resolve`` raises a ``RuntimeError`` there instead, and 3.13's returns the loop.
+    """
+    try:
+        resolved = Path(path).resolve()
+        os.stat(resolved)
+    except RuntimeError:  # "Symlink loop from ..." (Python before 3.13)
+        raise symlink_loop(path) from None
+    except OSError as err:  # a missing path is fine; only a loop is refused
+        if err.errno == errno.ELOOP:
+            raise symlink_loop(path) from None
+    return resolved

@@ -29,7 +29,7 @@ from typing import Any, TypeVar
 from filelock import FileLock
 
 from worldboot.config import dump_yaml, read_yaml
-from worldboot.errors import ConfigError, UsageError
+from worldboot.errors import ConfigError, UsageError, resolve_path
 
 T = TypeVar("T")
 
@@ -43,6 +43,7 @@ def _make_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
+        resolve_path(path)  # a symbolic link loop, not a file: an OSError (ELOOP) naming it
         raise UsageError(f"cannot create the folder {path}: it, or a folder above it, is a file") from None
 
 

@@ -16,6 +16,8 @@ from worldboot.cli import main
 
 def _manifest(root: Path, lines: list[bytes]) -> Path:
     Image.new("RGB", (16, 16), (200, 30, 30)).save(root / "a.png")
+    (root / "loop.png").symlink_to("loop2.png")  # a symbolic link loop: ln -s a b; ln -s b a
+    (root / "loop2.png").symlink_to("loop.png")
     path = root / "m.jsonl"
     path.write_bytes(b"".join(line + b"\n" for line in lines))
     return path
@@ -32,6 +34,8 @@ CORPUS: dict[str, list[bytes] | None] = {
     "duplicates and escapes": [GOOD, GOOD, b'{"id": "z", "source": "../../../../etc/passwd", "action": "go"}'],
     "huge action": [GOOD, json.dumps({"id": "h", "source": "a.png", "target": "a.png",
                                       "action": "push " * 20_000}).encode()],
+    "symlink loop": [GOOD, b'{"id": "l", "source": "loop.png", "target": "a.png", "action": "go"}',
+                     b'{"id": "m", "source": "a.png", "target": "loop2.png", "action": "go"}'],
     "empty": [],
     "a folder": None,
 }

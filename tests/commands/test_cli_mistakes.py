@@ -101,3 +101,46 @@ def test_model_folders_that_are_not_one(tmp_path, capsys):
     (release / "models" / "7b" / "params.json").write_text("{}")
     assert main(["info", "--model", str(release)]) == 2
     assert "worldboot convert anole" in _one_line(capsys, "info")
+
+
+def _loop(at) -> None:
+    """A symbolic link loop at ``at`` (``ln -s a b; ln -s b a``)."""
+    at.with_name(at.name + "-other").symlink_to(at.name)
+    at.symlink_to(at.name + "-other")
+
+
+#: A symbolic link loop (``{loop}``) named wherever a command takes a path: each is one line
+#: naming it, exit 2 (a loop as a data file's image is a problem of its entry: tests/data/).
+LOOPED = {
+    "data file": ["data", "inspect", "{loop}"],
+    "data root": ["data", "convert", "{manifest}", "--root", "{loop}", "--out", "{out}/m.jsonl", "--strict"],
+    "output folder": ["data", "convert", "{manifest}", "--out", "{loop}/m.jsonl"],
+    "config": ["generate", "{manifest}", "--world", "{model}", "--out", "{out}/p", "--config", "{loop}"],
+    "model": ["info", "--model", "{loop}"],
+    "backbone": ["tokenize", "{manifest}", "--backbone", "{loop}", "--out", "{out}/c"],
+    "world": ["rollout", "{image}", "--world", "{loop}", "--action", "push", "--out", "{out}/r"],
+    "verifier": ["rollout", "{image}", "--world", "{model}", "--verifier", "{loop}", "--action", "push",
+                 "--out", "{out}/r"],
+    "image": ["rollout", "{loop}", "--world", "{model}", "--action", "push", "--out", "{out}/r"],
+    "videos": ["keyframes", "{loop}", "--out", "{out}/kf"],
+    "video list": ["keyframes", "{list}", "--out", "{out}/kf"],
+    "pairs": ["annotate", "{loop}", "--cdm", "{model}", "--out", "{out}/a"],
+    "annotated": ["select", "{loop}", "--out", "{out}/s"],
+    "predictions": ["evaluate", "{loop}", "--bench", "{manifest}", "--out", "{out}/r", "--judge", "none"],
+}
+
+
+@pytest.mark.parametrize("case", list(LOOPED))
+def test_a_symlink_loop_named_anywhere_is_one_line(case, tiny_dir, tmp_path, capsys):
+    _loop(tmp_path / "loop")
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(tmp_path / "a.png")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(json.dumps({"id": "a", "source": "a.png", "target": "a.png", "action": "push"}) + "\n")
+    (tmp_path / "videos.txt").write_text("loop\n")
+    (tmp_path / "out").mkdir()
+    words = [w.format(loop=tmp_path / "loop", manifest=manifest, out=tmp_path / "out", model=tiny_dir,
+                      image=tmp_path / "a.png", list=tmp_path / "videos.txt") for w in LOOPED[case]]
+    assert main(words) == 2
+    line = _one_line(capsys, words[0])
+    # The loop itself, or the file and line that name it (a data root, a list of videos).
+    assert f"{tmp_path / 'loop'}" in line or ":1: " in line and "symbolic link loop" in line, line

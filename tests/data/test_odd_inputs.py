@@ -88,6 +88,32 @@ def test_a_linked_data_folder_is_inside_the_root_and_dotdot_is_not(tmp_path):
     assert [p.line for p in problems] == [2] and "escapes the data root" in problems.items[0].reason
 
 
+def test_a_symlink_loop_as_an_image_is_a_problem_of_its_entry(tmp_path, capsys):
+    images = tmp_path / "data" / "ag" / "images"
+    path = _bench(tmp_path, [_entry(), _entry(input="data/ag/images/loop.png"), _entry(output="data/loop/b.png")])
+    (images / "loop.png").symlink_to("loop2.png")  # ln -s a b; ln -s b a
+    (images / "loop2.png").symlink_to("loop.png")
+    (tmp_path / "data" / "loop").symlink_to("loop")  # a folder on the way that loops
+    says = {2: "path runs into a symbolic link loop: data/ag/images/loop.png",
+            3: "path runs into a symbolic link loop: data/loop/b.png"}
+    for check_images in (True, False):
+        problems = Problems()
+        assert len(load_aurora_bench(path, problems=problems, check_images=check_images)) == 1
+        assert {p.line: p.reason for p in problems} == says
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps({"id": str(i), "source": e["input"], "target": e["output"],
+                                            "action": "go"}) + "\n" for i, e in enumerate(json.loads(path.read_text()))))
+    problems = Problems()
+    assert [t.id for t in read_manifest(manifest, problems)] == ["0"] and {p.line: p.reason for p in problems} == says
+    with pytest.raises(DataError, match="m.jsonl:2: path runs into a symbolic link loop: data/ag/images/loop.png"):
+        read_manifest(manifest, Problems(strict=True))
+    assert main(["data", "inspect", str(path)]) == 0
+    assert "test.json:2: path runs into a symbolic link loop: data/ag/images/loop.png" in capsys.readouterr().out
+    assert main(["data", "convert", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--strict"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"worldboot data: error: {manifest}:2: path runs into a symbolic link loop: data/ag/images/loop.png"]
+
+
 def test_16_bit_float_and_rotated_images_read_as_a_viewer_shows_them(tmp_path):
     ramp16 = (np.arange(64, dtype=np.uint32) * 1024).astype(np.uint16).reshape(4, 16)
     Image.fromarray(ramp16).save(tmp_path / "g16.png")

@@ -15,7 +15,7 @@ from pathlib import Path
 from worldboot.commands import HELP_FORMATTER
 from worldboot.data.formats import FORMATS, load_any
 from worldboot.data.schema import Problems, Triplet
-from worldboot.errors import UsageError
+from worldboot.errors import UsageError, resolve_path
 
 #: Format names accepted by ``--format``.
 INSPECT_EXAMPLE = """examples:
@@ -172,9 +172,9 @@ def run_convert(args: argparse.Namespace) -> int:
         problems.write(args.problems)
     console = make_console(soft_wrap=True)
     console.print(_table(triplets, skipped, f"{args.path} -> {out}"))
-    base = out.parent.resolve()
+    base = resolve_path(out.parent)
     outside = sum(
-        1 for t in triplets for p in (t.source, t.target) if p and base not in Path(p).resolve().parents
+        1 for t in triplets for p in (t.source, t.target) if p and base not in resolve_path(p).parents
     )
     if outside:
         console.print(

@@ -30,7 +30,7 @@ from worldboot.data.schema import (
     resolve_under,
     wrong_types,
 )
-from worldboot.errors import DataError
+from worldboot.errors import DataError, resolve_path
 
 #: Subsets of AURORA-BENCH whose entries have a target image.
 BENCH_WITH_TARGET = ("magicbrush", "ag", "something", "whatsup", "kubric")
@@ -210,7 +210,7 @@ def load_aurora_bench(
 def default_train_root(path: str | os.PathLike[str]) -> Path:
     """The repository root of an AURORA ``data/TASK/train.json`` (paths in it start with
     ``data/``); the file's own folder for a file kept elsewhere."""
-    path = Path(path).resolve()
+    path = resolve_path(path)
     if path.parent.parent.name == "data":
         return path.parents[2]
     return path.parent
@@ -239,7 +239,7 @@ def load_aurora_train(
     path = Path(path)
     entries = read_json_list(path)
     root = Path(root) if root is not None else default_train_root(path)
-    default_subset = subset or path.resolve().parent.name
+    default_subset = subset or resolve_path(path).parent.name
     problems = problems if problems is not None else Problems()
     out: list[Triplet] = []
     for index, entry in enumerate(entries, start=1):

@@ -25,7 +25,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from worldboot.data.schema import Problems, Triplet, action_text_problem, resolve_under
-from worldboot.errors import DataError
+from worldboot.errors import DataError, resolve_path
 from worldboot.runs import write_atomic
 
 #: Video extensions tried when a row gives a ``video_id`` rather than a path.
@@ -220,7 +220,7 @@ def load_epic_csv(
             continue
         meta = {k: v for k, v in row.items() if k not in _USED and k is not None}
         meta.update(
-            video=os.path.relpath(video, root.resolve()) if root.resolve() in video.parents else str(video),
+            video=os.path.relpath(video, resolve_path(root)) if resolve_path(root) in video.parents else str(video),
             start_frame=start + frame_base,
             stop_frame=stop + frame_base,
             line=lineno,
@@ -229,9 +229,9 @@ def load_epic_csv(
             Triplet(
                 id=(row.get("narration_id") or "").strip() or f"{path.stem}-{lineno}",
                 subset=subset,
-                source=str(first.resolve()),
+                source=str(resolve_path(first)),
                 action=row["narration"].strip(),
-                target=str(last.resolve()),
+                target=str(resolve_path(last)),
                 meta=meta,
             )
         )

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldboot.errors import DataError
+from worldboot.errors import DataError, resolve_path
 from worldboot.runs import write_atomic
 
 
@@ -128,21 +128,29 @@ def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tup
             yield lineno, row
 
 
-def resolve_under(root: str | os.PathLike[str], rel: str) -> Path:
+def resolve_under(root: str | os.PathLike[str], rel: str, shown: str | None = None) -> Path:
     """Resolve ``rel`` under ``root``, refusing anything that escapes it.
 
+    Args:
+        shown: How to name the path in an error (default: ``rel``), e.g. as a data file wrote it.
+
     Raises:
-        DataError: For ``..`` escapes, or absolute paths outside ``root``.
+        DataError: For ``..`` escapes, absolute paths outside ``root``, and symbolic link loops.
     """
+    shown = rel if shown is None else shown
     # Checked on the path as written (``..`` and absolute paths) and on the resolved one, so
     # that a folder the user links into the root (``data -> /mnt/aurora``) is accepted.
     if "\0" in rel:  # the operating system refuses such a name (a ValueError deep in os)
-        raise DataError(f"path holds a NUL character: {rel!r}")
+        raise DataError(f"path holds a NUL character: {shown!r}")
     root_abs = Path(os.path.abspath(root))
     written = Path(os.path.normpath(root_abs / rel))
-    candidate = written.resolve()
-    if not (_within(written, root_abs) or _within(candidate, root_abs.resolve())):
-        raise DataError(f"path escapes the data root {root_abs}: {rel}")
+    try:
+        candidate = resolve_path(written)
+        real_root = resolve_path(root_abs)
+    except OSError:  # only a loop: resolve_path lets a missing path through
+        raise DataError(f"path runs into a symbolic link loop: {shown}") from None
+    if not (_within(written, root_abs) or _within(candidate, real_root)):
+        raise DataError(f"path escapes the data root {root_abs}: {shown}")
     return candidate
 
 
@@ -312,14 +320,14 @@ def write_manifest(
     """Write triplets as JSONL atomically; paths are made relative to ``relative_to`` (default:
     the manifest's folder) when they lie under it."""
     path = Path(path)
-    base = Path(relative_to or path.parent).resolve()
+    base = resolve_path(relative_to or path.parent)
 
     def rel(p: str | None) -> str | None:
         if p is None:
             return None
         try:
-            return os.path.relpath(Path(p).resolve(), base) if base in Path(p).resolve().parents else p
-        except ValueError:
+            return os.path.relpath(resolve_path(p), base) if base in resolve_path(p).parents else p
+        except (ValueError, OSError):  # another drive (Windows), a symbolic link loop
             return p
 
     lines = []

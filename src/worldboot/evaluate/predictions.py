@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under
-from worldboot.errors import DataError
+from worldboot.errors import DataError, resolve_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -138,7 +138,7 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
             if key in out:
                 problems.add(path, 0, f"two images for id {key}: {out[key].image} is used")
                 continue
-            out[key] = StoredPrediction(image=str(path.resolve()))
+            out[key] = StoredPrediction(image=str(resolve_path(path)))
     if not out:
         raise DataError(f"{pred_dir} has no predictions.jsonl and no images")
     return out

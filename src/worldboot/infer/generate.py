@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from worldboot.config import dump_yaml, read_yaml, to_dict
-from worldboot.errors import ConfigError
+from worldboot.errors import ConfigError, resolve_path
 from worldboot.infer.jobs import load_models_job, predict_batch, predict_job
 from worldboot.infer.outputs import merge_rows, row_files
 from worldboot.infer.predict import PredictConfig, load_models
@@ -276,8 +276,8 @@ def run_generate(
     record = {
         "sampling": dataclasses.asdict(cfg.sampling),
         "best_of": cfg.best_of,
-        "world": str(Path(cfg.world).resolve()) if cfg.world else None,
-        "verifier": str(Path(cfg.verifier.path).resolve()) if cfg.verifier.path else None,
+        "world": str(resolve_path(cfg.world)) if cfg.world else None,
+        "verifier": str(resolve_path(cfg.verifier.path)) if cfg.verifier.path else None,
         "verifier_score": cfg.verifier.score if cfg.verifier.path else None,
     }
     done = [done_ids(row_files(f)) for f in folders]

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from worldboot.errors import ConfigError
+from worldboot.errors import ConfigError, resolve_path
 from worldboot.infer.outputs import save_candidates, save_png, save_tensors
 from worldboot.infer.predict import PredictConfig, Prediction, make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
@@ -180,8 +180,8 @@ def _settings_key(cfg: RolloutConfig) -> str:
     from worldboot.data.schema import content_hash
 
     return json.dumps({
-        "image": content_hash(cfg.image), "world": str(Path(cfg.world).resolve()) if cfg.world else None,
-        "verifier": [str(Path(cfg.verifier.path).resolve()), cfg.verifier.score] if cfg.verifier.path else None,
+        "image": content_hash(cfg.image), "world": str(resolve_path(cfg.world)) if cfg.world else None,
+        "verifier": [str(resolve_path(cfg.verifier.path)), cfg.verifier.score] if cfg.verifier.path else None,
         "best_of": cfg.best_of, "sampling": dataclasses.asdict(cfg.sampling), "seed": cfg.seed,
     }, sort_keys=True)
 
@@ -298,9 +298,9 @@ def run_rollout(
         strip = draw_strip(frames, ["source", *(f"{i}. {a}" for i, a in enumerate(cfg.actions, start=1))], cfg.frame_size)
         save_png(strip, out / "strip.png")
         summary = {
-            "image": str(Path(cfg.image).resolve()),
-            "world": str(Path(cfg.world).resolve()) if cfg.world else None,
-            "verifier": str(Path(cfg.verifier.path).resolve()) if cfg.verifier.path else None,
+            "image": str(resolve_path(cfg.image)),
+            "world": str(resolve_path(cfg.world)) if cfg.world else None,
+            "verifier": str(resolve_path(cfg.verifier.path)) if cfg.verifier.path else None,
             "verifier_score": cfg.verifier.score if cfg.verifier.path else None,
             "verifier_reencoded": bool(verifier is not None and verifier.reencode),
             "best_of": cfg.best_of,

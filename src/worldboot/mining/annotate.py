@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from worldboot.data.schema import Problems
-from worldboot.errors import ConfigError, DataError
+from worldboot.errors import ConfigError, DataError, resolve_path
 from worldboot.images import open_image
 from worldboot.mining.pairs import read_pairs
 from worldboot.progress import progress_bar
@@ -208,7 +208,7 @@ def annotate_pairs(
     # shard's start and end are in log.txt.
     run = RunDir(out, cfg, "annotate")
     # Where the images were checked to lie: `worldboot select` checks them against it again.
-    run.meta["data_root"] = str(Path(cfg.root).resolve() if cfg.root else Path(pairs_path).resolve().parent)
+    run.meta["data_root"] = str(resolve_path(cfg.root) if cfg.root else resolve_path(pairs_path).parent)
     with run as rd:
         rd.log(
             f"annotate {pairs_path} with {model_dir or 'a backbone'}: shard {shard}, {len(mine)} pairs, "

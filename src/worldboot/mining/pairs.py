@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.data.schema import Problems, iter_jsonl, resolve_under
-from worldboot.errors import DataError
+from worldboot.errors import DataError, resolve_path
 
 #: Fields every pairs row must have.
 REQUIRED = ("id", "source", "target")
@@ -29,8 +29,8 @@ def read_pairs(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"pairs file not found: {path}")
-    base = path.resolve().parent
-    root_path = Path(root).resolve() if root is not None else base
+    base = resolve_path(path).parent
+    root_path = resolve_path(root) if root is not None else base
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for lineno, row in iter_jsonl(path, problems):
@@ -45,9 +45,9 @@ def read_pairs(
         bad = False
         for key in ("source", "target"):
             try:
-                image = resolve_under(root_path, str(base / str(row[key])))
-            except DataError:
-                problems.add(path, lineno, f"{key} image path escapes the data root {root_path}: {row[key]}")
+                image = resolve_under(root_path, str(base / str(row[key])), shown=str(row[key]))
+            except DataError as err:  # it escapes the data root, or runs into a symbolic link loop
+                problems.add(path, lineno, f"{key} image {err}")
                 bad = True
                 break
             if not image.is_file():

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, resolve_under, write_manifest, wrong_types
-from worldboot.errors import ConfigError, DataError
+from worldboot.errors import ConfigError, DataError, resolve_path
 from worldboot.mining.select_stats import NO_CLASS, dataset_stats, plot_class_scores, stats_markdown
 from worldboot.runs import RunDir, atomic_path, write_atomic
 
@@ -142,7 +142,7 @@ def _annotated_root(folder: Path) -> Path:
         root = json.loads((folder / "meta.json").read_text()).get("data_root")
     except (OSError, ValueError, AttributeError):
         root = None
-    return Path(root).resolve() if isinstance(root, str) and root else folder.resolve().parent
+    return resolve_path(root) if isinstance(root, str) and root else resolve_path(folder).parent
 
 
 def read_annotated(
@@ -168,11 +168,11 @@ def read_annotated(
     else:
         raise DataError(f"annotated file or folder not found: {path}")
     folder = path if path.is_dir() else path.parent
-    root_path = Path(root).resolve() if root is not None else _annotated_root(folder)
+    root_path = resolve_path(root) if root is not None else _annotated_root(folder)
     rows: list[dict[str, Any]] = []
     seen: set[str] = set()
     for file in files:
-        base = file.resolve().parent
+        base = resolve_path(file).parent
         for lineno, row in iter_jsonl(file, problems):
             missing = [
                 k for k in ("id", "source", "target", "action", "score_mean", "score_sum") if k not in row
@@ -203,11 +203,11 @@ def read_annotated(
             images, outside = {}, None
             for k in ("source", "target"):
                 try:
-                    images[k] = resolve_under(root_path, str(base / row[k]))
-                except DataError:
-                    outside = outside or k
+                    images[k] = resolve_under(root_path, str(base / row[k]), shown=row[k])
+                except DataError as err:  # it escapes the data root, or runs into a symbolic link loop
+                    outside = outside or f"{k} image {err}"
             if outside:
-                problems.add(file, lineno, f"{outside} image path escapes the data root {root_path}: {row[outside]}")
+                problems.add(file, lineno, outside)
                 continue
             missing_images = [k for k, p in images.items() if not p.is_file()]
             if missing_images:

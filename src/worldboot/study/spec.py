@@ -37,7 +37,7 @@ from PIL import Image
 
 from worldboot.config import UniqueKeyLoader, read_utf8, yaml_error
 from worldboot.data.schema import Problems, read_manifest, resolve_under
-from worldboot.errors import ConfigError, DataError
+from worldboot.errors import ConfigError, DataError, resolve_path
 
 #: Item ids and annotator ids: safe in URLs, file names and CSV cells.
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -301,8 +301,7 @@ def load_study(
     unknown = set(_clean(data)) - STUDY_KEYS
     if unknown:
         raise ConfigError(f"{file}: unknown study keys {sorted(unknown)}; known: {sorted(STUDY_KEYS)}")
-    base = Path(root) if root is not None else (file.parent / str(data.get("root", "."))).resolve()
-    base = base.resolve()
+    base = resolve_path(root if root is not None else file.parent / str(data.get("root", ".")))
     problems = Problems(strict)
     specs = _model_specs(data.get("models"), base, file)
     models = list(specs)
@@ -359,6 +358,6 @@ def load_study(
         reference=reference,
         models=models,
         items=items,
-        path=file.resolve(),
+        path=resolve_path(file),
         problems=problems,
     )

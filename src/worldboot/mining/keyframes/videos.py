@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from worldboot.data.schema import Problems
-from worldboot.errors import DataError
+from worldboot.errors import DataError, resolve_path
 from worldboot.mining.keyframes.config import VIDEO_EXTENSIONS, VideoTask
 
 # -- listing videos -----------------------------------------------------------------------------
@@ -71,7 +71,7 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
     problems = problems if problems is not None else Problems()
     items: list[tuple[str, str, str | None]] = []
     if src.is_dir():
-        root = src.resolve()
+        root = resolve_path(src)
         for path in sorted(root.rglob("*")):
             if path.suffix.lower() in VIDEO_EXTENSIONS and (path.is_file() or path.is_symlink()):
                 rel = path.relative_to(root).as_posix()
@@ -81,9 +81,9 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
                 f"no videos found under {src} (looked for {', '.join(VIDEO_EXTENSIONS)}, recursively)"
             )
     elif src.is_file():
-        base = src.resolve().parent
+        base = resolve_path(src).parent
         if src.suffix.lower() in VIDEO_EXTENSIONS:
-            items = [(str(src.resolve()), src.name, base.name)]
+            items = [(str(resolve_path(src)), src.name, base.name)]
         elif src.suffix.lower() == ".csv":
             items = _read_csv_list(src, base, problems)
         else:
@@ -93,13 +93,14 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
                 raise DataError(
                     f"{src}: neither a video ({', '.join(VIDEO_EXTENSIONS)}) nor a text list of videos"
                 ) from None
-            for raw in text.splitlines():
+            for lineno, raw in enumerate(text.splitlines(), start=1):
                 line = raw.split("#", 1)[0].strip()
-                if line:
-                    path = (base / line).resolve()
+                path = _listed(base, line, src, lineno, problems) if line else None
+                if path is not None:
                     items.append((str(path), Path(line).as_posix(), path.parent.name))
         if not items:
-            raise DataError(f"{src}: the list names no video")
+            bad = next((p for p in problems if p.file == str(src)), None)  # every line was bad
+            raise DataError(f"{bad} (the list names no other video)" if bad else f"{src}: the list names no video")
     else:
         raise DataError(f"video directory or list not found: {src}")
     unique: list[tuple[str, str, str | None]] = []
@@ -112,6 +113,16 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
         unique.append(item)
     unique.sort(key=lambda it: it[1])
     return _assign_ids(unique)
+
+
+def _listed(base: Path, video: str, src: Path, lineno: int, problems: Problems) -> Path | None:
+    """The video a list names on line ``lineno``, resolved from the list's folder ``base``; None,
+    with the line in ``problems``, when its path runs into a symbolic link loop."""
+    try:
+        return resolve_path(base / video)
+    except OSError:  # only a loop: resolve_path lets a missing path through
+        problems.add(src, lineno, f"video path runs into a symbolic link loop: {video}")
+        return None
 
 
 def _read_csv_list(src: Path, base: Path, problems: Problems) -> list[tuple[str, str, str | None]]:
@@ -131,7 +142,9 @@ def _read_csv_list(src: Path, base: Path, problems: Problems) -> list[tuple[str,
             problems.add(src, lineno, "malformed line: no video path")
             continue
         label = (row.get("label") or "").strip() or None
-        path = (base / video).resolve()
+        path = _listed(base, video, src, lineno, problems)
+        if path is None:
+            continue
         items.append(
             (str(path), Path(video).as_posix(), label if label is not None else path.parent.name)
         )
