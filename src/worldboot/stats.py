@@ -5,6 +5,9 @@ module: :mod:`worldboot.study` sits below :mod:`worldboot.evaluate` and uses the
   an exact p-value for tied differences that scipy computes by permutation.
 * :func:`paired_p`: its p-value over pairs where both values exist.
 * :func:`binomial_p`: exact two-sided binomial test of hits against a chance rate.
+* :func:`paired_test`, :func:`mcnemar`, :func:`binomial_test`: a direction and a p-value from
+  one statistic each (the signed-rank sum; the discordant pairs; the hits), so that a claim's
+  direction never disagrees with its test.
 """
 
 from __future__ import annotations
@@ -89,3 +92,59 @@ def binomial_p(hits: Sequence[float], chance: float) -> float | None:
     from scipy.stats import binomtest
 
     return float(binomtest(int(sum(hits)), len(hits), chance).pvalue) if hits else None
+
+
+def paired_test(x: Sequence[float | None], y: Sequence[float | None]) -> tuple[int, float | None]:
+    """Wilcoxon signed-rank test of ``x`` against ``y`` over the pairs where both exist.
+
+    Returns:
+        ``(direction, p)``: the sign of the signed-rank sum W+ - W- (1: ``x`` ranks higher,
+        -1: lower, 0: balanced or no pairs) and the two-sided p-value (None without pairs).
+    """
+    import numpy as np
+    from scipy.stats import rankdata
+
+    pairs = [(a, b) for a, b in zip(x, y, strict=True) if a is not None and b is not None]
+    if not pairs:
+        return 0, None
+    d = np.round(np.asarray([a - b for a, b in pairs], dtype=float), 9)
+    nonzero = d[d != 0]
+    ranks = rankdata(np.abs(nonzero))
+    w = float(ranks[nonzero > 0].sum() - ranks[nonzero < 0].sum())
+    return int(np.sign(w)), wilcoxon_paired([a for a, _ in pairs], [b for _, b in pairs])[1]
+
+
+def mcnemar(x: Sequence[float], y: Sequence[float]) -> tuple[int, float | None]:
+    """Exact McNemar test of paired 0/1 outcomes (the same items, two models).
+
+    Only the discordant pairs count: ``b`` items where ``x`` succeeds and ``y`` fails, ``c`` the
+    reverse; under the null each is a fair coin, so p is the two-sided exact binomial p-value of
+    ``b`` in ``b + c`` at 1/2 (scipy's ``binomtest``).
+
+    Returns:
+        ``(direction, p)``: the sign of ``b - c`` and p (1.0 without discordant pairs, None
+        without items).
+    """
+    from scipy.stats import binomtest
+
+    if len(x) != len(y):
+        raise ValueError(f"paired outcomes of unequal length: {len(x)} and {len(y)}")
+    if not x:
+        return 0, None
+    b = sum(1 for a, o in zip(x, y, strict=True) if a and not o)
+    c = sum(1 for a, o in zip(x, y, strict=True) if o and not a)
+    if b + c == 0:
+        return 0, 1.0
+    return (b > c) - (b < c), float(binomtest(b, b + c, 0.5).pvalue)
+
+
+def binomial_test(hits: Sequence[float], chance: float) -> tuple[int, float | None]:
+    """Exact two-sided binomial test of ``sum(hits)`` in ``len(hits)`` trials against ``chance``.
+
+    Returns:
+        ``(direction, p)``: the sign of ``sum(hits) - chance * len(hits)`` and p (None without trials).
+    """
+    if not hits:
+        return 0, None
+    k, n = sum(hits), len(hits)
+    return (k > chance * n) - (k < chance * n), binomial_p(hits, chance)

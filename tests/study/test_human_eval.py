@@ -205,3 +205,21 @@ def test_degenerate_tests():
     stat, p = wilcoxon_paired([1.0, 2.0, 3.0, 4.0, 5.0], [0.0] * 5)
     assert stat == 0.0 and p == pytest.approx(2 / 32)
     assert not math.isnan(p)
+
+
+def test_paired_tests_return_the_direction_of_their_own_statistic():
+    from scipy.stats import binomtest
+
+    from worldboot.stats import binomial_test, mcnemar, paired_test
+
+    # McNemar: only discordant pairs count (b = 3 wins of x, c = 1 of y).
+    x, y = [1, 1, 1, 1, 0, 0], [1, 0, 0, 0, 1, 0]
+    assert mcnemar(x, y) == (1, binomtest(3, 4, 0.5).pvalue)
+    assert mcnemar(y, x)[0] == -1
+    assert mcnemar([1, 0], [1, 0]) == (0, 1.0) and mcnemar([], []) == (0, None)
+    # Signed ranks: x wins 9 small, loses 1 large; the mean says y, the ranks say x.
+    xs, ys = [1.0] * 9 + [0.0], [0.0] * 9 + [20.0]
+    assert sum(xs) < sum(ys) and paired_test(xs, ys)[0] == 1
+    assert paired_test([None, 1.0], [2.0, None]) == (0, None)
+    assert binomial_test([1.0] * 8 + [0.0] * 2, 0.2) == (1, binomtest(8, 10, 0.2).pvalue)
+    assert binomial_test([0.0] * 10, 0.2)[0] == -1
