@@ -10,7 +10,7 @@ Targets, with the tiny backbone on the CPU:
   Anole-7B one 512-px decode is a few ms against 1024 decoding steps of a 7B model.
 * the verifier's one batched forward over the 8 candidates vs 8 forwards (no target: printed).
 
-    python benchmarks/bench_best_of_n.py [--samples 4] [--n 8]
+    python benchmarks/bench_best_of_n.py [--samples 4] [--n 8] [--verbose]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from worldboot.infer.predict import make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
 from worldboot.models.tiny import build_tiny_chameleon
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
 
 TARGET = 1.5
 ACTIONS = ["move the red cube to the left", "open the box", "pull the yellow box closer to the camera",
@@ -55,7 +56,10 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=8, help="N of best-of-N")
     parser.add_argument("--repeats", type=int, default=4, help="timings per measurement (fastest kept)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: stable on a shared machine)")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console
+        quiet_libraries()
     torch.set_num_threads(args.threads)
     world = build_tiny_chameleon()
     verifier = Verifier(world, world)

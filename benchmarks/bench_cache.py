@@ -4,7 +4,7 @@ Target: reading codes and recognition weights from the cache is at least 5x fast
 the images and running the VQ encoder every epoch, with the tiny backbone (64-px images, so the
 encoder is as cheap as it gets; with Anole's 512-px encoder the gap is far wider).
 
-    python benchmarks/bench_cache.py [--triplets 48] [--batch-size 16]
+    python benchmarks/bench_cache.py [--triplets 48] [--batch-size 16] [--verbose]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from worldboot.data.schema import Triplet
 from worldboot.data.tokenize import build_cache
 from worldboot.images import open_image
 from worldboot.models.tiny import build_tiny_chameleon
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
 
 TARGET = 5.0
 
@@ -85,7 +86,10 @@ def main() -> int:
     parser.add_argument("--triplets", type=int, default=48)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3, help="timings of the cached epoch (best kept)")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = parser.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console
+        quiet_libraries()
     torch.manual_seed(0)
     backbone = build_tiny_chameleon()
     with tempfile.TemporaryDirectory() as tmp:

@@ -6,7 +6,7 @@ stage's seconds and peak resident memory, as ``stages.json`` records them (the d
 the process's RSS with psutil while each stage runs), and the total against the preset's
 budget (smoke: 5 minutes on 2 cores; paper: 45).
 
-    python benchmarks/bench_demo.py [--preset smoke] [--threads 2] [--keep DIR]
+    python benchmarks/bench_demo.py [--preset smoke] [--threads 2] [--keep DIR] [--verbose]
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
+
 BUDGET_S = {"smoke": 300, "paper": 45 * 60}
 
 
@@ -26,7 +28,10 @@ def main() -> int:
     ap.add_argument("--preset", default="smoke", choices=sorted(BUDGET_S))  # the keys of demo.PRESETS
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--keep", metavar="DIR", help="run there and keep the run (default: a temporary folder)")
+    ap.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = ap.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console
+        quiet_libraries()
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
     from worldboot.demo import STAGES, Demo, load_demo_config
 

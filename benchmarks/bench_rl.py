@@ -17,7 +17,7 @@ cdm-grpo), and the share of an RL
 step spent sampling, scoring and updating (the recipe's ``sample_s``, ``score_s``,
 ``update_s``). Best of several interleaved repeats (the machine is shared).
 
-    python benchmarks/bench_rl.py [--group-size 4] [--batch 8] [--steps 4] [--repeats 3]
+    python benchmarks/bench_rl.py [--group-size 4] [--batch 8] [--steps 4] [--repeats 3] [--verbose]
 """
 
 from __future__ import annotations
@@ -28,6 +28,8 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
 
 #: Each timed kind's training task, and the plain step an RL step is compared with.
 TASKS = {"world": "world", "grpo": "world-rl", "dpo": "world-rl", "offline": "world-rl", "dynamics": "dynamics",
@@ -42,7 +44,10 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=8, help="prompts per step")
     ap.add_argument("--steps", type=int, default=4, help="steps per timed run (the first is not timed)")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = ap.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console
+        quiet_libraries()
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
     import torch
 

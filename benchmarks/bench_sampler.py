@@ -13,7 +13,7 @@ It prints the per-sample time of each and their ratio (generate / ours); the tar
 >= 1.5x faster at N = 8, the condition under which worldboot keeps its own loop. Best of
 several interleaved repeats (the machine is shared).
 
-    python benchmarks/bench_sampler.py [--prompts 4] [--repeats 5]
+    python benchmarks/bench_sampler.py [--prompts 4] [--repeats 5] [--verbose]
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from worldboot.models.backbone import SamplingConfig
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
 
 TARGET = 1.5
 
@@ -79,7 +80,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--prompts", type=int, default=4)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = p.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console
+        quiet_libraries()
     torch.set_num_threads(1)
     results = {}
     for name, bb in families().items():

@@ -4,11 +4,12 @@ Target: weighted / plain step time <= 1.05 (the weights are a multiply on the co
 positions only). Also prints training tokens/s of the tiny model. Both recipes run in one
 process, their steps interleaved, so machine load hits both alike.
 
-    .venv/bin/python benchmarks/bench_train.py
+    .venv/bin/python benchmarks/bench_train.py [--verbose]
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import statistics
 import sys
@@ -16,20 +17,26 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from helpers import square_triplets  # noqa: E402
-from worldboot.data.tokenize import build_cache  # noqa: E402
-from worldboot.models import load_backbone  # noqa: E402
-from worldboot.models.tiny import save_tiny_chameleon  # noqa: E402
-from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig  # noqa: E402
-from worldboot.train.recipes import Trainer  # noqa: E402
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
 
 STEPS = 12
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    args = ap.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console, before DeepSpeed's import warns
+        quiet_libraries()
+    os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from helpers import square_triplets
+    from worldboot.data.tokenize import build_cache
+    from worldboot.models import load_backbone
+    from worldboot.models.tiny import save_tiny_chameleon
+    from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig
+    from worldboot.train.recipes import Trainer
+
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = save_tiny_chameleon(tmp / "base")

@@ -10,7 +10,7 @@ model (CWM) on it with ``train/recipes.py`` (LoRA r16) on a token cache of
 * CWM: the world judge's score (0-10) of generated targets, against the Copy baseline (a copy
   of the source scores 0 by construction), and the share of generated images that parse.
 
-    python benchmarks/bench_world_base.py [--preset smoke] [--triplets 64] [--steps 150]
+    python benchmarks/bench_world_base.py [--preset smoke] [--triplets 64] [--steps 150] [--verbose]
 
 This is a quality check rather than a timing: it takes minutes on 2 CPU cores.
 """
@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,7 +38,10 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--work", default=None, help="working folder (default: a temporary one)")
     ap.add_argument("--skip-cwm", action="store_true")
+    ap.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     args = ap.parse_args()
+    if not args.verbose:  # the worldboot command's quiet console
+        quiet_libraries()
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
 
     from worldboot import world

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 
 from worldboot import __version__, commands
 from worldboot.errors import UserError
+from worldboot.progress import VERBOSE_HELP, quiet_libraries
 
 EPILOG = """examples:
   worldboot demo --out runs/demo                       # the whole method on the embedded world
@@ -44,8 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"worldboot {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
     parser.add_argument(
-        "--verbose", action="store_true",
-        help="show the libraries' logs, warnings and progress bars too (anywhere on the line)",
+        "--verbose", action="store_true", help=f"{VERBOSE_HELP} (anywhere on the line)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=commands.CommandParser)
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
@@ -70,29 +70,6 @@ def subcommand_names(parser: argparse.ArgumentParser | None = None) -> list[list
 
     walk(parser, [])
     return paths
-
-
-def quiet_libraries() -> None:
-    """Keep the console to worldboot's own progress bars and results: no transformers /
-    huggingface_hub progress bars or info logs, no library ``FutureWarning``/``UserWarning``
-    (``--verbose`` keeps them). Environment variables set by the user win."""
-    import os
-    import warnings
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-    if "transformers" in sys.modules:  # imported already (e.g. in a test): switch it off directly
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()
-    import logging
-
-    # DeepSpeed logs a warning to stdout on import ("Setting accelerator to CPU"): keep errors.
-    logging.getLogger("DeepSpeed").addFilter(lambda record: record.levelno >= logging.ERROR)
-    for category in (FutureWarning, UserWarning, DeprecationWarning):
-        warnings.filterwarnings("ignore", category=category, module=r"(transformers|peft|accelerate|torch|huggingface_hub|safetensors)(\.|$)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

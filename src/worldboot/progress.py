@@ -2,11 +2,16 @@
 look across worldboot.
 
 ``WORLDBOOT_NO_PROGRESS=1`` turns every bar off (tests, batch jobs, logs that go to files).
+:func:`quiet_libraries` keeps the libraries' own bars, logs and warnings off that console (the
+``worldboot`` command and every ``benchmarks/bench_*.py`` call it unless ``--verbose``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
+import warnings
 from typing import Any
 
 
@@ -49,3 +54,42 @@ def progress_bar(label: str | None = None, enabled: bool = True, info: bool = Fa
     return Progress(
         *columns, console=console(stderr=True), disable=not progress_enabled(enabled), transient=transient
     )
+
+
+#: The ``--verbose`` option's help, the same for the ``worldboot`` command and the benchmarks.
+VERBOSE_HELP = "show the libraries' logs, warnings and progress bars too"
+
+
+def _deepspeed_errors_only(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
+def quiet_libraries() -> None:
+    """Keep the console to worldboot's own progress bars and results: no transformers /
+    huggingface_hub progress bars or info logs, no DeepSpeed warnings, no library
+    ``FutureWarning``/``UserWarning``/``DeprecationWarning`` (``--verbose`` skips this call and
+    keeps them). Environment variables set by the user win.
+
+    Call it before importing the libraries where possible: DeepSpeed logs "Setting accelerator
+    to CPU" when it is imported. The environment variables reach child processes too.
+    """
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    if "transformers" in sys.modules:  # imported already (e.g. in a test): switch it off directly
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()
+    # DeepSpeed's logger ("DeepSpeed", its own handler, no propagation) warns on import
+    # ("Setting accelerator to CPU"); a filter set now stays when DeepSpeed configures it: errors only.
+    ds_logger = logging.getLogger("DeepSpeed")
+    if _deepspeed_errors_only not in ds_logger.filters:
+        ds_logger.addFilter(_deepspeed_errors_only)
+    libraries = r"(transformers|peft|accelerate|torch|huggingface_hub|safetensors|deepspeed)(\.|$)"
+    for category in (FutureWarning, UserWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category, module=libraries)
