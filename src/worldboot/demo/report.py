@@ -156,10 +156,10 @@ def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
                (f"CWM + best-of-{k}", "CWM", None)]
     # The reward-optimised rows: one sample, no verifier: their only prediction.
     columns += [(row, row, None) for row in demo.reward_models()]
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.8 * len(columns), 2.2 * len(rows) + 0.4),
-                             squeeze=False)
-    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.45 / (2.2 * len(rows) + 0.4),
-                        wspace=0.08, hspace=0.45)
+    # A band of 0.6 in at the top for the column labels, clear of the first row's caption.
+    height = 2.2 * len(rows) + 0.55
+    fig, axes = plt.subplots(len(rows), len(columns), figsize=(1.8 * len(columns), height), squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=1 - 0.6 / height, wspace=0.08, hspace=0.45)
     for i, t in enumerate(rows):
         for j, (label, model, candidate) in enumerate(columns):
             ax = axes[i][j]
@@ -173,8 +173,8 @@ def plot_examples(demo: Demo, path: Path, n: int = 5) -> None:
                 ax.imshow(open_image(img_path), interpolation="nearest")
             if i == 0:
                 box = ax.get_position()
-                fig.text((box.x0 + box.x1) / 2, 1 - 0.2 / (2.2 * len(rows) + 0.4), label, ha="center",
-                         va="center", fontsize=9, weight="bold")
+                fig.text((box.x0 + box.x1) / 2, 1 - 0.18 / height, label, ha="center", va="center", fontsize=9,
+                         weight="bold")
         axes[i][0].set_title(textwrap.shorten(t.action, 70), fontsize=8, loc="left", x=0.0)
     fig.savefig(path, dpi=110)
     plt.close(fig)

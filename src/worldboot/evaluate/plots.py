@@ -77,7 +77,8 @@ def plot_score_vs_k(
     Args:
         rows: K results (see the module docstring).
         out: The image file.
-        references: ``{label: score}`` drawn as horizontal dashed lines in every panel.
+        references: ``{label: score}`` drawn as horizontal dashed lines in every panel, named
+            in the legend (outside the axes, right of the panels, with the models).
         title: Figure title.
         ylabel: Y-axis label.
 
@@ -98,9 +99,16 @@ def plot_score_vs_k(
     subsets = sorted(stats, key=lambda s: (s == "All", s))
     cols = min(3, len(subsets))
     nrows = math.ceil(len(subsets) / cols)
-    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.4 * nrows), squeeze=False)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     models = sorted({m for per in stats.values() for m in per})
+    refs = {f"{label} (reference)": value for label, value in (references or {}).items()}
+    # The legend (models and reference lines) sits outside the axes, right of the panels and below
+    # the title, so it covers no title, panel label or curve; the figure is widened by its width.
+    longest = max(len(label) for label in [*models, *refs])
+    legend_width = 0.9 + 0.075 * longest
+    height = max(3.4 * nrows + 0.3, 1.2 + 0.25 * (len(models) + len(refs)))  # room for the legend's height
+    fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols + legend_width, height), squeeze=False,
+                             layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for idx, subset in enumerate(subsets):
         ax = axes[idx // cols][idx % cols]
         for mi, model in enumerate(models):
@@ -116,20 +124,21 @@ def plot_score_vs_k(
                             [m + s for m, s in zip(mean, std, strict=True)], color=colour, alpha=0.2)
             ax.set_xscale("log", base=2)
             ax.set_xticks(ks, [str(k) for k in ks])
-        for ri, (label, value) in enumerate((references or {}).items()):
-            ax.axhline(value, linestyle="--", color="grey", alpha=0.5 + 0.5 * ri / max(1, len(references or {})))
-            ax.annotate(label, (1.0, value), xycoords=("axes fraction", "data"), ha="right", va="bottom", fontsize=8)
+        for ri, (label, value) in enumerate(refs.items()):
+            ax.axhline(value, linestyle=("--", ":", "-.")[ri % 3], color="grey", label=label)
         ax.set_title(subset)
         ax.set_xlabel("K")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
     for idx in range(len(subsets), nrows * cols):
         axes[idx // cols][idx % cols].axis("off")
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="upper right")
+    legend: dict[str, Any] = {}  # label -> handle, over every panel (a model may miss a subset)
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            legend.setdefault(label, handle)
+    if legend:
+        fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=9)  # clear of the title
     fig.suptitle(title)
-    fig.tight_layout()
     out = Path(out)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120)
@@ -164,6 +173,7 @@ def plot_recognition_weights(
         DataError: Unknown ids or an empty cache.
     """
     import random
+    import textwrap
 
     import matplotlib
 
@@ -193,7 +203,8 @@ def plot_recognition_weights(
                              interpolation="nearest")
         fig.colorbar(heat, ax=row[2], fraction=0.046)
         row[0].set_title("source", fontsize=8)
-        row[1].set_title(rec["action"][:48], fontsize=8)
+        # The action, wrapped to the image's width (a long one would run over its neighbours).
+        row[1].set_title(textwrap.fill(textwrap.shorten(rec["action"], 80), 38), fontsize=8)
         row[2].set_title("recognition weights", fontsize=8)
         for ax in row:
             ax.axis("off")

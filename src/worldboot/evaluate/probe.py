@@ -284,21 +284,24 @@ def plot_preferences(summary: dict[str, Any], path: str | os.PathLike[str]) -> N
     import numpy as np
 
     kinds, subsets = summary["kinds"], summary["subsets"]
-    fig, axes = plt.subplots(2, 1, figsize=(max(6, 1.4 * len(subsets) + 2), 6.5), sharex=True)
-    width = 0.8 / max(len(kinds), 1)
+    width = max(6, 1.4 * len(subsets) + 2)
+    fig, axes = plt.subplots(2, 1, figsize=(width, 7), sharex=True, layout="constrained")
+    bar = 0.8 / max(len(kinds), 1)
     x = np.arange(len(subsets))
     for ax, direction in zip(axes, DIRECTIONS, strict=True):
         cells = {(c["kind"], c["subset"]): c["percent"] for c in summary["cells"] if c["direction"] == direction}
         for i, k in enumerate(kinds):
             vals = [cells.get((k, s), np.nan) for s in subsets]
-            ax.bar(x + (i - (len(kinds) - 1) / 2) * width, vals, width, label=k.replace("_", " "))
+            ax.bar(x + (i - (len(kinds) - 1) / 2) * bar, vals, bar, label=k.replace("_", " "))
         ax.axhline(50, color="grey", lw=0.8, ls="--")
         ax.set_ylim(0, 100)
         ax.set_ylabel("% reference preferred")
         ax.set_title("dynamics: log p(a | o_s, o_t)" if direction == "dynamics" else "world: log p(o_t | o_s, a)")
     axes[-1].set_xticks(x, subsets, rotation=20)
-    axes[0].legend(fontsize=8, ncol=2)
-    fig.tight_layout()
+    # Above the panels, outside the axes: inside, it would cover the bars (up to 100 %).
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="outside upper center", fontsize=8, ncol=len(kinds) if width >= 8 else 2)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
