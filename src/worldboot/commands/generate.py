@@ -68,10 +68,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """The resolved :class:`~worldboot.infer.generate.GenerateConfig` (precedence: see
+    """The resolved :class:`~worldboot.infer.config.GenerateConfig` (precedence: see
     :mod:`worldboot.config`)."""
     from worldboot.config import load_config
-    from worldboot.infer.generate import GenerateConfig
+    from worldboot.infer.config import GenerateConfig
 
     flags = {
         "manifest": args.manifest,

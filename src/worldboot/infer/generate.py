@@ -38,26 +38,26 @@ same files as a single one.
 The prediction of one batch is :mod:`worldboot.infer.predict`; the files a row points to are
 written by :mod:`worldboot.infer.outputs`.
 
-(Just over 400 lines: one run loop with resume, repeats and shards, which share its state.)
+The settings are :class:`~worldboot.infer.config.GenerateConfig` (imported here too, for callers).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from worldboot.config import dump_yaml, read_yaml, to_dict
 from worldboot.errors import ConfigError, resolve_path
+from worldboot.infer.config import RESUME_KEYS, GenerateConfig
 from worldboot.infer.jobs import load_models_job, predict_batch, predict_job
-from worldboot.infer.outputs import merge_rows, row_files
-from worldboot.infer.predict import PredictConfig, load_models
+from worldboot.infer.outputs import merge_if_complete, merge_rows, row_files
+from worldboot.infer.predict import load_models
 from worldboot.infer.verify import Verifier
 from worldboot.progress import progress_bar
-from worldboot.ray_data import RaySettings, run_jobs
+from worldboot.ray_data import run_jobs
 from worldboot.runs import (
     RunDir,
     append_jsonl,
@@ -70,60 +70,7 @@ from worldboot.runs import (
     write_atomic,
 )
 
-
-@dataclass
-class GenerateConfig(PredictConfig):
-    """``worldboot generate``: a manifest in, one predicted next observation per row out.
-
-    Attributes:
-        manifest: A triplet JSONL manifest, AURORA-BENCH ``test.json`` or any format of
-            :mod:`worldboot.data.formats`.
-        out: The predictions folder.
-        format: The manifest's format (default: guessed).
-        root: Folder the manifest's image paths are relative to (default: per format).
-        tasks: Keep only these subsets, comma-separated.
-        repeats: Independent runs (``repeat-k`` folders, seeds ``seed + k``).
-        batch_size: Prompts per forward pass (each with ``best_of`` samples).
-        strict: Stop at the first bad manifest row instead of reporting and skipping it.
-        engine: ``local`` (this process, or a shard of ``accelerate launch``) or ``ray`` (Ray
-            Data actors, each with the world model and verifier; the same batches, seeds and
-            files as the local run).
-        ray: The Ray cluster and actor pool (with ``engine: ray``).
-    """
-
-    manifest: str | None = None
-    out: str | None = None
-    format: str | None = None
-    root: str | None = None
-    tasks: str | None = None
-    repeats: int = 1
-    batch_size: int = 4
-    strict: bool = False
-    engine: Literal["local", "ray"] = "local"
-    ray: RaySettings = field(default_factory=RaySettings)
-
-    def validate(self) -> None:
-        super().validate()
-        if not self.manifest:
-            raise ConfigError("no manifest: pass MANIFEST (config: manifest)")
-        if not self.out:
-            raise ConfigError("no output folder: pass --out PRED (config: out)")
-        if self.repeats < 1:
-            raise ConfigError(f"repeats must be at least 1, got {self.repeats}")
-        if self.batch_size < 1:
-            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
-        if self.engine not in ("local", "ray"):
-            raise ConfigError(f"engine must be local or ray, got {self.engine!r}")
-        self.ray.validate()
-
-
-#: Config keys whose values decide the outputs: a folder made with other values is not resumed.
-RESUME_KEYS = ("world", "best_of", "verifier", "sampling", "seed", "repeats")
-
-
 # -- manifests ------------------------------------------------------------------------------------
-
-
 
 
 def _line_numbers(path: Path, fmt: str) -> dict[str, int]:
@@ -237,10 +184,84 @@ def run_generate(
         UserError: Bad settings, a missing manifest or model, a folder made with other
             settings, or (with ``strict``) a bad manifest row.
     """
+    cfg.validate()
+    run = _plan(cfg, shard)
+    summary = GenerateSummary(samples=len(run.samples), shard_samples=len(run.mine), out=str(run.out),
+                              shard=f"{run.index}/{run.count}")
+    _prepare_folders(run)
+    if cfg.engine == "local":  # Ray actors load their own copies
+        world, verifier = load_models(cfg, run.dist[2] if run.dist else None, world, verifier)
+    record = _row_record(cfg)
+    todo, summary.done_before = _pending(run)
+    with RunDir(run.run_path, cfg, "generate") as rd:
+        rd.log(
+            f"generate {cfg.manifest} with {cfg.world} (best of {cfg.best_of}, verifier {cfg.verifier.path}): "
+            f"shard {run.index}/{run.count}, {len(run.mine)} samples, {summary.done_before} predictions already done"
+        )
+        if cfg.engine == "ray":
+            rd.log(f"engine ray: {cfg.ray.actors} actors, {cfg.ray.gpus_per_actor} GPUs each")
+        elif verifier is not None and verifier.reencode:
+            summary.reencoded = True
+            rd.log("the verifier's tokenizer differs from the world model's: candidates are re-encoded")
+        _predict_all(run, todo, world, verifier, record, summary, progress, on_batch)
+        summary.problems = len(run.problems)
+        run.problems.write(run.run_path / "problems.jsonl")
+        if run.count > 1:
+            (run.run_path / "done").write_text("")  # this shard is finished; the merge waits for all
+        rd.log(f"predicted {summary.predicted}; {summary.problems} problems")
+    if run.count == 1 and (summary.done_before or cfg.engine == "ray") and summary.predicted:
+        # Rows done before (a resumed run, or shards folded in) and rows added now, or rows in
+        # the order Ray's actors finished: back to the manifest's order, as one local run writes them.
+        for folder in run.folders:
+            merge_rows(folder, run.order)
+    summary.merged = run.count == 1 or merge_if_complete(run.out, run.folders, run.count, run.order)
+    return summary
 
+
+# -- the run's steps ------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """What the steps of one run (or shard) share: its part of the manifest and its files.
+
+    ``dist`` is the accelerate process's ``(index, count, device)`` when it chose the shard;
+    ``done`` (per repeat, the ids already predicted) and ``files`` (per repeat, the row file
+    this shard appends to) are filled by :func:`_pending`.
+    """
+
+    cfg: GenerateConfig
+    index: int
+    count: int
+    dist: tuple[int, int, Any] | None
+    problems: Any
+    samples: list[Any]
+    lines: dict[str, int]
+    mine: list[Any]
+    folders: list[Path]
+    done: list[set[str]] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+    @property
+    def run_path(self) -> Path:
+        """The folder of this run's log, meta and problems (a shard's own under ``shards/``)."""
+        return self.out if self.count == 1 else self.out / "shards" / f"{self.index}-of-{self.count}"
+
+    @property
+    def order(self) -> list[str]:
+        """The manifest's ids, in its order (the order of ``predictions.jsonl``)."""
+        return [t.id for t in self.samples]
+
+
+def _plan(cfg: GenerateConfig, shard: tuple[int, int] | None) -> _Run:
+    """Choose the shard, refuse a folder made with other settings, load the manifest and take
+    this shard's samples (every shard loads it all; its problems are reported by shard 0)."""
     from worldboot.data.schema import Problems
 
-    cfg.validate()
     dist = None
     if shard is None:
         dist = distributed_shard()
@@ -254,123 +275,104 @@ def run_generate(
         problems.items.clear()
     mine = shard_items(samples, index, count, key=lambda t: t.id)
     folders = [out] if cfg.repeats == 1 else [out / f"repeat-{k}" for k in range(cfg.repeats)]
-    summary = GenerateSummary(
-        samples=len(samples), shard_samples=len(mine), out=str(out), shard=f"{index}/{count}"
-    )
-    run_path = out if count == 1 else out / "shards" / f"{index}-of-{count}"
-    marker = run_path / "done"  # a finished shard; the merge waits for all of them
-    marker.unlink(missing_ok=True)
-    order = [t.id for t in samples]
-    if count > 1:
-        out.mkdir(parents=True, exist_ok=True)
-        write_atomic(out / "config.yaml", dump_yaml(cfg))
-    else:
-        # A single run folds in what earlier sharded runs left unmerged.
-        for folder in folders:
-            if list((folder / "shards").glob("*-of-*.jsonl")):
-                with file_lock(out / ".merge.lock"):
-                    merge_rows(folder, order)
+    return _Run(cfg, index, count, dist, problems, samples, lines, mine, folders)
 
-    if cfg.engine == "local":  # Ray actors load their own copies
-        world, verifier = load_models(cfg, dist[2] if dist else None, world, verifier)
-    record = {
+
+def _prepare_folders(run: _Run) -> None:
+    """Clear this shard's ``done`` marker; a sharded run writes its config at the top, a single
+    run folds in what earlier sharded runs left unmerged."""
+    (run.run_path / "done").unlink(missing_ok=True)
+    if run.count > 1:
+        run.out.mkdir(parents=True, exist_ok=True)
+        write_atomic(run.out / "config.yaml", dump_yaml(run.cfg))
+        return
+    for folder in run.folders:
+        if list((folder / "shards").glob("*-of-*.jsonl")):
+            with file_lock(run.out / ".merge.lock"):
+                merge_rows(folder, run.order)
+
+
+def _row_record(cfg: GenerateConfig) -> dict[str, Any]:
+    """The fields every row of the run carries: its sampling, N and models."""
+    return {
         "sampling": dataclasses.asdict(cfg.sampling),
         "best_of": cfg.best_of,
         "world": str(resolve_path(cfg.world)) if cfg.world else None,
         "verifier": str(resolve_path(cfg.verifier.path)) if cfg.verifier.path else None,
         "verifier_score": cfg.verifier.score if cfg.verifier.path else None,
     }
-    done = [done_ids(row_files(f)) for f in folders]
-    todo = [t for t in mine if any(t.id not in d for d in done)]
-    summary.done_before = sum(t.id in d for t in mine for d in done)
-    files = [f / "predictions.jsonl" if count == 1 else f / "shards" / f"{index}-of-{count}.jsonl" for f in folders]
-    for f in files:
+
+
+def _pending(run: _Run) -> tuple[list[Any], int]:
+    """The samples of this shard that some repeat lacks, and the number of predictions already
+    done; fills ``run.done`` and ``run.files`` and cuts a truncated last line of each row file."""
+    run.done = [done_ids(row_files(f)) for f in run.folders]
+    todo = [t for t in run.mine if any(t.id not in d for d in run.done)]
+    done_before = sum(t.id in d for t in run.mine for d in run.done)
+    shard_file = Path("shards") / f"{run.index}-of-{run.count}.jsonl"
+    run.files = [f / ("predictions.jsonl" if run.count == 1 else shard_file) for f in run.folders]
+    for f in run.files:
         f.parent.mkdir(parents=True, exist_ok=True)
         repair_tail(f)
-    manifest = Path(cfg.manifest)
-    with RunDir(run_path, cfg, "generate") as rd:
-        rd.log(
-            f"generate {cfg.manifest} with {cfg.world} (best of {cfg.best_of}, verifier {cfg.verifier.path}): "
-            f"shard {index}/{count}, {len(mine)} samples, {summary.done_before} predictions already done"
-        )
+    return todo, done_before
+
+
+def _predict_all(
+    run: _Run,
+    todo: list[Any],
+    world: Any,
+    verifier: Verifier | None,
+    record: dict[str, Any],
+    summary: GenerateSummary,
+    progress: bool,
+    on_batch: Callable[[int, list[dict[str, Any]]], None] | None,
+) -> None:
+    """Predict ``todo`` batch by batch (here, or on Ray's actors), appending each batch's rows
+    and problems as it comes, under a progress bar."""
+    cfg, manifest = run.cfg, Path(run.cfg.manifest)
+    bar = progress_bar("generate", progress)
+    with bar:
+        job = bar.add_task("samples", total=len(run.mine) * len(run.folders), completed=summary.done_before)
+
+        def take(rows: list[list[dict[str, Any]]], found: list[Any]) -> list[dict[str, Any]]:
+            for sample_id, problem in found:
+                run.problems.add(manifest, run.lines.get(sample_id, 0), problem)
+                bar.update(job, advance=sum(sample_id not in d for d in run.done))
+            written: list[dict[str, Any]] = []
+            for k, fh in enumerate(run.files):
+                # The PNGs are in place; one write, flush and fsync per batch: a kill
+                # loses at most this batch, and never leaves a row without its image.
+                append_jsonl(fh, rows[k])
+                run.done[k].update(r["id"] for r in rows[k])
+                written.extend(rows[k])
+            summary.predicted += len(written)
+            bar.update(job, advance=len(written))
+            return written
+
+        batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
         if cfg.engine == "ray":
-            rd.log(f"engine ray: {cfg.ray.actors} actors, {cfg.ray.gpus_per_actor} GPUs each")
-        elif verifier is not None and verifier.reencode:
-            summary.reencoded = True
-            rd.log("the verifier's tokenizer differs from the world model's: candidates are re-encoded")
-        bar = progress_bar("generate", progress)
-        with bar:
-            job = bar.add_task("samples", total=len(mine) * len(folders), completed=summary.done_before)
-
-            def take(rows: list[list[dict[str, Any]]], found: list[Any]) -> list[dict[str, Any]]:
-                for sample_id, problem in found:
-                    problems.add(manifest, lines.get(sample_id, 0), problem)
-                    bar.update(job, advance=sum(sample_id not in d for d in done))
-                written: list[dict[str, Any]] = []
-                for k, fh in enumerate(files):
-                    # The PNGs are in place; one write, flush and fsync per batch: a kill
-                    # loses at most this batch, and never leaves a row without its image.
-                    append_jsonl(fh, rows[k])
-                    done[k].update(r["id"] for r in rows[k])
-                    written.extend(rows[k])
-                summary.predicted += len(written)
-                bar.update(job, advance=len(written))
-                return written
-
-            batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]
-            if cfg.engine == "ray":
-                jobs = [{"batch": [t.to_json() for t in batch], "folders": [str(f) for f in folders],
-                         "done": [[t.id for t in batch if t.id in d] for d in done], "record": record}
-                        for batch in batches]
-                outcome = run_jobs(jobs, load_models_job, predict_job, {"cfg": cfg}, cfg.ray,
-                                   lambda _job, res: take(res["rows"], res["problems"]))
-                for j in outcome.lost:
-                    for t in j["batch"]:
-                        problems.add(manifest, lines.get(t["id"], 0), outcome.reason("predicted"))
-            else:
-                for b, batch in enumerate(batches):
-                    written = take(*predict_batch(world, verifier, batch, cfg, folders, done, record))
-                    if on_batch is not None:
-                        on_batch(b, written)
-        summary.problems = len(problems)
-        problems.write(run_path / "problems.jsonl")
-        if count > 1:
-            marker.write_text("")
-        rd.log(f"predicted {summary.predicted}; {summary.problems} problems")
-    if count == 1 and (summary.done_before or cfg.engine == "ray") and summary.predicted:
-        # Rows done before (a resumed run, or shards folded in) and rows added now, or rows in
-        # the order Ray's actors finished: back to the manifest's order, as one local run writes them.
-        for folder in folders:
-            merge_rows(folder, order)
-    summary.merged = count == 1 or _merge_if_complete(out, folders, count, order)
-    return summary
+            _predict_on_ray(run, batches, record, take)
+            return
+        for b, batch in enumerate(batches):
+            written = take(*predict_batch(world, verifier, batch, cfg, run.folders, run.done, record))
+            if on_batch is not None:
+                on_batch(b, written)
 
 
-def _merge_if_complete(out: Path, folders: Sequence[Path], count: int, order: Sequence[str]) -> bool:
-    """Merge the shards' rows and problems once every shard of ``count`` has finished."""
-    with file_lock(out / ".merge.lock"):
-        shard_dirs = [out / "shards" / f"{i}-of-{count}" for i in range(count)]
-        if not all((d / "done").is_file() for d in shard_dirs):
-            return False
-        for folder in folders:
-            merge_rows(folder, order)
-        lines: list[str] = []
-        for d in shard_dirs:
-            f = d / "problems.jsonl"
-            if f.is_file():
-                lines.extend(ln for ln in f.read_text().splitlines(keepends=True) if ln not in lines)
-                f.unlink()
-        write_atomic(out / "problems.jsonl", "".join(lines))
-        metas = [json.loads((d / "meta.json").read_text()) for d in shard_dirs if (d / "meta.json").is_file()]
-        failed = [m["status"] for m in metas if m.get("status") != "ok"]
-        meta = {
-            "stage": "generate",
-            "status": failed[0] if failed else "ok",
-            "end_time": max((m.get("end_time") or "" for m in metas), default=None),
-            "shards": count,
-            "shard_meta": metas,
-        }
-        write_atomic(out / "meta.json", json.dumps(meta, indent=2))
-        for d in shard_dirs:
-            (d / "done").unlink(missing_ok=True)
-    return True
+def _predict_on_ray(
+    run: _Run,
+    batches: list[list[Any]],
+    record: dict[str, Any],
+    take: Callable[[list[list[dict[str, Any]]], list[Any]], Any],
+) -> None:
+    """Predict ``batches`` on Ray Data actors, passing each result to ``take`` as it comes; a
+    batch whose actor was lost is a problem of each of its samples."""
+    jobs = [{"batch": [t.to_json() for t in batch], "folders": [str(f) for f in run.folders],
+             "done": [[t.id for t in batch if t.id in d] for d in run.done], "record": record}
+            for batch in batches]
+    outcome = run_jobs(jobs, load_models_job, predict_job, {"cfg": run.cfg}, run.cfg.ray,
+                       lambda _job, res: take(res["rows"], res["problems"]))
+    manifest = Path(run.cfg.manifest)
+    for j in outcome.lost:
+        for t in j["batch"]:
+            run.problems.add(manifest, run.lines.get(t["id"], 0), outcome.reason("predicted"))

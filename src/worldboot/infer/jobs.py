@@ -34,7 +34,7 @@ def predict_batch(
         world: The world model.
         verifier: The CDM verifier, or None.
         batch: The samples, in the run's batch order.
-        cfg: The run's :class:`~worldboot.infer.generate.GenerateConfig`.
+        cfg: The run's :class:`~worldboot.infer.config.GenerateConfig`.
         folders: One output folder per repeat.
         done: Per repeat, the ids already predicted.
         record: Fields every row carries (sampling, best_of, world, verifier...).
@@ -86,7 +86,7 @@ def predict_batch(
 
 def load_models_job(cfg: Any) -> tuple[Any, Any, Any]:
     """A Ray actor's world model and verifier (on its GPU when it reserved one), and the run's
-    :class:`~worldboot.infer.generate.GenerateConfig`."""
+    :class:`~worldboot.infer.config.GenerateConfig`."""
     import torch
 
     world, verifier = load_models(cfg, torch.device("cuda") if torch.cuda.is_available() else None)

@@ -1,4 +1,4 @@
-"""The files of a predictions folder: safe file names, atomic PNG and safetensors writes, one row per prediction, and the merge of shard files in manifest order."""
+"""The files of a predictions folder: safe file names, atomic PNG and safetensors writes, one row per prediction, and the merge of shard files in manifest order (and of finished shards' problems and meta)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,19 @@ import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from PIL import Image
 
+from worldboot.infer.config import GenerateConfig
 from worldboot.infer.predict import Prediction
 from worldboot.runs import (
     atomic_path,
+    file_lock,
     read_rows,
     write_atomic,
 )
-
-if TYPE_CHECKING:
-    from worldboot.infer.generate import GenerateConfig
-
 
 # -- files ----------------------------------------------------------------------------------------
 
@@ -72,6 +70,37 @@ def merge_rows(folder: Path, order: Sequence[str]) -> int:
     for f in shard_files:
         f.unlink(missing_ok=True)
     return len(merged)
+
+
+def merge_if_complete(out: Path, folders: Sequence[Path], count: int, order: Sequence[str]) -> bool:
+    """Merge the shards' rows, problems and meta into ``out`` once every shard of ``count`` has
+    finished (each leaves a ``done`` marker); returns whether it did."""
+    with file_lock(out / ".merge.lock"):
+        shard_dirs = [out / "shards" / f"{i}-of-{count}" for i in range(count)]
+        if not all((d / "done").is_file() for d in shard_dirs):
+            return False
+        for folder in folders:
+            merge_rows(folder, order)
+        lines: list[str] = []
+        for d in shard_dirs:
+            f = d / "problems.jsonl"
+            if f.is_file():
+                lines.extend(ln for ln in f.read_text().splitlines(keepends=True) if ln not in lines)
+                f.unlink()
+        write_atomic(out / "problems.jsonl", "".join(lines))
+        metas = [json.loads((d / "meta.json").read_text()) for d in shard_dirs if (d / "meta.json").is_file()]
+        failed = [m["status"] for m in metas if m.get("status") != "ok"]
+        meta = {
+            "stage": "generate",
+            "status": failed[0] if failed else "ok",
+            "end_time": max((m.get("end_time") or "" for m in metas), default=None),
+            "shards": count,
+            "shard_meta": metas,
+        }
+        write_atomic(out / "meta.json", json.dumps(meta, indent=2))
+        for d in shard_dirs:
+            (d / "done").unlink(missing_ok=True)
+    return True
 
 
 def _rel(path: Path, base: Path) -> str:

@@ -113,6 +113,38 @@ def _check_dir(path: Path, required: Sequence[str]) -> None:
         raise ModelError(f"model directory {path} is missing {', '.join(missing)}{hint}")
 
 
+def refuse_old_conversion(path: Path) -> None:
+    """One line for a directory written by Anole's modified transformers converter (its
+    ``q_norm`` is ``[head_dim]``: transformers 5 cannot load it, with a bare RuntimeError).
+
+    Checked by :func:`load_chameleon` before it loads, and by ``worldboot convert anole`` when
+    given such a directory instead of the release folder.
+
+    Raises:
+        ModelError: Saying to convert the release folder instead.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    files = sorted(path.glob("*.safetensors"))
+    index = path / "model.safetensors.index.json"
+    key = "model.layers.0.self_attn.q_norm.weight"
+    if index.is_file():
+        shard = read_json(index).get("weight_map", {}).get(key)
+        files = [path / shard] if shard else []
+    for f in files:
+        try:
+            handle = safe_open(str(f), framework="pt")
+        except (OSError, SafetensorError):
+            continue  # damaged or missing: the loader names it
+        with handle as fh:
+            if key in fh.keys() and len(fh.get_slice(key).get_shape()) == 1:  # noqa: SIM118 - safe_open has no __contains__
+                raise ModelError(
+                    f"{path} was converted by Anole's modified transformers (q_norm of shape [head_dim]), which "
+                    "transformers 5 cannot load: convert the release folder instead: "
+                    "worldboot convert anole ANOLE_RELEASE_DIR --out DIR"
+                )
+
+
 def load_chameleon(
     path: str | os.PathLike[str],
     vqgan_dir: str | os.PathLike[str] | None = None,
@@ -148,8 +180,6 @@ def load_chameleon(
         meta = read_json(path / META_FILE)
         if meta.get("family", "chameleon") != "chameleon":
             raise ModelError(f"{path} holds a {meta['family']} model, not chameleon")
-    from worldboot.models.convert_anole import refuse_old_conversion
-
     refuse_old_conversion(path)  # transformers 5 raises a bare RuntimeError on it
     try:
         model = ChameleonWorldLM.from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)

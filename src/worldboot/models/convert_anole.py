@@ -123,33 +123,6 @@ def _checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
     raise ModelError(f"{model_dir} has no consolidated.pth")
 
 
-def refuse_old_conversion(path: Path) -> None:
-    """One line for a directory written by Anole's modified transformers converter (its
-    ``q_norm`` is ``[head_dim]``: transformers 5 cannot load it)."""
-    from safetensors import safe_open
-
-    files = sorted(path.glob("*.safetensors"))
-    index = path / "model.safetensors.index.json"
-    key = "model.layers.0.self_attn.q_norm.weight"
-    if index.is_file():
-        shard = read_json(index).get("weight_map", {}).get(key)
-        files = [path / shard] if shard else []
-    from safetensors import SafetensorError
-
-    for f in files:
-        try:
-            handle = safe_open(str(f), framework="pt")
-        except (OSError, SafetensorError):
-            continue  # damaged or missing: the loader names it
-        with handle as fh:
-            if key in fh.keys() and len(fh.get_slice(key).get_shape()) == 1:  # noqa: SIM118 - safe_open has no __contains__
-                raise ModelError(
-                    f"{path} was converted by Anole's modified transformers (q_norm of shape [head_dim]), which "
-                    "transformers 5 cannot load: convert the release folder instead: "
-                    "worldboot convert anole ANOLE_RELEASE_DIR --out DIR"
-                )
-
-
 def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Write a worldboot model directory from Anole's release folder.
 
@@ -164,7 +137,7 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
         ModelError: A missing release file, a checkpoint that does not fit ``params.json``, or
             a folder converted by Anole's modified transformers (one line saying what to do).
     """
-    from worldboot.models.chameleon import ChameleonBackbone, ChameleonWorldLM
+    from worldboot.models.chameleon import ChameleonBackbone, ChameleonWorldLM, refuse_old_conversion
     from worldboot.models.vq import ChameleonVQDecoder, load_taming_vqgan
 
     src, out = Path(src), Path(out)
