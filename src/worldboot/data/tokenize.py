@@ -26,37 +26,12 @@ from worldboot.data.cache import (
     code_dtype,
     recognition_weights,
 )
-from worldboot.data.schema import Problem, Problems, Triplet, content_hash
+from worldboot.data.cache_plan import CachePlan, cacheable, hash_images
+from worldboot.data.schema import Problem, Problems, Triplet
 from worldboot.errors import DataError, ModelError, UserError
 from worldboot.images import open_image
-from worldboot.models.backbone import sequence_problem
 from worldboot.progress import progress_bar
 from worldboot.runs import atomic_path, write_atomic
-
-
-class _Hasher:
-    """Content hashes with a (size, mtime) memo kept in the cache folder."""
-
-    def __init__(self, out_dir: Path) -> None:
-        self.path = out_dir / HASHES_FILE
-        self.memo: dict[str, list] = {}
-        if self.path.is_file():
-            try:
-                self.memo = json.loads(self.path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                self.memo = {}  # a damaged memo only costs re-hashing
-
-    def __call__(self, path: str) -> str:
-        st = os.stat(path)
-        entry = self.memo.get(path)
-        if entry and entry[0] == st.st_size and entry[1] == st.st_mtime_ns:
-            return entry[2]
-        digest = content_hash(path)
-        self.memo[path] = [st.st_size, st.st_mtime_ns, digest]
-        return digest
-
-    def save(self) -> None:
-        write_atomic(self.path, json.dumps(self.memo))
 
 
 def build_cache(
@@ -98,6 +73,40 @@ def build_cache(
     if batch_size < 1 or shard_size < 1:
         raise UserError(f"batch size and shard size must be at least 1 (got {batch_size}, {shard_size})")
     fingerprint = backbone.tokenizer_fingerprint()
+    index = _open_folder(out_dir, fingerprint)
+    if index is not None:
+        batch_size, shard_size = int(index["batch_size"]), int(index["shard_size"])
+    candidates = cacheable(triplets, backbone, problems, skipped)
+    hashed = hash_images(candidates, out_dir, problems, skipped, progress)
+    plan = CachePlan.of(hashed, batch_size, shard_size)
+    dtype = code_dtype(backbone.codebook_size)
+    index = _start_index(index, out_dir, backbone, fingerprint, plan, dtype)
+    # Problems of shards finished by an earlier run, so the report is complete.
+    for shard in index["shards"]:
+        for p in shard.get("problems", []):
+            problems.add(p["file"], p["line"], p["reason"])
+            skipped["unreadable image"] += 1
+    _encode_shards(plan, backbone, out_dir, index, dtype, problems, skipped, progress, on_shard)
+    index["complete"] = True
+    index["skipped"] = dict(sorted(skipped.items()))
+    _write_index(out_dir, index)
+    problems_list = [asdict(p) for p in problems]
+    write_atomic(out_dir / PROBLEMS_FILE, "".join(json.dumps(p) + "\n" for p in problems_list))
+    return TokenCache(out_dir)
+
+
+# -- the steps ------------------------------------------------------------------------------------
+
+
+def _open_folder(out_dir: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The index of the unfinished cache in ``out_dir`` (None for a new one), once the folder
+    is known to hold a cache of this tokenizer or nothing; the folder is made and the
+    half-written files of a killed run removed.
+
+    Raises:
+        ModelError: The cache was made with another tokenizer.
+        DataError: The folder holds something else, or is a file.
+    """
     index = _read_index(out_dir)
     if index is not None and index["fingerprint"] != fingerprint:
         raise ModelError(
@@ -105,9 +114,7 @@ def build_cache(
             f"{index['fingerprint']}; this backbone's is {fingerprint}. Codes of two tokenizers "
             "cannot be mixed: choose another --out or delete the old cache"
         )
-    if index is not None:
-        batch_size, shard_size = int(index["batch_size"]), int(index["shard_size"])
-    elif out_dir.is_dir() and any(
+    if index is None and out_dir.is_dir() and any(
         p.name != HASHES_FILE and not p.name.startswith(".") for p in out_dir.iterdir()
     ):
         raise DataError(
@@ -118,88 +125,30 @@ def build_cache(
     out_dir.mkdir(parents=True, exist_ok=True)
     for stray in out_dir.glob(".*.tmp*"):  # half-written files of a killed run
         stray.unlink(missing_ok=True)
+    return index
 
-    # 1. The triplets that can be cached: with a target, a unique id, and readable files.
-    candidates: list[Triplet] = []
-    seen_ids: set[str] = set()
-    for t in triplets:
-        if t.target is None:
-            skipped["no target"] += 1
-            continue
-        if t.id in seen_ids:
-            skipped["duplicate id"] += 1
-            problems.add(f"triplet {t.id}", 0, "duplicate id")
-            continue
-        seen_ids.add(t.id)
-        too_long = sequence_problem(backbone, t.action)
-        if too_long:
-            skipped["too long"] += 1
-            problems.add(f"triplet {t.id}", 0, too_long)
-            continue
-        candidates.append(t)
 
-    hasher = _Hasher(out_dir)
-    hash_of: dict[str, str] = {}
-    unreadable: dict[str, str] = {}  # path -> why it cannot be read
-    paths = list(dict.fromkeys(p for t in candidates for p in (t.source, t.target)))
-    with progress_bar(None, progress) as bar:
-        task = bar.add_task("hashing images", total=len(paths))
-        for p in paths:
-            try:
-                hash_of[p] = hasher(p)
-            except OSError as err:
-                unreadable[p] = err.strerror or str(err)
-            except DataError as err:
-                unreadable[p] = str(err)
-            bar.advance(task)
-    hasher.save()
-    plan: list[tuple[Triplet, str, str]] = []
-    for t in candidates:
-        bad = next((p for p in (t.source, t.target) if p in unreadable), None)
-        if bad is not None:
-            skipped["unreadable image"] += 1
-            problems.add(bad, 0, f"cannot read image (triplet {t.id}): {unreadable[bad]}")
-            continue
-        plan.append((t, hash_of[t.source], hash_of[t.target]))
+def _start_index(
+    index: dict[str, Any] | None,
+    out_dir: Path,
+    backbone: Any,
+    fingerprint: str,
+    plan: CachePlan,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """The index of a new cache (written now), or the unfinished one's once it is known to
+    hold this plan (the same triplets, images, sizes and tokenizer: its digest).
 
-    # 2. The fixed structure: shards of the plan, batches of distinct images in order of first use.
-    num_shards = (len(plan) + shard_size - 1) // shard_size
-    order: list[str] = []
-    path_of: dict[str, str] = {}
-    first_shard: dict[str, int] = {}
-    last_shard: dict[str, int] = {}
-    for i, (t, hs, ht) in enumerate(plan):
-        k = i // shard_size
-        for h, p in ((hs, t.source), (ht, t.target)):
-            if h not in path_of:
-                path_of[h] = p
-                order.append(h)
-                first_shard[h] = k
-            last_shard[h] = k
-    batch_of = {h: i // batch_size for i, h in enumerate(order)}
-    owned: dict[int, list[str]] = {}  # shard -> images whose codes it stores (first used there)
-    for h in order:
-        owned.setdefault(first_shard[h], []).append(h)
-    records = [
-        {
-            "id": t.id,
-            "subset": t.subset,
-            "action": t.action,
-            "source_hash": hs,
-            "target_hash": ht,
-            "source": t.source,
-            "target": t.target,
-            "meta": t.meta,
-        }
-        for t, hs, ht in plan
-    ]
-    dtype = code_dtype(backbone.codebook_size)
+    Raises:
+        DataError: The unfinished cache was planned from other triplets or images.
+    """
     digest = hashlib.sha256(
         json.dumps(
-            [VERSION, fingerprint, batch_size, shard_size, str(dtype), records], sort_keys=True, default=str
+            [VERSION, fingerprint, plan.batch_size, plan.shard_size, str(dtype), plan.records],
+            sort_keys=True,
+            default=str,
         ).encode()
     ).hexdigest()[:16]
-
     if index is None:
         index = {
             "format": FORMAT,
@@ -209,11 +158,11 @@ def build_cache(
             "image_seq_len": int(backbone.image_seq_len),
             "codebook_size": int(backbone.codebook_size),
             "code_dtype": str(dtype).replace("torch.", ""),
-            "batch_size": batch_size,
-            "shard_size": shard_size,
+            "batch_size": plan.batch_size,
+            "shard_size": plan.shard_size,
             "plan": digest,
-            "num_triplets": len(plan),
-            "num_shards": num_shards,
+            "num_triplets": len(plan.triplets),
+            "num_shards": plan.num_shards,
             "shards": [],
             "complete": False,
         }
@@ -223,62 +172,71 @@ def build_cache(
             f"token cache {out_dir} holds other triplets or images than this input (plan "
             f"{index['plan']}, input {digest}): choose another --out or delete the old cache"
         )
+    return index
 
-    # Problems of shards finished by an earlier run, so the report is complete.
-    for shard in index["shards"]:
-        for p in shard.get("problems", []):
-            problems.add(p["file"], p["line"], p["reason"])
-            skipped["unreadable image"] += 1
 
-    # 3. Encode shard by shard.
+def _encode_shards(
+    plan: CachePlan,
+    backbone: Any,
+    out_dir: Path,
+    index: dict[str, Any],
+    dtype: torch.dtype,
+    problems: Problems,
+    skipped: Counter,
+    progress: bool,
+    on_shard: Callable[[int, int], None] | None,
+) -> None:
+    """Encode and write every shard the index lacks, in order; each is in the index once it is
+    on disk, and an image's codes stay in memory only until its last shard."""
     memo: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # hash -> (codes [L], features [L, D])
     failed: dict[str, str] = {}  # hash -> why its image cannot be decoded
-    done = len(index["shards"])
+    done, size, total = len(index["shards"]), plan.shard_size, len(plan.triplets)
     with progress_bar(None, progress) as bar:
-        task = bar.add_task("encoding triplets", total=len(plan), completed=min(len(plan), done * shard_size))
-        for k in range(done, num_shards):
-            part = plan[k * shard_size : (k + 1) * shard_size]
-            part_records = records[k * shard_size : (k + 1) * shard_size]
+        task = bar.add_task("encoding triplets", total=total, completed=min(total, done * size))
+        for k in range(done, plan.num_shards):
+            part = plan.triplets[k * size : (k + 1) * size]
             for _, hs, ht in part:
                 for h in (hs, ht):
                     if h not in memo and h not in failed:
-                        _encode_batch(backbone, order, path_of, batch_of[h], batch_size, memo, failed)
-            kept, weights, shard_problems = [], [], []
-            for (t, hs, ht), rec in zip(part, part_records, strict=True):
-                bad = next((h for h in (hs, ht) if h in failed), None)
-                if bad is not None:
-                    problem = Problem(path_of[bad], 0, f"cannot read image (triplet {t.id}): {failed[bad]}")
-                    shard_problems.append(asdict(problem))
-                    skipped["unreadable image"] += 1
-                    problems.add(problem.file, problem.line, problem.reason)
-                    continue
-                kept.append(rec)
-                weights.append(recognition_weights(memo[hs][1], memo[ht][1]))
-            new = [h for h in owned.get(k, []) if h not in failed]
-            _write_shard(
-                out_dir / _shard_name(k), new, memo, kept, weights, dtype, int(backbone.image_seq_len)
-            )
+                        batch = plan.batch_of[h]
+                        _encode_batch(backbone, plan.order, plan.path_of, batch, plan.batch_size, memo, failed)
+            kept, weights, shard_problems = _shard_rows(plan, k, memo, failed, problems, skipped)
+            new = [h for h in plan.owned.get(k, []) if h not in failed]
+            _write_shard(out_dir / _shard_name(k), new, memo, kept, weights, dtype, int(backbone.image_seq_len))
             index["shards"].append(
-                {
-                    "file": _shard_name(k),
-                    "triplets": len(kept),
-                    "images": len(new),
-                    "problems": shard_problems,
-                }
+                {"file": _shard_name(k), "triplets": len(kept), "images": len(new), "problems": shard_problems}
             )
             _write_index(out_dir, index)
-            for h in [h for h in memo if last_shard[h] <= k]:
+            for h in [h for h in memo if plan.last_shard[h] <= k]:
                 del memo[h]
             bar.advance(task, len(part))
             if on_shard is not None:
-                on_shard(k, num_shards)
+                on_shard(k, plan.num_shards)
 
-    index["complete"] = True
-    index["skipped"] = dict(sorted(skipped.items()))
-    _write_index(out_dir, index)
-    problems_list = [asdict(p) for p in problems]
-    write_atomic(out_dir / PROBLEMS_FILE, "".join(json.dumps(p) + "\n" for p in problems_list))
-    return TokenCache(out_dir)
+
+def _shard_rows(
+    plan: CachePlan,
+    k: int,
+    memo: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    failed: dict[str, str],
+    problems: Problems,
+    skipped: Counter,
+) -> tuple[list[dict[str, Any]], list[torch.Tensor], list[dict[str, Any]]]:
+    """Shard ``k``'s records and recognition weights, and the problems of the triplets it
+    leaves out (an image that cannot be decoded), which are reported and counted too."""
+    part = slice(k * plan.shard_size, (k + 1) * plan.shard_size)
+    kept, weights, shard_problems = [], [], []
+    for (t, hs, ht), rec in zip(plan.triplets[part], plan.records[part], strict=True):
+        bad = next((h for h in (hs, ht) if h in failed), None)
+        if bad is not None:
+            problem = Problem(plan.path_of[bad], 0, f"cannot read image (triplet {t.id}): {failed[bad]}")
+            shard_problems.append(asdict(problem))
+            skipped["unreadable image"] += 1
+            problems.add(problem.file, problem.line, problem.reason)
+            continue
+        kept.append(rec)
+        weights.append(recognition_weights(memo[hs][1], memo[ht][1]))
+    return kept, weights, shard_problems
 
 
 def _encode_batch(
