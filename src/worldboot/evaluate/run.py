@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,8 @@ import numpy as np
 from worldboot.data.schema import Problems, Triplet
 from worldboot.errors import ConfigError, DataError, UserError
 from worldboot.evaluate.entries import Entry, EvalProgress, compute_image_metrics, load_scorers
-from worldboot.evaluate.judge import JudgeConfig, JudgeRequest, Verdict, make_judge
+from worldboot.evaluate.judge import JudgeConfig, make_judge
+from worldboot.evaluate.judging import failure_note, judge_entries, oracle_entries, usage_note
 from worldboot.evaluate.metrics import MetricsConfig
 from worldboot.evaluate.predictions import load_bench, read_predictions
 from worldboot.evaluate.tables import AVG, aggregate, render_csv, render_markdown, summary_json
@@ -122,16 +123,6 @@ def select_samples(triplets: list[Triplet], cfg: EvaluateConfig) -> list[Triplet
     return triplets
 
 
-def _apply_verdict(entry: Entry, verdict: Verdict) -> None:
-    entry.verdict = verdict
-    if verdict.ok:
-        entry.values["judge_score"] = verdict.score
-        entry.values["editing_success"] = verdict.editing_success
-        entry.values["minimal_editing"] = verdict.minimal_editing
-    elif verdict.error:
-        entry.errors.append(f"judge: {verdict.error}")
-
-
 def verification_rows(
     model: str, entries: Sequence[Entry], cfg: VerificationConfig
 ) -> list[dict[str, Any]]:
@@ -194,66 +185,6 @@ def _model_entries(
     return rows
 
 
-def _judge_entries(judge: Any, entries: Sequence[Entry], with_candidates: bool, progress: EvalProgress) -> None:
-    """Judge every prediction (and every candidate when ``with_candidates``) in one batch."""
-    judged = [e for e in entries if e.image is not None]
-    requests = [JudgeRequest(e.triplet.source, e.triplet.action, e.image, e.triplet) for e in judged]
-    cand_refs: list[tuple[Entry, int]] = []
-    if with_candidates:
-        for e in judged:
-            for ci, c in enumerate(e.candidates):
-                cand_refs.append((e, ci))
-                requests.append(JudgeRequest(e.triplet.source, e.triplet.action, c["image"], e.triplet))
-    verdicts = judge.judge_many(requests, progress.task(f"judge ({judge.name})", len(requests)))
-    for e, v in zip(judged, verdicts[: len(judged)], strict=True):
-        _apply_verdict(e, v)
-    for (e, ci), v in zip(cand_refs, verdicts[len(judged) :], strict=True):
-        e.candidates[ci].update(
-            judge_score=v.score, editing_success=v.editing_success, minimal_editing=v.minimal_editing, judge_error=v.error
-        )
-
-
-def oracle_entries(name: str, entries: Sequence[Entry]) -> tuple[str, list[Entry]] | None:
-    """The best-of-N row of a model: per sample, the candidate with the best judge score
-    (ties: the first). None when the model's predictions have no candidates."""
-    with_cands = [e for e in entries if e.candidates]
-    if not with_cands:
-        return None
-    oname = f"{name} +Best-of-{max(len(e.candidates) for e in with_cands)}"
-    rows = []
-    for e in entries:
-        scored = [(c["judge_score"], -i) for i, c in enumerate(e.candidates) if c.get("judge_score") is not None]
-        if not scored:
-            reason = "no candidates" if not e.candidates else "no candidate was judged"
-            rows.append(Entry(oname, e.triplet, None, status="missing", errors=[reason]))
-            continue
-        best = -max(scored)[1]
-        c = e.candidates[best]
-        o = Entry(oname, e.triplet, c["image"], candidate=best)
-        o.values.update(
-            judge_score=c["judge_score"], editing_success=c["editing_success"], minimal_editing=c["minimal_editing"]
-        )
-        rows.append(o)
-    return oname, rows
-
-
-def _usage_note(cfg: JudgeConfig, usage: Any) -> str:
-    return (
-        f"Judge {cfg.model}: {usage.requests} requests, {usage.paid_calls} paid calls, {usage.cached} from the "
-        f"cache, {usage.failures} failed calls, {usage.unparsable} unparsable replies; {usage.prompt_tokens:,} "
-        f"prompt + {usage.completion_tokens:,} completion tokens = ${usage.cost:.4f} at "
-        f"${cfg.price_input_per_1m}/${cfg.price_output_per_1m} per 1M tokens."
-    )
-
-
-def _failure_note(name: str, usage: Any, by_model: dict[str, list[Entry]]) -> str:
-    first = next((err for es in by_model.values() for e in es for err in e.errors if err.startswith("judge:")), "")
-    return (
-        f"The {name} judge could not score {usage.failures} of {usage.requests} requests; those samples "
-        f"have no judge score" + (f" (the first: {first})" if first else "") + "."
-    )
-
-
 def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[str, Any]:
     """Evaluate every predictions directory of ``cfg`` and write the report.
 
@@ -268,29 +199,14 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
     Raises:
         UserError: On a bad bench, predictions folder or config (before anything is written).
     """
-    if not cfg.bench:
-        raise ConfigError("no benchmark: pass --bench MANIFEST")
-    if not cfg.out:
-        raise ConfigError("no report directory: pass --out DIR")
-    if not cfg.preds and not cfg.copy_baseline:
-        raise ConfigError("nothing to evaluate: give a predictions directory or keep copy_baseline")
-    if COPY in cfg.preds and cfg.copy_baseline:
-        raise ConfigError(f"the model name {COPY!r} is taken by the Copy baseline")
+    _check_config(cfg)
     out = Path(cfg.out)
     problems = Problems(cfg.strict)
     notes: list[str] = []
-
     # Inputs first, so a user mistake stops the run before the report directory exists.
-    triplets = select_samples(load_bench(cfg.bench, problems, cfg.bench_root or None), cfg)
-    if not triplets:
-        raise DataError(f"{cfg.bench}: no sample left after subsets/max_per_subset")
+    triplets, by_model = _load_inputs(cfg, problems, notes)
     subsets = _subsets_in_order(triplets)
     totals = Counter(t.subset for t in triplets)
-    by_model: dict[str, list[Entry]] = {}
-    if cfg.copy_baseline:
-        by_model[COPY] = [Entry(COPY, t, t.source) for t in triplets]
-    for name, pred_dir in cfg.preds.items():
-        by_model[name] = _model_entries(name, pred_dir, triplets, problems, cfg.strict, notes)
     scorers = load_scorers(cfg.metrics)
     if cfg.judge.type == "world":
         from worldboot.evaluate.judge.world import check_world_bench
@@ -305,71 +221,146 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
         models = list(by_model)
         if judge is not None:
             # The judge goes first: the oracle's choice decides which candidates get image metrics.
-            try:
-                _judge_entries(judge, [e for m in models for e in by_model[m]], cfg.oracle, progress)
-            finally:
-                judge.close()
-            if judge.name == "openai":
-                notes.append(_usage_note(cfg.judge, judge.usage))
-            if judge.usage.failures:
-                notes.append(_failure_note(judge.name, judge.usage, by_model))
-            run.log(f"judge {judge.name}: {json.dumps(judge.usage.to_json())}")
-            if cfg.oracle:
-                for name in cfg.preds:
-                    oracle = oracle_entries(name, by_model[name])
-                    if oracle is not None:
-                        by_model[oracle[0]] = oracle[1]
-                        models.insert(models.index(name) + 1, oracle[0])
+            _judge_models(judge, cfg, by_model, models, notes, progress, run.log)
         else:
             notes.append("Judge skipped (--judge none): no judge scores, no best-of-N oracle.")
         entries = [e for m in models for e in by_model[m]]
         compute_image_metrics(entries, cfg.metrics, progress, notes, run.log, scorers)
-
-        ver_rows: list[dict[str, Any]] = []
         if judge is not None and cfg.oracle:
-            for name in cfg.preds:
-                ver_rows += verification_rows(name, by_model[name], cfg.verification)
-        if ver_rows:
-            from worldboot.evaluate.plots import plot_score_vs_k
-
-            write_atomic(out / "verification.jsonl", "".join(json.dumps(r) + "\n" for r in ver_rows))
-            plot_score_vs_k(ver_rows, out / "verification.png")
-            notes.append("Test-time verification (score vs K): verification.jsonl and verification.png.")
-
-        rows_json = [e.to_json() for e in entries]
-        write_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows_json))
-        summary = aggregate(rows_json, models, subsets, totals)
-        if len(problems):
-            problems.write(out / "problems.jsonl")
-            counts = ", ".join(f"{k}: {v}" for k, v in problems.counts().most_common())
-            notes.append(f"{len(problems)} input problems skipped ({counts}); see problems.jsonl.")
-        header = [
-            f"Benchmark: `{cfg.bench}` ({len(triplets)} samples; "
-            + ", ".join(f"{s}: {totals[s]}" for s in subsets)
-            + ")",
-            f"Judge: {cfg.judge.type}" + (f" ({cfg.judge.model})" if cfg.judge.type == "openai" else ""),
-            "Avg. is the mean of the subset means; `(scored/total)` marks partly scored cells.",
-        ]
-        primary = "judge_score" if judge is not None else "l1"
-        required = ("judge_score", "editing_success", "minimal_editing") if judge is not None else ()
-        markdown = render_markdown(summary, models, subsets, primary, header, notes, required)
-        extra = {
-            "bench": cfg.bench,
-            "totals": dict(totals),
-            "judge": {
-                "type": cfg.judge.type,
-                "model": cfg.judge.model if cfg.judge.type == "openai" else None,
-                "usage": judge.usage.to_json() if judge is not None else None,
-            },
-            "notes": notes,
-            "problems": len(problems),
-        }
-        table = summary_json(summary, models, subsets, extra, required)
-        write_atomic(out / "table.md", markdown)
-        write_atomic(out / "table.csv", render_csv(summary, models, subsets, required))
-        write_atomic(out / "table.json", json.dumps(table, indent=2))
-        run.log(f"wrote {len(rows_json)} result rows for {len(models)} models")
+            _write_verification(cfg, by_model, out, notes)
+        markdown, table = _write_report(cfg, entries, models, subsets, totals, judge, problems, notes)
+        run.log(f"wrote {len(entries)} result rows for {len(models)} models")
     return {"markdown": markdown, "table": table, "results": out / "results.jsonl", "problems": len(problems)}
+
+
+# -- its steps ------------------------------------------------------------------------------------
+
+
+def _check_config(cfg: EvaluateConfig) -> None:
+    """Refuse a config that names no benchmark, report folder or model, or a model called Copy
+    beside the Copy baseline.
+
+    Raises:
+        ConfigError: Saying what to pass.
+    """
+    if not cfg.bench:
+        raise ConfigError("no benchmark: pass --bench MANIFEST")
+    if not cfg.out:
+        raise ConfigError("no report directory: pass --out DIR")
+    if not cfg.preds and not cfg.copy_baseline:
+        raise ConfigError("nothing to evaluate: give a predictions directory or keep copy_baseline")
+    if COPY in cfg.preds and cfg.copy_baseline:
+        raise ConfigError(f"the model name {COPY!r} is taken by the Copy baseline")
+
+
+def _load_inputs(
+    cfg: EvaluateConfig, problems: Problems, notes: list[str]
+) -> tuple[list[Triplet], dict[str, list[Entry]]]:
+    """The samples to evaluate, and each model's entries for them (the Copy baseline first).
+
+    Raises:
+        DataError: No sample is left after ``subsets`` and ``max_per_subset``.
+    """
+    triplets = select_samples(load_bench(cfg.bench, problems, cfg.bench_root or None), cfg)
+    if not triplets:
+        raise DataError(f"{cfg.bench}: no sample left after subsets/max_per_subset")
+    by_model: dict[str, list[Entry]] = {}
+    if cfg.copy_baseline:
+        by_model[COPY] = [Entry(COPY, t, t.source) for t in triplets]
+    for name, pred_dir in cfg.preds.items():
+        by_model[name] = _model_entries(name, pred_dir, triplets, problems, cfg.strict, notes)
+    return triplets, by_model
+
+
+def _judge_models(
+    judge: Any,
+    cfg: EvaluateConfig,
+    by_model: dict[str, list[Entry]],
+    models: list[str],
+    notes: list[str],
+    progress: EvalProgress,
+    log: Callable[[str], None],
+) -> None:
+    """Judge every model's predictions (and, with ``oracle``, their candidates), note the
+    judge's cost and failures, and put each model's best-of-N row right after it."""
+    try:
+        judge_entries(judge, [e for m in models for e in by_model[m]], cfg.oracle, progress)
+    finally:
+        judge.close()
+    if judge.name == "openai":
+        notes.append(usage_note(cfg.judge, judge.usage))
+    if judge.usage.failures:
+        notes.append(failure_note(judge.name, judge.usage, by_model))
+    log(f"judge {judge.name}: {json.dumps(judge.usage.to_json())}")
+    if cfg.oracle:
+        for name in cfg.preds:
+            oracle = oracle_entries(name, by_model[name])
+            if oracle is not None:
+                by_model[oracle[0]] = oracle[1]
+                models.insert(models.index(name) + 1, oracle[0])
+
+
+def _write_verification(
+    cfg: EvaluateConfig, by_model: dict[str, list[Entry]], out: Path, notes: list[str]
+) -> None:
+    """The score-vs-K curve of every model whose candidates carry dynamics scores, if any."""
+    ver_rows: list[dict[str, Any]] = []
+    for name in cfg.preds:
+        ver_rows += verification_rows(name, by_model[name], cfg.verification)
+    if ver_rows:
+        from worldboot.evaluate.plots import plot_score_vs_k
+
+        write_atomic(out / "verification.jsonl", "".join(json.dumps(r) + "\n" for r in ver_rows))
+        plot_score_vs_k(ver_rows, out / "verification.png")
+        notes.append("Test-time verification (score vs K): verification.jsonl and verification.png.")
+
+
+def _write_report(
+    cfg: EvaluateConfig,
+    entries: Sequence[Entry],
+    models: list[str],
+    subsets: list[str],
+    totals: Counter,
+    judge: Any,
+    problems: Problems,
+    notes: list[str],
+) -> tuple[str, dict[str, Any]]:
+    """Write ``results.jsonl``, ``problems.jsonl`` (with a note on them) and the tables; returns
+    the Markdown table and ``table.json``'s content (``judge``: None when there was none)."""
+    out = Path(cfg.out)
+    rows_json = [e.to_json() for e in entries]
+    write_atomic(out / "results.jsonl", "".join(json.dumps(r) + "\n" for r in rows_json))
+    summary = aggregate(rows_json, models, subsets, totals)
+    if len(problems):
+        problems.write(out / "problems.jsonl")
+        counts = ", ".join(f"{k}: {v}" for k, v in problems.counts().most_common())
+        notes.append(f"{len(problems)} input problems skipped ({counts}); see problems.jsonl.")
+    header = [
+        f"Benchmark: `{cfg.bench}` ({sum(totals.values())} samples; "
+        + ", ".join(f"{s}: {totals[s]}" for s in subsets)
+        + ")",
+        f"Judge: {cfg.judge.type}" + (f" ({cfg.judge.model})" if cfg.judge.type == "openai" else ""),
+        "Avg. is the mean of the subset means; `(scored/total)` marks partly scored cells.",
+    ]
+    primary = "judge_score" if judge is not None else "l1"
+    required = ("judge_score", "editing_success", "minimal_editing") if judge is not None else ()
+    markdown = render_markdown(summary, models, subsets, primary, header, notes, required)
+    extra = {
+        "bench": cfg.bench,
+        "totals": dict(totals),
+        "judge": {
+            "type": cfg.judge.type,
+            "model": cfg.judge.model if cfg.judge.type == "openai" else None,
+            "usage": judge.usage.to_json() if judge is not None else None,
+        },
+        "notes": notes,
+        "problems": len(problems),
+    }
+    table = summary_json(summary, models, subsets, extra, required)
+    write_atomic(out / "table.md", markdown)
+    write_atomic(out / "table.csv", render_csv(summary, models, subsets, required))
+    write_atomic(out / "table.json", json.dumps(table, indent=2))
+    return markdown, table
 
 
 def parse_named(items: Sequence[str], what: str) -> dict[str, str]:
