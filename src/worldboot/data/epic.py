@@ -22,6 +22,7 @@ import csv
 import io
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 from worldboot.data.schema import Problems, Triplet, action_text_problem, resolve_under
@@ -153,7 +154,32 @@ def load_epic_csv(
     root = Path(root) if root is not None else path.parent
     frames_root = Path(frames_dir) if frames_dir is not None else default_frames_dir(path)
     problems = problems if problems is not None else Problems()
+    rows = _read_rows(path)
+    clips = _plan_clips(path, rows, root, frames_root, frame_base, problems)
+    # Each video is opened once, for every frame its clips need.
+    per_video: dict[Path, dict[int, Path]] = defaultdict(dict)
+    for clip in clips:
+        per_video[clip.video].update({clip.start: clip.first, clip.stop: clip.last})
+    failures: dict[tuple[Path, int], str] = {}
+    for video, frames in per_video.items():
+        for index, reason in extract_frames(video, frames, frame_base).items():
+            failures[(video, index)] = reason
+    out: list[Triplet] = []
+    for clip in clips:
+        reason = failures.get((clip.video, clip.start)) or failures.get((clip.video, clip.stop))
+        if reason:
+            problems.add(path, clip.line, reason)
+            continue
+        out.append(_clip_triplet(path, clip, root, subset, frame_base))
+    return out
 
+
+def _read_rows(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """The CSV's rows with their line numbers, once its header has the required columns.
+
+    Raises:
+        DataError: Not UTF-8, a missing column or a malformed line.
+    """
     rows: list[tuple[int, dict[str, str]]] = []
     raw = path.read_bytes()
     try:
@@ -174,10 +200,32 @@ def load_epic_csv(
                 rows.append((reader.line_num, row))
         except csv.Error as err:
             raise DataError(f"{path}:{reader.line_num}: malformed CSV: {err}") from None
+    return rows
 
-    # Validate rows and plan the frames per video, so that each video is opened once.
-    planned: list[tuple[int, dict[str, str], Path, int, int, Path, Path]] = []
-    per_video: dict[Path, dict[int, Path]] = defaultdict(dict)
+
+@dataclass
+class _Clip:
+    """A valid CSV row: its video, its first and last frame (0-based) and their image files."""
+
+    line: int
+    row: dict[str, str]
+    video: Path
+    start: int
+    stop: int
+    first: Path
+    last: Path
+
+
+def _plan_clips(
+    path: Path,
+    rows: list[tuple[int, dict[str, str]]],
+    root: Path,
+    frames_root: Path,
+    frame_base: int,
+    problems: Problems,
+) -> list[_Clip]:
+    """The rows with a valid narration, frame range and video, as clips; the others are reported."""
+    clips: list[_Clip] = []
     for lineno, row in rows:
         narration = (row.get("narration") or "").strip()
         bad_action = action_text_problem(narration)
@@ -203,36 +251,27 @@ def load_epic_csv(
         folder = frames_root / video.stem
         first = folder / f"frame_{start + frame_base:010d}.jpg"
         last = folder / f"frame_{stop + frame_base:010d}.jpg"
-        per_video[video][start] = first
-        per_video[video][stop] = last
-        planned.append((lineno, row, video, start, stop, first, last))
+        clips.append(_Clip(lineno, row, video, start, stop, first, last))
+    return clips
 
-    failures: dict[tuple[Path, int], str] = {}
-    for video, frames in per_video.items():
-        for index, reason in extract_frames(video, frames, frame_base).items():
-            failures[(video, index)] = reason
 
-    out: list[Triplet] = []
-    for lineno, row, video, start, stop, first, last in planned:
-        reason = failures.get((video, start)) or failures.get((video, stop))
-        if reason:
-            problems.add(path, lineno, reason)
-            continue
-        meta = {k: v for k, v in row.items() if k not in _USED and k is not None}
-        meta.update(
-            video=os.path.relpath(video, resolve_path(root)) if resolve_path(root) in video.parents else str(video),
-            start_frame=start + frame_base,
-            stop_frame=stop + frame_base,
-            line=lineno,
-        )
-        out.append(
-            Triplet(
-                id=(row.get("narration_id") or "").strip() or f"{path.stem}-{lineno}",
-                subset=subset,
-                source=str(resolve_path(first)),
-                action=row["narration"].strip(),
-                target=str(resolve_path(last)),
-                meta=meta,
-            )
-        )
-    return out
+def _clip_triplet(path: Path, clip: _Clip, root: Path, subset: str, frame_base: int) -> Triplet:
+    """A clip whose frames were extracted, as a triplet; the CSV's other columns go to ``meta``."""
+    row = clip.row
+    meta = {k: v for k, v in row.items() if k not in _USED and k is not None}
+    meta.update(
+        video=os.path.relpath(clip.video, resolve_path(root))
+        if resolve_path(root) in clip.video.parents
+        else str(clip.video),
+        start_frame=clip.start + frame_base,
+        stop_frame=clip.stop + frame_base,
+        line=clip.line,
+    )
+    return Triplet(
+        id=(row.get("narration_id") or "").strip() or f"{path.stem}-{clip.line}",
+        subset=subset,
+        source=str(resolve_path(clip.first)),
+        action=row["narration"].strip(),
+        target=str(resolve_path(clip.last)),
+        meta=meta,
+    )

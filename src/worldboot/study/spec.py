@@ -272,6 +272,81 @@ def _raw_items(data: dict[str, Any], root: Path, file: Path, problems: Problems)
     return out
 
 
+def _read_yaml(file: Path) -> dict[str, Any]:
+    """The study YAML as a mapping of known keys (each value carrying its line).
+
+    Raises:
+        DataError: A missing or unreadable file.
+        ConfigError: Not a mapping, or an unknown key.
+    """
+    if not file.is_file():
+        raise DataError(f"study not found: {file}")
+    try:
+        data = yaml.load(read_utf8(file), Loader=_LineLoader)  # a SafeLoader subclass: safe
+    except yaml.YAMLError as err:
+        raise DataError(yaml_error(file, err)) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: a study is a mapping with `items` and `models`")
+    unknown = set(_clean(data)) - STUDY_KEYS
+    if unknown:
+        raise ConfigError(f"{file}: unknown study keys {sorted(unknown)}; known: {sorted(STUDY_KEYS)}")
+    return data
+
+
+def _study_items(
+    data: dict[str, Any], base: Path, file: Path, specs: dict[str, Any], problems: Problems
+) -> list[StudyItem]:
+    """The items with an id, a source, an action and an output of every model, all readable
+    images; the others are reported to ``problems``."""
+    items: list[StudyItem] = []
+    seen: set[str] = set()
+    for line, raw in _raw_items(data, base, file, problems):
+        missing = [k for k in ("id", "source", "action") if not str(raw.get(k) or "").strip()]
+        if missing:
+            problems.add(file, line, f"item without {', '.join(missing)}")
+            continue
+        item_id = str(raw["id"])
+        if not ITEM_ID_RE.match(item_id):
+            problems.add(file, line, f"bad item id {item_id!r}: use letters, digits and . _ -")
+            continue
+        if item_id in seen:
+            problems.add(file, line, f"duplicate item id {item_id!r}")
+            continue
+        try:
+            source = resolve_under(base, str(raw["source"]))
+            check_image(source)
+            outputs = _item_outputs(item_id, specs)
+        except DataError as err:
+            problems.add(file, line, f"item {item_id!r}: {err}")
+            continue
+        seen.add(item_id)
+        items.append(
+            StudyItem(
+                item_id, str(raw.get("subset") or "default"), str(raw["action"]).strip(), source, outputs
+            )
+        )
+    return items
+
+
+def _item_outputs(item_id: str, specs: dict[str, Any]) -> dict[str, Path]:
+    """Each model's output image for an item: named in its ``paths``, else found in its folder.
+
+    Raises:
+        DataError: A model has no output for the item, or it is no readable image.
+    """
+    outputs = {}
+    for name, (folder, pattern, paths) in specs.items():
+        if item_id in paths:
+            out = paths[item_id]
+        elif folder is not None:
+            out = _find_output(folder, pattern, item_id)
+        else:
+            raise DataError(f"model {name!r} has no output for {item_id!r}")
+        check_image(out)
+        outputs[name] = out
+    return outputs
+
+
 def load_study(
     path: str | os.PathLike[str], strict: bool = False, root: str | os.PathLike[str] | None = None
 ) -> Study:
@@ -290,17 +365,7 @@ def load_study(
         DataError: For a missing file, a path escaping ``root``, or no usable item.
     """
     file = Path(path)
-    if not file.is_file():
-        raise DataError(f"study not found: {file}")
-    try:
-        data = yaml.load(read_utf8(file), Loader=_LineLoader)  # a SafeLoader subclass: safe
-    except yaml.YAMLError as err:
-        raise DataError(yaml_error(file, err)) from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: a study is a mapping with `items` and `models`")
-    unknown = set(_clean(data)) - STUDY_KEYS
-    if unknown:
-        raise ConfigError(f"{file}: unknown study keys {sorted(unknown)}; known: {sorted(STUDY_KEYS)}")
+    data = _read_yaml(file)
     base = resolve_path(root if root is not None else file.parent / str(data.get("root", ".")))
     problems = Problems(strict)
     specs = _model_specs(data.get("models"), base, file)
@@ -308,43 +373,7 @@ def load_study(
     reference = str(data.get("reference", models[-1]))
     if reference not in specs:
         raise ConfigError(f"{file}: reference {reference!r} is not one of the models {models}")
-
-    items: list[StudyItem] = []
-    seen: set[str] = set()
-    for line, raw in _raw_items(data, base, file, problems):
-        missing = [k for k in ("id", "source", "action") if not str(raw.get(k) or "").strip()]
-        if missing:
-            problems.add(file, line, f"item without {', '.join(missing)}")
-            continue
-        item_id = str(raw["id"])
-        if not ITEM_ID_RE.match(item_id):
-            problems.add(file, line, f"bad item id {item_id!r}: use letters, digits and . _ -")
-            continue
-        if item_id in seen:
-            problems.add(file, line, f"duplicate item id {item_id!r}")
-            continue
-        try:
-            source = resolve_under(base, str(raw["source"]))
-            check_image(source)
-            outputs = {}
-            for name, (folder, pattern, paths) in specs.items():
-                if item_id in paths:
-                    out = paths[item_id]
-                elif folder is not None:
-                    out = _find_output(folder, pattern, item_id)
-                else:
-                    raise DataError(f"model {name!r} has no output for {item_id!r}")
-                check_image(out)
-                outputs[name] = out
-        except DataError as err:
-            problems.add(file, line, f"item {item_id!r}: {err}")
-            continue
-        seen.add(item_id)
-        items.append(
-            StudyItem(
-                item_id, str(raw.get("subset") or "default"), str(raw["action"]).strip(), source, outputs
-            )
-        )
+    items = _study_items(data, base, file, specs, problems)
     if not items:
         details = "; ".join(str(p) for p in list(problems)[:3])
         raise DataError(f"{file}: no usable item" + (f" ({details})" if details else ""))
