@@ -19,6 +19,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -78,72 +79,81 @@ def parse_tasks(tasks: str | Iterable[str] | None) -> set[str] | None:
     return out or None
 
 
-def _entry_triplet(
-    entry: Any,
-    index: int,
-    *,
-    file: Path,
-    root: Path,
-    subset: str | None,
-    require_target: bool,
-    check_images: bool,
-    problems: Problems,
-    skipped: Counter | None,
-) -> Triplet | None:
-    """One JSON entry to a triplet, or None after recording why not."""
-    if not isinstance(entry, dict):
-        problems.add(file, index, f"not an object: {type(entry).__name__}")
-        return None
-    wrong = wrong_types(entry, _FIELD_TYPES)
-    if wrong:
-        problems.add(file, index, wrong)
-        return None
-    task = subset if subset is not None else entry.get("task")
-    if not task:
-        problems.add(file, index, "missing field: task")
-        return None
-    task = str(task)
-    if not entry.get("input"):
-        problems.add(file, index, "missing field: input")
-        return None
-    # A null instruction next to a prompt is a file that names its action by ``prompt``.
-    action = entry.get("instruction") if entry.get("instruction") is not None else entry.get("prompt")
-    if action is None:
-        problems.add(file, index, "missing field: instruction (or prompt)")
-        return None
-    action = action.strip()
-    bad_action = action_text_problem(action)
-    if bad_action:
-        problems.add(file, index, bad_action)
-        return None
-    has_target = bool(entry.get("output"))
-    if not has_target and require_target:
-        # Not a problem: clevr/emu/epic have no targets by design. Counted, not reported.
-        if skipped is not None:
-            skipped[task] += 1
-        return None
-    try:
-        source = resolve_under(root, str(entry["input"]))
-        target = resolve_under(root, str(entry["output"])) if has_target else None
-    except DataError as err:
-        problems.add(file, index, str(err))
-        return None
-    if check_images:
-        for role, key, p in (("source", "input", source), ("target", "output", target)):
-            bad = image_problem(p, role, str(entry[key])) if p is not None else None
-            if bad:
-                problems.add(file, index, bad)
-                return None
-    meta = {k: v for k, v in entry.items() if k not in _CORE_KEYS}
-    meta["entry"] = index
-    return Triplet(
-        id=f"{task}-{index}",
-        subset=task,
-        source=str(source),
-        action=action,
-        target=str(target) if target is not None else None,
-        meta=meta,
-    )
+@dataclass
+class _EntryReader:
+    """What every entry of one JSON file is read with: the file (named in its problems), the
+    folder its image paths are relative to, whether the images are opened, and the problems."""
+
+    file: Path
+    root: Path
+    check_images: bool
+    problems: Problems
+
+    def triplet(
+        self,
+        entry: Any,
+        index: int,
+        subset: str | None = None,
+        require_target: bool = False,
+        skipped: Counter | None = None,
+    ) -> Triplet | None:
+        """Entry ``index`` (1-based) as a triplet of ``subset`` (default: its ``task``), or None
+        after recording why not; without a target it is counted in ``skipped`` and left out
+        when ``require_target``, else kept with ``target=None``."""
+        file, problems = self.file, self.problems
+        if not isinstance(entry, dict):
+            problems.add(file, index, f"not an object: {type(entry).__name__}")
+            return None
+        wrong = wrong_types(entry, _FIELD_TYPES)
+        if wrong:
+            problems.add(file, index, wrong)
+            return None
+        task = subset if subset is not None else entry.get("task")
+        if not task:
+            problems.add(file, index, "missing field: task")
+            return None
+        task = str(task)
+        if not entry.get("input"):
+            problems.add(file, index, "missing field: input")
+            return None
+        # A null instruction next to a prompt is a file that names its action by ``prompt``.
+        action = entry.get("instruction") if entry.get("instruction") is not None else entry.get("prompt")
+        if action is None:
+            problems.add(file, index, "missing field: instruction (or prompt)")
+            return None
+        action = action.strip()
+        bad_action = action_text_problem(action)
+        if bad_action:
+            problems.add(file, index, bad_action)
+            return None
+        has_target = bool(entry.get("output"))
+        if not has_target and require_target:
+            # Not a problem: clevr/emu/epic have no targets by design. Counted, not reported.
+            if skipped is not None:
+                skipped[task] += 1
+            return None
+        try:
+            source = resolve_under(self.root, str(entry["input"]))
+            target = resolve_under(self.root, str(entry["output"])) if has_target else None
+        except DataError as err:
+            problems.add(file, index, str(err))
+            return None
+        if self.check_images:
+            for role, key, p in (("source", "input", source), ("target", "output", target)):
+                bad = image_problem(p, role, str(entry[key])) if p is not None else None
+                if bad:
+                    problems.add(file, index, bad)
+                    return None
+        meta = {k: v for k, v in entry.items() if k not in _CORE_KEYS}
+        meta["entry"] = index
+        return Triplet(
+            id=f"{task}-{index}",
+            subset=task,
+            source=str(source),
+            action=action,
+            target=str(target) if target is not None else None,
+            meta=meta,
+        )
 
 
 def load_aurora_bench(
@@ -187,21 +197,12 @@ def load_aurora_bench(
             raise DataError(
                 f"{path}: no entries for task {', '.join(absent)} (tasks in the file: {', '.join(sorted(present))})"
             )
+    reader = _EntryReader(path, root, check_images, problems)
     out: list[Triplet] = []
     for index, entry in enumerate(entries, start=1):
         if wanted is not None and isinstance(entry, dict) and str(entry.get("task")) not in wanted:
             continue
-        t = _entry_triplet(
-            entry,
-            index,
-            file=path,
-            root=root,
-            subset=None,
-            require_target=require_target,
-            check_images=check_images,
-            problems=problems,
-            skipped=skipped,
-        )
+        t = reader.triplet(entry, index, require_target=require_target, skipped=skipped)
         if t is not None:
             out.append(t)
     return out
@@ -241,6 +242,7 @@ def load_aurora_train(
     root = Path(root) if root is not None else default_train_root(path)
     default_subset = subset or resolve_path(path).parent.name
     problems = problems if problems is not None else Problems()
+    reader = _EntryReader(path, root, check_images, problems)
     out: list[Triplet] = []
     for index, entry in enumerate(entries, start=1):
         entry_subset = subset
@@ -248,17 +250,7 @@ def load_aurora_train(
             entry_subset = (
                 str(entry.get("task") or default_subset) if isinstance(entry, dict) else default_subset
             )
-        t = _entry_triplet(
-            entry,
-            index,
-            file=path,
-            root=root,
-            subset=entry_subset,
-            require_target=False,
-            check_images=check_images,
-            problems=problems,
-            skipped=None,
-        )
+        t = reader.triplet(entry, index, subset=entry_subset)
         if t is None:
             continue
         if t.target is None:

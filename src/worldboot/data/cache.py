@@ -191,26 +191,25 @@ class TokenCache:
         Raises:
             DataError: Unknown id.
         """
-        try:
-            return self._record_of[triplet_id]
-        except KeyError:
-            raise DataError(f"token cache {self.path} has no triplet {triplet_id!r}") from None
+        return self._look_up(self._record_of, triplet_id, "triplet {!r}")
 
     def codes(self, image_hash: str) -> torch.Tensor:
         """The ``[L]`` codes (int64) of the image with this content hash."""
-        try:
-            k, row = self._code_at[image_hash]
-        except KeyError:
-            raise DataError(f"token cache {self.path} has no image {image_hash}") from None
+        k, row = self._look_up(self._code_at, image_hash, "image {}")
         return self._tensors(k)["codes"][row].long()
 
     def weights(self, triplet_id: str) -> torch.Tensor:
         """The ``[L]`` recognition weights (float32, unnormalised) of a triplet."""
-        try:
-            k, row = self._weight_at[triplet_id]
-        except KeyError:
-            raise DataError(f"token cache {self.path} has no triplet {triplet_id!r}") from None
+        k, row = self._look_up(self._weight_at, triplet_id, "triplet {!r}")
         return self._tensors(k)["weights"][row].float()
+
+    def _look_up(self, table: dict[str, Any], key: str, what: str) -> Any:
+        """``table[key]``; an unknown key is a DataError naming the cache and ``what`` (a
+        template of the key, formatted only then: codes are looked up per example)."""
+        try:
+            return table[key]
+        except KeyError:
+            raise DataError(f"token cache {self.path} has no {what.format(key)}") from None
 
     def check_backbone(self, backbone: Any) -> None:
         """Refuse a backbone whose tokenizer differs from the one that made the cache.

@@ -20,10 +20,10 @@ Without a directory the columns are skipped and the report says so; nothing is f
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -101,7 +101,60 @@ def _features(out) -> torch.Tensor:
     return out if isinstance(out, torch.Tensor) else out.pooler_output
 
 
-class ClipScorer:
+class _ImageEmbedder:
+    """What the CLIP and DINOv2 scorers share: a model and its image processor loaded from a
+    directory (one line when it is not such a model), and batched, L2-normalised embeddings.
+
+    A subclass names its model (``what``, ``label``), loads it (:meth:`_load`, and anything
+    else in :meth:`_load_more`) and embeds one batch of pixels (:meth:`_image_features`).
+    """
+
+    what = ""  # in "<what> model directory ... has no config.json"
+    label = ""  # in "cannot load <label> from ..."
+
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", batch_size: int = 16) -> None:
+        from transformers import AutoImageProcessor
+
+        self.path = _check_model_dir(path, self.what)
+        try:
+            self.model = self._load(self.path).to(device).eval()
+            self.processor = AutoImageProcessor.from_pretrained(self.path)
+            self._load_more(self.path)
+        except (OSError, ValueError, KeyError) as err:
+            raise ModelError(f"cannot load {self.label} from {self.path}: {str(err).splitlines()[0]}") from None
+        self.device = device
+        self.batch_size = batch_size
+
+    def _load(self, path: Path) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def _load_more(self, path: Path) -> None:
+        """Load what else the scorer needs, after the model and its image processor."""
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _in_batches(self, items: Sequence[Any], embed: Callable[[list[Any]], torch.Tensor]) -> torch.Tensor:
+        """``embed`` over ``items`` in batches of ``batch_size``, as one normalised ``[N, D]``."""
+        chunks = [
+            embed(list(items[start : start + self.batch_size])).float().cpu()
+            for start in range(0, len(items), self.batch_size)
+        ]
+        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+
+    @torch.no_grad()
+    def image_embeddings(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """``[N, D]`` normalised image embeddings."""
+
+        def embed(batch: list[Image.Image]) -> torch.Tensor:
+            rgb = [img.convert("RGB") for img in batch]
+            pixels = self.processor(images=rgb, return_tensors="pt")["pixel_values"].to(self.device)
+            return self._image_features(pixels)
+
+        return self._in_batches(images, embed)
+
+
+class ClipScorer(_ImageEmbedder):
     """CLIP image and text embeddings (L2-normalised) from a model directory.
 
     Args:
@@ -113,49 +166,43 @@ class ClipScorer:
         ModelError: When the directory is not a loadable CLIP model.
     """
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", batch_size: int = 16) -> None:
-        from transformers import AutoImageProcessor, AutoTokenizer, CLIPModel
+    what = label = "CLIP"
 
-        self.path = _check_model_dir(path, "CLIP")
-        try:
-            self.model = CLIPModel.from_pretrained(self.path).to(device).eval()
-            self.processor = AutoImageProcessor.from_pretrained(self.path)
-            self.tokenizer = AutoTokenizer.from_pretrained(self.path)
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelError(f"cannot load CLIP from {self.path}: {str(err).splitlines()[0]}") from None
-        self.device = device
-        self.batch_size = batch_size
+    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", batch_size: int = 16) -> None:
+        super().__init__(path, device, batch_size)
         self.max_text_len = int(self.model.config.text_config.max_position_embeddings)
 
-    @torch.no_grad()
-    def image_embeddings(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """``[N, D]`` normalised image embeddings."""
-        chunks = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [img.convert("RGB") for img in images[start : start + self.batch_size]]
-            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
-            chunks.append(_features(self.model.get_image_features(pixel_values=pixels)).float().cpu())
-        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+    def _load(self, path: Path) -> torch.nn.Module:
+        from transformers import CLIPModel
+
+        return CLIPModel.from_pretrained(path)
+
+    def _load_more(self, path: Path) -> None:
+        from transformers import AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return _features(self.model.get_image_features(pixel_values=pixels))
 
     @torch.no_grad()
     def text_embeddings(self, texts: Sequence[str]) -> torch.Tensor:
         """``[N, D]`` normalised text embeddings (texts truncated to the model's length)."""
-        chunks = []
-        for start in range(0, len(texts), self.batch_size):
+
+        def embed(batch: list[str]) -> torch.Tensor:
             enc = self.tokenizer(
-                list(texts[start : start + self.batch_size]),
-                padding=True,
-                truncation=True,
-                max_length=self.max_text_len,
-                return_tensors="pt",
+                batch, padding=True, truncation=True, max_length=self.max_text_len, return_tensors="pt"
             ).to(self.device)
-            out = self.model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
-            chunks.append(_features(out).float().cpu())
-        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+            return _features(
+                self.model.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"])
+            )
+
+        return self._in_batches(texts, embed)
 
 
-class DinoScorer:
-    """DINOv2 CLS embeddings (L2-normalised) from a model directory.
+class DinoScorer(_ImageEmbedder):
+    """DINOv2 CLS embeddings (L2-normalised) from a model directory: the final layer-normed
+    CLS token.
 
     Args:
         path: Directory with the ``Dinov2Model`` and its image processor.
@@ -166,25 +213,12 @@ class DinoScorer:
         ModelError: When the directory is not a loadable DINOv2 model.
     """
 
-    def __init__(self, path: str | os.PathLike[str], device: str = "cpu", batch_size: int = 16) -> None:
-        from transformers import AutoImageProcessor, Dinov2Model
+    what, label = "DINO", "DINOv2"
 
-        self.path = _check_model_dir(path, "DINO")
-        try:
-            self.model = Dinov2Model.from_pretrained(self.path).to(device).eval()
-            self.processor = AutoImageProcessor.from_pretrained(self.path)
-        except (OSError, ValueError, KeyError) as err:
-            raise ModelError(f"cannot load DINOv2 from {self.path}: {str(err).splitlines()[0]}") from None
-        self.device = device
-        self.batch_size = batch_size
+    def _load(self, path: Path) -> torch.nn.Module:
+        from transformers import Dinov2Model
 
-    @torch.no_grad()
-    def image_embeddings(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """``[N, D]`` normalised CLS embeddings (the final layer-normed CLS token)."""
-        chunks = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [img.convert("RGB") for img in images[start : start + self.batch_size]]
-            pixels = self.processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
-            hidden = self.model(pixel_values=pixels).last_hidden_state
-            chunks.append(hidden[:, 0].float().cpu())
-        return torch.nn.functional.normalize(torch.cat(chunks), dim=-1)
+        return Dinov2Model.from_pretrained(path)
+
+    def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(pixel_values=pixels).last_hidden_state[:, 0]
