@@ -185,8 +185,6 @@ def annotate_pairs(
     Returns:
         Counts and the output file.
     """
-
-
     cfg = cfg or AnnotateConfig()
     cfg.validate()
     if shard is None and cfg.shard is not None:
@@ -217,6 +215,7 @@ def annotate_pairs(
         bar = progress_bar("annotate", progress)
         with bar:
             job = bar.add_task("pairs", total=len(mine), completed=summary.done_before)
+
             def take(rows: list[dict[str, Any]], found: list[list[Any]]) -> None:
                 # One write per batch, flushed to disk: a kill loses at most this batch.
                 for line, message in found:
@@ -230,19 +229,7 @@ def annotate_pairs(
             batches = [(b, batch) for b, batch in _batches(mine, cfg.batch_size)
                        if any(r["id"] not in done for r in batch)]
             if cfg.engine == "ray":
-                if not model_dir:
-                    raise ConfigError("the ray engine loads the CDM on each actor: give its directory (model_dir)")
-                jobs = [{"b": b, "batch": batch, "cfg": asdict(cfg), "out": str(out),
-                         "done": [r["id"] for r in batch if r["id"] in done]} for b, batch in batches]
-                outcome = run_jobs(jobs, load_cdm, annotate_job, {"model_dir": str(model_dir)}, cfg.ray,
-                                   lambda _job, res: take(res["rows"], res["problems"]))
-                for j in outcome.lost:
-                    for r in j["batch"]:
-                        problems.add(pairs_path, r["_line"], outcome.reason("annotated"))
-                # Rows arrive in any order: back to the order of one local run.
-                order = {r["id"]: i for i, r in enumerate(mine)}
-                rows_now = sorted((row for _, row in read_jsonl(out_file)), key=lambda r: order.get(r["id"], -1))
-                write_atomic(out_file, "".join(json.dumps(r) + "\n" for r in rows_now))
+                _annotate_on_ray(pairs_path, batches, mine, cfg, out, out_file, done, problems, model_dir, take)
             else:
                 cache = _CodeCache(capacity=4 * cfg.batch_size)
                 for b, batch in batches:
@@ -254,6 +241,40 @@ def annotate_pairs(
         problems.write(out / output_name(shard, "problems"))
         rd.log(f"wrote {summary.annotated} rows to {out_file}; {summary.problems} problems")
     return summary
+
+
+def _annotate_on_ray(
+    pairs_path: str | os.PathLike[str],
+    batches: list[tuple[int, list[dict[str, Any]]]],
+    mine: Sequence[dict[str, Any]],
+    cfg: AnnotateConfig,
+    out: Path,
+    out_file: Path,
+    done: set[str],
+    problems: Problems,
+    model_dir: str | None,
+    take: Callable[[list[dict[str, Any]], list[list[Any]]], None],
+) -> None:
+    """Annotate ``batches`` on Ray Data actors (each loads the CDM from ``model_dir``), passing
+    each result to ``take``; a batch whose actor was lost is a problem of each of its pairs, and
+    the output file is put back in the order of one local run.
+
+    Raises:
+        ConfigError: No ``model_dir``.
+    """
+    if not model_dir:
+        raise ConfigError("the ray engine loads the CDM on each actor: give its directory (model_dir)")
+    jobs = [{"b": b, "batch": batch, "cfg": asdict(cfg), "out": str(out),
+             "done": [r["id"] for r in batch if r["id"] in done]} for b, batch in batches]
+    outcome = run_jobs(jobs, load_cdm, annotate_job, {"model_dir": str(model_dir)}, cfg.ray,
+                       lambda _job, res: take(res["rows"], res["problems"]))
+    for j in outcome.lost:
+        for r in j["batch"]:
+            problems.add(pairs_path, r["_line"], outcome.reason("annotated"))
+    # Rows arrive in any order: back to the order of one local run.
+    order = {r["id"]: i for i, r in enumerate(mine)}
+    rows_now = sorted((row for _, row in read_jsonl(out_file)), key=lambda r: order.get(r["id"], -1))
+    write_atomic(out_file, "".join(json.dumps(r) + "\n" for r in rows_now))
 
 
 def annotate_batch(
