@@ -45,6 +45,7 @@ def main() -> None:
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
 
     from worldboot import world
+    from worldboot.base import get_world_base, read_info
     from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
     from worldboot.models.backbone import SamplingConfig
@@ -57,7 +58,6 @@ def main() -> None:
         TrainConfig,
     )
     from worldboot.train.recipes import run_training
-    from worldboot.world.base import get_world_base, read_info
     from worldboot.world.gen import generate_triplets
     from worldboot.world.judge import judge
     from worldboot.world.render import parse_scene

@@ -7,14 +7,14 @@ import argparse
 from worldboot.commands import HELP_FORMATTER
 
 EXAMPLE = """examples:
-  worldboot base build                        # the smoke preset, built once and cached
-  worldboot base build --preset paper         # bigger and longer
-  worldboot base build --config configs/demo/base_paper.yaml lm.steps=2000 --force
-  worldboot base path --preset paper          # print where it is (build it first)
+  worldboot base path --preset paper          # where the shipped (or cached) base is
+  worldboot base build --preset paper --force # rebuild it here into the cache (minutes)
+  worldboot base build --config configs/demo/base_paper.yaml lm.steps=2000
+  worldboot base build --preset smoke --ship  # from a checkout: rebuild and ship as package data
 """
 
 
-#: ``worldboot.world.base.PRESETS``'s names, spelt out because that module imports
+#: ``worldboot.base.PRESETS``'s names, spelt out because that module imports
 #: torch and the parser must not (a test keeps the two equal).
 PRESETS = ("smoke", "paper")
 
@@ -32,8 +32,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="build or locate the world's foundation model",
         description=(
             "The embedded default base model: a tiny Chameleon whose VQ tokenizer and language model "
-            "are pre-trained on the procedural world's images and captions (no dynamics). Cached in "
-            "$WORLDBOOT_CACHE (default ~/.cache/worldboot) under a hash of its recipe."
+            "are pre-trained on the procedural world's images and captions (no dynamics). The smoke and "
+            "paper bases ship with the package (worldboot/base/weights/, named by a hash of their recipe); "
+            "any other recipe is built once into $WORLDBOOT_CACHE (default ~/.cache/worldboot) under its hash."
         ),
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
@@ -48,13 +49,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=HELP_FORMATTER,
     )
     _common(b)
-    b.add_argument("--force", action="store_true", help="rebuild even if a cached model exists")
+    b.add_argument("--force", action="store_true", help="rebuild into the cache even if the package ships the "
+                   "model or the cache holds it")
+    b.add_argument("--ship", action="store_true", help="rebuild, then copy the model into the package's "
+                   "base/weights/ as the shipped base of its preset (for a checkout; replaces the old one)")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=run_build)
     q = groups.add_parser(
         "path",
-        help="print the cached base model's folder (exit 1 when not built)",
-        description="Print the folder of the base model of a recipe; exit 1 when it has not been built.",
+        help="print the base model's folder, shipped or cached (exit 1 when not built)",
+        description="Print the folder of the base model of a recipe (the package's shipped base, else the "
+        "cache's); exit 1 when it has not been built.",
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
@@ -64,12 +69,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     """Build (or reuse) and report."""
+    from worldboot.base import get_world_base, load_recipe, read_info
     from worldboot.progress import console as make_console
-    from worldboot.world.base import get_world_base, load_recipe, read_info
 
     recipe = load_recipe(args.preset, args.config, args.overrides)
     err = make_console(stderr=True)
-    path = get_world_base(recipe, progress=not args.quiet, force=args.force, log=None if args.quiet else err.print)
+    path = get_world_base(recipe, progress=not args.quiet, force=args.force or args.ship,
+                          log=None if args.quiet else err.print)
+    if args.ship:
+        from worldboot.base.shipped import ship
+
+        path = ship(path, recipe)
     info = read_info(path)
     vq, lm = info["vq"], info["lm"]
     print(path)
@@ -92,9 +102,11 @@ def run_path(args: argparse.Namespace) -> int:
     """Print the path, or say how to build it."""
     import sys
 
-    from worldboot.world.base import base_path, is_built, load_recipe
+    from worldboot.base import base_path, is_built, load_recipe
+    from worldboot.base.shipped import shipped_path
 
-    path = base_path(load_recipe(args.preset, args.config, args.overrides))
+    recipe = load_recipe(args.preset, args.config, args.overrides)
+    path = shipped_path(recipe) if is_built(shipped_path(recipe)) else base_path(recipe)
     if not is_built(path):
         print(f"not built yet: {path} (run 'worldboot base build --preset {args.preset}')", file=sys.stderr)
         return 1

@@ -8,11 +8,10 @@ Modules, each importing only those above it:
 * :mod:`~worldboot.world.render`: the renderer and ``parse_scene``;
 * :mod:`~worldboot.world.patches`: what each token patch shows, the codes the base's tokenizer learns;
 * :mod:`~worldboot.world.gen`: labelled triplets and unlabelled mp4 clips with ground truth;
-* :mod:`~worldboot.world.judge`: the world's judge (editing success, minimal editing);
-* :mod:`~worldboot.world.base`: the tiny foundation model of the world, built and cached
-  (imports torch; not re-exported here).
+* :mod:`~worldboot.world.judge`: the world's judge (editing success, minimal editing).
 
-Everything but ``base`` is re-exported, so ``from worldboot import world`` then
+No module imports torch: the world is data and rules. Its tiny foundation model lives in
+:mod:`worldboot.base`. The main names are re-exported here, so ``from worldboot import world`` then
 ``world.render(world.sample_scene(rng))`` works.
 """
 

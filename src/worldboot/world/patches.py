@@ -1,7 +1,7 @@
 """What each token patch of a rendered scene shows: the codes the world base's tokenizer learns.
 
 The renderer knows what it drew in every cell, so the tokenizer of the world's foundation model
-(:mod:`worldboot.world.base`) need not invent its codes: each token patch is named by the drawing
+(:mod:`worldboot.base`) need not invent its codes: each token patch is named by the drawing
 it holds and which part of it (:func:`patch_codes`), and the VQ model is trained to give exactly
 those codes and to draw them back.
 """

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from worldboot import base as wb
 from worldboot import world
+from worldboot.base.vq_train import VQTrainSettings, code_logits, train_vq
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
-from worldboot.models.vq_train import VQTrainSettings, code_logits, train_vq
-from worldboot.world import base as wb
 from worldboot.world.actions import Action
 from worldboot.world.patches import CELL_KINDS, cell_kind, patch_code_count, patch_codes
 from worldboot.world.render import render

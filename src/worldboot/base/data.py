@@ -11,11 +11,11 @@ import torch
 from PIL import Image
 
 from worldboot import world
-from worldboot.models.vq_train import VQBatch
-from worldboot.world.base.recipe import (
+from worldboot.base.recipe import (
     PROMPTS,
     VQRecipe,
 )
+from worldboot.base.vq_train import VQBatch
 from worldboot.world.patches import patch_codes
 from worldboot.world.render import render
 from worldboot.world.scene import COLOURS, GRID, SHAPES, SIZES, STATES, Obj, Scene

@@ -15,7 +15,7 @@ laptop in minutes. :func:`get_world_base` builds it on first use and caches it.
 2. *Tokenizer of images.* A VQ model of Chameleon's architecture (transformers'
    ``ChameleonVQVAE`` + our ``ChameleonVQDecoder``; 64-px images, three halvings, 8x8 = 64
    tokens, 2x2 for each cell of the world's grid) trained by
-   :func:`worldboot.models.vq_train.train_vq` with *given* codes: every token's code is the
+   :func:`worldboot.base.vq_train.train_vq` with *given* codes: every token's code is the
    part of the drawing the renderer put there (:func:`~worldboot.world.patches.patch_codes`:
    the bare table, or a quarter of one of 84 shape x state x colour x size drawings). The encoder learns to name each cell's
    drawing, under camera jitter and at the clips' resolution too; the decoder learns to draw
@@ -49,8 +49,8 @@ folder and renamed into place under a file lock, so concurrent builders wait for
 and a killed build leaves nothing half-written behind.
 """
 
-from worldboot.world.base.checks import lm_checks, locality_rate, vq_parse_rate
-from worldboot.world.base.data import (
+from worldboot.base.checks import lm_checks, locality_rate, vq_parse_rate
+from worldboot.base.data import (
     caption_image_ids,
     copy_image_ids,
     crowded_scene,
@@ -64,8 +64,8 @@ from worldboot.world.base.data import (
     untouched_tokens,
     vq_batch,
 )
-from worldboot.world.base.pretrain import link_codes_to_words, pretrain_lm
-from worldboot.world.base.recipe import (
+from worldboot.base.pretrain import link_codes_to_words, pretrain_lm
+from worldboot.base.recipe import (
     INFO_FILE,
     PRESETS,
     PROMPTS,
@@ -77,7 +77,7 @@ from worldboot.world.base.recipe import (
     recipe_hash,
     world_fingerprint,
 )
-from worldboot.world.base.store import (
+from worldboot.base.store import (
     base_path,
     build_world_base,
     cache_root,

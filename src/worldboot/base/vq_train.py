@@ -23,8 +23,8 @@ back 37 % of held-out scenes and changed the code of 21 % of the positions an ac
 touch (``docs/log.md``). Given codes make both properties a matter of classification
 accuracy. No maintained library trains a Chameleon VQ this way; the loop is a few lines.
 
-Everything here is model-side: batches come from a callable, so
-:mod:`worldboot.world.base` supplies world scenes and their codes.
+The loop itself is model-side: batches come from a callable, which :mod:`worldboot.base`
+fills with world scenes and their codes (the world base is its only user, so it lives here).
 """
 
 from __future__ import annotations

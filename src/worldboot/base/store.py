@@ -13,14 +13,10 @@ from typing import Any
 
 import torch
 
-from worldboot.config import to_dict
-from worldboot.errors import ConfigError
-from worldboot.models.vq_train import VQBatch, train_vq
-from worldboot.runs import file_lock, write_atomic
-from worldboot.world.base.checks import lm_checks, locality_rate, vq_parse_rate
-from worldboot.world.base.data import eval_scenes, text_corpus, vq_batch
-from worldboot.world.base.pretrain import link_codes_to_words, pretrain_lm
-from worldboot.world.base.recipe import (
+from worldboot.base.checks import lm_checks, locality_rate, vq_parse_rate
+from worldboot.base.data import eval_scenes, text_corpus, vq_batch
+from worldboot.base.pretrain import link_codes_to_words, pretrain_lm
+from worldboot.base.recipe import (
     INFO_FILE,
     PROMPTS,
     RECIPE_VERSION,
@@ -28,6 +24,11 @@ from worldboot.world.base.recipe import (
     load_recipe,
     recipe_hash,
 )
+from worldboot.base.shipped import shipped_path
+from worldboot.base.vq_train import VQBatch, train_vq
+from worldboot.config import to_dict
+from worldboot.errors import ConfigError
+from worldboot.runs import file_lock, write_atomic
 from worldboot.world.patches import patch_code_count
 from worldboot.world.scene import GRID
 
@@ -123,19 +124,23 @@ def get_world_base(
     force: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> Path:
-    """The model directory of the world's foundation model, built on first use.
+    """The model directory of the world's foundation model: the base the package ships for this
+    recipe (:mod:`worldboot.base.shipped`), else the cached build, built on first use.
 
     Args:
         preset: ``"smoke"`` (well under a minute per stage), ``"paper"`` (a few minutes), or
             a :class:`BaseRecipe`.
         progress: Show progress bars while building.
-        force: Rebuild even when a cached model exists.
+        force: Rebuild into the cache even when the package ships the model or the cache holds it.
         log: Called with progress lines while building.
 
     Returns:
         A directory :func:`worldboot.models.load_backbone` opens.
     """
     recipe = load_recipe(preset) if isinstance(preset, str) else preset
+    shipped = shipped_path(recipe)
+    if is_built(shipped) and not force:
+        return shipped  # the package's own weights (worldboot.base.shipped)
     path = base_path(recipe)
     if is_built(path) and not force:
         return path

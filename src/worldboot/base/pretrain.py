@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 from worldboot import world
-from worldboot.progress import progress_bar
-from worldboot.world.base.data import (
+from worldboot.base.data import (
     caption_image_ids,
     copy_image_ids,
     describe,
@@ -20,9 +19,10 @@ from worldboot.world.base.data import (
     eval_scenes,
     pad_batch,
 )
-from worldboot.world.base.recipe import (
+from worldboot.base.recipe import (
     LMRecipe,
 )
+from worldboot.progress import progress_bar
 
 
 def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:

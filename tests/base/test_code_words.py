@@ -9,9 +9,9 @@ import torch
 
 from helpers import own_colour_share
 from worldboot import world
+from worldboot.base import PROMPTS, text_corpus
+from worldboot.base.pretrain import link_codes_to_words
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
-from worldboot.world.base import PROMPTS, text_corpus
-from worldboot.world.base.pretrain import link_codes_to_words
 from worldboot.world.patches import code_meaning, patch_code_count, patch_codes
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from worldboot import world
-from worldboot.world.base.data import (
+from worldboot.base.data import (
     copy_image_ids,
     describe,
     describe_object,
@@ -19,7 +19,7 @@ from worldboot.world.base.data import (
     pad_batch,
     untouched_tokens,
 )
-from worldboot.world.base.recipe import (
+from worldboot.base.recipe import (
     VQRecipe,
 )
 from worldboot.world.patches import patch_codes

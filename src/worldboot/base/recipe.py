@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from worldboot import world
+from worldboot.base.vq_train import VQTrainSettings
 from worldboot.config import load_preset, to_dict
 from worldboot.models.backbone import PromptTemplates
-from worldboot.models.vq_train import VQTrainSettings
 from worldboot.world.patches import CELL_KINDS
 from worldboot.world.scene import GRID, SHAPES, SIZES, STATES
 
@@ -98,7 +98,7 @@ class LMRecipe:
             an action leaves alone) build on; they show no change, so no dynamics.
         code_init: How the image codes' embeddings start: ``random``, as every other weight,
             or ``words``, from the words of what each code shows
-            (:func:`~worldboot.world.base.pretrain.link_codes_to_words`).
+            (:func:`~worldboot.base.pretrain.link_codes_to_words`).
         eval_scenes: Held-out scenes for the loss, captioning and generation checks.
     """
 

@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 
 from helpers import own_colour_share
+from worldboot import base as wb
 from worldboot import world
+from worldboot.base import recipe as recipe_module
+from worldboot.base import store
 from worldboot.config import read_yaml
 from worldboot.errors import ConfigError
 from worldboot.models import load_backbone
 from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
-from worldboot.world import base as wb
-from worldboot.world.base import recipe as recipe_module
-from worldboot.world.base import store
 from worldboot.world.patches import patch_code_count
 from worldboot.world.render import render
 
