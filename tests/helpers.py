@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +62,107 @@ def own_colour_share(backbone) -> float:
         v = torch.nn.functional.normalize(table[int(backbone.code_to_token[code])], dim=0)
         hits += WORLD_COLOURS[int((colours @ v).argmax())] == colour
     return hits / (n_codes - 1)
+
+
+# -- float32 agreement ------------------------------------------------------------------------------
+#
+# A test that compares two float32 computations of one value done in another order (another batch
+# shape or BLAS blocking, another process count, another instruction set) allows what rounding
+# can do, derived here, and no figure that happened to pass on one machine.
+
+#: float32's unit roundoff: one rounding moves a result by at most this fraction of it.
+F32_U = 2.0**-24
+#: Rounding errors taken as independent and of mean zero: a result of n roundings then lies within
+#: lambda * sqrt(n) * u of the exact one, relative to the magnitudes it sums, except with probability
+#: below 2n * exp(-lambda^2 / 2) (Higham and Mary, SIAM J. Sci. Comput. 41(5), 2019). lambda = 10
+#: makes that under 1e-17 here; typical rounding is within lambda = 1 to 3, which is the margin
+#: for sums whose terms are somewhat larger than their result.
+ROUNDING_SIGMAS = 10.0
+#: Roundings behind one value of the tests' tiny models (a token's log-probability, a gradient
+#: element of the tiny Chameleon: the softmax over 2,560 tokens, forward and backward through 2
+#: layers of 128- and 256-wide dot products over up to ~200 positions, and the sums over a batch's
+#: tokens, ~1,200; the tiny CLIP, DINOv2, LLaVA and Gemma are smaller, and the tiny VQ encoder's
+#: 3x3 convolutions of up to 64 channels and group norms over up to 4,096 values about as deep):
+#: under 2^14.
+TINY_ROUNDINGS = 2**14
+#: What the derivations take of the tiny runs' loss as a function of the LoRA weights (power
+#: iteration and finite differences of the gradient, steps 1-4 of the training tests' runs;
+#: properties of the model and data, not of the machine): the Hessian's largest eigenvalue is about
+#: 11 (dynamics), 5 (dynamics-rl) and 1.6 (world-rl), and the clip can double the slope of the
+#: clipped gradient: 25 is taken.
+TINY_CURVATURE = 25.0
+#: ... and a token's log-probability moves by at most this per unit of l2 distance in the LoRA
+#: weights (8.1 measured on trained tiny runs, so the mean loss moves by no more either).
+TINY_LOGPROB_SLOPE = 20.0
+
+
+def f32_atol(scale: float, roundings: int = TINY_ROUNDINGS) -> float:
+    """Most two float32 computations of one value in different orders can differ by: each lies
+    within ``ROUNDING_SIGMAS * sqrt(roundings) * F32_U * scale`` of the exact value, where ``scale``
+    bounds the magnitudes summed (for a sum of same-signed terms, the value itself)."""
+    return 2 * ROUNDING_SIGMAS * math.sqrt(roundings) * F32_U * float(scale)
+
+
+def adam_slope(t: int, betas: Sequence[float] = (0.9, 0.999)) -> float:
+    """How much AdamW's step ``t`` update m/(sqrt(v) + eps) (bias-corrected) moves, times eps, per
+    unit of change of the gradients of steps 1..t: ``1 + rho_t``.
+
+    m = sum_i c_i g_i and v = sum_i d_i g_i^2 with sum c_i = sum d_i = 1; the slopes in g_i sum to at
+    most (1 + |m| / sqrt(v)) / (sqrt(v) + eps), and |m| <= rho_t * sqrt(v) with
+    rho_t = sqrt(sum_i c_i^2 / d_i) (Cauchy-Schwarz; 1.00 for the first steps at the default betas).
+    """
+    b1, b2 = betas
+    c = [(1 - b1) * b1 ** (t - i) / (1 - b1**t) for i in range(1, t + 1)]
+    d = [(1 - b2) * b2 ** (t - i) / (1 - b2**t) for i in range(1, t + 1)]
+    return 1 + math.sqrt(sum(ci * ci / di for ci, di in zip(c, d, strict=True)))
+
+
+def adamw_atol(steps: int, lr: float, eps: float, max_grad_norm: float, betas: Sequence[float] = (0.9, 0.999)) -> float:
+    """Most the LoRA weights (as one vector, l2 norm) of two tiny runs of ``steps`` AdamW steps can
+    differ by when their gradients are the same float32 sums taken in another order (one process
+    with micro-batch 2 against two with micro-batch 1, under DDP or DeepSpeed), to first order in
+    the rounding.
+
+    - Each step's gradient is clipped to norm ``max_grad_norm``, taken to bound the terms summed
+      into it too: the runs' gradients differ by delta = f32_atol(max_grad_norm) at most (l2).
+    - AdamW moves each weight by lr * m/(sqrt(v) + eps): its slopes in that weight's gradients of
+      steps 1..t sum to at most lr * adam_slope(t) / eps, so step t moves the runs apart by at most
+      lr * adam_slope(t) / eps times the l2 norm of all t gradient differences. This is finite
+      only because eps is: at eps 1e-8 an element whose gradient is near 0 (LoRA's A starts at
+      exactly 0) turns a 1e-10 rounding into a move of up to lr, which is why the agreement tests
+      set eps = 1 (so AdamW is near SGD with step lr / eps, and the slope is small).
+    - A difference of the weights feeds into the next gradients through the loss's curvature:
+      step s's gradients differ by delta + TINY_CURVATURE * (the weights' difference before it).
+
+    The learning rate is the peak one (a schedule only lowers it) and weight decay is 0.
+    """
+    delta = f32_atol(max_grad_norm)
+    diff, grad_diffs = 0.0, []
+    for t in range(1, steps + 1):
+        grad_diffs.append(delta + TINY_CURVATURE * diff)
+        diff += lr * adam_slope(t, betas) / eps * math.sqrt(sum(e * e for e in grad_diffs))
+    return diff
+
+
+def assert_adapters_agree(a: Mapping, b: Mapping, atol: float, moved: float = 20.0) -> None:
+    """Two LoRA adapters' weights (name -> tensor) are within ``atol`` of each other (l2 norm over
+    all of them), and training moved them ``moved`` times further than that (LoRA's B starts at
+    0), so that the comparison can still fail: a run that skipped an all-reduce or saw other
+    samples ends about as far from the other as training moved it."""
+    import torch
+
+    assert a.keys() == b.keys() and len(a) > 0
+    diff = float(torch.cat([(a[k].double() - b[k].double()).flatten() for k in a]).norm())
+    trained = float(torch.cat([a[k].double().flatten() for k in a if "lora_B" in k]).norm())
+    assert diff <= atol, f"the adapters differ by {diff:.3g} (l2), more than the {atol:.3g} rounding allows"
+    assert trained > moved * atol, f"training moved LoRA's B by {trained:.3g} only: too little against {atol:.3g}"
+
+
+def assert_losses_agree(one: Sequence[float], two: Sequence[float], lr: float, eps: float, max_grad_norm: float) -> None:
+    """The per-step mean losses of two such runs agree: step k's loss is a mean of per-token
+    cross-entropies (all positive, so the loss bounds them) computed in another order, f32_atol(loss),
+    on weights that differ by adamw_atol(k - 1) at most, which moves it by TINY_LOGPROB_SLOPE times that."""
+    assert len(one) == len(two) > 0, (one, two)
+    for step, (x, y) in enumerate(zip(one, two, strict=True), start=1):
+        tol = f32_atol(abs(x)) + TINY_LOGPROB_SLOPE * adamw_atol(step - 1, lr, eps, max_grad_norm)
+        assert abs(x - y) <= tol, f"step {step}: loss {x} against {y}, more than the {tol:.3g} rounding allows"

@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from helpers import f32_atol
 from models.test_vq import TAMING_PARAMS, _taming_state_dict
 from worldboot.cli import main
 from worldboot.errors import ModelError
@@ -85,7 +86,8 @@ def test_converted_logits_equal_the_direct_construction(release, tmp_path):
     with torch.no_grad():
         want = bb.core(input_ids=ids).logits
         got = converted.core(input_ids=ids).logits
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    # the same logits through permuted q/k rows and another rotary layout (helpers.f32_atol)
+    torch.testing.assert_close(got, want, atol=f32_atol(want.abs().max()), rtol=0)
     assert converted.tokenizer.convert_tokens_to_ids("<image>") == bb.tokenizer.convert_tokens_to_ids("<image>")
     dec = converted.vqgan.decoder.state_dict()
     assert all(torch.equal(dec[k[len("decoder."):]], v) for k, v in taming.items() if k.startswith("decoder."))
@@ -129,7 +131,7 @@ def test_the_rotary_convention_is_metas(release, tmp_path):
             return h * angles.cos() + rotated * angles.sin()
 
         got = torch.einsum("thd,shd->hts", rotate(q), rotate(k))
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got, want, atol=f32_atol(want.abs().max()), rtol=0)  # in another order
     assert not math.isclose(float(want.abs().sum()), 0.0)
 
 

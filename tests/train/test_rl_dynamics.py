@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import f32_atol
 from worldboot.errors import ConfigError, ModelError
 from worldboot.train.config import (
     DataSettings,
@@ -76,7 +77,8 @@ def test_padded_texts_count_only_their_own_tokens(tiny, cache_dir):
         alone, _ = text_logprobs(tiny, tiny.model, examples[1:])
     assert mask.sum(1).tolist() == [len(long), 1]
     assert float(logp[1, 1:].abs().sum()) == 0.0
-    torch.testing.assert_close(logp[1, :1], alone[0, :1], atol=1e-5, rtol=0)
+    # the same log-probability in a padded batch (another shape): helpers.f32_atol
+    torch.testing.assert_close(logp[1, :1], alone[0, :1], atol=f32_atol(alone[0, :1].abs().max()), rtol=0)
 
 
 def test_one_grpo_step_moves_probability_towards_the_better_texts(tiny_dir, cache_dir, tmp_path):
@@ -158,8 +160,8 @@ def test_resume_after_a_kill_gives_the_same_adapter(tiny_dir, cache_dir, tmp_pat
     a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "killed" / "adapter" / "adapter_model.safetensors"))
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in a.items() if "lora_B" in k)
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0)
+    for k in a:  # the same steps from the exact saved state: bit for bit
+        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
     assert "eval_reward" in result
 
 

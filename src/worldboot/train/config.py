@@ -43,6 +43,9 @@ class OptimSettings:
         lr: Peak learning rate.
         weight_decay: AdamW weight decay.
         betas: AdamW betas.
+        eps: AdamW's epsilon, added to the root mean square of the gradients before dividing
+            (TRL's ``adam_epsilon``). It bounds how far one step moves a weight whose gradient
+            is near zero: the update's slope in the gradient is at most ``lr / eps``.
         warmup_steps: Linear warm-up steps (capped at 10% of the run for short runs).
         scheduler: ``cosine``, ``linear`` or ``constant`` after warm-up.
         max_grad_norm: Gradient clipping (0 = off).
@@ -51,6 +54,7 @@ class OptimSettings:
     lr: float = bounded(2e-4, gt=0)
     weight_decay: float = bounded(0.0, ge=0)
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = bounded(1e-8, gt=0)
     warmup_steps: int = bounded(500, ge=0)
     scheduler: Literal["cosine", "linear", "constant"] = "cosine"
     max_grad_norm: float = bounded(1.0, ge=0)

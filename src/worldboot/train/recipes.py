@@ -167,7 +167,8 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.n_trainable = sum(p.numel() for p in trainable)
         optimizer = torch.optim.AdamW(
-            trainable, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), weight_decay=cfg.optim.weight_decay
+            trainable, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+            weight_decay=cfg.optim.weight_decay,
         )
         steps_per_epoch = len(self.data.train) // cfg.batch_size
         if steps_per_epoch == 0:
