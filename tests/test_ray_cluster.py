@@ -1,4 +1,4 @@
-"""The README's Ray cluster commands, with sizes changed: a head started with `ray start --head`,
+"""The Ray cluster commands of docs/scaling-out.md, with sizes changed: a head started with `ray start --head`,
 then `worldboot keyframes` (RAY_ADDRESS) and `worldboot annotate --ray-address` against it, as
 separate processes (with Ray's token authentication, as `ray start` sets it up); their outputs
 equal the local engine's."""

@@ -42,7 +42,7 @@ def _loader(command: str, path: Path):
 
         return load_study
     elif verb[0] == "base":
-        from worldboot.world.base import BaseRecipe as cls
+        from worldboot.base import BaseRecipe as cls
     elif verb[0] == "demo":
         from worldboot.demo import DemoConfig as cls
     else:
@@ -65,16 +65,16 @@ def test_preset_loads(path):
 
 def test_demo_presets_are_the_packaged_yaml_files():
     """`worldboot demo --preset NAME` reads the package's configs/demo/NAME.yaml: the one copy."""
+    from worldboot.base import PRESETS as BASE_PRESETS
     from worldboot.config import preset_file
     from worldboot.demo import PRESETS as DEMO_PRESETS
     from worldboot.demo import load_demo_config
-    from worldboot.world.base import PRESETS as BASE_PRESETS
 
     for name in DEMO_PRESETS:
         path = preset_file("demo", name)
         assert path.resolve() == (ROOT / "configs" / "demo" / f"{name}.yaml").resolve()
-        # Each names a world base of its own name.
-        assert load_demo_config(name).base_preset == name and name in BASE_PRESETS
+        # Each names a world base the package ships (smoke and paper their own; default the paper's).
+        assert load_demo_config(name).base_preset == ("paper" if name == "default" else name) in BASE_PRESETS
     assert load_demo_config("paper").train_per_subset > load_demo_config("smoke").train_per_subset
     cfg = load_demo_config("smoke", overrides=["cdm.max_steps=7", "cwm.config=configs/demo/cdm.yaml"])
     assert cfg.cdm.overrides[-1] == "max_steps=7" and cfg.cwm.config == "configs/demo/cdm.yaml"
@@ -109,10 +109,10 @@ def test_a_training_mistake_names_its_run_before_any_stage():
 
 def test_cli_offers_every_preset():
     """The parsers list the preset names without importing torch; they must list them all."""
+    from worldboot.base import PRESETS as BASE_PRESETS
     from worldboot.cli import build_parser
     from worldboot.commands import base as base_command
     from worldboot.demo import PRESETS as DEMO_PRESETS
-    from worldboot.world.base import PRESETS as BASE_PRESETS
 
     assert tuple(base_command.PRESETS) == tuple(BASE_PRESETS)
     parser = build_parser()

@@ -22,32 +22,35 @@ def _judged(n: int, scores: dict[str, list], cdm: list[list[float]]) -> dict:
         for i in range(n):
             s = vals[i] if isinstance(vals[i], list) else [vals[i]]
             rows.append({"id": f"t{i}", "subset": "world/move" if i % 2 else "world/count", "score": s,
-                         "es": s, "me": [10.0] * len(s), "cdm": cdm[i][: len(s)]})
+                         "es": s, "me": [10.0] * len(s), "cdm": cdm[i][: len(s)],
+                         "transition": [float(v >= 10.0) for v in s]})
         out[name] = rows
     return out
 
 
 def _state(n: int, base_slot: list[float], cdm_slot: list[float], base_choice: list[float],
-           cdm_choice: list[float]) -> dict:
-    def model(slot, choice, bert):
+           cdm_choice: list[float], cdm_transition: list[float] | None = None) -> dict:
+    def model(slot, choice, bert, moved):
         return {"action_accuracy": 0.0, "slot_accuracy": sum(slot) / n, "choice_accuracy": sum(choice) / n,
-                "bertscore": sum(bert) / n, "rougeL": sum(bert) / n,
+                "bertscore": sum(bert) / n, "rougeL": sum(bert) / n, "transition_success": sum(moved) / n,
                 "per_sample": {"ids": [f"t{i}" for i in range(n)], "exact": [0.0] * n, "slot": slot,
-                               "choice": choice, "bertscore": bert, "rougeL": bert}}
+                               "choice": choice, "bertscore": bert, "rougeL": bert, "transition": moved}}
 
     rng = random.Random(0)
     return {"cdm": {"result": {
-        "Chameleon ZS (base)": model(base_slot, base_choice, [0.3 + 0.01 * rng.random() for _ in range(n)]),
-        "CDM": model(cdm_slot, cdm_choice, [0.5 + 0.01 * rng.random() for _ in range(n)]),
+        "Chameleon ZS (base)": model(base_slot, base_choice, [0.3 + 0.01 * rng.random() for _ in range(n)], [0.0] * n),
+        "CDM": model(cdm_slot, cdm_choice, [0.5 + 0.01 * rng.random() for _ in range(n)],
+                     cdm_transition if cdm_transition is not None else [0.0] * n),
     }}}
 
 
 def test_verdict_needs_significance_and_direction():
-    assert verdict(True, 0.01) == "held"
-    assert verdict(False, 0.01) == "did not hold"
-    assert verdict(True, 0.2) == "not significant"
-    assert verdict(False, 0.2) == "not significant"
-    assert verdict(True, None) == "held"  # a deterministic check: the direction decides
+    assert verdict(1, 0.01) == "held"
+    assert verdict(-1, 0.01) == "did not hold"
+    assert verdict(1, 0.2) == "not significant"
+    assert verdict(-1, 0.2) == "not significant"
+    assert verdict(0, 0.01) == "not significant"  # no direction: nothing to claim
+    assert verdict(1, None) == "held"  # a deterministic check: the direction decides
 
 
 def test_claims_separate_a_real_gap_from_noise():
@@ -92,18 +95,39 @@ def test_claims_separate_a_real_gap_from_noise():
     assert copy["verdict"] == "held" and copy["p"] is None
 
 
-def test_claims_of_a_run_without_per_sample_results_fall_back_to_the_direction():
-    """A run from before the CDM stage kept per-sample results still gets a report."""
-    n = 6
-    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [[1.0] * 8] * n, "CWM": [[2.0] * 8] * n,
-                         "CWM w/o synthetic": [[1.0] * 8] * n, "CWM w/o weighted loss": [[1.0] * 8] * n},
+def test_a_verdicts_direction_is_its_tests_own():
+    """The CWM's mean score is above C-FT's (one large win), but C-FT wins on most triplets: the
+    signed-rank test says C-FT is better, and the claim follows the test, not the means."""
+    n = 30
+    cft = [2.0] * n
+    cwm = [1.5] * (n - 2) + [12.0, 12.0]
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [[v] * 8 for v in cft], "CWM": [[v] * 8 for v in cwm],
+                         "CWM w/o synthetic": [[v] * 8 for v in cwm], "CWM w/o weighted loss": [[v] * 8 for v in cwm]},
                      [[0.0] * 8] * n)
+    table2 = make_table2(judged, [1, 8])
+    assert table2["CWM"]["all"]["score"] > table2["C-FT"]["all"]["score"]
     state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
-    for m in state["cdm"]["result"].values():
-        del m["per_sample"]
-    claims = run_claims(state, make_table2(judged, [1, 8]), [1, 8], judged)
-    slots = next(c for c in claims if "parts of the action" in c["claim"])
-    assert slots["verdict"] == "held" and slots["p"] is None
+    beats = next(c for c in run_claims(state, table2, [1, 8], judged) if "beats C-FT" in c["claim"])
+    assert beats["verdict"] == "did not hold" and beats["p"] < ALPHA
+
+
+def test_easier_to_learn_is_tested_on_transition_success_with_mcnemar():
+    """The CDM's text leads to the target on 12 of 20 triplets, the CWM's image on 2, and the CWM
+    never succeeds where the CDM fails: exact McNemar, 10 discordant pairs all one way."""
+    from scipy.stats import binomtest
+
+    n = 20
+    moved = [1.0] * 12 + [0.0] * 8
+    cwm = [[10.0] * 8 if i < 2 else [3.0] * 8 for i in range(n)]
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": cwm, "CWM": cwm, "CWM w/o synthetic": cwm,
+                         "CWM w/o weighted loss": cwm}, [[0.0] * 8] * n)
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n, cdm_transition=moved)
+    easier = next(c for c in run_claims(state, make_table2(judged, [1, 8]), [1, 8], judged,
+                                        {"CDM": "3000 steps", "CWM": "3000 steps"}) if "easier" in c["claim"])
+    assert easier["verdict"] == "held"
+    assert easier["p"] == binomtest(10, 10, 0.5).pvalue
+    assert "0.60 of the test triplets, the CWM's image parses to it for 0.10" in easier["evidence"]
+    assert "(CDM: 3000 steps; CWM: 3000 steps)" in easier["evidence"]
 
 
 def test_report_html_renders_lists_tables_images_and_escapes_text():

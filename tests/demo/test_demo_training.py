@@ -12,6 +12,7 @@ import yaml
 from worldboot.cli import main
 from worldboot.config import to_dict
 from worldboot.demo import PRESETS, REWARD_MODELS, WORLD_MODELS, Demo, load_demo_config
+from worldboot.demo.curve import snapshot_steps
 from worldboot.demo.report import slug
 
 
@@ -29,13 +30,19 @@ def test_each_run_is_the_command_lines_config(preset, tmp_path):
     demo.state = {"base": {"result": {"path": str(tmp_path / "base")}}}
     cache, seed = tmp_path / "demo" / "cache", f"seed={cfg.seed}"
     common = ["--base", str(tmp_path / "base")]
+    recognition = ["--cache", str(cache / "recognition")] if cfg.recognition_per_subset else []
+    cdm_snaps = [f"snapshot_steps={snapshot_steps(7, cfg.curve_points)}"] if cfg.curve_points > 1 else []
     words = {"CDM": ["train", "dynamics", "--config", cfg.cdm.config, *common, "--cache", str(cache / "labelled"),
-                     "--out", str(tmp_path / "demo" / "cdm"), *cfg.cdm.overrides, seed]}
+                     *recognition, "--out", str(tmp_path / "demo" / "cdm"), *cfg.cdm.overrides, *cdm_snaps, seed]}
     for name, (synthetic, weighting) in WORLD_MODELS.items():
         caches = ["--cache", str(cache / "labelled")] + (["--cache", str(cache / "synthetic")] if synthetic else [])
+        snaps = []  # the C-FT row draws the learning curve's snapshots
+        if name == "C-FT" and cfg.curve_points > 1:
+            cwm_steps = demo.train_config("CWM").max_steps
+            snaps = [f"snapshot_steps={snapshot_steps(cwm_steps, cfg.curve_points)}"]
         words[name] = ["train", "world", "--config", cfg.cwm.config, *common, *caches,
                        "--out", str(tmp_path / "demo" / "cwm" / slug(name)),
-                       *cfg.cwm.overrides, f"loss.weighting={weighting}", seed]
+                       *cfg.cwm.overrides, f"loss.weighting={weighting}", *snaps, seed]
     for key, (row, objective) in REWARD_MODELS.items():
         r = getattr(cfg, key)
         words[row] = ["train", "world-rl", "--config", r.config, "--base", str(tmp_path / "demo" / "cwm" / "cwm"),

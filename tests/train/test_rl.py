@@ -276,9 +276,9 @@ def test_grpo_raises_the_cdm_reward_on_held_out_world_triplets(tmp_path):
     give -2.214. With the CDM trained 200 steps and the world model 40 (before 2026-12-02) the
     reward moved at the level of sampling noise (-0.938 -> -0.931): that CDM barely told the
     candidates apart."""
+    from worldboot.base import get_world_base
     from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
-    from worldboot.world.base import get_world_base
     from worldboot.world.gen import generate_triplets
 
     base = get_world_base("smoke", progress=False)

@@ -9,8 +9,9 @@ from worldboot.demo import PRESETS  # light: the demo module imports torch only 
 from worldboot.errors import UsageError
 
 EXAMPLE = """examples:
-  worldboot demo --out runs/demo                      # the smoke preset: a few minutes on 2 cores
-  worldboot demo --preset paper --out runs/demo-paper # larger, tests the paper's claims (under 45 minutes)
+  worldboot demo --out runs/demo                      # the default preset (make demo): about 15 minutes on 2 cores
+  worldboot demo --preset smoke --out runs/smoke      # the CI's: a few minutes, too short to learn much
+  worldboot demo --preset paper --out runs/demo-paper # the paper's regime, tests its claims (about an hour)
   worldboot demo --out runs/demo cwm.max_steps=120    # a word on a training run's config (configs/demo/cwm.yaml)
 """
 
@@ -29,7 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )
-    p.add_argument("--preset", choices=list(PRESETS), default="smoke",
+    p.add_argument("--preset", choices=list(PRESETS), default="default",
                    help="named sizes (configs/demo/<preset>.yaml in the package)")
     p.add_argument("--config", metavar="YAML", help="a demo config changing the preset (any subset of its keys)")
     p.add_argument("--out", default="runs/demo", metavar="DIR", help="run directory (default: runs/demo)")

@@ -19,29 +19,37 @@ def measure_actions(bb: Any, test: list[Any], seed: int, out: Path) -> dict[str,
 
     Returns:
         The text metrics' overall figures, ``action_accuracy`` (the text parses to the exact
-        action), ``slot_accuracy``, ``choice_accuracy`` (:func:`choice_hits`), and
+        action), ``slot_accuracy``, ``transition_success`` (the text, applied by the world's
+        rules to the source scene, gives the target scene:
+        :func:`~worldboot.world.transition.text_transition`), ``choice_accuracy``
+        (:func:`choice_hits`), and
         ``per_sample``: per test triplet, in test order, what the claims' paired tests read.
     """
     from worldboot.evaluate.text_metrics import TextMetricsConfig, score_actions
     from worldboot.world.actions import Action
+    from worldboot.world.scene import Scene
     from worldboot.world.text import parse_action, slot_accuracy
+    from worldboot.world.transition import text_transition
 
     preds = describe(bb, test)
     rows, summary = score_actions(preds, {t.id: (t.subset, t.action) for t in test}, TextMetricsConfig())
-    correct, slots = [], []
+    correct, slots, moved = [], [], []
     for t in test:
         truth = Action.from_json(t.meta["action"])
         got = parse_action(preds[t.id])
         correct.append(float(got is not None and got == truth))
         slots.append(slot_accuracy(preds[t.id], truth))
+        source, target = Scene.from_json(t.meta["source_scene"]), Scene.from_json(t.meta["target_scene"])
+        moved.append(float(text_transition(source, preds[t.id], target)))
     choices = choice_hits(bb, test, seed)
     overall = dict(summary["overall"])
     overall["action_accuracy"] = sum(correct) / len(correct)
     overall["slot_accuracy"] = sum(slots) / len(slots)
+    overall["transition_success"] = sum(moved) / len(moved)
     overall["choice_accuracy"] = sum(choices) / max(1, len(choices))
     by_id = {r["id"]: r for r in rows}
     overall["per_sample"] = {
-        "ids": [t.id for t in test], "exact": correct, "slot": slots, "choice": choices,
+        "ids": [t.id for t in test], "exact": correct, "slot": slots, "transition": moved, "choice": choices,
         "bertscore": [by_id[t.id].get("bertscore") for t in test],
         "rougeL": [by_id[t.id].get("rougeL") for t in test],
     }

@@ -12,7 +12,7 @@ from typing import Literal
 from worldboot.config import bounded, load_preset
 from worldboot.errors import ConfigError
 
-STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "rl", "dpo", "predict", "report")
+STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "curve", "rl", "dpo", "predict", "report")
 #: Options of the multiple-choice action test of Table 1 (the true action and CHOICES - 1 others).
 CHOICES = 5
 #: Rows of Table 2 that are not world models: the source image as the prediction, and the true
@@ -63,13 +63,17 @@ class RewardRecipe(TrainRecipe):
 
 @dataclass
 class DemoConfig:
-    """The demo's sizes; :data:`PRESETS` names two (``smoke`` and ``paper``, the package's
-    ``configs/demo/<name>.yaml``) and :func:`load_demo_config` resolves one.
+    """The demo's sizes; :data:`PRESETS` names three (``default``, ``smoke`` and ``paper``, the
+    package's ``configs/demo/<name>.yaml``) and :func:`load_demo_config` resolves one.
 
     Attributes:
         base_preset: Preset of the world foundation model (``smoke`` or ``paper``).
         seed: Seeds data, training and sampling.
-        train_per_subset: Labelled training triplets per world subset.
+        train_per_subset: Labelled training triplets per world subset (the CDM and every world
+            model see them, as AURORA in the paper).
+        recognition_per_subset: Action-recognition samples per subset that only the CDM sees,
+            as the paper's CDM sees 15K EPIC-Kitchens samples (Appendix K): the first and last
+            frames of one-action clips, canonical texts (:mod:`worldboot.world.recognition`).
         test_per_subset: Test triplets per subset.
         clips: Unlabelled video clips to mine.
         clip_size: Clip frame side in pixels.
@@ -81,6 +85,9 @@ class DemoConfig:
             canonical text only, an easier target for a small model); test triplets always
             use paraphrases, as human-written references would.
         best_of: The K of best-of-K; the largest is the number of candidates drawn.
+        curve_points: Points of the learning curve of the CDM and of C-FT (transition success
+            against examples seen: the base, ``curve_points - 1`` snapshots, the final model);
+            0 or 1 draws none.
         cdm: The dynamics model's training (``worldboot train dynamics``).
         cwm: Each world model's training (``worldboot train world``; the same for all four, for
             a fair comparison, but for the loss each row names: :data:`WORLD_MODELS`).
@@ -93,6 +100,7 @@ class DemoConfig:
     base_preset: str = "smoke"
     seed: int = bounded(0, ge=0)
     train_per_subset: int = bounded(40, ge=1)
+    recognition_per_subset: int = bounded(0, ge=0)
     test_per_subset: int = bounded(6, ge=1)
     clips: int = bounded(10, ge=1)
     clip_size: int = bounded(96, ge=32)
@@ -102,6 +110,7 @@ class DemoConfig:
     probe_per_subset: int = bounded(6, ge=1)
     paraphrase: bool = True
     best_of: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
+    curve_points: int = bounded(4, ge=0)
     cdm: TrainRecipe = field(default_factory=TrainRecipe)
     cwm: TrainRecipe = field(default_factory=lambda: TrainRecipe("configs/demo/cwm.yaml"))
     rl: RewardRecipe = field(default_factory=RewardRecipe)
@@ -118,8 +127,9 @@ class DemoConfig:
                     f"{key}.prompts is empty: name the caches that give the prompts (labelled, synthetic)")
 
 
-#: Named sizes, each ``configs/demo/<name>.yaml`` inside the package (the one copy).
-PRESETS = ("smoke", "paper")
+#: Named sizes, each ``configs/demo/<name>.yaml`` inside the package (the one copy): ``default``
+#: (``make demo``), ``smoke`` (the CI's end-to-end test, minutes) and ``paper`` (the paper's regime).
+PRESETS = ("default", "smoke", "paper")
 
 
 #: The fields of :class:`DemoConfig` that are training runs (:class:`TrainRecipe`).
@@ -127,7 +137,7 @@ TRAINING = ("cdm", "cwm", "rl", "dpo")
 
 
 def load_demo_config(
-    preset: str = "smoke", config: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()
+    preset: str = "default", config: str | os.PathLike[str] | None = None, overrides: Sequence[str] = ()
 ) -> DemoConfig:
     """A preset, optionally changed by a YAML file and dotted overrides (``seed=1``).
 

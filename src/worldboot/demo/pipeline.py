@@ -5,22 +5,26 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
 
 1. ``base``: the tiny foundation model of the world (pictures and words, no dynamics),
    built once and cached (:mod:`worldboot.world.base`).
-2. ``data``: labelled train and test triplets of the five world subsets, and unlabelled clips.
+2. ``data``: labelled train and test triplets of the five world subsets, the CDM's own
+   action-recognition set (first and last frames of one-action clips), and unlabelled clips.
 3. ``probe``: does the base prefer real trajectories? (Figure 2 in miniature.)
-4. ``cdm``: tokenize, fine-tune the dynamics model (LoRA or every weight, per preset), and measure its actions (Table 1).
+4. ``cdm``: tokenize, fine-tune the dynamics model on the labelled triplets and the recognition
+   set (``configs/demo/cdm.yaml`` with the preset's overrides), and measure its actions (Table 1).
 5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
 6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
    two ablations (without synthetic data; without the weighted loss), equal steps each.
+   ``curve``: transition success of the CDM and of C-FT against the examples each has seen.
 7. ``rl`` and ``dpo``: the CWM trained with GRPO, and with DPO, against the frozen CDM's
    reward (``worldboot train world-rl``, after the paper), when the preset asks for them
    (``rl.enabled``, ``dpo.enabled``).
 8. ``predict``: ``worldboot generate`` draws N candidates per test sample from each world
    model with the CDM as verifier (and one greedy decoding), and ``worldboot evaluate`` judges
    them with the world's judge; best-of-K for K in ``best_of`` (Figure 7).
-9. ``report``: ``report.md`` and ``report.html`` with Tables 1, 2, 3, 5, Figures 2, 3, 7,
-   example images, and which of the paper's claims held on this run: each claim's comparison is
-   a paired Wilcoxon signed-rank test over the test triplets, so a verdict is ``held``,
-   ``did not hold`` or ``not significant`` (:func:`worldboot.demo.claims.claims`).
+9. ``report``: ``report.md`` and ``report.html`` with what each model saw, Tables 1, 2, 3, 5,
+   Figures 2, 3, 7, the learning curve, example images, and which of the paper's claims held on
+   this run: each claim's comparison is a paired test over the test triplets (exact McNemar or
+   Wilcoxon signed-rank), so a verdict is ``held``, ``did not hold`` or ``not significant``
+   (:func:`worldboot.demo.claims.claims`).
 """
 from __future__ import annotations
 
@@ -42,11 +46,22 @@ from worldboot.demo.config import (
     STAGES,
     WORLD_MODELS,
     DemoConfig,
+    TrainRecipe,
     check_training,
 )
+from worldboot.demo.curve import measure_curve, plot_curve, snapshot_steps
 from worldboot.demo.finetune import finetune, reward_optimise, train_config
 from worldboot.demo.memory import PeakMemory
-from worldboot.demo.report import judged_rows, markdown, plot_examples, plot_k, slug, table2, to_html
+from worldboot.demo.report import (
+    judged_rows,
+    markdown,
+    plot_examples,
+    plot_k,
+    prediction_image,
+    slug,
+    table2,
+    to_html,
+)
 from worldboot.runs import RunDir, read_jsonl, write_atomic
 
 if TYPE_CHECKING:
@@ -127,6 +142,8 @@ class Demo:
 
         self.check_resume()
         check_training(self.cfg)  # a mistake in a training run's words, before any stage
+        if "cdm" in self.state and "transition_success" not in self.state["cdm"]["result"].get("CDM", {}):
+            del self.state["cdm"]  # measured by an older worldboot, without transition success: again
         if self.cfg.torch_threads:
             torch.set_num_threads(self.cfg.torch_threads)
         with RunDir(self.out, self.cfg, "demo") as run:
@@ -148,7 +165,7 @@ class Demo:
     # -- stages -----------------------------------------------------------------------------
 
     def stage_base(self) -> dict[str, Any]:
-        from worldboot.world.base import get_world_base
+        from worldboot.base import get_world_base
 
         path = get_world_base(self.cfg.base_preset, progress=False)
         return {"path": str(path)}
@@ -159,13 +176,18 @@ class Demo:
 
     def stage_data(self) -> dict[str, Any]:
         from worldboot.world.gen import generate_clips, generate_triplets
+        from worldboot.world.recognition import generate_recognition, triplet_keys
 
         c = self.cfg
         data = self.out / "data"
         train = generate_triplets(data / "train", c.train_per_subset, seed=c.seed, paraphrase=c.paraphrase)
         test = generate_triplets(data / "test", c.test_per_subset, seed=c.seed + 1000)
+        # The CDM's own action-recognition set: never a transition the world models train on
+        # or the test triplets hold.
+        recognition = generate_recognition(data / "recognition", c.recognition_per_subset, seed=c.seed + 3000,
+                                           size=c.clip_size, exclude=triplet_keys(train) | triplet_keys(test))
         clips = generate_clips(data / "clips", c.clips, seed=c.seed + 2000, size=c.clip_size)
-        return {"train": len(train), "test": len(test), "clips": len(clips)}
+        return {"train": len(train), "test": len(test), "recognition": len(recognition), "clips": len(clips)}
 
     def triplets(self, split: str):
         from worldboot.data.schema import read_manifest
@@ -187,31 +209,43 @@ class Demo:
         c, caches = self.cfg, self.out / "cache"
         base = self.base_dir
         if name == "CDM":
-            return train_config(c.cdm, task="dynamics", base=base, out=self.out / "cdm",
-                                caches=[caches / "labelled"], seed=c.seed)
+            use = [caches / "labelled"] + ([caches / "recognition"] if c.recognition_per_subset else [])
+            return train_config(c.cdm, task="dynamics", base=base, out=self.out / "cdm", caches=use, seed=c.seed,
+                                extra=self._snapshots(c.cdm))
         if name in WORLD_MODELS:
             synthetic, weighting = WORLD_MODELS[name]
             use = [caches / "labelled"] + ([caches / "synthetic"] if synthetic else [])
             return train_config(c.cwm, task="world", base=base, out=self.out / "cwm" / slug(name), caches=use,
-                                seed=c.seed, extra=[f"loss.weighting={weighting}"])
+                                seed=c.seed, extra=[f"loss.weighting={weighting}",
+                                                    *(self._snapshots(c.cwm) if name == "C-FT" else [])])
         key, objective = next((k, o) for k, (row, o) in REWARD_MODELS.items() if row == name)
         r = getattr(c, key)
         return train_config(r, task="world-rl", base=self.out / "cwm" / slug("CWM"), out=self.out / "cwm" / slug(name),
                             caches=[caches / p for p in r.prompts], seed=c.seed, verifier=self.out / "cdm",
                             objective=objective)
 
+    def _snapshots(self, recipe: TrainRecipe) -> list[str]:
+        """The ``snapshot_steps`` word of a run on the learning curve (none without a curve)."""
+        if self.cfg.curve_points < 2:
+            return []
+        steps = train_config(recipe, task=None, base="", out=self.out, caches=[], seed=self.cfg.seed).max_steps
+        return [f"snapshot_steps={snapshot_steps(steps, self.cfg.curve_points)}"]
+
     def _cache(self, triplets, name: str) -> Path:
         from worldboot.data.tokenize import build_cache
         from worldboot.models import load_backbone
 
         path = self.out / "cache" / name
-        build_cache(triplets, load_backbone(self.base_dir), path, progress=False)
+        # 64 images an encoder call: twice the throughput of 16 on 2 cores (the tiny VQ encoder).
+        build_cache(triplets, load_backbone(self.base_dir), path, batch_size=64, progress=False)
         return path
 
     def stage_cdm(self) -> dict[str, Any]:
         from worldboot.models import load_backbone
 
         self._cache(self.triplets("train"), "labelled")
+        if self.cfg.recognition_per_subset:
+            self._cache(self.triplets("recognition"), "recognition")
         finetune(self.train_config("CDM"))
         test = self.triplets("test")
         return {name: measure_actions(load_backbone(path), test, self.cfg.seed,
@@ -261,6 +295,17 @@ class Demo:
             rows = [row for _, row in read_jsonl(Path(cfg.out) / "metrics.jsonl")]
             out[name] = {"final_loss": next(r["loss"] for r in reversed(rows) if "loss" in r)}
         return out
+
+    def stage_curve(self) -> dict[str, Any]:
+        """Transition success of the CDM and of C-FT against the examples each has seen
+        (:mod:`worldboot.demo.curve`); skipped when ``curve_points`` is below 2."""
+        if self.cfg.curve_points < 2:
+            return {"skipped": "curve_points is below 2"}
+        runs = {}
+        for name in ("CDM", "C-FT"):
+            t = self.train_config(name)
+            runs[name] = (Path(t.out), t.max_steps, t.batch_size)
+        return measure_curve(self.base_dir, runs, self.triplets("test"), self.cfg.seed)
 
     def stage_rl(self) -> dict[str, Any]:
         """The CWM trained with GRPO against the frozen CDM (``worldboot train world-rl``): a
@@ -327,8 +372,27 @@ class Demo:
         )
         result = run_evaluation(evaluation, show_progress=False)
         judged = judged_rows(read_jsonl(result["results"]), ["Copy", *preds])
+        self.add_transitions(judged)
         write_atomic(folder / "judged.json", json.dumps(judged))
         return {"models": list(judged), "samples": len(self.triplets("test")), "candidates": n}
+
+    def add_transitions(self, judged: dict[str, list[dict[str, Any]]]) -> None:
+        """Per model, test triplet and candidate, whether the image parses to the target scene
+        (``transition``: the scale the CDM's texts are judged on too)."""
+        from worldboot.world.scene import Scene
+        from worldboot.world.transition import image_transition
+
+        test = {t.id: t for t in self.triplets("test")}
+        for name, rows in judged.items():
+            for r in rows:
+                target = Scene.from_json(test[r["id"]].meta["target_scene"])
+                if name == "Copy":
+                    paths = [Path(test[r["id"]].source)]
+                elif len(r["es"]) == 1:
+                    paths = [prediction_image(self, name, r["id"], None)]
+                else:
+                    paths = [prediction_image(self, name, r["id"], i) for i in range(len(r["es"]))]
+                r["transition"] = [float(p.is_file() and image_transition(p, target)) for p in paths]
 
     def write_ceiling(self, folder: Path) -> Path:
         """The true targets through the base's tokenizer (encode, decode) as ``<id>.png``: what a
@@ -349,6 +413,24 @@ class Demo:
 
     # -- report -----------------------------------------------------------------------------
 
+    def data_seen(self) -> dict[str, dict[str, int]]:
+        """Per model, the examples of each data source it trained on (Table 0 of the report)."""
+        d = self.state["data"]["result"]
+        synthetic = self.state.get("mine", {}).get("result", {}).get("selected", 0)
+        out = {"CDM": {"labelled": d["train"], "recognition": d.get("recognition", 0)}}
+        for name, (use_synthetic, _) in WORLD_MODELS.items():
+            out[name] = {"labelled": d["train"], **({"synthetic": synthetic} if use_synthetic else {})}
+        for row in self.reward_models():
+            r = getattr(self.cfg, next(k for k, (rr, _) in REWARD_MODELS.items() if rr == row))
+            out[row] = {f"{p} prompts": d["train"] if p == "labelled" else synthetic for p in r.prompts}
+        return out
+
+    def trained(self, name: str) -> str:
+        """How model ``name`` was trained, in words: steps, batch, examples seen, its data."""
+        t = self.train_config(name)
+        data = ", ".join(f"{n} {k}" for k, n in self.data_seen()[name].items() if n)
+        return f"{t.max_steps} steps of {t.batch_size}, {t.max_steps * t.batch_size} examples drawn from {data}"
+
     def stage_report(self) -> dict[str, Any]:
         from worldboot.evaluate.plots import plot_recognition_weights
 
@@ -362,7 +444,9 @@ class Demo:
         t2 = table2(judged, ks)
         plot_k(judged, ks, figures / "figure7_best_of_k.png")
         plot_examples(self, figures / "examples.png")
-        verdicts = claims(self.state, t2, ks, judged)
+        if "skipped" not in self.state["curve"]["result"]:
+            plot_curve(self.state["curve"]["result"], figures / "learning_curve.png")
+        verdicts = claims(self.state, t2, ks, judged, {name: self.trained(name) for name in ("CDM", "CWM")})
         md = markdown(self, t2, ks, verdicts)
         write_atomic(self.out / "report.md", md)
         write_atomic(self.out / "report.html", to_html(md))

@@ -86,6 +86,7 @@ def table2(judged: dict[str, list[dict[str, Any]]], ks: list[int]) -> dict[str, 
     average over subsets, which hold equally many test triplets)."""
     rows: list[dict[str, Any]] = []
     labels: list[str] = []
+    moved: dict[str, float] = {}  # label -> transition success over every test triplet
     for name, model_rows in judged.items():
         single = name in BASELINES or not sampled(model_rows)
         variants = [(name, 1)] if single else [(name, 1)] + [(f"{name} + best-of-{k}", k) for k in ks if k > 1]
@@ -95,6 +96,8 @@ def table2(judged: dict[str, list[dict[str, Any]]], ks: list[int]) -> dict[str, 
                 i = pick(r, k) if k > 1 else 0
                 rows.append({"model": label, "subset": r["subset"], "judge_score": r["score"][i],
                              "editing_success": r["es"][i], "minimal_editing": r["me"][i]})
+            if model_rows and "transition" in model_rows[0]:
+                moved[label] = statistics.fmean(r["transition"][pick(r, k) if k > 1 else 0] for r in model_rows)
         if not single:
             label = f"{name} oracle best-of-{max(ks)}"
             labels.append(label)
@@ -112,6 +115,8 @@ def table2(judged: dict[str, list[dict[str, Any]]], ks: list[int]) -> dict[str, 
             cell = {k: v for k, v in cell.items() if v is not None}
             cell["n"] = agg["judge_score"][label][subset]["scored"]
             per["all" if subset == AVG else subset] = cell
+        if label in moved:
+            per["all"]["transition"] = moved[label]
         out[label] = per
     return out
 
@@ -198,6 +203,29 @@ def finetuning_note(demo: Demo) -> str:
     return note
 
 
+def curve_lines(curve: dict[str, Any]) -> list[str]:
+    """The learning curve's figure and its points (none when the run drew no curve)."""
+    if not curve or "skipped" in curve:
+        return []
+    points = "; ".join(f"{name}: " + ", ".join(f"{x} -> {y:.2f}" for x, y in pts) for name, pts in curve.items())
+    return ["Learning curves (transition success against training examples seen, from the zero-shot "
+            f"base; examples -> success): ![](figures/learning_curve.png) {points}.", ""]
+
+
+def data_table(demo: Demo) -> list[str]:
+    """What each model trained on: its sources and their sizes, steps, batch and examples drawn."""
+    lines = ["## What each model saw", "",
+             "| model | data (examples) | steps | batch | examples drawn |", "|---|---|---|---|---|"]
+    for name, sources in demo.data_seen().items():
+        t = demo.train_config(name)
+        data = ", ".join(f"{k} {n}" for k, n in sources.items() if n)
+        lines.append(f"| {name} | {data} | {t.max_steps} | {t.batch_size} | {t.max_steps * t.batch_size} |")
+    lines += ["", "The CDM alone sees the action-recognition set (first and last frames of one-action clips, "
+              "canonical texts), as the paper's CDM alone sees 15K EPIC-Kitchens samples (Appendix K); "
+              "every world model sees the labelled triplets, the CWM rows also the mined synthetic ones."]
+    return lines
+
+
 def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dict[str, Any]]) -> str:
     st = demo.state
     cfg = demo.cfg
@@ -205,29 +233,35 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
              f"Procedural world, tiny Chameleon base `{st['base']['result']['path']}` (preset "
              f"`{cfg.base_preset}`), {st['data']['result']['train']} labelled training triplets, "
              f"{st['data']['result']['test']} test triplets, {st['data']['result']['clips']} unlabelled clips.", "",
-             finetuning_note(demo), "",
+             finetuning_note(demo), "", *data_table(demo), "",
              "## Which of the paper's claims held on this run", ""]
     for c in claims:
         lines.append(f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}.")
     n = st["data"]["result"]["test"]
-    lines += ["", f"p: two-sided Wilcoxon signed-rank test over the {n} test triplets, paired (the two models "
-              f"on the same triplet); the choice claim also tests against chance (exact binomial) and "
-              f"reports the larger p. **held**: the right direction with p < {ALPHA}; **not significant**: "
-              f"p >= {ALPHA}, this run cannot tell; **did not hold**: significant the other way. "
+    lines += ["", f"p: a paired test over the {n} test triplets (the two models on the same triplet): exact "
+              "McNemar for right/wrong outcomes (exact action, choice, transition success), two-sided "
+              "Wilcoxon signed-rank for graded ones (scores, slots, text metrics); the choice claim also "
+              "tests against chance (exact binomial) and reports the larger p. A claim's direction is the "
+              f"sign of its test's own statistic. **held**: the claimed direction with p < {ALPHA}; "
+              f"**not significant**: p >= {ALPHA}, this run cannot tell; **did not hold**: significant the "
+              "other way. "
               "A claim that did not hold here is a measurement of this run, not a verdict on the paper; "
               "the `paper` preset trains longer on more data.", ""]
     lines += ["## Table 1: dynamics model, action prediction on the test triplets", "",
-              "| model | action accuracy | slot accuracy† | action choice‡ | BERTScore (MiniLM)* | ROUGE-1 | "
-              "ROUGE-L | BLEU |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| model | action accuracy | slot accuracy† | transition success§ | action choice‡ | "
+              "BERTScore (MiniLM)* | ROUGE-1 | ROUGE-L | BLEU |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for name, m in st["cdm"]["result"].items():
         lines.append(f"| {name} | {m['action_accuracy']:.2f} | {fmt(m.get('slot_accuracy'))} | "
-                     f"{fmt(m.get('choice_accuracy'))} | "
+                     f"{fmt(m.get('transition_success'))} | {fmt(m.get('choice_accuracy'))} | "
                      f"{fmt(m.get('bertscore'))} | {fmt(m.get('rouge1'))} | {fmt(m.get('rougeL'))} | "
                      f"{fmt(m.get('bleu'))} |")
     lines += ["", "*BERTScore with the offline MiniLM-L6 model: not comparable with roberta-large numbers.",
               "†The share of the true action's parts (family, kind, object colour and shape, steps, anchor, "
               "place, value) that the parsed text gets right; 0 for a text that names no action.",
+              "§The text, parsed and applied by the world's rules to the source scene, gives the target "
+              "scene (any wording or action that makes the same change counts); a world model's transition "
+              "success is whether its image parses to the target scene (the claims compare the two).",
               f"‡Multiple choice: the true action against {CHOICES - 1} others that can happen in the same "
               "source scene, picked by the model's log p(action | source, target); chance is "
               f"{1 / CHOICES:.2f}.", ""]
@@ -242,12 +276,12 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
         lines += ["", f"The ceiling row judges the true target image after the base's tokenizer (encode, "
                   f"decode): a world model that wrote exactly the target's tokens would score "
                   f"{fmt(table2[CEILING]['all']['score'])}."]
-    lines += ["", "## Table 3: editing success (ES) and minimal editing (ME), all subsets", "",
-              "| model | ES | ME | score |", "|---|---|---|---|"]
+    lines += ["", "## Table 3: editing success (ES), minimal editing (ME) and transition success, all subsets", "",
+              "| model | ES | ME | score | transition success§ |", "|---|---|---|---|---|"]
     for name, per in table2.items():
         if "es" in per["all"]:
             a = per["all"]
-            lines.append(f"| {name} | {a['es']:.2f} | {a['me']:.2f} | {a['score']:.2f} |")
+            lines.append(f"| {name} | {a['es']:.2f} | {a['me']:.2f} | {a['score']:.2f} | {fmt(a.get('transition'))} |")
     lines += ["", f"Rows marked{GREEDY} decode the same model greedily (temperature 0, one candidate); the "
               "others sample at temperature 1, as the paper does."]
     for key, (row, objective) in REWARD_MODELS.items():
@@ -276,6 +310,7 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
               "Figure 2 (probe of the base model): ![](figures/figure2_preferences.png)", "",
               "Figure 3 (recognition weights): ![](figures/figure3_weights.png)", "",
               "Figure 7 (best-of-K with the CDM as verifier): ![](figures/figure7_best_of_k.png)", "",
+              *curve_lines(st.get("curve", {}).get("result", {})),
               f"Examples (temperature 1; CWM + best-of-{max(demo.cfg.best_of)} is the CDM's pick of "
               f"{max(demo.cfg.best_of)} CWM samples): "
               "![](figures/examples.png)", ""]

@@ -17,12 +17,17 @@ from typing import Any
 from worldboot.errors import ConfigError, ModelError
 from worldboot.models.files import read_json
 from worldboot.runs import read_jsonl, write_atomic
-from worldboot.train.config import CHECKPOINTS_DIR, STATE_FILE
+from worldboot.train.config import CHECKPOINTS_DIR, SNAPSHOTS_DIR, STATE_FILE
 
 
 def checkpoint_dir(out: Path, step: int) -> Path:
     """The folder of the checkpoint taken after global step ``step``."""
     return out / CHECKPOINTS_DIR / f"step-{step:07d}"
+
+
+def snapshot_dir(out: Path, step: int) -> Path:
+    """The folder of the model snapshot taken after global step ``step`` (``snapshot_steps``)."""
+    return out / SNAPSHOTS_DIR / f"step-{step:07d}"
 
 
 def finished_checkpoints(out: Path) -> list[Path]:

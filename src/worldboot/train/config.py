@@ -13,6 +13,7 @@ from worldboot.errors import ConfigError
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
 CHECKPOINTS_DIR = "checkpoints"
+SNAPSHOTS_DIR = "snapshots"
 STATE_FILE = "trainer_state.json"
 
 
@@ -180,6 +181,9 @@ class TrainConfig:
         model_dtype: Dtype of the frozen base weights (``auto``: bf16 on such GPUs).
         gradient_checkpointing: Recompute activations in backward to save memory.
         save_every: Checkpoint every N steps (0 = only at the end).
+        snapshot_steps: Steps after which the model trained so far (the adapter, or every
+            weight) is also written to ``out/snapshots/step-NNNNNNN/``, a model directory like
+            the final one (for learning curves; unlike checkpoints, never pruned).
         eval_every: Held-out loss every N steps (0 = only at the end).
         log_every: Metrics line every N steps.
         keep_checkpoints: Most recent checkpoints kept.
@@ -199,6 +203,7 @@ class TrainConfig:
     model_dtype: Literal["auto", "float32", "bfloat16"] = "auto"
     gradient_checkpointing: bool = False
     save_every: int = bounded(500, ge=0)
+    snapshot_steps: list[int] = field(default_factory=list)
     eval_every: int = bounded(500, ge=0)
     log_every: int = bounded(10, ge=1)
     keep_checkpoints: int = bounded(2, ge=1)

@@ -382,6 +382,8 @@ class Trainer:
                 last = record
                 if cfg.save_every and self.global_step % cfg.save_every == 0:
                     self.save_checkpoint()
+                if self.global_step in cfg.snapshot_steps:
+                    self.save_final(checkpoints.snapshot_dir(self.out, self.global_step))
                 if stop_after is not None and self.global_step >= stop_after:
                     return last
         final_eval = self.evaluate()
@@ -407,23 +409,25 @@ class Trainer:
         acc.wait_for_everyone()
         return path
 
-    def save_final(self) -> Path:
-        """Write the trained model: the adapter (LoRA) or the whole model (full fine-tune)."""
+    def save_final(self, folder: Path | None = None) -> Path:
+        """Write the trained model: the adapter (LoRA) or the whole model (full fine-tune), into
+        the run's ``adapter/`` or ``merged/``, or into ``folder`` (a snapshot)."""
         acc = self.accelerator
+        folder = folder or self.out / (ADAPTER_DIR if self.cfg.lora.enabled else MERGED_DIR)
         acc.wait_for_everyone()
         with gathered(acc, self.model):  # whole weights under ZeRO-3, on every process
             if acc.is_main_process:
                 model = acc.unwrap_model(self.model)
                 if self.cfg.lora.enabled:
-                    model.save_pretrained(self.out / ADAPTER_DIR)
+                    model.save_pretrained(folder)
                     meta = {"task": self.cfg.task, "base_model": str(Path(self.cfg.base_model).resolve())}
-                    write_atomic(self.out / ADAPTER_DIR / "worldboot.json", json.dumps(meta, indent=2))
+                    write_atomic(folder / "worldboot.json", json.dumps(meta, indent=2))
                 else:
                     self.backbone.model = model
-                    self.backbone.save(self.out / MERGED_DIR)
+                    self.backbone.save(folder)
                     self.backbone.model = self.model
         acc.wait_for_everyone()
-        return self.out / (ADAPTER_DIR if self.cfg.lora.enabled else MERGED_DIR)
+        return folder
 
     def merge(self) -> Path:
         """Write base + adapter merged into one model directory (``merged/``), from the saved
