@@ -31,6 +31,27 @@ def test_a_run_with_other_settings_is_refused_before_any_stage(tmp_path):
     Demo(DemoConfig(), out).check_resume()  # the same settings resume
 
 
+def test_a_cdm_measured_without_transition_success_is_measured_again(tmp_path):
+    """A run whose CDM stage an older worldboot measured (no transition success) runs it again,
+    and the stages after it."""
+    from worldboot.demo import STAGES
+
+    out = tmp_path / "run"
+    cfg = DemoConfig()
+    _finished_stage(out, cfg)
+    (out / "stages.json").write_text(json.dumps({s: {"result": {}, "seconds": 1.0} for s in STAGES}))
+    ran: list[str] = []
+
+    class Recording(Demo):
+        def __getattribute__(self, attr):
+            if attr.startswith("stage_"):
+                return lambda: ran.append(attr[6:]) or {}
+            return super().__getattribute__(attr)
+
+    Recording(cfg, out, say=lambda _line: None).run()
+    assert ran == list(STAGES[STAGES.index("cdm"):])
+
+
 def test_keys_an_older_run_lacks_are_not_compared(tmp_path):
     out = tmp_path / "run"
     _finished_stage(out, DemoConfig())
@@ -56,6 +77,7 @@ def test_a_stage_that_runs_makes_the_later_ones_run_again(tmp_path):
     cfg = DemoConfig()
     _finished_stage(out, cfg)
     done = {s: {"result": {}, "seconds": 1.0} for s in STAGES if s != "dpo"}
+    done["cdm"]["result"] = {"CDM": {"transition_success": 0.0}}  # measured by this worldboot
     (out / "stages.json").write_text(json.dumps(done))
     ran: list[str] = []
 
