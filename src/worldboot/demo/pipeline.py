@@ -4,7 +4,8 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
 ``stages.json`` so that a rerun after a kill skips what is done:
 
 1. ``base``: the tiny foundation model of the world (pictures and words, no dynamics),
-   built once and cached (:mod:`worldboot.world.base`).
+   shipped with the package for the named presets, else
+   built once and cached (:mod:`worldboot.base`).
 2. ``data``: labelled train and test triplets of the five world subsets, the CDM's own
    action-recognition set (first and last frames of one-action clips), and unlabelled clips.
 3. ``probe``: does the base prefer real trajectories? (Figure 2 in miniature.)
