@@ -127,6 +127,19 @@ def test_the_cwm_after_grpo_and_dpo_is_a_row_a_claim_and_a_column(demo_run):
     assert f"| C-FT | CWM | {' | '.join(rows)} |" in report  # the examples table shows their samples
 
 
+def test_transition_success_is_judged_for_every_model(demo_run):
+    """Every row of judged.json carries transition success per candidate; the true targets through
+    the tokenizer parse to their scenes (the exact tokenizer), the source (Copy) never does."""
+    out, _ = demo_run
+    judged = _judged(out)
+    assert all(len(r["transition"]) == len(r["es"]) for rows in judged.values() for r in rows)
+    ceiling = [r["transition"][0] for r in judged[CEILING]]
+    assert sum(ceiling) / len(ceiling) >= 0.9 and not any(r["transition"][0] for r in judged["Copy"])
+    curve = json.loads((out / "stages.json").read_text())["curve"]["result"]
+    assert set(curve) == {"CDM", "C-FT"} and all(pts[0][0] == 0 for pts in curve.values())
+    assert (out / "figures" / "learning_curve.png").is_file()
+
+
 def test_a_rerun_resumes_every_stage_but_the_report(demo_run, capsys):
     out, _ = demo_run
     assert main([*DEMO, "--out", str(out)]) == 0

@@ -389,6 +389,8 @@ class Demo:
                 target = Scene.from_json(test[r["id"]].meta["target_scene"])
                 if name == "Copy":
                     paths = [Path(test[r["id"]].source)]
+                elif name == CEILING:  # write_ceiling's files
+                    paths = [self.out / "predictions" / "ceiling" / f"{r['id']}.png"]
                 elif len(r["es"]) == 1:
                     paths = [prediction_image(self, name, r["id"], None)]
                 else:
