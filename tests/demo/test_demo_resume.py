@@ -19,6 +19,18 @@ def _finished_stage(out, cfg: DemoConfig) -> None:
     (out / "stages.json").write_text(json.dumps({"base": {"result": {"path": "x"}, "seconds": 1.0}}))
 
 
+def _recording(ran: list[str]) -> type[Demo]:
+    """A Demo whose stages only record, in ``ran``, that they ran."""
+
+    class Recording(Demo):
+        def __getattribute__(self, attr):
+            if attr.startswith("stage_"):
+                return lambda: ran.append(attr[6:]) or {}
+            return super().__getattribute__(attr)
+
+    return Recording
+
+
 def test_a_run_with_other_settings_is_refused_before_any_stage(tmp_path):
     out = tmp_path / "run"
     _finished_stage(out, DemoConfig())
@@ -41,12 +53,7 @@ def test_a_cdm_measured_without_transition_success_is_measured_again(tmp_path):
     _finished_stage(out, cfg)
     (out / "stages.json").write_text(json.dumps({s: {"result": {}, "seconds": 1.0} for s in STAGES}))
     ran: list[str] = []
-
-    class Recording(Demo):
-        def __getattribute__(self, attr):
-            if attr.startswith("stage_"):
-                return lambda: ran.append(attr[6:]) or {}
-            return super().__getattribute__(attr)
+    Recording = _recording(ran)
 
     Recording(cfg, out, say=lambda _line: None).run()
     assert ran == list(STAGES[STAGES.index("cdm"):])
@@ -80,12 +87,7 @@ def test_a_stage_that_runs_makes_the_later_ones_run_again(tmp_path):
     done["cdm"]["result"] = {"CDM": {"transition_success": 0.0}}  # measured by this worldboot
     (out / "stages.json").write_text(json.dumps(done))
     ran: list[str] = []
-
-    class Recording(Demo):
-        def __getattribute__(self, attr):
-            if attr.startswith("stage_"):
-                return lambda: ran.append(attr[6:]) or {}
-            return super().__getattribute__(attr)
+    Recording = _recording(ran)
 
     said: list[str] = []
     Recording(cfg, out, say=said.append).run()
