@@ -192,7 +192,9 @@ def test_cli_path_and_help(tmp_path, monkeypatch, capsys):
     from worldboot.cli import main
 
     monkeypatch.setenv("WORLDBOOT_CACHE", str(tmp_path))
-    assert main(["base", "path", "--preset", "paper"]) == 1
+    assert main(["base", "path", "--preset", "paper"]) == 0  # shipped with the package
+    assert "/base/weights/base-paper-" in capsys.readouterr().out
+    assert main(["base", "path", "--preset", "paper", "lm.steps=7"]) == 1  # a recipe nobody built
     assert "not built yet" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         main(["base", "build", "--help"])

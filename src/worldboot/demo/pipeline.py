@@ -53,15 +53,16 @@ from worldboot.demo.config import (
 from worldboot.demo.curve import measure_curve, plot_curve, snapshot_steps
 from worldboot.demo.finetune import finetune, reward_optimise, train_config
 from worldboot.demo.memory import PeakMemory
+from worldboot.demo.predictions import add_transitions, write_ceiling
 from worldboot.demo.report import (
     judged_rows,
     markdown,
     plot_examples,
     plot_k,
-    prediction_image,
     slug,
     table2,
     to_html,
+    trained,
 )
 from worldboot.runs import RunDir, read_jsonl, write_atomic
 
@@ -348,7 +349,7 @@ class Demo:
         manifest = self.out / "data" / "test" / "manifest.jsonl"
         folder = self.out / "predictions"
         n = max(self.cfg.best_of)
-        preds: dict[str, str] = {CEILING: str(self.write_ceiling(folder / "ceiling"))}
+        preds: dict[str, str] = {CEILING: str(write_ceiling(self.base_dir, self.triplets("test"), folder / "ceiling"))}
         verifier = Verifier(load_backbone(self.out / "cdm"))
         for name in self.world_models():
             path = self.out / "cwm" / slug(name)
@@ -373,66 +374,11 @@ class Demo:
         )
         result = run_evaluation(evaluation, show_progress=False)
         judged = judged_rows(read_jsonl(result["results"]), ["Copy", *preds])
-        self.add_transitions(judged)
+        add_transitions(self.out, self.triplets("test"), judged)
         write_atomic(folder / "judged.json", json.dumps(judged))
         return {"models": list(judged), "samples": len(self.triplets("test")), "candidates": n}
 
-    def add_transitions(self, judged: dict[str, list[dict[str, Any]]]) -> None:
-        """Per model, test triplet and candidate, whether the image parses to the target scene
-        (``transition``: the scale the CDM's texts are judged on too)."""
-        from worldboot.world.scene import Scene
-        from worldboot.world.transition import image_transition
-
-        test = {t.id: t for t in self.triplets("test")}
-        for name, rows in judged.items():
-            for r in rows:
-                target = Scene.from_json(test[r["id"]].meta["target_scene"])
-                if name == "Copy":
-                    paths = [Path(test[r["id"]].source)]
-                elif name == CEILING:  # write_ceiling's files
-                    paths = [self.out / "predictions" / "ceiling" / f"{r['id']}.png"]
-                elif len(r["es"]) == 1:
-                    paths = [prediction_image(self, name, r["id"], None)]
-                else:
-                    paths = [prediction_image(self, name, r["id"], i) for i in range(len(r["es"]))]
-                r["transition"] = [float(p.is_file() and image_transition(p, target)) for p in paths]
-
-    def write_ceiling(self, folder: Path) -> Path:
-        """The true targets through the base's tokenizer (encode, decode) as ``<id>.png``: what a
-        world model that wrote exactly the target's tokens scores. Far below 10, the tokenizer
-        limits the scores; far above the world models, their learning does."""
-        from worldboot.images import open_image
-        from worldboot.models import load_backbone
-
-        base = load_backbone(self.base_dir)
-        test = self.triplets("test")
-        folder.mkdir(parents=True, exist_ok=True)
-        for start in range(0, len(test), 16):
-            chunk = test[start : start + 16]
-            decoded = base.decode_codes(base.encode_images([open_image(t.target) for t in chunk]).codes)
-            for t, img in zip(chunk, decoded, strict=True):
-                img.save(folder / f"{t.id}.png")
-        return folder
-
     # -- report -----------------------------------------------------------------------------
-
-    def data_seen(self) -> dict[str, dict[str, int]]:
-        """Per model, the examples of each data source it trained on (Table 0 of the report)."""
-        d = self.state["data"]["result"]
-        synthetic = self.state.get("mine", {}).get("result", {}).get("selected", 0)
-        out = {"CDM": {"labelled": d["train"], "recognition": d.get("recognition", 0)}}
-        for name, (use_synthetic, _) in WORLD_MODELS.items():
-            out[name] = {"labelled": d["train"], **({"synthetic": synthetic} if use_synthetic else {})}
-        for row in self.reward_models():
-            r = getattr(self.cfg, next(k for k, (rr, _) in REWARD_MODELS.items() if rr == row))
-            out[row] = {f"{p} prompts": d["train"] if p == "labelled" else synthetic for p in r.prompts}
-        return out
-
-    def trained(self, name: str) -> str:
-        """How model ``name`` was trained, in words: steps, batch, examples seen, its data."""
-        t = self.train_config(name)
-        data = ", ".join(f"{n} {k}" for k, n in self.data_seen()[name].items() if n)
-        return f"{t.max_steps} steps of {t.batch_size}, {t.max_steps * t.batch_size} examples drawn from {data}"
 
     def stage_report(self) -> dict[str, Any]:
         from worldboot.evaluate.plots import plot_recognition_weights
@@ -449,7 +395,7 @@ class Demo:
         plot_examples(self, figures / "examples.png")
         if "skipped" not in self.state["curve"]["result"]:
             plot_curve(self.state["curve"]["result"], figures / "learning_curve.png")
-        verdicts = claims(self.state, t2, ks, judged, {name: self.trained(name) for name in ("CDM", "CWM")})
+        verdicts = claims(self.state, t2, ks, judged, {name: trained(self, name) for name in ("CDM", "CWM")})
         md = markdown(self, t2, ks, verdicts)
         write_atomic(self.out / "report.md", md)
         write_atomic(self.out / "report.html", to_html(md))

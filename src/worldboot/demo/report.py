@@ -21,6 +21,7 @@ from worldboot.demo.config import (
     GREEDY,
     REWARD_MODELS,
     STAGES,
+    WORLD_MODELS,
 )
 from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate
 
@@ -67,9 +68,14 @@ def _verdict(judge: dict[str, Any] | None) -> dict[str, Any]:
 def prediction_image(demo: Demo, model: str, sample_id: str, candidate: int | None) -> Path:
     """Where ``worldboot generate`` put a model's candidate ``candidate`` of a test triplet, or
     (``None``) the prediction it chose (the CDM's pick for sampled models)."""
+    return prediction_path(demo.out, model, sample_id, candidate)
+
+
+def prediction_path(out: Path, model: str, sample_id: str, candidate: int | None) -> Path:
+    """:func:`prediction_image` of the demo run in ``out``."""
     from worldboot.infer.outputs import file_stem
 
-    folder = demo.out / "predictions" / slug(model)
+    folder = out / "predictions" / slug(model)
     stem = file_stem(sample_id)
     return folder / "images" / f"{stem}.png" if candidate is None else folder / "candidates" / stem / f"{candidate}.png"
 
@@ -212,11 +218,30 @@ def curve_lines(curve: dict[str, Any]) -> list[str]:
             f"base; examples -> success): ![](figures/learning_curve.png) {points}.", ""]
 
 
+def data_seen(demo: Demo) -> dict[str, dict[str, int]]:
+    """Per model, the examples of each data source it trained on (Table 0 of the report)."""
+    d = demo.state["data"]["result"]
+    synthetic = demo.state.get("mine", {}).get("result", {}).get("selected", 0)
+    out = {"CDM": {"labelled": d["train"], "recognition": d.get("recognition", 0)}}
+    for name, (use_synthetic, _) in WORLD_MODELS.items():
+        out[name] = {"labelled": d["train"], **({"synthetic": synthetic} if use_synthetic else {})}
+    for row in demo.reward_models():
+        r = getattr(demo.cfg, next(k for k, (rr, _) in REWARD_MODELS.items() if rr == row))
+        out[row] = {f"{p} prompts": d["train"] if p == "labelled" else synthetic for p in r.prompts}
+    return out
+
+def trained(demo: Demo, name: str) -> str:
+    """How model ``name`` was trained, in words: steps, batch, examples seen, its data."""
+    t = demo.train_config(name)
+    data = ", ".join(f"{n} {k}" for k, n in data_seen(demo)[name].items() if n)
+    return f"{t.max_steps} steps of {t.batch_size}, {t.max_steps * t.batch_size} examples drawn from {data}"
+
+
 def data_table(demo: Demo) -> list[str]:
     """What each model trained on: its sources and their sizes, steps, batch and examples drawn."""
     lines = ["## What each model saw", "",
              "| model | data (examples) | steps | batch | examples drawn |", "|---|---|---|---|---|"]
-    for name, sources in demo.data_seen().items():
+    for name, sources in data_seen(demo).items():
         t = demo.train_config(name)
         data = ", ".join(f"{k} {n}" for k, n in sources.items() if n)
         lines.append(f"| {name} | {data} | {t.max_steps} | {t.batch_size} | {t.max_steps * t.batch_size} |")
