@@ -42,6 +42,9 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
            judged: dict[str, list[dict[str, Any]]], training: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The paper's claims, each with the numbers of this run, a p-value and a verdict.
 
+    (Over 80 lines: one table, a row per claim with its test and its evidence, read top to bottom
+    as the report lists them; the tests themselves live in :mod:`worldboot.stats`.)
+
     Each claim is one test over the test triplets, paired (both models on the same triplet):
     exact McNemar for 0/1 outcomes (exact action, choice, transition success), two-sided
     Wilcoxon signed-rank for graded ones (scores, slots, text metrics); the multiple-choice

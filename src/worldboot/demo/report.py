@@ -252,6 +252,11 @@ def data_table(demo: Demo) -> list[str]:
 
 
 def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dict[str, Any]]) -> str:
+    """report.md: the run's setting, the claims, Tables 1, 2, 3 and 5, the figures and examples.
+
+    (Over 80 lines: the report's sections in reading order, each a few lines of Markdown; the
+    tables' numbers come from :func:`table2`, :func:`data_table` and :func:`curve_lines`.)
+    """
     st = demo.state
     cfg = demo.cfg
     lines = ["# worldboot demo: the paper in miniature", "",
