@@ -78,6 +78,20 @@ def test_report_has_every_table_figure_and_the_claims(demo_run):
     assert all(s["seconds"] >= 0 and s["peak_mb"] > 0 for s in state.values()), state
 
 
+def test_mined_pairs_are_scenes_and_their_label_precision_is_reported(demo_run):
+    """The world's clips are cuts between still scenes, so every key-frame shows a scene; the
+    report states per family how many mined labels the clips' truth confirms."""
+    out, _ = demo_run
+    mine = json.loads((out / "stages.json").read_text())["mine"]["result"]
+    selected = mine["label_precision"]["selected"]
+    assert selected["all"]["pairs"] == mine["selected"] == sum(v["pairs"] for k, v in selected.items() if k != "all")
+    assert selected["all"]["spans"].get("mid-action", 0) == 0
+    assert selected["all"]["spans"]["one action"] >= 0.9 * mine["selected"]
+    assert 0.0 <= selected["all"]["precision"] <= 1.0
+    assert mine["label_precision"]["annotated"]["all"]["pairs"] == mine["pairs"]
+    assert "Label precision" in _report(out)
+
+
 def test_cdm_beats_its_base_on_table_1(demo_run):
     out, _ = demo_run
     base, tuned = _cdm(out)

@@ -252,7 +252,7 @@ def test_generate_triplets_subsets_and_errors(tmp_path):
 
 # ------------------------------------------------------------------------------------ clips
 
-SMALL = ClipSpec(size=64, fps=12, actions=(2, 3), transition=(10, 12), idle=(22, 24))
+SMALL = ClipSpec(size=64, fps=12, actions=(2, 3), transition=(10, 12), idle=(22, 24), jitter=2)
 
 
 def _read_frames(path) -> list[np.ndarray]:

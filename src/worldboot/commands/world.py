@@ -73,7 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
     c.add_argument("--size", type=int, default=96, help="frame side in pixels, a multiple of 4 (default: 96)")
     c.add_argument("--fps", type=int, default=24, help="frames per second (default: 24)")
-    c.add_argument("--jitter", type=int, default=2, help="largest camera shake in pixels (default: 2)")
+    c.add_argument("--jitter", type=int, default=0,
+                   help="largest camera shake in pixels (default: 0, a still camera, so that optical "
+                        "flow sees the actions rather than the shake)")
+    c.add_argument("--transition", type=int, nargs=2, default=(1, 1), metavar=("LOW", "HIGH"),
+                   help="fewest and most frames an action's animation lasts (default: 1 1, a cut "
+                        "between two still scenes, so that every key-frame shows a scene)")
     c.set_defaults(func=run_clips)
 
     r = wsub.add_parser(
@@ -122,7 +127,7 @@ def run_clips(args: argparse.Namespace) -> int:
         from worldboot.errors import DataError
 
         raise DataError(f"--n must be >= 0, got {args.n}")
-    spec = ClipSpec(size=args.size, fps=args.fps, jitter=args.jitter)
+    spec = ClipSpec(size=args.size, fps=args.fps, jitter=args.jitter, transition=tuple(args.transition))
     rows = generate_clips(args.out, args.n, seed=args.seed, spec=spec, progress=True)
     for label, n in sorted(Counter(r["label"] for r in rows).items()):
         print(f"{label}: {n}")

@@ -91,3 +91,19 @@ def describe(bb: Any, triplets: list[Any]) -> dict[str, str]:
         for t, text in zip(chunk, bb.generate_text(prompts, max_new_tokens=24), strict=True):
             out[t.id] = text
     return out
+
+
+def mined_label_precision(mining: Path, truth: Path) -> dict[str, Any]:
+    """Label precision of the mined pairs (:func:`worldboot.world.clip_truth.label_precision`):
+    of every pair the CDM annotated (``annotated/annotated.jsonl``) and of those Algorithm 1
+    selected for the CWM (``synthetic/synthetic.jsonl``), per clip family."""
+    from worldboot.runs import read_jsonl
+    from worldboot.world.clip_truth import label_precision
+    from worldboot.world.gen import read_clip_truth
+
+    rows = read_clip_truth(truth)
+    annotated = [(r["video"], r["source_frame"], r["target_frame"], r["action"])
+                 for _, r in read_jsonl(mining / "annotated" / "annotated.jsonl")]
+    selected = [(r["meta"]["video"], *r["meta"]["frames"], r["action"])
+                for _, r in read_jsonl(mining / "synthetic" / "synthetic.jsonl")]
+    return {"annotated": label_precision(annotated, rows), "selected": label_precision(selected, rows)}

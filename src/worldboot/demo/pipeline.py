@@ -41,7 +41,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldboot.demo.actions import measure_actions
+from worldboot.demo.actions import measure_actions, mined_label_precision
 from worldboot.demo.claims import claims
 from worldboot.demo.config import (
     CEILING,
@@ -283,8 +283,9 @@ class Demo:
                                SelectConfig(k=self.cfg.synthetic_k, name="world-clips"))
         synthetic = self._read(mining / "synthetic" / "synthetic.jsonl")
         self._cache(synthetic, "synthetic")
+        precision = mined_label_precision(mining, self.out / "data" / "clips")
         return {"videos": getattr(summary, "videos", None), "pairs": len(rows), "selected": len(synthetic),
-                **quality, "select": {k: v for k, v in asdict(sel).items() if isinstance(v, (int, float, str))}}
+                **quality, "label_precision": precision, "select": {k: v for k, v in asdict(sel).items() if isinstance(v, (int, float, str))}}
 
     @staticmethod
     def _read(path: Path):

@@ -209,6 +209,26 @@ def finetuning_note(demo: Demo) -> str:
     return note
 
 
+SPANS = ("one action", "no change", "several actions", "mid-action")
+
+
+def precision_lines(precision: dict[str, Any] | None) -> list[str]:
+    """Table 5's label precision per clip family (the mine stage's ``label_precision``)."""
+    if not precision:
+        return []
+    lines = ["", "Label precision: the share of mined pairs whose CDM label, applied by the world's rules "
+             "to the scene of the source frame, gives the scene of the target frame (the clip generator "
+             "knows both); and what the pairs span.", "",
+             "| family | annotated pairs | precision | selected pairs | precision | "
+             + " | ".join(f"selected: {s}" for s in SPANS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(SPANS)]
+    for family, sel in precision["selected"].items():
+        ann = precision["annotated"].get(family, {"pairs": 0, "precision": 0.0})
+        lines.append(f"| {family} | {ann['pairs']} | {ann['precision']:.2f} | {sel['pairs']} | "
+                     f"{sel['precision']:.2f} | " + " | ".join(str(sel["spans"].get(s, 0)) for s in SPANS) + " |")
+    return lines
+
+
 def curve_lines(curve: dict[str, Any]) -> list[str]:
     """The learning curve's figure and its points (none when the run drew no curve)."""
     if not curve or "skipped" in curve:
@@ -334,6 +354,7 @@ def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dic
     if "pair_overlap" in mine:
         lines.append(f"Share of key-frame pairs spanning a true action: {mine['pair_overlap']:.2f}; share of "
                      f"key-frames inside an action: {mine['keyframe_hit']:.2f}.")
+    lines += precision_lines(mine.get("label_precision"))
     if stats.is_file():
         lines += ["", stats.read_text()]
     lines += ["", "## Figures", "",

@@ -20,11 +20,12 @@ Each line's ``action`` is one of the action's paraphrases; ``meta`` holds the st
     OUT/ground_truth.jsonl                per clip: its actions with frame spans (evaluation only)
     OUT/world_clips.json                  the settings, so that a rerun resumes consistently
 
-In a clip several actions happen one after another, each animated smoothly over 10-20 frames
-(positions, colours and sizes interpolated, a bottle tilting, a lid sliding), with idle
-stretches of at least 24 frames between them, so that key-frames taken 20 or more frames apart
-can separate actions. The camera shakes by a pixel or two. A clip's class is its dominant
-action family (:data:`CLIP_CLASSES`); the classes are balanced.
+In a clip several actions happen one after another, by default each a cut from one still scene
+to the next (``ClipSpec.transition``; longer ones are animated smoothly: positions, colours and
+sizes interpolated, a bottle tilting, a lid sliding), with idle stretches of at least 24 frames
+between them, so that key-frames taken 20 or more frames apart can separate actions. The camera
+may shake by a pixel or two (``ClipSpec.jitter``; still by default). A clip's class is its
+dominant action family (:data:`CLIP_CLASSES`); the classes are balanced.
 
 (Just over 400 lines: the triplet and clip generators share the scene and frame helpers.)
 """
@@ -164,20 +165,27 @@ class ClipSpec:
         size: Frame side in pixels (a multiple of 4).
         fps: Frames per second written in the video.
         actions: Fewest and most actions per clip.
-        transition: Fewest and most frames an action's animation lasts.
+        transition: Fewest and most frames an action's animation lasts. The default, one frame,
+            makes each action a cut between two still scenes. The miner's key-frames are the
+            frames of most motion: with animated actions (10-20 frames) 73 % of its pairs had a
+            frame inside an animation, a picture of no scene, which no label describes and the
+            world's judge cannot parse (docs/log.md, 2026-12-06).
         idle: Fewest and most still frames before, between and after actions. Keep the minimum
             above the key-frame spacing of the miner (20) so that key-frames can separate actions.
         jitter: Largest camera shake in pixels; capped at the gap around large objects so that
-            none is cut by the image border.
+            none is cut by the image border. The default is a still camera: a one-pixel shake
+            moves every object's edges, which optical flow scores above a cut of one object
+            (mean DIS flow 0.3-1.2 against 0.06-1.0 px), so key-frames landed on shakes, not
+            actions; with a still camera 99 % of key-frame pairs span exactly one action.
         dominance: Probability that an action belongs to the clip's class family.
     """
 
     size: int = 96
     fps: int = 24
     actions: tuple[int, int] = (3, 5)
-    transition: tuple[int, int] = (10, 20)
+    transition: tuple[int, int] = (1, 1)
     idle: tuple[int, int] = (24, 36)
-    jitter: int = 2
+    jitter: int = 0
     dominance: float = 0.75
 
     def check(self) -> None:
