@@ -166,3 +166,32 @@ def assert_losses_agree(one: Sequence[float], two: Sequence[float], lr: float, e
     for step, (x, y) in enumerate(zip(one, two, strict=True), start=1):
         tol = f32_atol(abs(x)) + TINY_LOGPROB_SLOPE * adamw_atol(step - 1, lr, eps, max_grad_norm)
         assert abs(x - y) <= tol, f"step {step}: loss {x} against {y}, more than the {tol:.3g} rounding allows"
+
+
+def rl_config(base, cache_dir, out, **fields):
+    """A tiny reward-optimisation run (``world-rl`` unless ``task`` says ``dynamics-rl``) on one cache: LoRA
+    without dropout, a constant lr of 5e-3, 6 steps of 4 prompts in micro-batches of 2, a metrics
+    line every step, no checkpoint or evaluation before the end; ``fields`` override any of it.
+
+    Args:
+        base: The policy's model directory.
+        cache_dir: The token cache of its prompts.
+        out: Its run directory.
+        **fields: :class:`~worldboot.train.config.TrainConfig` fields, ``rl`` among them.
+    """
+    from worldboot.train.config import (
+        DataSettings,
+        LoraSettings,
+        OptimSettings,
+        SourceSettings,
+        TrainConfig,
+    )
+
+    settings = dict(
+        task="world-rl", base_model=str(base), out=str(out), max_steps=6, batch_size=4, micro_batch_size=2,
+        save_every=0, eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
+        data=DataSettings(sources=[SourceSettings(cache=str(cache_dir))], eval_fraction=0.1),
+        optim=OptimSettings(lr=5e-3, warmup_steps=0, scheduler="constant"),
+    )
+    settings.update(fields)
+    return TrainConfig(**settings)

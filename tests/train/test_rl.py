@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import F32_U, adamw_atol, assert_adapters_agree, f32_atol
+from helpers import F32_U, adamw_atol, assert_adapters_agree, f32_atol, rl_config
 from worldboot.errors import ConfigError, ModelError
 from worldboot.train.config import (
     DataSettings,
@@ -26,23 +26,7 @@ from worldboot.train.rl import RLTrainer
 
 
 def _cfg(base, verifier, cache_dir, out, **kw) -> TrainConfig:
-    fields = dict(
-        task="world-rl",
-        base_model=str(base),
-        out=str(out),
-        max_steps=6,
-        batch_size=4,
-        micro_batch_size=2,
-        save_every=0,
-        eval_every=0,
-        log_every=1,
-        lora=LoraSettings(dropout=0.0),
-        data=DataSettings(sources=[SourceSettings(cache=str(cache_dir))], eval_fraction=0.1),
-        optim=OptimSettings(lr=5e-3, warmup_steps=0, scheduler="constant"),
-        rl=RLSettings(verifier=str(verifier), group_size=3),
-    )
-    fields.update(kw)
-    return TrainConfig(**fields)
+    return rl_config(base, cache_dir, out, **{"rl": RLSettings(verifier=str(verifier), group_size=3), **kw})
 
 
 def _rows(run: Path) -> list[dict]:
@@ -128,53 +112,7 @@ def test_bad_settings_are_refused_before_compute(tiny_dir, cache_dir, tmp_path):
         RLTrainer(_cfg(tmp_path / "wm", tiny_dir, cache_dir, tmp_path / "f", task="dynamics-rl")).setup()
 
 
-def test_a_verifier_with_another_tokenizer_is_refused(tiny_dir, cache_dir, tmp_path):
-    from worldboot.models.tiny import TinyChameleonSpec, save_tiny_chameleon
-
-    other = save_tiny_chameleon(tmp_path / "other", TinyChameleonSpec(codebook=256))
-    recipe = RLTrainer(_cfg(tiny_dir, other, cache_dir, tmp_path / "run"))
-    with pytest.raises(ModelError, match="another image tokenizer than the world model"):
-        recipe.setup()
-    recipe.cleanup()
-
-
-def test_a_nan_reward_stops_with_one_line(tiny_dir, cache_dir, tmp_path):
-    from worldboot.models import load_backbone
-
-    broken = load_backbone(tiny_dir)
-    with torch.no_grad():
-        broken.core.lm_head.weight.fill_(float("nan"))
-    broken.save(tmp_path / "nan-cdm")
-    with pytest.raises(ModelError, match=r"gave a NaN reward for sample .* at step 1: check the CDM"):
-        run_training(_cfg(tiny_dir, tmp_path / "nan-cdm", cache_dir, tmp_path / "run"))
-    assert not (tmp_path / "run" / "adapter").exists()
-
-
-# -- the recipe -------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("objective", ["grpo", "dpo"])
-def test_resume_after_a_kill_gives_the_same_adapter(tiny_dir, cache_dir, tmp_path, objective):
-    from safetensors.torch import load_file
-
-    rl = RLSettings(verifier=str(tiny_dir), group_size=3, objective=objective)
-    run_training(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "straight", save_every=2, rl=rl))
-    killed = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "killed", save_every=2, rl=rl)
-    first = RLTrainer(killed)
-    first.setup()
-    first.train(stop_after=3)  # the last checkpoint is step 2
-    first.cleanup()
-    del first
-    run_training(killed, resume=True)
-    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(tmp_path / "killed" / "adapter" / "adapter_model.safetensors"))
-    assert a.keys() == b.keys()
-    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in a.items() if "lora_B" in k)  # it trained
-    for k in a:  # the same steps from the exact saved state: bit for bit
-        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
-    rows = _rows(tmp_path / "killed")
-    assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3, 4, 5, 6]
-    assert all(r["sample_s"] >= 0 and r["score_s"] >= 0 and r["update_s"] >= 0 for r in rows if "reward" in r)
+# -- the recipe (resume and the shared refusals: test_rl_directions.py) ------------------------
 
 
 #: The KL bound a large beta keeps: mean per-token KL(policy || reference) on fresh samples, at

@@ -7,31 +7,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helpers import f32_atol
-from worldboot.errors import ConfigError, ModelError
+from helpers import f32_atol, rl_config
+from worldboot.errors import ConfigError
 from worldboot.train.config import (
-    DataSettings,
-    LoraSettings,
     OptimSettings,
     RLSettings,
-    SourceSettings,
     TrainConfig,
 )
 from worldboot.train.losses import group_advantages
-from worldboot.train.recipes import run_training
 from worldboot.train.rl_dynamics import PAD, DynamicsRLTrainer, text_logprobs
 
 
 def _cfg(base, verifier, cache_dir, out, **kw) -> TrainConfig:
-    fields = dict(
-        task="dynamics-rl", base_model=str(base), out=str(out), max_steps=4, batch_size=4, micro_batch_size=2,
-        save_every=0, eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
-        data=DataSettings(sources=[SourceSettings(cache=str(cache_dir))], eval_fraction=0.1),
-        optim=OptimSettings(lr=5e-3, warmup_steps=0, scheduler="constant"),
-        rl=RLSettings(verifier=str(verifier), group_size=3, max_new_tokens=6),
-    )
-    fields.update(kw)
-    return TrainConfig(**fields)
+    rl = RLSettings(verifier=str(verifier), group_size=3, max_new_tokens=6)
+    return rl_config(base, cache_dir, out, **{"task": "dynamics-rl", "max_steps": 4, "rl": rl, **kw})
 
 
 def test_text_log_probabilities_are_those_the_sampler_draws_from(tiny, cache_dir):
@@ -120,49 +109,6 @@ def test_bad_settings_are_refused_before_compute(tiny_dir, cache_dir, tmp_path):
         DynamicsRLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "c",
                                rl=RLSettings(verifier=str(tiny_dir), group_size=1))).setup()
     assert not any((tmp_path / n / "metrics.jsonl").exists() for n in "abc")
-
-
-def test_a_world_model_with_another_tokenizer_is_refused(tiny_dir, cache_dir, tmp_path):
-    from worldboot.models.tiny import TinyChameleonSpec, save_tiny_chameleon
-
-    other = save_tiny_chameleon(tmp_path / "other", TinyChameleonSpec(codebook=256))
-    recipe = DynamicsRLTrainer(_cfg(tiny_dir, other, cache_dir, tmp_path / "run"))
-    with pytest.raises(ModelError, match="has another image tokenizer than the dynamics model"):
-        recipe.setup()
-    recipe.cleanup()
-
-
-def test_a_nan_reward_stops_with_one_line(tiny_dir, cache_dir, tmp_path):
-    from worldboot.models import load_backbone
-
-    broken = load_backbone(tiny_dir)
-    with torch.no_grad():
-        broken.core.lm_head.weight.fill_(float("nan"))
-    broken.save(tmp_path / "nan-cwm")
-    with pytest.raises(ModelError, match=r"gave a NaN reward for sample .* at step 1: check the world model"):
-        run_training(_cfg(tiny_dir, tmp_path / "nan-cwm", cache_dir, tmp_path / "run"))
-    assert not (tmp_path / "run" / "adapter").exists()
-
-
-@pytest.mark.parametrize("objective", ["grpo", "dpo"])
-def test_resume_after_a_kill_gives_the_same_adapter(tiny_dir, cache_dir, tmp_path, objective):
-    from safetensors.torch import load_file
-
-    rl = RLSettings(verifier=str(tiny_dir), group_size=3, objective=objective, max_new_tokens=6)
-    run_training(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "straight", save_every=2, rl=rl))
-    killed = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "killed", save_every=2, rl=rl)
-    first = DynamicsRLTrainer(killed)
-    first.setup()
-    first.train(stop_after=3)
-    first.cleanup()
-    del first
-    result = run_training(killed, resume=True)
-    a = load_file(str(tmp_path / "straight" / "adapter" / "adapter_model.safetensors"))
-    b = load_file(str(tmp_path / "killed" / "adapter" / "adapter_model.safetensors"))
-    assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in a.items() if "lora_B" in k)
-    for k in a:  # the same steps from the exact saved state: bit for bit
-        torch.testing.assert_close(a[k], b[k], atol=0, rtol=0)
-    assert "eval_reward" in result
 
 
 def test_under_zero3_the_text_sampler_runs_every_step(tiny, cache_dir, monkeypatch):

@@ -10,13 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import rl_config
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.train.config import (
-    DataSettings,
-    LoraSettings,
-    OptimSettings,
     RLSettings,
-    SourceSettings,
     TrainConfig,
 )
 from worldboot.train.pairs import read_pairs
@@ -38,15 +35,8 @@ def scored(tmp_path_factory, tiny_dir, cache_dir) -> Path:
 
 
 def _cfg(base, cache_dir, out, candidates, **kw) -> TrainConfig:
-    fields = dict(
-        task="world-rl", base_model=str(base), out=str(out), max_steps=8, batch_size=4, micro_batch_size=2,
-        save_every=0, eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
-        data=DataSettings(sources=[SourceSettings(cache=str(cache_dir))], eval_fraction=0.1),
-        optim=OptimSettings(lr=5e-3, warmup_steps=0, scheduler="constant"),
-        rl=RLSettings(objective="dpo", candidates=str(candidates)),
-    )
-    fields.update(kw)
-    return TrainConfig(**fields)
+    rl = RLSettings(objective="dpo", candidates=str(candidates))
+    return rl_config(base, cache_dir, out, **{"max_steps": 8, "rl": rl, **kw})
 
 
 def _rows(run: Path) -> list[dict]:
