@@ -88,20 +88,7 @@ def pretrain_lm(
     held = eval_scenes(seed + 1, recipe.eval_scenes)
     held_codes = encode_scenes(backbone, held)
     model = backbone.model
-    trainable = []
-    for name, p in model.named_parameters():
-        train = ".vqmodel." not in f".{name}"
-        p.requires_grad_(train)
-        if train:
-            trainable.append(p)
-    decay = [p for p in trainable if p.dim() >= 2]
-    no_decay = [p for p in trainable if p.dim() < 2]
-    opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=recipe.lr,
-        betas=(0.9, 0.98),
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.warmup_steps, recipe.steps))
+    trainable, opt, sched = _lm_optimiser(model, recipe)
     gen = torch.Generator().manual_seed(seed)
 
     def order() -> Iterator[int]:
@@ -138,14 +125,35 @@ def pretrain_lm(
     model.eval()
     for p in model.parameters():
         p.requires_grad_(False)
-    with torch.no_grad():
-        seqs = [
-            caption_image_ids(backbone, held_codes[j], describe(s), j % 2 == 0) for j, s in enumerate(held)
-        ]
-        ids, mask, labels = pad_batch(backbone, seqs)
-        eval_loss = float(model(input_ids=ids, attention_mask=mask, labels=labels).loss)
     return {
         "train_loss": float(np.mean(losses[-20:])) if losses else float("nan"),
-        "eval_loss": eval_loss,
+        "eval_loss": _caption_loss(backbone, held, held_codes),
         "seconds": time.perf_counter() - t0,
     }
+
+
+def _lm_optimiser(model: Any, recipe: LMRecipe) -> tuple[list[Any], Any, Any]:
+    """Every language-model weight trainable (the VQ frozen), AdamW with weight decay on the
+    matrices only, and the warm-up then cosine schedule: (trainable weights, optimiser, schedule)."""
+    trainable = []
+    for name, p in model.named_parameters():
+        train = ".vqmodel." not in f".{name}"
+        p.requires_grad_(train)
+        if train:
+            trainable.append(p)
+    decay = [p for p in trainable if p.dim() >= 2]
+    no_decay = [p for p in trainable if p.dim() < 2]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": recipe.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=recipe.lr,
+        betas=(0.9, 0.98),
+    )
+    return trainable, opt, torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.warmup_steps, recipe.steps))
+
+
+def _caption_loss(backbone: Any, scenes: list[Any], codes: Any) -> float:
+    """The language model's loss on held-out scenes' captions and images (both directions)."""
+    with torch.no_grad():
+        seqs = [caption_image_ids(backbone, codes[j], describe(s), j % 2 == 0) for j, s in enumerate(scenes)]
+        ids, mask, labels = pad_batch(backbone, seqs)
+        return float(backbone.model(input_ids=ids, attention_mask=mask, labels=labels).loss)

@@ -38,12 +38,33 @@ def per_sample(judged: dict[str, list[dict[str, Any]]], name: str, metric: str, 
     """Test id -> the judge's ``metric`` of ``name``'s best-of-``k`` candidate."""
     return {r["id"]: r[metric][pick(r, k) if k > 1 else 0] for r in judged[name]}
 
+#: A claim as :func:`claims` tests it: its text, its test's (direction, p) and its evidence.
+Row = tuple[str, tuple[int, "float | None"], str]
+
+
+class _WorldFigures:
+    """Table 2's means and the judged samples of a run, for the world models' claims."""
+
+    def __init__(self, table2: dict[str, Any], judged: dict[str, list[dict[str, Any]]]) -> None:
+        self.judged = judged
+        self.score = {name: v["all"]["score"] for name, v in table2.items()}
+        self.es = {name: v["all"].get("es") for name, v in table2.items()}
+        self.me = {name: v["all"].get("me") for name, v in table2.items()}
+
+    def test(self, a: str, b: str, metric: str = "score", ka: int = 1, kb: int = 1) -> tuple[int, float | None]:
+        """Paired test of ``a``'s best-of-``ka`` against ``b``'s best-of-``kb`` on ``metric``."""
+        x, y = per_sample(self.judged, a, metric, ka), per_sample(self.judged, b, metric, kb)
+        return paired_test([x[i] for i in y], list(y.values()))
+
+    def es_me(self, a: str, b: str) -> str:
+        """The two criteria behind a score gap (Table 3): what each model gained and lost."""
+        es, me = self.es, self.me
+        return f" (ES {es[a]:.2f} vs {es[b]:.2f}, ME {me[a]:.2f} vs {me[b]:.2f})"
+
+
 def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
            judged: dict[str, list[dict[str, Any]]], training: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """The paper's claims, each with the numbers of this run, a p-value and a verdict.
-
-    (Over 80 lines: one table, a row per claim with its test and its evidence, read top to bottom
-    as the report lists them; the tests themselves live in :mod:`worldboot.stats`.)
 
     Each claim is one test over the test triplets, paired (both models on the same triplet):
     exact McNemar for 0/1 outcomes (exact action, choice, transition success), two-sided
@@ -60,30 +81,26 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
             ``transition``: whether each candidate's image parses to the target scene).
         training: Per model (``CDM``, ``CWM``), how it was trained, for the "easier" claim's evidence.
     """
-    kmax = max(ks)
     cdm = state["cdm"]["result"]
-    score = {name: v["all"]["score"] for name, v in table2.items()}
-    es = {name: v["all"].get("es") for name, v in table2.items()}
-    me = {name: v["all"].get("me") for name, v in table2.items()}
+    figures = _WorldFigures(table2, judged)
+    rows = dynamics_claims(cdm) + world_claims(cdm["CDM"]["per_sample"], figures, max(ks), training or {})
+    out = []
+    for claim, (direction, p), evidence in rows:
+        v = verdict(direction, p)
+        out.append({"claim": claim, "verdict": v, "held": v == "held", "p": p,
+                    "evidence": evidence + ("" if p is None else f"; p = {p:.2g}")})
+    return out
 
-    def es_me(a: str, b: str) -> str:
-        # The two criteria behind a score gap (Table 3): what each model gained and lost.
-        return f" (ES {es[a]:.2f} vs {es[b]:.2f}, ME {me[a]:.2f} vs {me[b]:.2f})"
 
+def dynamics_claims(cdm: dict[str, Any]) -> list[Row]:
+    """Table 1's claims: the fine-tuned CDM against its zero-shot base."""
     base_m, cdm_m = cdm["Chameleon ZS (base)"], cdm["CDM"]
     base_s, cdm_s = base_m["per_sample"], cdm_m["per_sample"]
-
-    def world(a: str, b: str, metric: str = "score", ka: int = 1, kb: int = 1) -> tuple[int, float | None]:
-        x, y = per_sample(judged, a, metric, ka), per_sample(judged, b, metric, kb)
-        return paired_test([x[i] for i in y], list(y.values()))
 
     def mean(name: str, key: str) -> float:
         return float(cdm[name].get(key) or 0.0)
 
-    cwm_moved = per_sample(judged, "CWM", "transition")
-    cwm_transition = [cwm_moved[i] for i in cdm_s["ids"]]
-    how = training or {}
-    rows = [
+    return [
         ("Fine-tuning makes Chameleon a much better dynamics model than zero-shot (Table 1 metrics)",
          all_of([paired_test(cdm_s[m], base_s[m]) for m in ("bertscore", "rougeL")]),
          f"BERTScore {fmt(base_m.get('bertscore'))} -> {fmt(cdm_m.get('bertscore'))}, ROUGE-L "
@@ -101,6 +118,16 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
          all_of([mcnemar(cdm_s["choice"], base_s["choice"]), binomial_test(cdm_s["choice"], 1 / CHOICES)]),
          f"choice accuracy {mean('Chameleon ZS (base)', 'choice_accuracy'):.2f} (base) -> "
          f"{mean('CDM', 'choice_accuracy'):.2f} (CDM)"),
+    ]
+
+
+def world_claims(cdm_s: dict[str, Any], f: _WorldFigures, kmax: int, how: dict[str, str]) -> list[Row]:
+    """The world models' claims: "easier to learn" on transition success, Tables 2 and 3, the
+    synthetic-data ablation, best-of-N, the reward rows and the Copy sanity check."""
+    score, es, me = f.score, f.es, f.me
+    cwm_moved = per_sample(f.judged, "CWM", "transition")
+    cwm_transition = [cwm_moved[i] for i in cdm_s["ids"]]
+    rows: list[Row] = [
         ("The CDM is easier to learn than the CWM (Section 1): on one scale, transition success",
          mcnemar(cdm_s["transition"], cwm_transition),
          f"the CDM's text applied by the world's rules gives the target scene for "
@@ -108,43 +135,38 @@ def claims(state: dict[str, Any], table2: dict[str, Any], ks: list[int],
          f"image parses to it for {sum(cwm_transition) / len(cwm_transition):.2f}"
          + (f" (CDM: {how['CDM']}; CWM: {how['CWM']})" if "CDM" in how and "CWM" in how else "")),
         ("The CWM (synthetic data + weighted loss) beats C-FT (Table 2)",
-         world("CWM", "C-FT"),
-         f"score {score['CWM']:.2f} vs {score['C-FT']:.2f}" + es_me("CWM", "C-FT")),
+         f.test("CWM", "C-FT"),
+         f"score {score['CWM']:.2f} vs {score['C-FT']:.2f}" + f.es_me("CWM", "C-FT")),
         ("The recognition-weighted loss raises editing success (Table 3)",
-         world("CWM", "CWM w/o weighted loss", "es"),
+         f.test("CWM", "CWM w/o weighted loss", "es"),
          f"ES {es['CWM']:.2f} with vs {es['CWM w/o weighted loss']:.2f} without (ME {me['CWM']:.2f} vs "
          f"{me['CWM w/o weighted loss']:.2f})"),
         ("Synthetic data from the CDM helps the CWM (ablation)",
-         world("CWM", "CWM w/o synthetic"),
+         f.test("CWM", "CWM w/o synthetic"),
          f"score {score['CWM']:.2f} with vs {score['CWM w/o synthetic']:.2f} without"
-         + es_me("CWM", "CWM w/o synthetic")),
-    ] + ([] if kmax < 2 else [
-        (f"Best-of-N with the CDM raises C-FT's score (Figure 7, K={kmax})",
-         world("C-FT", "C-FT", ka=kmax),
-         f"score {score['C-FT']:.2f} (K=1) -> {score[f'C-FT + best-of-{kmax}']:.2f} (K={kmax})"
-         + es_me(f"C-FT + best-of-{kmax}", "C-FT")),
-    ]) + [
-        # After the paper (SWIRL): one sample of the CWM trained against the CDM's reward,
-        # against the CWM's one sample and against its best-of-K, which pays K samples.
-        (f"Reward optimisation with the CDM ({objective.upper()}) raises the CWM's score at temperature 1 "
-         "(after the paper)",
-         world(row, "CWM"),
-         f"score {score['CWM']:.2f} -> {score[row]:.2f}" + es_me(row, "CWM")
-         + ("" if kmax < 2 else
-            f"; the CWM + best-of-{kmax}, at {kmax} samples a prediction, scores "
-            f"{score[f'CWM + best-of-{kmax}']:.2f} ({objective.upper()} against it: "
-            f"p = {world(row, 'CWM', kb=kmax)[1]:.2g})"))
-        for row, objective in REWARD_MODELS.values() if row in score
-    ] + [
-        ("Copy gets no editing success from the judge (sanity check)",
-         (1 if (es["Copy"] or 0) == 0.0 else -1, None), f"Copy ES {es['Copy']:.2f}"),
+         + f.es_me("CWM", "CWM w/o synthetic")),
     ]
-    out = []
-    for claim, (direction, p), evidence in rows:
-        v = verdict(direction, p)
-        out.append({"claim": claim, "verdict": v, "held": v == "held", "p": p,
-                    "evidence": evidence + ("" if p is None else f"; p = {p:.2g}")})
-    return out
+    if kmax >= 2:
+        rows.append((f"Best-of-N with the CDM raises C-FT's score (Figure 7, K={kmax})",
+                     f.test("C-FT", "C-FT", ka=kmax),
+                     f"score {score['C-FT']:.2f} (K=1) -> {score[f'C-FT + best-of-{kmax}']:.2f} (K={kmax})"
+                     + f.es_me(f"C-FT + best-of-{kmax}", "C-FT")))
+    # After the paper (SWIRL): one sample of the CWM trained against the CDM's reward, against
+    # the CWM's one sample and against its best-of-K, which pays K samples.
+    for row, objective in REWARD_MODELS.values():
+        if row in score:
+            rows.append((
+                f"Reward optimisation with the CDM ({objective.upper()}) raises the CWM's score at temperature 1 "
+                "(after the paper)",
+                f.test(row, "CWM"),
+                f"score {score['CWM']:.2f} -> {score[row]:.2f}" + f.es_me(row, "CWM")
+                + ("" if kmax < 2 else
+                   f"; the CWM + best-of-{kmax}, at {kmax} samples a prediction, scores "
+                   f"{score[f'CWM + best-of-{kmax}']:.2f} ({objective.upper()} against it: "
+                   f"p = {f.test(row, 'CWM', kb=kmax)[1]:.2g})")))
+    rows.append(("Copy gets no editing success from the judge (sanity check)",
+                 (1 if (es["Copy"] or 0) == 0.0 else -1, None), f"Copy ES {es['Copy']:.2f}"))
+    return rows
 
 
 def fmt(x: Any) -> str:

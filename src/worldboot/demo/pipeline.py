@@ -55,11 +55,11 @@ from worldboot.demo.config import (
 )
 from worldboot.demo.curve import measure_curve, plot_curve, snapshot_steps
 from worldboot.demo.finetune import finetune, reward_optimise, train_config
+from worldboot.demo.markdown import markdown
 from worldboot.demo.memory import PeakMemory
 from worldboot.demo.predictions import add_transitions, write_ceiling
 from worldboot.demo.report import (
     judged_rows,
-    markdown,
     plot_examples,
     plot_k,
     slug,

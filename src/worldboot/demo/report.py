@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import html
-import os
 import random
 import statistics
 import textwrap
@@ -12,15 +10,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from worldboot.demo.claims import fmt, pick
+from worldboot.demo.claims import pick
 from worldboot.demo.config import (
-    ALPHA,
     BASELINES,
-    CEILING,
-    CHOICES,
-    GREEDY,
     REWARD_MODELS,
-    STAGES,
     WORLD_MODELS,
 )
 from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate
@@ -209,26 +202,6 @@ def finetuning_note(demo: Demo) -> str:
     return note
 
 
-SPANS = ("one action", "no change", "several actions", "mid-action")
-
-
-def precision_lines(precision: dict[str, Any] | None) -> list[str]:
-    """Table 5's label precision per clip family (the mine stage's ``label_precision``)."""
-    if not precision:
-        return []
-    lines = ["", "Label precision: the share of mined pairs whose CDM label, applied by the world's rules "
-             "to the scene of the source frame, gives the scene of the target frame (the clip generator "
-             "knows both); and what the pairs span.", "",
-             "| family | annotated pairs | precision | selected pairs | precision | "
-             + " | ".join(f"selected: {s}" for s in SPANS) + " |",
-             "|---|---|---|---|---|" + "---|" * len(SPANS)]
-    for family, sel in precision["selected"].items():
-        ann = precision["annotated"].get(family, {"pairs": 0, "precision": 0.0})
-        lines.append(f"| {family} | {ann['pairs']} | {ann['precision']:.2f} | {sel['pairs']} | "
-                     f"{sel['precision']:.2f} | " + " | ".join(str(sel["spans"].get(s, 0)) for s in SPANS) + " |")
-    return lines
-
-
 def curve_lines(curve: dict[str, Any]) -> list[str]:
     """The learning curve's figure and its points (none when the run drew no curve)."""
     if not curve or "skipped" in curve:
@@ -269,123 +242,6 @@ def data_table(demo: Demo) -> list[str]:
               "canonical texts), as the paper's CDM alone sees 15K EPIC-Kitchens samples (Appendix K); "
               "every world model sees the labelled triplets, the CWM rows also the mined synthetic ones."]
     return lines
-
-
-def markdown(demo: Demo, table2: dict[str, Any], ks: list[int], claims: list[dict[str, Any]]) -> str:
-    """report.md: the run's setting, the claims, Tables 1, 2, 3 and 5, the figures and examples.
-
-    (Over 80 lines: the report's sections in reading order, each a few lines of Markdown; the
-    tables' numbers come from :func:`table2`, :func:`data_table` and :func:`curve_lines`.)
-    """
-    st = demo.state
-    cfg = demo.cfg
-    lines = ["# worldboot demo: the paper in miniature", "",
-             f"Procedural world, tiny Chameleon base `{st['base']['result']['path']}` (preset "
-             f"`{cfg.base_preset}`), {st['data']['result']['train']} labelled training triplets, "
-             f"{st['data']['result']['test']} test triplets, {st['data']['result']['clips']} unlabelled clips.", "",
-             finetuning_note(demo), "", *data_table(demo), "",
-             "## Which of the paper's claims held on this run", ""]
-    for c in claims:
-        lines.append(f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}.")
-    n = st["data"]["result"]["test"]
-    lines += ["", f"p: a paired test over the {n} test triplets (the two models on the same triplet): exact "
-              "McNemar for right/wrong outcomes (exact action, choice, transition success), two-sided "
-              "Wilcoxon signed-rank for graded ones (scores, slots, text metrics); the choice claim also "
-              "tests against chance (exact binomial) and reports the larger p. A claim's direction is the "
-              f"sign of its test's own statistic. **held**: the claimed direction with p < {ALPHA}; "
-              f"**not significant**: p >= {ALPHA}, this run cannot tell; **did not hold**: significant the "
-              "other way. "
-              "A claim that did not hold here is a measurement of this run, not a verdict on the paper; "
-              "the `paper` preset trains longer on more data.", ""]
-    lines += ["## Table 1: dynamics model, action prediction on the test triplets", "",
-              "| model | action accuracy | slot accuracy† | transition success§ | action choice‡ | "
-              "BERTScore (MiniLM)* | ROUGE-1 | ROUGE-L | BLEU |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for name, m in st["cdm"]["result"].items():
-        lines.append(f"| {name} | {m['action_accuracy']:.2f} | {fmt(m.get('slot_accuracy'))} | "
-                     f"{fmt(m.get('transition_success'))} | {fmt(m.get('choice_accuracy'))} | "
-                     f"{fmt(m.get('bertscore'))} | {fmt(m.get('rouge1'))} | {fmt(m.get('rougeL'))} | "
-                     f"{fmt(m.get('bleu'))} |")
-    lines += ["", "*BERTScore with the offline MiniLM-L6 model: not comparable with roberta-large numbers.",
-              "†The share of the true action's parts (family, kind, object colour and shape, steps, anchor, "
-              "place, value) that the parsed text gets right; 0 for a text that names no action.",
-              "§The text, parsed and applied by the world's rules to the source scene, gives the target "
-              "scene (any wording or action that makes the same change counts); a world model's transition "
-              "success is whether its image parses to the target scene (the claims compare the two).",
-              f"‡Multiple choice: the true action against {CHOICES - 1} others that can happen in the same "
-              "source scene, picked by the model's log p(action | source, target); chance is "
-              f"{1 / CHOICES:.2f}.", ""]
-    subsets = sorted(k for k in table2["Copy"] if k != "all")
-    lines += ["## Table 2: world models, world-judge score (0-10, min of the two criteria)", "",
-              "| model | " + " | ".join(s.replace("world/", "") for s in subsets) + " | all |",
-              "|---" * (len(subsets) + 2) + "|"]
-    for name, per in table2.items():
-        lines.append(f"| {name} | " + " | ".join(fmt(per[s]["score"]) if s in per else "–" for s in subsets)
-                     + f" | {fmt(per['all']['score'])} |")
-    if CEILING in table2:
-        lines += ["", f"The ceiling row judges the true target image after the base's tokenizer (encode, "
-                  f"decode): a world model that wrote exactly the target's tokens would score "
-                  f"{fmt(table2[CEILING]['all']['score'])}."]
-    lines += ["", "## Table 3: editing success (ES), minimal editing (ME) and transition success, all subsets", "",
-              "| model | ES | ME | score | transition success§ |", "|---|---|---|---|---|"]
-    for name, per in table2.items():
-        if "es" in per["all"]:
-            a = per["all"]
-            lines.append(f"| {name} | {a['es']:.2f} | {a['me']:.2f} | {a['score']:.2f} | {fmt(a.get('transition'))} |")
-    lines += ["", f"Rows marked{GREEDY} decode the same model greedily (temperature 0, one candidate); the "
-              "others sample at temperature 1, as the paper does."]
-    for key, (row, objective) in REWARD_MODELS.items():
-        rl = st.get(key, {}).get("result", {})
-        if rl.get("steps"):
-            r = rl  # the run's own settings
-            how = (f"KL coefficient {r['beta']:g}" if objective == "grpo" else
-                   f"each group's best and worst sample as the preference pair, DPO beta {r['beta']:g}")
-            lines += ["", f"{row} (after the paper, as SWIRL does): the CWM with a LoRA adapter trained "
-                      f"{r['steps']} {objective.upper()} steps ({r['batch_size']} {' and '.join(r['prompts'])} "
-                      f"prompts a step, {r['group_size']} samples each, lr {r['lr']:g}, {how}) against the "
-                      "frozen CDM's reward, the mean per token of log p_CDM(action | source, sample); one "
-                      f"sample per test triplet. The reward of its training samples went from "
-                      f"{r['reward_first']:.3f} to {r['reward_last']:.3f} (first and last fifth of the "
-                      f"steps; spread within a group {r['spread']:.3f})."]
-    stats = demo.out / "mining" / "synthetic" / "stats.md"
-    mine = st["mine"]["result"]
-    lines += ["", "## Table 5: mined synthetic data", "",
-              f"{mine['pairs']} key-frame pairs from the clips, {mine['selected']} kept by Algorithm 1."]
-    if "pair_overlap" in mine:
-        lines.append(f"Share of key-frame pairs spanning a true action: {mine['pair_overlap']:.2f}; share of "
-                     f"key-frames inside an action: {mine['keyframe_hit']:.2f}.")
-    lines += precision_lines(mine.get("label_precision"))
-    if stats.is_file():
-        lines += ["", stats.read_text()]
-    lines += ["", "## Figures", "",
-              "Figure 2 (probe of the base model): ![](figures/figure2_preferences.png)", "",
-              "Figure 3 (recognition weights): ![](figures/figure3_weights.png)", "",
-              "Figure 7 (best-of-K with the CDM as verifier): ![](figures/figure7_best_of_k.png)", "",
-              *curve_lines(st.get("curve", {}).get("result", {})),
-              f"Examples (temperature 1; CWM + best-of-{max(demo.cfg.best_of)} is the CDM's pick of "
-              f"{max(demo.cfg.best_of)} CWM samples): "
-              "![](figures/examples.png)", ""]
-    probe_md = demo.out / "probe" / "probe.md"
-    if probe_md.is_file():
-        lines += ["### Probe of the base model (Figure 2 as a table)", "", probe_md.read_text(), ""]
-    rewarded = [row for row in demo.reward_models() if row in table2]
-    shown = ["C-FT", "CWM", *rewarded]
-    lines += ["## Examples", "", "| source | action | target | " + " | ".join(shown) + " |",
-              "|---" * (3 + len(shown)) + "|"]
-    test = demo.triplets("test")
-    for t in test[:: max(1, len(test) // 5)][:5]:
-        rel = os.path.relpath
-        cells = [f"![]({rel(t.source, demo.out)})", html.escape(t.action), f"![]({rel(t.target, demo.out)})"]
-        for name in shown:
-            p = prediction_image(demo, name, t.id, None if name in rewarded else 0)
-            cells.append(f"![]({rel(p, demo.out)})" if p.is_file() else "–")
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "## Time and memory per stage", "", "| stage | seconds | peak memory (MB) |", "|---|---|---|"]
-    for name in STAGES:
-        if name in st:
-            peak = st[name].get("peak_mb")
-            lines.append(f"| {name} | {st[name]['seconds']} | {'–' if peak is None else peak} |")
-    return "\n".join(lines) + "\n"
 
 
 def to_html(md: str) -> str:

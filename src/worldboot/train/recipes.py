@@ -78,6 +78,27 @@ class Trainer:
         from accelerate.utils import set_seed
 
         cfg = self.cfg
+        self._check_run_dir()
+        self._load_data()
+        self._make_accelerator()
+        set_seed(cfg.seed)
+        model = self._load_model()
+        optimizer, scheduler = self._make_optimiser(model)
+        acc = self.accelerator
+        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        self.backbone.model = self.model
+        self.deepspeed = zero_stage(acc) is not None
+        if cfg.lora.enabled and not self.deepspeed:  # DeepSpeed checkpoints its engine itself
+            acc.register_save_state_pre_hook(self._save_adapter_hook)
+            acc.register_load_state_pre_hook(self._load_adapter_hook)
+        if cfg.trackers:
+            acc.init_trackers(self.out.name, config={"task": cfg.task, "lr": cfg.optim.lr})
+        if self.resume:
+            self._restore()
+
+    def _check_run_dir(self) -> None:
+        """Refuse a run directory holding another run (unless resuming) and a missing base."""
+        cfg = self.cfg
         earlier = [p.name for p in (self.metrics_path, self.out / CHECKPOINTS_DIR) if p.exists()]
         if earlier and not self.resume:
             # Appending a new run's metrics to an old run's, and pruning checkpoints of both by
@@ -91,6 +112,11 @@ class Trainer:
             raise ConfigError("base_model is empty: give the model directory to start from (--base)")
         if not Path(cfg.base_model).is_dir():
             raise ModelError(f"base model directory not found: {cfg.base_model}")
+
+    def _load_data(self) -> None:
+        """The caches' mixture, checked, and (when resuming) checked against the checkpoint's,
+        before the model loads (minutes for a 7B model)."""
+        cfg = self.cfg
         self.data = MixedDataset(cfg.data, cfg.seed)
         if not self.data.train:
             held = f" (data.eval_fraction {cfg.data.eval_fraction:g} holds them out)" if self.data.eval else ""
@@ -100,14 +126,15 @@ class Trainer:
         self.select_data()
         self.data_fp = self.data_fingerprint()
         if self.resume:
-            # Before the model loads (minutes for a 7B model).
             checkpoints.check_resume_data(checkpoints.resume_path(self.out, self.resume), self.data_fp)
 
+    def _make_accelerator(self) -> None:
+        """accelerate (and DeepSpeed, when launched with it) for the batch the config asks."""
+        cfg = self.cfg
         mp = cfg.mixed_precision
         if mp == "auto":
             mp = "bf16" if _bf16_gpu() else "no"
-        self.accelerator = make_accelerator(mp, cfg.trackers, str(self.out))
-        acc = self.accelerator
+        self.accelerator = acc = make_accelerator(mp, cfg.trackers, str(self.out))
         world = acc.num_processes
         if cfg.batch_size % (world * cfg.micro_batch_size):
             raise ConfigError(
@@ -117,10 +144,13 @@ class Trainer:
         self.accum = cfg.batch_size // (world * cfg.micro_batch_size)
         acc.gradient_accumulation_steps = self.accum
         configure_deepspeed(acc, cfg.batch_size, cfg.micro_batch_size, self.accum, cfg.optim.max_grad_norm)
-        set_seed(cfg.seed)
 
+    def _load_model(self) -> torch.nn.Module:
+        """The base model, checked against the caches' tokenizer, with what trains marked:
+        a LoRA adapter, or every weight but the VQ."""
         from worldboot.models import load_backbone
 
+        cfg = self.cfg
         dtype = cfg.model_dtype
         if dtype == "auto":
             dtype = "bfloat16" if _bf16_gpu() else "float32"
@@ -140,30 +170,42 @@ class Trainer:
             # from (load_backbone merges it the same way when it opens this run).
             model = self.backbone.model = model.merge_and_unload()
         if cfg.lora.enabled:
-            from peft import LoraConfig, get_peft_model
-
-            for p in model.parameters():
-                p.requires_grad_(False)
-            lcfg = LoraConfig(
-                r=cfg.lora.r,
-                lora_alpha=cfg.lora.alpha,
-                lora_dropout=cfg.lora.dropout,
-                target_modules=list(cfg.lora.target_modules),
-                bias="none",
-            )
-            try:
-                model = get_peft_model(model, lcfg)
-            except ValueError:  # peft: target modules not found in the base model
-                linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
-                raise ConfigError(
-                    f"config key 'lora.target_modules': {list(cfg.lora.target_modules)} match no layer of "
-                    f"{cfg.base_model} (its linear layers: {', '.join(linear)})"
-                ) from None
+            model = self._add_lora(model)
         else:
             for name, p in model.named_parameters():
                 p.requires_grad_(".vqmodel." not in f".{name}")
         if cfg.gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        return model
+
+    def _add_lora(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model with a LoRA adapter (peft), the only weights that train."""
+        from peft import LoraConfig, get_peft_model
+
+        cfg = self.cfg
+        for p in model.parameters():
+            p.requires_grad_(False)
+        lcfg = LoraConfig(
+            r=cfg.lora.r,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules),
+            bias="none",
+        )
+        try:
+            return get_peft_model(model, lcfg)
+        except ValueError:  # peft: target modules not found in the base model
+            linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+            raise ConfigError(
+                f"config key 'lora.target_modules': {list(cfg.lora.target_modules)} match no layer of "
+                f"{cfg.base_model} (its linear layers: {', '.join(linear)})"
+            ) from None
+
+    def _make_optimiser(self, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, Any]:
+        """AdamW over the trainable weights and the warm-up schedule, over the run's steps."""
+        from transformers import get_scheduler
+
+        cfg = self.cfg
         trainable = [p for p in model.parameters() if p.requires_grad]
         self.n_trainable = sum(p.numel() for p in trainable)
         optimizer = torch.optim.AdamW(
@@ -179,20 +221,8 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch
         self.total_steps = cfg.max_steps or max(1, math.ceil(cfg.epochs * steps_per_epoch))
         warmup = min(cfg.optim.warmup_steps, max(0, self.total_steps // 10)) if cfg.optim.warmup_steps else 0
-        from transformers import get_scheduler
-
         name = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[cfg.optim.scheduler]
-        scheduler = get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
-        self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
-        self.backbone.model = self.model
-        self.deepspeed = zero_stage(acc) is not None
-        if cfg.lora.enabled and not self.deepspeed:  # DeepSpeed checkpoints its engine itself
-            acc.register_save_state_pre_hook(self._save_adapter_hook)
-            acc.register_load_state_pre_hook(self._load_adapter_hook)
-        if cfg.trackers:
-            acc.init_trackers(self.out.name, config={"task": cfg.task, "lr": cfg.optim.lr})
-        if self.resume:
-            self._restore()
+        return optimizer, get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=self.total_steps)
 
     def _save_adapter_hook(self, models: list, weights: list, output_dir: str) -> None:
         # Save only the adapter (megabytes) instead of the whole base model (14 GB for Anole).

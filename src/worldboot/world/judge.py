@@ -36,7 +36,7 @@ only its cell still holds something like it, 0 when gone); the table in cells th
 scores 1 when at least 99 % of its pixels are still table, falling to 0 at 80 %. Then
 ``minimal = 10 * (0.8 * objects + 0.2 * table) - 2 * (objects that should not be there)``.
 
-(Just over 400 lines: the two criteria and their per-family rules read best together.)
+(About 450 lines: the two criteria and their per-family rules read best together.)
 """
 
 from __future__ import annotations
@@ -136,69 +136,100 @@ def editing_success(
     e = expected.find(ref_after) if ref_after else None
     if ref_after and e is None:
         return 0.0, f"the expected scene has no {ref_after.phrase()[4:]}", None
-    kind, family = action.kind, action.family
-
-    if kind == "remove":
+    change = _Change(source, action, predicted, s, e, anchor_src)
+    if action.kind == "remove":
         p = _nearest(predicted, ref_before, s.cell)
         return (10.0, "removed", None) if p is None else (0.0, "still there", p)
+    if action.kind == "add":
+        return _judge_add(change, ref_after)
+    if action.kind == "colour":
+        return _judge_colour(change, ref_after)
+    if action.kind == "size" or action.family == "motion":
+        return _judge_state(change, ref_before)
+    return _judge_place(change, ref_before)
 
-    if kind == "add":
-        p = _nearest(predicted, ref_after, e.cell)
-        if p is None:
-            new = [o for o in predicted.objects if source.find(o.ref) is None]
-            if any(o.colour == ref_after.colour or o.shape == ref_after.shape for o in new):
-                return 2.0, "added an object sharing only colour or shape with the one asked", None
-            if new or len(predicted.objects) > len(source.objects):
-                return 1.0, "added a different object", None
-            return 0.0, "nothing added", None
-        anchor = _nearest(predicted, action.anchor, anchor_src.cell) or anchor_src
-        score = _relation_level(p.cell, anchor.cell, action.where, elsewhere=3)
-        reasons = ["added in the right place" if score == 10 else "added, but not in the right place"]
-        if p.size != e.size:
-            score -= 2
-            reasons.append("the wrong size")
-        penalty, why = _drift(p, e, skip="size")
-        return max(1.0, score - penalty), "; ".join(reasons + why), p
 
-    if kind == "colour":
-        p = predicted.at(s.cell)
-        if p is not None and p.shape == s.shape:
-            if p.colour == action.value:
-                score, reason = 10.0, "recoloured"
-            elif p.colour != s.colour:
-                score, reason = 3.0, f"recoloured {p.colour} instead of {action.value}"
-            else:
-                return 0.0, "colour unchanged", p
+@dataclass(frozen=True)
+class _Change:
+    """What :func:`editing_success` judges: the source scene and action, the predicted scene,
+    and the acted-on object before (``s``) and after (``e``, in the expected scene), and the
+    action's anchor in the source (each None where the action has none)."""
+
+    source: Scene
+    action: Action
+    predicted: Scene
+    s: Obj | None
+    e: Obj | None
+    anchor_src: Obj | None
+
+
+def _judge_add(c: _Change, ref_after: Ref) -> tuple[float, str, Obj | None]:
+    predicted, e = c.predicted, c.e
+    p = _nearest(predicted, ref_after, e.cell)
+    if p is None:
+        new = [o for o in predicted.objects if c.source.find(o.ref) is None]
+        if any(o.colour == ref_after.colour or o.shape == ref_after.shape for o in new):
+            return 2.0, "added an object sharing only colour or shape with the one asked", None
+        if new or len(predicted.objects) > len(c.source.objects):
+            return 1.0, "added a different object", None
+        return 0.0, "nothing added", None
+    anchor = _nearest(predicted, c.action.anchor, c.anchor_src.cell) or c.anchor_src
+    score = _relation_level(p.cell, anchor.cell, c.action.where, elsewhere=3)
+    reasons = ["added in the right place" if score == 10 else "added, but not in the right place"]
+    if p.size != e.size:
+        score -= 2
+        reasons.append("the wrong size")
+    penalty, why = _drift(p, e, skip="size")
+    return max(1.0, score - penalty), "; ".join(reasons + why), p
+
+
+def _judge_colour(c: _Change, ref_after: Ref) -> tuple[float, str, Obj | None]:
+    s, value = c.s, c.action.value
+    p = c.predicted.at(s.cell)
+    if p is not None and p.shape == s.shape:
+        if p.colour == value:
+            score, reason = 10.0, "recoloured"
+        elif p.colour != s.colour:
+            score, reason = 3.0, f"recoloured {p.colour} instead of {value}"
         else:
-            p = _nearest(predicted, ref_after, s.cell)
-            if p is None:
-                return 0.0, "the object is gone", None
-            score, reason = 6.0, "recoloured, but it moved"
-        penalty, why = _drift(p, e, skip="")
-        return max(1.0, score - penalty), "; ".join([reason] + why), p
-
-    if kind == "size" or family == "motion":
-        attr = "size" if kind == "size" else "state"
-        p = _nearest(predicted, ref_before, s.cell)
+            return 0.0, "colour unchanged", p
+    else:
+        p = _nearest(c.predicted, ref_after, s.cell)
         if p is None:
             return 0.0, "the object is gone", None
-        if getattr(p, attr) != getattr(e, attr):
-            return 0.0, f"{attr} unchanged" if getattr(p, attr) == getattr(s, attr) else f"wrong {attr}", p
-        score, reasons = 10.0, [f"{attr} changed"]
-        if p.cell != s.cell:
-            score -= 3
-            reasons.append("but it moved")
-        penalty, why = _drift(p, e, skip=attr)
-        return max(1.0, score - penalty), "; ".join(reasons + why), p
+        score, reason = 6.0, "recoloured, but it moved"
+    penalty, why = _drift(p, c.e, skip="")
+    return max(1.0, score - penalty), "; ".join([reason] + why), p
 
-    p = _nearest(predicted, ref_before, e.cell)
+
+def _judge_state(c: _Change, ref_before: Ref) -> tuple[float, str, Obj | None]:
+    """A size change, or a motion (the object's state: knocked over, opened...)."""
+    s, e = c.s, c.e
+    attr = "size" if c.action.kind == "size" else "state"
+    p = _nearest(c.predicted, ref_before, s.cell)
+    if p is None:
+        return 0.0, "the object is gone", None
+    if getattr(p, attr) != getattr(e, attr):
+        return 0.0, f"{attr} unchanged" if getattr(p, attr) == getattr(s, attr) else f"wrong {attr}", p
+    score, reasons = 10.0, [f"{attr} changed"]
+    if p.cell != s.cell:
+        score -= 3
+        reasons.append("but it moved")
+    penalty, why = _drift(p, e, skip=attr)
+    return max(1.0, score - penalty), "; ".join(reasons + why), p
+
+
+def _judge_place(c: _Change, ref_before: Ref) -> tuple[float, str, Obj | None]:
+    """A move by cells, or a move into a relation with another object."""
+    s, e, action = c.s, c.e, c.action
+    p = _nearest(c.predicted, ref_before, e.cell)
     if p is None:
         return 0.0, "the object is gone", None
     moved = p.cell != s.cell
-    if family == "move":
+    if action.family == "move":
         if not moved:
             return 0.0, "not moved", p
-        ur, uc = OFFSETS[kind]
+        ur, uc = OFFSETS[action.kind]
         dr, dc = p.row - s.row, p.col - s.col
         along, across = dr * ur + dc * uc, abs(dr * uc - dc * ur)
         if along <= 0:
@@ -207,10 +238,10 @@ def editing_success(
         reason = "moved as asked" if score == 10 else f"moved {along} cells the right way, {across} across"
         score = max(2.0, score)
     else:  # relation
-        anchor = _nearest(predicted, action.anchor, anchor_src.cell) or anchor_src
-        if not moved and anchor.cell == anchor_src.cell:
+        anchor = _nearest(c.predicted, action.anchor, c.anchor_src.cell) or c.anchor_src
+        if not moved and anchor.cell == c.anchor_src.cell:
             return 0.0, "not moved", p
-        score = _relation_level(p.cell, anchor.cell, kind)
+        score = _relation_level(p.cell, anchor.cell, action.kind)
         reason = (
             "relation holds" if score == 10 else "relation holds only loosely" if score > 1 else "wrong place"
         )
