@@ -179,6 +179,17 @@ class RunDir:
     def _write_meta(self) -> None:
         write_atomic(self.path / "meta.json", json.dumps(self.meta, indent=2))
 
+    def record(self, key: str, value: Any, comment: list[str] | None = None) -> None:
+        """Add ``key`` to ``meta.json`` and, given ``comment`` lines, append them to
+        ``config.yaml`` as YAML comments (the file still loads as the config it was)."""
+        if not self.writer:
+            return
+        self.meta[key] = value
+        self._write_meta()
+        if comment:
+            text = (self.path / "config.yaml").read_text(encoding="utf-8")
+            write_atomic(self.path / "config.yaml", text + "".join(f"# {line}\n" for line in comment))
+
     def log(self, message: str) -> None:
         """Append a time-stamped line to ``log.txt``."""
         if not self.writer:

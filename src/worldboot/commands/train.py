@@ -77,8 +77,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         )
         t.add_argument("--config", metavar="YAML", help="preset (configs/demo/*.yaml, configs/anole7b/*.yaml)")
         t.add_argument("--base", metavar="DIR", help="model directory to start from (config: base_model)")
-        t.add_argument("--cache", metavar="DIR", action="append", default=[],
-                       help="a token cache to train on (repeatable; replaces data.sources)")
+        t.add_argument("--cache", metavar="[NAME=]DIR", action="append", default=[],
+                       help="a token cache to train on (repeatable). NAME=DIR fills the config's source "
+                       "NAME, keeping its caps and repeats; a plain DIR fills the source whose cache or name "
+                       "it matches. A cache that fits no source of the config is refused; a config that "
+                       "lists no source (data.sources) trains on the caches given")
         t.add_argument("--out", metavar="DIR", help="run directory (config: out)")
         t.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
                        help="continue from the latest checkpoint in the run directory, or from CKPT")

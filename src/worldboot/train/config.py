@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal
 
 from worldboot.config import bounded
@@ -71,7 +72,8 @@ class SourceSettings:
 
     Attributes:
         cache: A pre-tokenised cache directory (``worldboot tokenize``).
-        name: Label in logs (default: the folder name).
+        name: The source's name: ``--cache NAME=DIR`` fills it, and logs and the run's record of
+            its mixture use it (default: the folder name).
         repeats: How often each sample appears per epoch; fractions sample a seeded subset
             (0.5 = half of it), so ratios between sources are set here.
         max_per_subset: Per-subset cap applied before repeats (the paper caps Kubric at 10K).
@@ -238,7 +240,9 @@ def resolve_train_config(
         task: ``dynamics``, ``world``, ``world-rl`` or ``dynamics-rl`` (the command's task).
         base: ``--base``.
         out: ``--out``.
-        caches: ``--cache`` directories; they replace ``data.sources``.
+        caches: ``--cache`` words, ``NAME=DIR`` or ``DIR``: they fill the config's
+            ``data.sources`` by name, keeping caps and repeats (:func:`fill_sources`), or, for a
+            config that lists none, make them.
         **rl: ``--verifier``, ``--objective``, ``--group-size``, ``--candidates`` as
             ``rl.verifier`` ... (None: not given).
 
@@ -251,7 +255,58 @@ def resolve_train_config(
         "task": task,
         "base_model": str(base) if base else None,
         "out": str(out) if out else None,
-        "data.sources": [{"cache": str(c)} for c in caches] if caches else None,
     }
     flags.update({f"rl.{key}": value for key, value in rl.items()})
-    return load_config(TrainConfig, config, overrides, flags=flags)
+    cfg = load_config(TrainConfig, config, overrides, flags=flags)
+    if caches:
+        cfg.data.sources = fill_sources(cfg.data.sources, [str(c) for c in caches], config)
+    return cfg
+
+
+def fill_sources(
+    sources: Sequence[SourceSettings], caches: Sequence[str], config: str | os.PathLike[str] | None = None
+) -> list[SourceSettings]:
+    """The mixture after ``--cache`` words: the config's own sources, filled by name, with their
+    caps and repeats kept; or, for a config that lists no source, one source per cache.
+
+    A word is ``NAME=DIR`` (the source named NAME reads DIR) or ``DIR`` (the source whose
+    ``cache`` is DIR, or whose name is DIR's folder name).
+
+    Args:
+        sources: The config's ``data.sources``.
+        caches: The ``--cache`` words, in order.
+        config: The config's file, for the error message.
+
+    Raises:
+        ConfigError: For a cache that fits no source of the config, or two caches for one source
+            (one line naming the sources).
+    """
+    if not sources:
+        out = []
+        for word in caches:
+            name, sep, path = word.partition("=")
+            named = bool(sep) and bool(name) and not Path(word).exists()
+            out.append(SourceSettings(cache=path, name=name) if named else SourceSettings(cache=word))
+        return out
+    filled = [replace(s) for s in sources]
+    names = [s.name or Path(s.cache).name for s in filled]
+    given: set[int] = set()
+    where = f" of {config}" if config else ""
+    for word in caches:
+        name, sep, path = word.partition("=")
+        if sep and name in names and not Path(word).exists():
+            i = names.index(name)
+        else:
+            path = word
+            matches = [i for i, s in enumerate(filled)
+                       if Path(s.cache) == Path(word) or names[i] == Path(word).name]
+            if not matches:
+                raise ConfigError(
+                    f"--cache {word} fits no source{where} ({', '.join(names)}): name the one it fills, "
+                    f"e.g. --cache {names[0]}={word}")
+            i = matches[0]
+        if i in given:
+            raise ConfigError(f"--cache gives source {names[i]!r}{where} twice")
+        given.add(i)
+        filled[i] = replace(filled[i], cache=path, name=names[i])
+    return filled

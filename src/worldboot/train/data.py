@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,15 @@ class MixedDataset:
             self.eval += [CacheEntry(s_idx, i) for i in eval_idx]
         self.eval = self.eval[: data.eval_max]
         self.fingerprints = {ds.cache.fingerprint for ds in self.datasets}
+
+    def summary(self, data: DataSettings) -> list[dict[str, Any]]:
+        """The mixture as trained, per source: its name, cache, caps and repeats, and how many
+        training and held-out samples it gave (after caps and repeats)."""
+        train = Counter(e.source for e in self.train)
+        held = Counter(e.source for e in self.eval)
+        return [{"name": self.names[i], "cache": src.cache, "max_per_subset": dict(src.max_per_subset),
+                 "repeats": src.repeats, "train": train[i], "held_out": held[i]}
+                for i, src in enumerate(data.sources)]
 
     def item(self, entry: CacheEntry) -> dict[str, Any]:
         """The cached triplet behind ``entry``."""

@@ -501,6 +501,11 @@ def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = Fal
         writer = os.environ.get("RANK", "0") == "0"
         with RunDir(cfg.out, cfg, f"train-{cfg.task}", writer=writer) as run:
             recipe.setup()
+            mixture = recipe.data.summary(cfg.data)
+            run.record("mixture", mixture, ["The mixture trained (after caps and repeats):", *(
+                f"  {m['name']}: {m['cache']}, {m['train']} training and {m['held_out']} held-out samples"
+                + (f", capped {m['max_per_subset']}" if m["max_per_subset"] else "")
+                + (f", repeats {m['repeats']:g}" if m["repeats"] != 1 else "") for m in mixture)])
             run.log(f"{cfg.task}: {len(recipe.data.train)} train / {len(recipe.data.eval)} held-out samples, "
                     f"{recipe.n_trainable:,} trainable parameters, {recipe.total_steps} steps; "
                     f"{describe(recipe.accelerator)}")
