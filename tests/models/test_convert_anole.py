@@ -177,3 +177,100 @@ def test_a_folder_from_anoles_modified_converter_is_refused(release, tmp_path, t
         assert len(err) == 1 and "worldboot convert anole" in err[0] and "q_norm of shape [head_dim]" in err[0], err
     with pytest.raises(ModelError, match="modified transformers"):
         load_backbone(old)
+
+
+def test_every_tensor_is_used_or_refused_by_name(release, tmp_path, capsys):
+    """A params.json listing fewer layers than the checkpoint holds converted, silently, into a
+    smaller model; a tensor of the wrong shape was refused without its name. Both are one line
+    now, naming the tensor (and both shapes)."""
+    _, root, _ = release
+    fewer = tmp_path / "fewer"
+    shutil.copytree(root, fewer)
+    params = fewer / "models/7b/params.json"
+    data = json.loads(params.read_text())
+    data["model"]["n_layers"] -= 1
+    params.write_text(json.dumps(data))
+    assert main(["convert", "anole", str(fewer), "--out", str(tmp_path / "fewer-out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    last = data["model"]["n_layers"]
+    assert len(err) == 1 and f"consolidated.pth holds layers.{last}." in err[0], err
+    assert f"params.json gives no place (n_layers {last})" in err[0]
+    assert not (tmp_path / "fewer-out").exists()
+
+    shape = tmp_path / "shape"
+    shutil.copytree(root, shape)
+    ckpt = shape / "models/7b/consolidated.pth"
+    meta = torch.load(ckpt, weights_only=True)
+    w = meta["layers.0.feed_forward.w2.weight"]
+    meta["layers.0.feed_forward.w2.weight"] = w[:, :-1].clone()
+    torch.save(meta, ckpt)
+    assert main(["convert", "anole", str(shape), "--out", str(tmp_path / "shape-out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    want, got = list(w.shape), [w.shape[0], w.shape[1] - 1]
+    assert len(err) == 1 and f"model.layers.0.mlp.down_proj.weight is {got} in the checkpoint" in err[0], err
+    assert f"make it {want}" in err[0]
+
+
+def _reference_vqgan(tok_dir):
+    """The release's VQGAN loaded straight from vqgan.ckpt, in float32, with transformers' own
+    ChameleonVQVAE and worldboot's decoder: what the converted model must equal."""
+    from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
+
+    from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan
+
+    config, vq_sd, dec_sd = load_taming_vqgan(tok_dir / "vqgan.ckpt", tok_dir / "vqgan.yaml")
+    vq, dec = ChameleonVQVAE(config), ChameleonVQDecoder(config)
+    vq.load_state_dict(vq_sd, strict=False)
+    dec.load_state_dict(dec_sd, strict=True)
+    return VQGAN(vq.float().eval(), dec.float().eval())
+
+
+def test_a_bf16_release_converts_without_touching_the_tokenizer(release, tmp_path):
+    """Anole ships its language model in bf16 and its VQGAN in fp32: the conversion keeps the
+    tokenizer in fp32, so codes and decodes equal the VQGAN's own on RGB, grey, RGBA and noise
+    images, and preprocessing is the reference's float64 x / 255 * 2 - 1."""
+    import numpy as np
+    from PIL import Image
+
+    bb, root, _ = release
+    bf16 = tmp_path / "bf16-release"
+    shutil.copytree(root, bf16)
+    ckpt = bf16 / "models/7b/consolidated.pth"
+    torch.save({k: v.to(torch.bfloat16) for k, v in torch.load(ckpt, weights_only=True).items()}, ckpt)
+    assert main(["convert", "anole", str(bf16), "--out", str(tmp_path / "out")]) == 0
+    converted = load_backbone(tmp_path / "out", dtype="bfloat16")
+    assert converted.core.model.embed_tokens.weight.dtype == torch.bfloat16
+    assert {p.dtype for p in converted.core.model.vqmodel.parameters()} == {torch.float32}
+    assert {p.dtype for p in converted.vqgan.decoder.parameters()} == {torch.float32}
+    reference = _reference_vqgan(bf16 / "tokenizer")
+    size = converted.image_size
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8), "RGB"),
+        Image.fromarray(rng.integers(0, 256, (size, size), dtype=np.uint8), "L"),
+        Image.fromarray(rng.integers(0, 256, (size, size, 4), dtype=np.uint8), "RGBA"),
+        Image.fromarray(np.full((size, size, 3), (30, 120, 220), dtype=np.uint8), "RGB"),
+    ]
+    from worldboot.images import to_rgb
+
+    for img in images:
+        pixels = converted.preprocess([img])
+        want = torch.from_numpy((np.asarray(to_rgb(img), dtype=np.float64) / 255 * 2 - 1).astype(np.float32))
+        assert torch.equal(pixels[0], want.permute(2, 0, 1))  # the reference's arithmetic, bit for bit
+        with torch.no_grad():
+            # The same pixel tensor (bit for bit the reference's formula, checked above): buffers
+            # laid out or aligned otherwise can reach oneDNN's other kernels, whose float32 sums
+            # differ in the last bits and flip near-ties on noise images.
+            codes, _ = reference.encode(pixels)
+            assert torch.equal(converted.encode_images([img]).codes, codes), img.mode
+            ours = np.asarray(converted.decode_codes(codes)[0], dtype=np.int16)
+            theirs = ((reference.decode(codes).float() + 1.0) * 127.5).round().clamp(0, 255)[0].permute(1, 2, 0)
+        assert np.array_equal(ours, theirs.numpy().astype(np.int16)), img.mode
+    # The language model's logits are the bf16 weights' (its tokenizer apart, nothing rounded twice).
+    ids = torch.randint(0, bb.core.config.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    direct = build_tiny_chameleon()
+    direct.core.load_state_dict({k: v.to(torch.bfloat16).float() for k, v in bb.core.state_dict().items()})
+    with torch.no_grad():
+        want = direct.core(input_ids=ids).logits
+        got = load_backbone(tmp_path / "out").core(input_ids=ids).logits
+    torch.testing.assert_close(got, want, atol=f32_atol(want.abs().max()), rtol=0)

@@ -51,6 +51,9 @@ class ChameleonWorldLM(ChameleonForConditionalGeneration):
     forward computes only the logits asked for (:func:`~worldboot.models.token_lm.world_forward`)."""
 
     forward = world_forward
+    # The image tokenizer stays in float32 whatever the language model's dtype, as in Anole's
+    # reference: in bf16 4 % of a 512-px image's codes flip and the decode is off by up to 39/255.
+    _keep_in_fp32_modules_strict = ["vqmodel"]
 
 
 class ChameleonBackbone(TokenLMBackbone):
@@ -159,9 +162,10 @@ def load_chameleon(
         vqgan_dir: Anole's ``tokenizer/`` directory with ``vqgan.yaml`` and ``vqgan.ckpt`` (or
             ``vqgan.safetensors``); needed when ``path`` has no ``vq_decoder.safetensors``
             (default: a ``tokenizer/`` folder inside ``path`` or beside it, as in Anole's
-            release). Its encoder weights must equal the ones inside the model (their values,
-            in the model's dtype), its decoder weights are loaded strictly.
-        dtype: e.g. ``"bfloat16"`` on GPUs; float32 when None.
+            release). Its encoder weights must equal the ones inside the model, its decoder
+            weights are loaded strictly.
+        dtype: The language model's dtype, e.g. ``"bfloat16"`` on GPUs; float32 when None. The
+            image tokenizer (encoder, codebook and decoder) stays in float32.
         device_map: Passed to ``from_pretrained`` (``"auto"`` spreads a 7B model over GPUs).
         image_size: Override of the image side (default: ``worldboot.json``, else the VQ
             config's resolution).
@@ -219,7 +223,7 @@ def load_chameleon(
             f"{path} has no {DECODER_FILE} and no tokenizer/vqgan.ckpt inside or beside it; "
             "put Anole's tokenizer/ folder (vqgan.ckpt or vqgan.safetensors, and vqgan.yaml) there"
         )
-    decoder.to(device=model.device, dtype=model.dtype)
+    decoder.to(device=model.device, dtype=model.model.vqmodel.quant_conv.weight.dtype)  # float32, as the encoder
     templates = PromptTemplates(**meta["templates"]) if "templates" in meta else None
     size = image_size or meta.get("image_size") or model.config.vq_config.resolution
     model.eval()

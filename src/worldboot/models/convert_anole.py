@@ -61,8 +61,38 @@ def read_params(model_dir: Path) -> dict[str, Any]:
     return params.get("model", params)
 
 
+class _Reads(dict):
+    """A checkpoint that remembers which of its tensors were read."""
+
+    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
+        super().__init__(tensors)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+
 def convert_state_dict(meta: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Meta's language-model weights under transformers' names and layouts."""
+    """Meta's language-model weights under transformers' names and layouts.
+
+    Raises:
+        ModelError: When the checkpoint holds a tensor that ``params`` gives no place (say the
+            layers beyond ``n_layers``), naming the first one.
+    """
+    meta = _Reads(meta)
+    out = _convert(meta, params)
+    unused = sorted(set(meta) - meta.read)
+    if unused:
+        raise ModelError(
+            f"consolidated.pth holds {unused[0]}"
+            + (f" and {len(unused) - 1} more tensors" if len(unused) > 1 else "")
+            + f" that params.json gives no place (n_layers {params['n_layers']}): the checkpoint does not fit params.json"
+        )
+    return out
+
+
+def _convert(meta: dict[str, torch.Tensor], params: dict[str, Any]) -> dict[str, torch.Tensor]:
     heads = params["n_heads"]
     kv_heads = params.get("n_kv_heads") or heads
     out: dict[str, torch.Tensor] = {
@@ -159,12 +189,13 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
         raise ModelError(f"{model_dir}: no {err} in params.json or consolidated.pth (not Anole's release?)") from None
     except (RuntimeError, ValueError) as err:  # a reshape by params.json's sizes that the tensors refuse
         raise ModelError(f"{model_dir}: the checkpoint does not fit params.json ({_first_line(err)})") from None
-    dtype = state["model.embed_tokens.weight"].dtype
-    state.update({f"model.vqmodel.{k}": v.to(dtype) for k, v in vq_sd.items()})
+    # The VQGAN keeps its checkpoint's float32 beside a bf16 language model (as the reference runs it).
+    state.update({f"model.vqmodel.{k}": v.float() for k, v in vq_sd.items()})
     from accelerate import init_empty_weights
 
     with init_empty_weights():  # weights come from the checkpoint; buffers (rotary) are made here
         model = ChameleonWorldLM(config)
+    check_shapes(model.state_dict(), state, model_dir)
     try:
         result = model.load_state_dict(state, strict=False, assign=True)
     except RuntimeError as err:  # a size that params.json (or vqgan.yaml) does not give
@@ -180,9 +211,21 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
         decoder.load_state_dict(dec_sd, strict=True)
     except RuntimeError as err:
         raise ModelError(f"{src / 'tokenizer'}: vqgan.ckpt does not fit vqgan.yaml ({_first_line(err)})") from None
-    ChameleonBackbone(model, tokenizer, decoder.to(dtype), int(config.vq_config.resolution)).save(out)
+    ChameleonBackbone(model, tokenizer, decoder.float(), int(config.vq_config.resolution)).save(out)
     shutil.copytree(src / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
     return out
+
+
+def check_shapes(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], where: Path) -> None:
+    """Refuse, naming the first tensor and both shapes, weights that do not fit the model that
+    ``params.json`` and ``vqgan.yaml`` describe (torch's own message names none in its first line)."""
+    for key, tensor in state.items():
+        want = expected.get(key)
+        if want is not None and tuple(want.shape) != tuple(tensor.shape):
+            raise ModelError(
+                f"{where}: {key} is {list(tensor.shape)} in the checkpoint, but params.json and vqgan.yaml "
+                f"make it {list(want.shape)}: the checkpoint does not fit them"
+            )
 
 
 def _config_and_state(
