@@ -15,9 +15,11 @@ from worldboot.train.config import TrainConfig, fill_sources, resolve_train_conf
 
 def test_named_caches_fill_the_papers_sources_and_keep_the_kubric_cap():
     cfg = resolve_train_config("configs/anole7b/cwm.yaml", task="world",
-                               caches=["aurora=/data/aurora-cache", "synthetic=/data/mined"])
-    assert [(s.name, s.cache, s.max_per_subset) for s in cfg.data.sources] == [
-        ("aurora", "/data/aurora-cache", {"kubric": 10000}), ("synthetic", "/data/mined", {})]
+                               caches=["aurora=/data/aurora-cache", "ucf101=/data/mined-ucf"])
+    got = {s.name: (s.cache, s.max_per_subset) for s in cfg.data.sources}
+    assert got["aurora"] == ("/data/aurora-cache", {"kubric": 10000})
+    assert got["ucf101"] == ("/data/mined-ucf", {"synthetic/ucf101": 7000})
+    assert got["moments"][0] == "runs/cache/moments"  # not given: the preset's own path
     # The CDM's preset caps Kubric too (the paper's "CDM + DS") and has its EPIC source.
     cdm = resolve_train_config("configs/anole7b/cdm.yaml", task="dynamics", caches=["aurora=/a", "epic=/e"])
     assert {s.name: (s.cache, s.max_per_subset) for s in cdm.data.sources} == {
@@ -27,13 +29,16 @@ def test_named_caches_fill_the_papers_sources_and_keep_the_kubric_cap():
 def test_a_plain_cache_fills_the_source_it_names_and_a_stranger_is_refused():
     sources = resolve_train_config("configs/anole7b/cwm.yaml", task="world").data.sources
     # By its folder name, or by the preset's own path: the other source keeps its path.
-    got = fill_sources(sources, ["/elsewhere/synthetic"])
-    assert [(s.name, s.cache) for s in got] == [("aurora", "runs/cache/aurora-train"),
-                                                ("synthetic", "/elsewhere/synthetic")]
+    got = fill_sources(sources, ["/elsewhere/kinetics"])
+    assert [(s.name, s.cache) for s in got] == [("aurora", "runs/cache/aurora-train"), ("moments", "runs/cache/moments"),
+                                                ("ucf101", "runs/cache/ucf101"), ("kinetics", "/elsewhere/kinetics")]
     assert fill_sources(sources, ["runs/cache/aurora-train"])[0].max_per_subset == {"kubric": 10000}
-    with pytest.raises(ConfigError, match=r"--cache /data/epic fits no source of cwm.yaml \(aurora, synthetic\)"
-                                          r": name the one it fills, e.g. --cache aurora=/data/epic"):
+    with pytest.raises(ConfigError, match=r"--cache /data/epic fits no source of cwm.yaml \(aurora, moments, "
+                                          r"ucf101, kinetics\): name the one it fills, e.g. --cache aurora=/data/epic"):
         fill_sources(sources, ["/data/epic"], "cwm.yaml")
+    with pytest.raises(ConfigError, match=r"--cache synthetic=/data/mined: cwm.yaml has no source "
+                                          r"named 'synthetic' \(its sources: aurora, moments, ucf101, kinetics\)"):
+        fill_sources(sources, ["synthetic=/data/mined"], "cwm.yaml")
     with pytest.raises(ConfigError, match="gives source 'aurora' of cwm.yaml twice"):
         fill_sources(sources, ["aurora=/a", "aurora=/b"], "cwm.yaml")
     assert sources[0].cache == "runs/cache/aurora-train"  # the config's own list is left as it was

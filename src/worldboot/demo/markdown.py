@@ -9,14 +9,25 @@ from __future__ import annotations
 
 import html
 import os
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any, Protocol
 
 from worldboot.demo.claims import fmt
-from worldboot.demo.config import ALPHA, CEILING, CHOICES, GREEDY, REWARD_MODELS, STAGES
+from worldboot.demo.config import ALPHA, CEILING, CHOICES, GREEDY, REWARD_MODELS, STAGES, DemoConfig
 from worldboot.demo.report import curve_lines, data_table, finetuning_note, prediction_image
 
-if TYPE_CHECKING:
-    from worldboot.demo.pipeline import Demo
+
+class Demo(Protocol):
+    """What the report reads of a run (:class:`worldboot.demo.pipeline.Demo` is one): named here
+    so that this module does not import the pipeline, which imports it."""
+
+    cfg: DemoConfig
+    out: Path
+    state: dict[str, Any]
+
+    def triplets(self, split: str) -> list[Any]: ...
+
+    def reward_models(self) -> list[str]: ...
 
 #: What a mined pair can span (:func:`worldboot.world.clip_truth.pair_change`), as Table 5 lists them.
 SPANS = ("one action", "no change", "several actions", "mid-action")

@@ -296,6 +296,9 @@ def fill_sources(
         name, sep, path = word.partition("=")
         if sep and name in names and not Path(word).exists():
             i = names.index(name)
+        elif sep and name and not Path(word).exists():
+            raise ConfigError(f"--cache {word}: {config or 'the config'} has no source named {name!r} "
+                              f"(its sources: {', '.join(names)})")
         else:
             path = word
             matches = [i for i, s in enumerate(filled)
