@@ -65,7 +65,7 @@ def main() -> int:
         SourceSettings,
         TrainConfig,
     )
-    from worldboot.train.recipes import run_training
+    from worldboot.train.run import run_training
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -57,7 +57,7 @@ def main() -> None:
         SourceSettings,
         TrainConfig,
     )
-    from worldboot.train.recipes import run_training
+    from worldboot.train.run import run_training
     from worldboot.world.gen import generate_triplets
     from worldboot.world.judge import judge
     from worldboot.world.render import parse_scene

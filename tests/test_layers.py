@@ -154,8 +154,6 @@ def test_the_torch_check_sees_lazy_and_indirect_imports(tmp_path):
 #: the two modules no longer import each other.
 CIRCLES_BEING_BROKEN = {
     frozenset({"demo/pipeline.py", "demo/report.py"}),  # issue 39 item 4: the report reads a plain result
-    frozenset({"train/recipes.py", "train/rl.py"}),  # issue 39 item 4: a task -> trainer table in train/run.py
-    frozenset({"train/recipes.py", "train/rl_dynamics.py"}),  # issue 39 item 4: the same table
 }
 
 

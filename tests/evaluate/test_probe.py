@@ -73,7 +73,7 @@ def test_trained_dynamics_model_prefers_references_more(tiny_dir, tmp_path):
     from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
     from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig
-    from worldboot.train.recipes import run_training
+    from worldboot.train.run import run_training
 
     os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
     test = square_triplets(tmp_path / "test", 16, seed=12)

@@ -21,8 +21,8 @@ from worldboot.train.config import (
     TrainConfig,
 )
 from worldboot.train.losses import dpo_loss_sum, group_advantages, grpo_loss_sum, kl_k3
-from worldboot.train.recipes import run_training
 from worldboot.train.rl import RLTrainer
+from worldboot.train.run import run_training
 
 
 def _cfg(base, verifier, cache_dir, out, **kw) -> TrainConfig:

@@ -13,9 +13,9 @@ import torch
 from helpers import rl_config
 from worldboot.errors import ModelError
 from worldboot.train.config import RLSettings
-from worldboot.train.recipes import run_training
 from worldboot.train.rl import RLTrainer
 from worldboot.train.rl_dynamics import DynamicsRLTrainer
+from worldboot.train.run import run_training
 
 #: Per direction: its trainer, its RL settings beyond the verifier, the steps of a short run,
 #: and the frozen model's name in its error messages.

@@ -17,8 +17,8 @@ from worldboot.train.config import (
     TrainConfig,
 )
 from worldboot.train.pairs import read_pairs
-from worldboot.train.recipes import run_training
 from worldboot.train.rl import RLTrainer
+from worldboot.train.run import run_training
 
 
 @pytest.fixture(scope="module")

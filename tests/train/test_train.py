@@ -16,7 +16,8 @@ import torch
 from helpers import adamw_atol, assert_adapters_agree, assert_losses_agree, f32_atol
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings, TrainConfig
-from worldboot.train.recipes import Trainer, run_training
+from worldboot.train.recipes import Trainer
+from worldboot.train.run import run_training
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 ROOT = Path(__file__).resolve().parents[2]

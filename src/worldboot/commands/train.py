@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
-    from worldboot.train.recipes import run_training
+    from worldboot.train.run import run_training
 
     result = run_training(cfg, resume=args.resume, merge=args.merge)
     import os

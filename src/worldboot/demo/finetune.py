@@ -43,7 +43,7 @@ def train_config(recipe: TrainRecipe, *, task: str | None, base: str | Path, out
 def finetune(cfg: TrainConfig) -> None:
     """Train ``cfg`` into ``cfg.out``; an unfinished run of a killed demo starts over (``out`` is
     deleted first)."""
-    from worldboot.train.recipes import run_training
+    from worldboot.train.run import run_training
 
     if Path(cfg.out).exists():
         shutil.rmtree(cfg.out)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import time
 from pathlib import Path
@@ -35,13 +34,12 @@ from safetensors import SafetensorError
 
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.progress import progress_bar
-from worldboot.runs import RunDir, write_atomic
+from worldboot.runs import write_atomic
 from worldboot.train import checkpoints
 from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, TrainConfig
 from worldboot.train.data import CacheEntry, MixedDataset
 from worldboot.train.engine import (
     configure_deepspeed,
-    describe,
     gathered,
     make_accelerator,
     unpartitioned_loading,
@@ -483,36 +481,3 @@ class Trainer:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
-
-def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = False) -> dict[str, float]:
-    """Set up, train, save (and merge), clean up; records the run in ``cfg.out``."""
-    if cfg.task == "world-rl":
-        from worldboot.train.rl import RLTrainer  # the RL step builds on this module's Trainer
-
-        recipe: Trainer = RLTrainer(cfg, resume=resume)
-    elif cfg.task == "dynamics-rl":
-        from worldboot.train.rl_dynamics import DynamicsRLTrainer
-
-        recipe = DynamicsRLTrainer(cfg, resume=resume)
-    else:
-        recipe = Trainer(cfg, resume=resume)
-    try:
-        # Launched processes share the folder: the first (RANK 0, or the only one) writes its files.
-        writer = os.environ.get("RANK", "0") == "0"
-        with RunDir(cfg.out, cfg, f"train-{cfg.task}", writer=writer) as run:
-            recipe.setup()
-            mixture = recipe.data.summary(cfg.data)
-            run.record("mixture", mixture, ["The mixture trained (after caps and repeats):", *(
-                f"  {m['name']}: {m['cache']}, {m['train']} training and {m['held_out']} held-out samples"
-                + (f", capped {m['max_per_subset']}" if m["max_per_subset"] else "")
-                + (f", repeats {m['repeats']:g}" if m["repeats"] != 1 else "") for m in mixture)])
-            run.log(f"{cfg.task}: {len(recipe.data.train)} train / {len(recipe.data.eval)} held-out samples, "
-                    f"{recipe.n_trainable:,} trainable parameters, {recipe.total_steps} steps; "
-                    f"{describe(recipe.accelerator)}")
-            result = recipe.train()
-            if merge:
-                recipe.merge()
-            run.log(f"done: {result}")
-            return result
-    finally:
-        recipe.cleanup()
