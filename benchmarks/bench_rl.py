@@ -57,14 +57,8 @@ def main() -> int:
     from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
     from worldboot.models.tiny import save_tiny_chameleon
-    from worldboot.train.config import (
-        DataSettings,
-        LoraSettings,
-        OptimSettings,
-        RLSettings,
-        SourceSettings,
-        TrainConfig,
-    )
+    from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings
+    from worldboot.train.rl_config import DPOConfig, GRPOConfig
     from worldboot.train.run import run_training
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -80,15 +74,16 @@ def main() -> int:
 
         def run(kind: str, rep: int) -> list[dict]:
             out = root / f"{kind}-{rep}"
-            cfg = TrainConfig(
+            grpo = kind in ("grpo", "cdm-grpo")
+            offline = {} if grpo else {"candidates": str(root / "pred") if kind == "offline" else ""}
+            cfg = (GRPOConfig if grpo else DPOConfig)(
                 task=TASKS[kind], base_model=str(tiny), out=str(out),
                 max_steps=args.steps + 1, batch_size=args.batch, micro_batch_size=args.batch, save_every=0,
                 eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
                 data=DataSettings(sources=[SourceSettings(cache=str(root / "cache"))], eval_fraction=0.0),
                 optim=OptimSettings(lr=1e-3, warmup_steps=0, scheduler="constant"),
-                rl=RLSettings(verifier="" if kind == "offline" else str(tiny), group_size=args.group_size,
-                              objective="grpo" if kind in ("grpo", "cdm-grpo") else "dpo",
-                              candidates=str(root / "pred") if kind == "offline" else "", max_new_tokens=16),
+                verifier="" if kind == "offline" else str(tiny), group_size=args.group_size, max_new_tokens=16,
+                **offline,
             )
             run_training(cfg)
             rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]

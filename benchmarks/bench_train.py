@@ -34,8 +34,9 @@ def main() -> None:
     from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
     from worldboot.models.tiny import save_tiny_chameleon
-    from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig
+    from worldboot.train.config import DataSettings, OptimSettings, SourceSettings
     from worldboot.train.recipes import Trainer
+    from worldboot.train.sft_config import SFTConfig
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -44,7 +45,7 @@ def main() -> None:
         build_cache(triplets, load_backbone(base), tmp / "cache", progress=False)
         recipes = {}
         for weighting in ("none", "l2"):
-            cfg = TrainConfig(
+            cfg = SFTConfig(
                 task="world", base_model=str(base), out=str(tmp / weighting), max_steps=STEPS * 2,
                 batch_size=16, micro_batch_size=16, save_every=0, eval_every=0,
                 data=DataSettings(sources=[SourceSettings(cache=str(tmp / "cache"))], eval_fraction=0.0),

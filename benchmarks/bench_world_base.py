@@ -49,15 +49,9 @@ def main() -> None:
     from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
     from worldboot.models.backbone import SamplingConfig
-    from worldboot.train.config import (
-        DataSettings,
-        LoraSettings,
-        LossSettings,
-        OptimSettings,
-        SourceSettings,
-        TrainConfig,
-    )
+    from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings
     from worldboot.train.run import run_training
+    from worldboot.train.sft_config import LossSettings, SFTConfig
     from worldboot.world.gen import generate_triplets
     from worldboot.world.judge import judge
     from worldboot.world.render import parse_scene
@@ -87,8 +81,8 @@ def main() -> None:
         ok = [parse_action(t) == a for t, a in zip(texts, truth, strict=True)]
         return float(np.mean(ok)), texts
 
-    def settings(task: str, out: Path) -> TrainConfig:
-        return TrainConfig(
+    def settings(task: str, out: Path) -> SFTConfig:
+        return SFTConfig(
             task=task,
             base_model=str(base),
             out=str(out),

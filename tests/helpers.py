@@ -177,15 +177,11 @@ def rl_config(base, cache_dir, out, **fields):
         base: The policy's model directory.
         cache_dir: The token cache of its prompts.
         out: Its run directory.
-        **fields: :class:`~worldboot.train.config.TrainConfig` fields, ``rl`` among them.
+        **fields: Fields of :class:`~worldboot.train.rl_config.GRPOConfig`, or of
+            :class:`~worldboot.train.rl_config.DPOConfig` with ``objective="dpo"``.
     """
-    from worldboot.train.config import (
-        DataSettings,
-        LoraSettings,
-        OptimSettings,
-        SourceSettings,
-        TrainConfig,
-    )
+    from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings
+    from worldboot.train.rl_config import DPOConfig, GRPOConfig
 
     settings = dict(
         task="world-rl", base_model=str(base), out=str(out), max_steps=6, batch_size=4, micro_batch_size=2,
@@ -194,4 +190,4 @@ def rl_config(base, cache_dir, out, **fields):
         optim=OptimSettings(lr=5e-3, warmup_steps=0, scheduler="constant"),
     )
     settings.update(fields)
-    return TrainConfig(**settings)
+    return (DPOConfig if settings.get("objective") == "dpo" else GRPOConfig)(**settings)

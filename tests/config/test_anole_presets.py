@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from worldboot.cli import main
-from worldboot.train.config import resolve_train_config
+from worldboot.train.resolve import resolve_train_config
 
 #: Transcribed from the appendix: (preset, config field, the value, the appendix's words).
 APPENDIX = [

@@ -137,12 +137,12 @@ def test_a_shipped_preset_path_works_from_any_folder(tmp_path, monkeypatch):
     """``--config configs/demo/dynamics_rl.yaml`` as the examples write it: from a folder
     without ``configs/`` it is the package's preset; a file of that name here wins; a path that
     is neither stays a one-line error naming it."""
-    from worldboot.train.config import TrainConfig
+    from worldboot.train.resolve import resolve_train_config
 
     monkeypatch.chdir(tmp_path)
-    assert load_config(TrainConfig, "configs/demo/dynamics_rl.yaml").task == "dynamics-rl"
+    assert resolve_train_config("configs/demo/dynamics_rl.yaml").task == "dynamics-rl"
     (tmp_path / "configs" / "demo").mkdir(parents=True)
     (tmp_path / "configs" / "demo" / "dynamics_rl.yaml").write_text("task: world\n")
-    assert load_config(TrainConfig, "configs/demo/dynamics_rl.yaml").task == "world"
+    assert resolve_train_config("configs/demo/dynamics_rl.yaml").task == "world"
     with pytest.raises(ConfigError, match="config file not found: configs/demo/nothing.yaml"):
-        load_config(TrainConfig, "configs/demo/nothing.yaml")
+        resolve_train_config("configs/demo/nothing.yaml")

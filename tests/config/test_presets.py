@@ -24,7 +24,9 @@ def _loader(command: str, path: Path):
     assert words[0] == "worldboot", f"first line must be a worldboot or accelerate command: {command}"
     verb = words[1:3]
     if verb[0] == "train":
-        from worldboot.train.config import TrainConfig as cls
+        from worldboot.train.resolve import resolve_train_config
+
+        return lambda path: resolve_train_config(path, task=verb[1])
     elif verb[0] == "generate":
         from worldboot.infer.generate import GenerateConfig as cls
     elif verb[0] == "rollout":
@@ -102,9 +104,9 @@ def test_a_training_mistake_names_its_run_before_any_stage():
     from worldboot.demo import load_demo_config
     from worldboot.errors import ConfigError
 
-    with pytest.raises(ConfigError, match=r"^dpo \(configs/demo/world_rl.yaml\): rl.dpo_beta must be greater than 0"):
-        load_demo_config("smoke", overrides=["dpo.enabled=true", "dpo.rl.dpo_beta=0"])
-    assert load_demo_config("smoke", overrides=["rl.rl.beta=0"]).rl.overrides == ["rl.beta=0"]  # GRPO without KL
+    with pytest.raises(ConfigError, match=r"^dpo \(configs/demo/world_dpo.yaml\): beta must be greater than 0"):
+        load_demo_config("smoke", overrides=["dpo.enabled=true", "dpo.beta=0"])
+    assert load_demo_config("smoke", overrides=["rl.beta=0"]).rl.overrides == ["beta=0"]  # GRPO without KL
 
 
 def test_cli_offers_every_preset():

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.timeout(1800)
 #: preset's "CWM + GRPO" and "CWM + DPO" rows), so that their stages, rows, claims and example
 #: columns run here too.
 DEMO = ["demo", "--preset", "smoke", *(f"{row}.{word}" for row in ("rl", "dpo") for word in (
-    "enabled=true", "max_steps=2", "batch_size=2", "micro_batch_size=2", "rl.group_size=2"))]
+    "enabled=true", "max_steps=2", "batch_size=2", "micro_batch_size=2", "group_size=2"))]
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def test_trained_dynamics_model_prefers_references_more(tiny_dir, tmp_path):
 
     from worldboot.data.tokenize import build_cache
     from worldboot.models import load_backbone
-    from worldboot.train.config import DataSettings, OptimSettings, SourceSettings, TrainConfig
+    from worldboot.train.config import DataSettings, OptimSettings, SourceSettings
     from worldboot.train.run import run_training
 
     os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
@@ -80,7 +80,9 @@ def test_trained_dynamics_model_prefers_references_more(tiny_dir, tmp_path):
     train = test
     base = load_backbone(tiny_dir)
     build_cache(train, base, tmp_path / "cache", progress=False)
-    cfg = TrainConfig(
+    from worldboot.train.sft_config import SFTConfig
+
+    cfg = SFTConfig(
         task="dynamics", base_model=str(tiny_dir), out=str(tmp_path / "cdm"), max_steps=30, batch_size=8,
         micro_batch_size=8, save_every=0, eval_every=0, log_every=10,
         data=DataSettings(sources=[SourceSettings(cache=str(tmp_path / "cache"))], eval_fraction=0.0),

@@ -12,21 +12,16 @@ import torch
 
 from helpers import F32_U, adamw_atol, assert_adapters_agree, f32_atol, rl_config
 from worldboot.errors import ConfigError, ModelError
-from worldboot.train.config import (
-    DataSettings,
-    LoraSettings,
-    OptimSettings,
-    RLSettings,
-    SourceSettings,
-    TrainConfig,
-)
+from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings
 from worldboot.train.losses import dpo_loss_sum, group_advantages, grpo_loss_sum, kl_k3
 from worldboot.train.rl import RLTrainer
+from worldboot.train.rl_config import GRPOConfig, RLConfig
 from worldboot.train.run import run_training
+from worldboot.train.sft_config import SFTConfig
 
 
-def _cfg(base, verifier, cache_dir, out, **kw) -> TrainConfig:
-    return rl_config(base, cache_dir, out, **{"rl": RLSettings(verifier=str(verifier), group_size=3), **kw})
+def _cfg(base, verifier, cache_dir, out, **kw) -> RLConfig:
+    return rl_config(base, cache_dir, out, **{"verifier": str(verifier), "group_size": 3, **kw})
 
 
 def _rows(run: Path) -> list[dict]:
@@ -66,8 +61,8 @@ def test_one_grpo_step_moves_probability_towards_the_better_candidates(tiny_dir,
     their advantages, sum(A * delta log p) > 0 (first order, so a small learning rate)."""
     from worldboot.train.rl import image_logprobs
 
-    cfg = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "run", rl=RLSettings(verifier=str(tiny_dir), group_size=4,
-               beta=0.0), optim=OptimSettings(lr=1e-4, warmup_steps=0, scheduler="constant"))
+    cfg = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "run", group_size=4, beta=0.0,
+               optim=OptimSettings(lr=1e-4, warmup_steps=0, scheduler="constant"))
     recipe = RLTrainer(cfg)
     recipe.setup()
     try:
@@ -93,9 +88,8 @@ def test_one_grpo_step_moves_probability_towards_the_better_candidates(tiny_dir,
 
 def test_bad_settings_are_refused_before_compute(tiny_dir, cache_dir, tmp_path):
     with pytest.raises(ConfigError, match="group_size is 1: a group of one candidate has zero advantage"):
-        RLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "a", rl=RLSettings(verifier=str(tiny_dir),
-                                                                                      group_size=1))).setup()
-    with pytest.raises(ConfigError, match="rl.verifier is empty"):
+        RLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "a", group_size=1)).setup()
+    with pytest.raises(ConfigError, match="verifier is empty"):
         RLTrainer(_cfg(tiny_dir, "", cache_dir, tmp_path / "b")).setup()
     with pytest.raises(ModelError, match="verifier directory not found: .*nowhere"):
         RLTrainer(_cfg(tiny_dir, tmp_path / "nowhere", cache_dir, tmp_path / "c")).setup()
@@ -122,8 +116,7 @@ KL_BOUND = 0.01
 
 def test_a_large_beta_keeps_the_policy_near_the_reference(tiny_dir, cache_dir, tmp_path):
     def run(beta: float, name: str) -> float:
-        rl = RLSettings(verifier=str(tiny_dir), group_size=4, beta=beta)
-        cfg = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / name, max_steps=12, rl=rl,
+        cfg = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / name, max_steps=12, group_size=4, beta=beta,
                    optim=OptimSettings(lr=5e-3, warmup_steps=0, scheduler="constant"))
         run_training(cfg)
         return max(r["kl"] for r in _rows(tmp_path / name) if "kl" in r)
@@ -167,11 +160,11 @@ def test_two_processes_end_with_the_adapter_of_one(tiny_dir, cache_dir, tmp_path
     overrides = [
         f"base_model={tiny_dir}", "max_steps=3", "batch_size=2", "save_every=0", "eval_every=0", "log_every=1",
         "lora.dropout=0.0", "optim.lr=5e-3", "optim.eps=1.0", "optim.warmup_steps=0", "data.eval_fraction=0.1",
-        "rl.group_size=3",
+        "group_size=3",
     ]
     cli = ["-m", "worldboot.cli", "train", task, "--cache", str(cache_dir), "--verifier", str(tiny_dir)]
     if task == "dynamics-rl":
-        overrides.append("rl.max_new_tokens=8")
+        overrides.append("max_new_tokens=8")
     env = {**os.environ, "WORLDBOOT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, *cli, "--out", str(tmp_path / "one"), *overrides, "micro_batch_size=2"],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -224,16 +217,16 @@ def test_grpo_raises_the_cdm_reward_on_held_out_world_triplets(tmp_path):
     build_cache(generate_triplets(tmp_path / "data", 200, seed=3), load_backbone(base), cache, progress=False)
     data = DataSettings(sources=[SourceSettings(cache=str(cache))], eval_fraction=0.2, eval_max=24)
     for task, steps in (("dynamics", 1000), ("world", 500)):
-        run_training(TrainConfig(
+        run_training(SFTConfig(
             task=task, base_model=str(base), out=str(tmp_path / task), max_steps=steps, batch_size=16,
             micro_batch_size=16, save_every=0, eval_every=0, log_every=50, lora=LoraSettings(enabled=False),
             optim=OptimSettings(lr=2e-3, warmup_steps=5), data=data,
         ))
-    cfg = TrainConfig(
+    cfg = GRPOConfig(
         task="world-rl", base_model=str(tmp_path / "world" / "merged"), out=str(tmp_path / "grpo"), max_steps=30,
         batch_size=8, micro_batch_size=8, save_every=0, eval_every=0, log_every=1, lora=LoraSettings(dropout=0.0),
         optim=OptimSettings(lr=1e-2, warmup_steps=0, scheduler="constant"), data=data,
-        rl=RLSettings(verifier=str(tmp_path / "dynamics" / "merged"), group_size=8),
+        verifier=str(tmp_path / "dynamics" / "merged"), group_size=8,
     )
     start = RLTrainer(cfg)
     start.setup()

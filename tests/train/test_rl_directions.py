@@ -12,7 +12,6 @@ import torch
 
 from helpers import rl_config
 from worldboot.errors import ModelError
-from worldboot.train.config import RLSettings
 from worldboot.train.rl import RLTrainer
 from worldboot.train.rl_dynamics import DynamicsRLTrainer
 from worldboot.train.run import run_training
@@ -27,8 +26,7 @@ DIRECTIONS = {
 
 def _cfg(task, base, verifier, cache_dir, out, **kw):
     _, rl, steps, _, _ = DIRECTIONS[task]
-    kw.setdefault("rl", RLSettings(verifier=str(verifier), **rl))
-    return rl_config(base, cache_dir, out, **{"task": task, "max_steps": steps, **kw})
+    return rl_config(base, cache_dir, out, **{"task": task, "max_steps": steps, "verifier": str(verifier), **rl, **kw})
 
 
 @pytest.mark.parametrize("task", DIRECTIONS)
@@ -62,10 +60,9 @@ def test_a_nan_reward_stops_with_one_line(task, tiny_dir, cache_dir, tmp_path):
 def test_resume_after_a_kill_gives_the_same_adapter(task, objective, tiny_dir, cache_dir, tmp_path):
     from safetensors.torch import load_file
 
-    trainer, settings, steps, _, _ = DIRECTIONS[task]
-    rl = RLSettings(verifier=str(tiny_dir), objective=objective, **settings)
-    run_training(_cfg(task, tiny_dir, tiny_dir, cache_dir, tmp_path / "straight", save_every=2, rl=rl))
-    killed = _cfg(task, tiny_dir, tiny_dir, cache_dir, tmp_path / "killed", save_every=2, rl=rl)
+    trainer, _, steps, _, _ = DIRECTIONS[task]
+    run_training(_cfg(task, tiny_dir, tiny_dir, cache_dir, tmp_path / "straight", save_every=2, objective=objective))
+    killed = _cfg(task, tiny_dir, tiny_dir, cache_dir, tmp_path / "killed", save_every=2, objective=objective)
     first = trainer(killed)
     first.setup()
     first.train(stop_after=3)  # the last checkpoint is step 2

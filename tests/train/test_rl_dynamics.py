@@ -9,18 +9,15 @@ import torch
 
 from helpers import f32_atol, rl_config
 from worldboot.errors import ConfigError
-from worldboot.train.config import (
-    OptimSettings,
-    RLSettings,
-    TrainConfig,
-)
+from worldboot.train.config import OptimSettings
 from worldboot.train.losses import group_advantages
+from worldboot.train.rl_config import RLConfig
 from worldboot.train.rl_dynamics import PAD, DynamicsRLTrainer, text_logprobs
 
 
-def _cfg(base, verifier, cache_dir, out, **kw) -> TrainConfig:
-    rl = RLSettings(verifier=str(verifier), group_size=3, max_new_tokens=6)
-    return rl_config(base, cache_dir, out, **{"task": "dynamics-rl", "max_steps": 4, "rl": rl, **kw})
+def _cfg(base, verifier, cache_dir, out, **kw) -> RLConfig:
+    return rl_config(base, cache_dir, out, **{"task": "dynamics-rl", "max_steps": 4, "verifier": str(verifier),
+                                              "group_size": 3, "max_new_tokens": 6, **kw})
 
 
 def test_text_log_probabilities_are_those_the_sampler_draws_from(tiny, cache_dir):
@@ -74,7 +71,7 @@ def test_one_grpo_step_moves_probability_towards_the_better_texts(tiny_dir, cach
     """After one small step the log-probabilities of the step's own texts change in the
     direction of their advantages: sum(A * delta mean log p) > 0."""
     cfg = _cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "run",
-               rl=RLSettings(verifier=str(tiny_dir), group_size=4, beta=0.0, max_new_tokens=6),
+               group_size=4, beta=0.0,
                optim=OptimSettings(lr=1e-4, warmup_steps=0, scheduler="constant"))
     recipe = DynamicsRLTrainer(cfg)
     recipe.setup()
@@ -103,11 +100,10 @@ def test_bad_settings_are_refused_before_compute(tiny_dir, cache_dir, tmp_path):
     with pytest.raises(ConfigError, match="give the world model that rewards the action texts"):
         DynamicsRLTrainer(_cfg(tiny_dir, "", cache_dir, tmp_path / "a")).setup()
     with pytest.raises(ConfigError, match="dynamics-rl samples its own action texts"):
-        DynamicsRLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "b",
-                               rl=RLSettings(verifier=str(tiny_dir), candidates=str(tmp_path)))).setup()
+        DynamicsRLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "b", objective="dpo",
+                               candidates=str(tmp_path))).setup()
     with pytest.raises(ConfigError, match="group_size is 1"):
-        DynamicsRLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "c",
-                               rl=RLSettings(verifier=str(tiny_dir), group_size=1))).setup()
+        DynamicsRLTrainer(_cfg(tiny_dir, tiny_dir, cache_dir, tmp_path / "c", group_size=1)).setup()
     assert not any((tmp_path / n / "metrics.jsonl").exists() for n in "abc")
 
 

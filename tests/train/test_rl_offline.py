@@ -12,12 +12,9 @@ import torch
 
 from helpers import rl_config
 from worldboot.errors import ConfigError, DataError, ModelError
-from worldboot.train.config import (
-    RLSettings,
-    TrainConfig,
-)
 from worldboot.train.pairs import read_pairs
 from worldboot.train.rl import RLTrainer
+from worldboot.train.rl_config import DPOConfig
 from worldboot.train.run import run_training
 
 
@@ -34,9 +31,8 @@ def scored(tmp_path_factory, tiny_dir, cache_dir) -> Path:
     return out
 
 
-def _cfg(base, cache_dir, out, candidates, **kw) -> TrainConfig:
-    rl = RLSettings(objective="dpo", candidates=str(candidates))
-    return rl_config(base, cache_dir, out, **{"max_steps": 8, "rl": rl, **kw})
+def _cfg(base, cache_dir, out, candidates, **kw) -> DPOConfig:
+    return rl_config(base, cache_dir, out, **{"max_steps": 8, "objective": "dpo", "candidates": str(candidates), **kw})
 
 
 def _rows(run: Path) -> list[dict]:
@@ -86,8 +82,7 @@ def test_the_clamp_makes_ties_and_a_tie_weighs_nothing(tiny_dir, cache_dir, scor
     assert clamped.preferred and clamped.margin == pytest.approx(9.0)
     assert torch.equal(clamped.chosen, t["candidates"][2].long())
     assert torch.equal(clamped.rejected, t["candidates"][0].long())  # -50 and -60 tie at -10: the first
-    recipe = RLTrainer(_cfg(tiny_dir, cache_dir, tmp_path / "run", tmp_path / "ties",
-                            rl=RLSettings(objective="dpo", candidates=str(tmp_path / "ties"), reward_min=-10.0)))
+    recipe = RLTrainer(_cfg(tiny_dir, cache_dir, tmp_path / "run", tmp_path / "ties", reward_min=-10.0))
     recipe.setup()
     try:
         entries = recipe.data.train + recipe.data.eval
@@ -188,10 +183,12 @@ def test_bad_candidates_are_refused_in_one_line(tiny_dir, cache_dir, scored, tmp
     from safetensors.torch import load_file, save_file
 
     from worldboot.infer.generate import GenerateConfig, run_generate
+    from worldboot.train.resolve import resolve_train_config
 
-    with pytest.raises(ConfigError, match="only DPO trains on .*rl.objective=dpo"):
-        RLTrainer(_cfg(tiny_dir, cache_dir, tmp_path / "a", scored,
-                       rl=RLSettings(objective="grpo", candidates=str(scored)))).setup()
+    with pytest.raises(ConfigError, match="only DPO trains on .*world_dpo.yaml. or --objective dpo"):
+        resolve_train_config("configs/demo/world_rl.yaml", task="world-rl", candidates=str(scored))
+    with pytest.raises(ConfigError, match="unknown config key 'candidates'"):  # a GRPO config has no such field
+        resolve_train_config("configs/demo/world_rl.yaml", ["candidates=x"], task="world-rl")
     with pytest.raises(DataError, match="candidates folder not found: .*nowhere"):
         RLTrainer(_cfg(tiny_dir, cache_dir, tmp_path / "b", tmp_path / "nowhere")).setup()
     with pytest.raises(DataError, match="has no predictions.jsonl"):

@@ -10,7 +10,9 @@ import yaml
 from worldboot.cli import main
 from worldboot.config import load_config
 from worldboot.errors import ConfigError
-from worldboot.train.config import TrainConfig, fill_sources, resolve_train_config
+from worldboot.train.config import fill_sources
+from worldboot.train.resolve import resolve_train_config
+from worldboot.train.sft_config import SFTConfig
 
 
 def test_named_caches_fill_the_papers_sources_and_keep_the_kubric_cap():
@@ -68,7 +70,7 @@ def test_the_run_records_the_mixture_it_trained(tiny_dir, cache_dir, tmp_path):
     out = tmp_path / "run"
     assert main(["train", "dynamics", "--config", str(preset), "--base", str(tiny_dir),
                  "--cache", f"squares={cache_dir}", "--out", str(out)]) == 0
-    saved = load_config(TrainConfig, out / "config.yaml")  # still a config, with the cap kept
+    saved = load_config(SFTConfig, out / "config.yaml")  # still a config, with the cap kept
     assert saved.data.sources[0].cache == str(cache_dir) and saved.data.sources[0].max_per_subset == {"squares/left": 3}
     mixture = json.loads((out / "meta.json").read_text())["mixture"]
     right = sum(1 for line in (cache_dir.parent / "images" / "manifest.jsonl").read_text().splitlines()

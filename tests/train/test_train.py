@@ -15,15 +15,16 @@ import torch
 
 from helpers import adamw_atol, assert_adapters_agree, assert_losses_agree, f32_atol
 from worldboot.errors import ConfigError, DataError, ModelError
-from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings, TrainConfig
+from worldboot.train.config import DataSettings, LoraSettings, OptimSettings, SourceSettings
 from worldboot.train.recipes import Trainer
 from worldboot.train.run import run_training
+from worldboot.train.sft_config import SFTConfig
 
 os.environ["WORLDBOOT_NO_PROGRESS"] = "1"
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _cfg(tiny_dir, cache_dir, out, task="dynamics", **kw) -> TrainConfig:
+def _cfg(tiny_dir, cache_dir, out, task="dynamics", **kw) -> SFTConfig:
     base = dict(
         task=task,
         base_model=str(tiny_dir),
@@ -38,7 +39,7 @@ def _cfg(tiny_dir, cache_dir, out, task="dynamics", **kw) -> TrainConfig:
         optim=OptimSettings(lr=5e-3, warmup_steps=0),
     )
     base.update(kw)
-    return TrainConfig(**base)
+    return SFTConfig(**base)
 
 
 def _losses(run: Path) -> list[float]:
@@ -330,7 +331,7 @@ def test_tensorboard_tracker_logs_every_metric(tiny_dir, cache_dir, tmp_path):
 def test_training_mistakes_are_one_line(tiny_dir, cache_dir, tmp_path):
     from worldboot.config import load_config
 
-    assert load_config(TrainConfig, overrides=["mixed_precision=no"]).mixed_precision == "no"  # not YAML's false
+    assert load_config(SFTConfig, overrides=["mixed_precision=no"]).mixed_precision == "no"  # not YAML's false
     for n, (change, says) in enumerate((
         ({"trackers": ["nosuch"]}, r"'trackers': 'nosuch' is not a tracker accelerate can log to here"),
         ({"data": DataSettings(sources=[SourceSettings(cache=str(cache_dir), max_per_subset={"squares/nope": 2})])},

@@ -22,12 +22,12 @@ EXAMPLES = {
     "world-rl": """examples:
   worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \\
       --verifier runs/cdm/merged --cache runs/cache/labelled --out runs/cwm-grpo
-  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \\
-      --verifier runs/cdm/merged --cache runs/cache/labelled --out runs/cwm-dpo --objective dpo
+  worldboot train world-rl --config configs/demo/world_dpo.yaml --base runs/cwm/merged \\
+      --verifier runs/cdm/merged --cache runs/cache/labelled --out runs/cwm-dpo
   worldboot generate runs/data/train/manifest.jsonl --world runs/cwm/merged --verifier runs/cdm/merged \\
       --best-of 8 --out runs/pred-train-bo8    # then DPO on those candidates, nothing sampled while training:
-  worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \\
-      --cache runs/cache/labelled --candidates runs/pred-train-bo8 --objective dpo --out runs/cwm-dpo-offline
+  worldboot train world-rl --config configs/demo/world_dpo.yaml --base runs/cwm/merged \\
+      --cache runs/cache/labelled --candidates runs/pred-train-bo8 --out runs/cwm-dpo-offline
   accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \\
       train world-rl --config configs/anole7b/world_rl.yaml --merge
 """,
@@ -47,11 +47,12 @@ DESCRIPTIONS = {
     "source, candidate) per token: GRPO (a group of candidates per prompt, group-normalised advantages, KL "
     "to the starting model) or DPO (the group's best and worst candidate as a pair; or, offline, the pairs of a "
     "'worldboot generate --best-of N --verifier' folder, --candidates). Trains a LoRA adapter; "
-    "the reference is the starting model without it.",
+    "the reference is the starting model without it. The preset's objective picks its settings: GRPOConfig or "
+    "DPOConfig (worldboot.train.rl_config; --print-config shows them).",
     "dynamics-rl": "Train the dynamics model (CDM) against a frozen world model's reward, log p_CWM(target | "
     "source, action text) per target token (the reverse direction, as SWIRL): GRPO or DPO on a group of "
     "sampled action texts per (source, target). Trains a LoRA adapter; the reference is the starting model "
-    "without it.",
+    "without it. The preset's objective picks its settings: GRPOConfig or DPOConfig (worldboot.train.rl_config).",
 }
 
 
@@ -89,16 +90,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         t.add_argument("--print-config", action="store_true",
                        help="print the resolved config as YAML and exit (nothing is trained)")
         if task == "world-rl":
-            t.add_argument("--verifier", metavar="DIR", help="the dynamics model that rewards (config: rl.verifier; optional with --candidates)")
-            t.add_argument("--objective", choices=("grpo", "dpo"), help="config: rl.objective (default grpo)")
-            t.add_argument("--group-size", type=int, metavar="G", help="candidates per prompt (config: rl.group_size)")
+            t.add_argument("--verifier", metavar="DIR", help="the dynamics model that rewards (config: verifier; optional with --candidates)")
+            t.add_argument("--objective", choices=("grpo", "dpo"), help="grpo (GRPOConfig) or dpo (DPOConfig): the preset's own objective by default, and it may not be contradicted (config: objective)")
+            t.add_argument("--group-size", type=int, metavar="G", help="candidates per prompt (config: group_size)")
             t.add_argument("--candidates", metavar="PRED",
                            help="offline DPO on the scored candidates of a 'worldboot generate --best-of N "
-                           "--verifier CDM' folder (config: rl.candidates; with --objective dpo)")
+                           "--verifier CDM' folder (config: candidates; with --objective dpo)")
         if task == "dynamics-rl":
-            t.add_argument("--verifier", metavar="DIR", help="the world model that rewards (config: rl.verifier)")
-            t.add_argument("--objective", choices=("grpo", "dpo"), help="config: rl.objective (default grpo)")
-            t.add_argument("--group-size", type=int, metavar="G", help="action texts per prompt (config: rl.group_size)")
+            t.add_argument("--verifier", metavar="DIR", help="the world model that rewards (config: verifier)")
+            t.add_argument("--objective", choices=("grpo", "dpo"), help="grpo (GRPOConfig) or dpo (DPOConfig): the preset's own objective by default, and it may not be contradicted (config: objective)")
+            t.add_argument("--group-size", type=int, metavar="G", help="action texts per prompt (config: group_size)")
         t.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted config overrides, e.g. optim.lr=1e-4")
         t.set_defaults(func=run)
 
@@ -106,7 +107,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config and run the recipe."""
     from worldboot.config import dump_yaml
-    from worldboot.train.config import resolve_train_config
+    from worldboot.train.resolve import resolve_train_config
 
     rl = {}
     if args.task in ("world-rl", "dynamics-rl"):

@@ -46,7 +46,8 @@ class TrainRecipe:
 class RewardRecipe(TrainRecipe):
     """One reward optimisation of the demo (``worldboot train world-rl``, after the paper:
     SWIRL): the CWM trained against the frozen CDM's reward, with GRPO (``DemoConfig.rl``, the
-    ``CWM + GRPO`` row) or DPO (``DemoConfig.dpo``, the ``CWM + DPO`` row, ``--objective dpo``).
+    ``CWM + GRPO`` row, ``configs/demo/world_rl.yaml``) or DPO (``DemoConfig.dpo``, the ``CWM +
+    DPO`` row, ``configs/demo/world_dpo.yaml``).
 
     Attributes:
         enabled: Train the row (the smoke preset leaves both out).
@@ -114,7 +115,7 @@ class DemoConfig:
     cdm: TrainRecipe = field(default_factory=TrainRecipe)
     cwm: TrainRecipe = field(default_factory=lambda: TrainRecipe("configs/demo/cwm.yaml"))
     rl: RewardRecipe = field(default_factory=RewardRecipe)
-    dpo: RewardRecipe = field(default_factory=RewardRecipe)
+    dpo: RewardRecipe = field(default_factory=lambda: RewardRecipe("configs/demo/world_dpo.yaml"))
     torch_threads: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
@@ -173,7 +174,7 @@ def check_training(cfg: DemoConfig) -> None:
     Raises:
         ConfigError: One line naming the run (``cdm: ...``) and the key.
     """
-    from worldboot.train.config import resolve_train_config
+    from worldboot.train.resolve import resolve_train_config
 
     for key in TRAINING:
         recipe = getattr(cfg, key)

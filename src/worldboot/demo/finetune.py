@@ -14,6 +14,7 @@ from worldboot.runs import read_jsonl
 
 if TYPE_CHECKING:
     from worldboot.train.config import TrainConfig
+    from worldboot.train.rl_config import DPOConfig, GRPOConfig
 
 
 def train_config(recipe: TrainRecipe, *, task: str | None, base: str | Path, out: Path, caches: Sequence[Path],
@@ -33,7 +34,7 @@ def train_config(recipe: TrainRecipe, *, task: str | None, base: str | Path, out
         verifier: The frozen model that rewards (reward optimisation).
         objective: ``grpo`` or ``dpo`` (reward optimisation).
     """
-    from worldboot.train.config import resolve_train_config
+    from worldboot.train.resolve import resolve_train_config
 
     rl = {"verifier": str(verifier), "objective": objective} if verifier else {}
     return resolve_train_config(recipe.config, [*recipe.overrides, *extra, f"seed={seed}"], task=task,
@@ -50,8 +51,8 @@ def finetune(cfg: TrainConfig) -> None:
     run_training(cfg)
 
 
-def reward_optimise(cfg: TrainConfig, prompts: Sequence[str]) -> dict[str, Any]:
-    """GRPO or DPO (``cfg.rl.objective``) on the CWM against the frozen CDM (``worldboot train
+def reward_optimise(cfg: GRPOConfig | DPOConfig, prompts: Sequence[str]) -> dict[str, Any]:
+    """GRPO or DPO (``cfg.objective``) on the CWM against the frozen CDM (``worldboot train
     world-rl``): a LoRA adapter, the world model without it as the reference.
 
     Returns:
@@ -62,10 +63,9 @@ def reward_optimise(cfg: TrainConfig, prompts: Sequence[str]) -> dict[str, Any]:
     finetune(cfg)
     rows = [row for _, row in read_jsonl(Path(cfg.out) / "metrics.jsonl") if "reward" in row]
     fifth = max(1, len(rows) // 5)
-    rl = cfg.rl
     return {
-        "steps": cfg.max_steps, "prompts": list(prompts), "objective": rl.objective, "batch_size": cfg.batch_size,
-        "group_size": rl.group_size, "lr": cfg.optim.lr, "beta": rl.beta if rl.objective == "grpo" else rl.dpo_beta,
+        "steps": cfg.max_steps, "prompts": list(prompts), "objective": cfg.objective, "batch_size": cfg.batch_size,
+        "group_size": cfg.group_size, "lr": cfg.optim.lr, "beta": cfg.beta,
         "reward_first": sum(x["reward"] for x in rows[:fifth]) / fifth,
         "reward_last": sum(x["reward"] for x in rows[-fifth:]) / fifth,
         "spread": sum(x["reward_spread"] for x in rows) / len(rows),

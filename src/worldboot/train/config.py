@@ -1,4 +1,5 @@
-"""The training recipe's config (:class:`TrainConfig`) and its parts, every field documented; the YAML presets are ``configs/anole7b/`` and ``configs/demo/``."""
+"""What every training method's config shares (:class:`TrainConfig`) and its parts, every field
+documented; the YAML presets are ``configs/anole7b/`` and ``configs/demo/``."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from worldboot.config import bounded
 from worldboot.errors import ConfigError
@@ -102,81 +103,23 @@ class DataSettings:
 
 
 @dataclass
-class LossSettings:
-    """The completion loss.
-
-    Attributes:
-        weighting: ``l2`` = the paper's recognition-weighted loss (Eq. 2) on the world model's
-            target image tokens; ``none`` = plain cross-entropy. Ignored for dynamics.
-        uniform_mix: Share of uniform weight mixed into the recognition weights (0 = paper).
-    """
-
-    weighting: Literal["none", "l2"] = "none"
-    uniform_mix: float = bounded(0.0, ge=0, le=1)
-
-
-@dataclass
-class RLSettings:
-    """Reward optimisation of one model against the other, frozen (``task: world-rl`` or
-    ``dynamics-rl``).
-
-    ``world-rl``: for each (source, action) of a global batch the policy (the world model with
-    a LoRA adapter) samples ``group_size`` target images; the frozen CDM scores each by the mean
-    per token of log p_CDM(action | source, candidate) (the reward); the update is GRPO or DPO.
-    ``dynamics-rl`` is the reverse direction (SWIRL's): for each (source, target) the policy
-    (the CDM with a LoRA adapter) samples ``group_size`` action texts, and the frozen world
-    model rewards each by the mean per token of log p_CWM(target | source, text).
-
-    Attributes:
-        objective: ``grpo``: group-normalised advantages, policy gradient on the sampled tokens,
-            KL penalty ``beta`` to the reference; ``dpo``: the best and the worst candidate of
-            each group as a preference pair, DPO loss with temperature ``dpo_beta``.
-        verifier: The frozen model that rewards: the CDM's directory for ``world-rl``, the
-            world model's for ``dynamics-rl`` (its image tokenizer must be the policy's).
-        group_size: Candidates per (source, action); GRPO's advantages are relative to the
-            group, so it needs at least 2.
-        temperature: Sampling temperature of the candidates (1 = the paper's setting); the
-            policy's log-probabilities are taken at the same temperature.
-        beta: GRPO's KL coefficient (per-token k3 estimate of KL(policy || reference)).
-        dpo_beta: DPO's temperature on the log-ratio margin.
-        reward_min: Rewards are clamped to ``[reward_min, 0]``: a per-token mean log-probability
-            is at most 0, and one candidate the CDM finds absurd (say -40) would otherwise set a
-            group's spread alone and squash every other advantage towards zero.
-        candidates: Offline DPO: a ``worldboot generate --best-of N --verifier CDM`` output
-            folder whose scored candidates make the pairs (the best and the worst of each
-            sample, by the same clamped reward), so nothing is sampled or scored while training.
-            The prompts are the cache's samples that have candidates there. Needs ``objective:
-            dpo``; ``verifier`` is then optional (given, it scores fresh samples of the held-out
-            prompts at each evaluation).
-        max_new_tokens: ``dynamics-rl``: most tokens of a sampled action text (one that has not
-            ended by then is kept as drawn, without end-of-sequence).
-    """
-
-    objective: Literal["grpo", "dpo"] = "grpo"
-    verifier: str = ""
-    group_size: int = bounded(4, ge=1)
-    temperature: float = bounded(1.0, gt=0)
-    beta: float = bounded(0.04, ge=0)
-    dpo_beta: float = bounded(0.1, gt=0)
-    reward_min: float = -10.0
-    candidates: str = ""
-    max_new_tokens: int = bounded(32, ge=1)
-
-
-@dataclass
 class TrainConfig:
-    """A training run of the CDM or the CWM.
+    """What every training method shares. Each trainer's config adds its own fields:
+    :class:`~worldboot.train.sft_config.SFTConfig` (``dynamics``, ``world``),
+    :class:`~worldboot.train.rl_config.GRPOConfig` and
+    :class:`~worldboot.train.rl_config.DPOConfig` (``world-rl``, ``dynamics-rl``);
+    :func:`~worldboot.train.resolve.resolve_train_config` picks it from the task and objective.
 
     Attributes:
         task: ``dynamics`` (p(a | o_s, o_t)), ``world`` (p(o_t | o_s, a)), ``world-rl``
-            (the world model trained against a frozen CDM's reward: :class:`RLSettings`) or
-            ``dynamics-rl`` (the CDM trained against a frozen world model's reward).
+            (the world model trained against a frozen CDM's reward) or ``dynamics-rl`` (the
+            CDM trained against a frozen world model's reward).
         base_model: Model directory to start from.
         out: Run directory.
         epochs: Passes over the mixture (fractions allowed).
         max_steps: Stop after this many optimiser steps (0 = from epochs).
         batch_size: Global batch (samples per optimiser step, over all processes; for
-            ``world-rl``, (source, action) prompts, each with ``rl.group_size`` candidates; for
+            ``world-rl``, (source, action) prompts, each with ``group_size`` candidates; for
             ``dynamics-rl``, (source, target) prompts).
         micro_batch_size: Samples per forward pass per process; accumulation fills the rest.
         mixed_precision: ``auto`` = bf16 on GPUs that have it, else none.
@@ -191,7 +134,9 @@ class TrainConfig:
         keep_checkpoints: Most recent checkpoints kept.
         seed: Seeds data order, adapter initialisation and dropout.
         trackers: accelerate trackers to log to (``tensorboard``, ``wandb``...), off by default.
-        rl: Reward optimisation (``task: world-rl`` or ``dynamics-rl`` only).
+        lora: The LoRA adapter (``lora.enabled: false`` trains every weight).
+        optim: AdamW and its schedule.
+        data: The mixture of token caches and its held-out split.
     """
 
     task: Literal["dynamics", "world", "world-rl", "dynamics-rl"] = "dynamics"
@@ -214,53 +159,6 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)
     data: DataSettings = field(default_factory=DataSettings)
-    loss: LossSettings = field(default_factory=LossSettings)
-    rl: RLSettings = field(default_factory=RLSettings)
-
-
-def resolve_train_config(
-    config: str | os.PathLike[str] | None,
-    overrides: Sequence[str] = (),
-    *,
-    task: str | None = None,
-    base: str | os.PathLike[str] | None = None,
-    out: str | os.PathLike[str] | None = None,
-    caches: Sequence[str | os.PathLike[str]] = (),
-    **rl: Any,
-) -> TrainConfig:
-    """A training config as ``worldboot train TASK --config CONFIG --base BASE --cache C...
-    --out OUT OVERRIDES...`` resolves it: the preset, its dotted overrides, then the flags.
-
-    The command line and the demo both resolve through here, so a demo run is the command
-    ``worldboot train`` would run with the same words.
-
-    Args:
-        config: A YAML preset (``configs/demo/cdm.yaml``) or None for the defaults.
-        overrides: Dotted ``key=value`` words.
-        task: ``dynamics``, ``world``, ``world-rl`` or ``dynamics-rl`` (the command's task).
-        base: ``--base``.
-        out: ``--out``.
-        caches: ``--cache`` words, ``NAME=DIR`` or ``DIR``: they fill the config's
-            ``data.sources`` by name, keeping caps and repeats (:func:`fill_sources`), or, for a
-            config that lists none, make them.
-        **rl: ``--verifier``, ``--objective``, ``--group-size``, ``--candidates`` as
-            ``rl.verifier`` ... (None: not given).
-
-    Raises:
-        ConfigError: On a bad file, an unknown key or a wrongly typed value.
-    """
-    from worldboot.config import load_config
-
-    flags: dict[str, Any] = {
-        "task": task,
-        "base_model": str(base) if base else None,
-        "out": str(out) if out else None,
-    }
-    flags.update({f"rl.{key}": value for key, value in rl.items()})
-    cfg = load_config(TrainConfig, config, overrides, flags=flags)
-    if caches:
-        cfg.data.sources = fill_sources(cfg.data.sources, [str(c) for c in caches], config)
-    return cfg
 
 
 def fill_sources(

@@ -9,7 +9,7 @@ token of log p_CDM(action | source, candidate), and
 * **GRPO** turns the rewards into group-normalised advantages and takes a policy-gradient step
   on the image tokens, with a KL penalty to the reference;
 * **DPO** takes the best and the worst candidate of each group as a preference pair; or,
-  offline (``rl.candidates``), the pairs are read from a ``worldboot generate --best-of N``
+  offline (``candidates``), the pairs are read from a ``worldboot generate --best-of N``
   folder whose candidates the CDM already scored (:mod:`worldboot.train.pairs`).
 
 The policy is a LoRA adapter on the starting world model, and the reference is that model with
@@ -40,46 +40,46 @@ import torch
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.models.backbone import Example, SamplingConfig
 from worldboot.runs import run_task
-from worldboot.train.config import TrainConfig
 from worldboot.train.engine import unpartitioned_loading, zero_stage
 from worldboot.train.losses import dpo_loss_sum, group_advantages, grpo_loss_sum
 from worldboot.train.pairs import PreferencePair, check_candidates_folder, check_source, read_pairs
 from worldboot.train.recipes import Trainer
+from worldboot.train.rl_config import DPOConfig, RLConfig
 
 
-def check_rl(cfg: TrainConfig) -> None:
+def offline_candidates(cfg: RLConfig) -> str:
+    """Offline DPO's candidates folder (:attr:`DPOConfig.candidates`), or ``""``."""
+    return cfg.candidates if isinstance(cfg, DPOConfig) else ""
+
+
+def check_rl(cfg: RLConfig) -> None:
     """Refuse an RL config that cannot work, before anything is loaded.
 
     Raises:
         ConfigError: One line naming the setting.
         ModelError: The verifier's directory does not exist.
     """
-    rl = cfg.rl
-    if rl.candidates:
-        if rl.objective != "dpo":
-            raise ConfigError(
-                "rl.candidates gives offline pairs, which only DPO trains on (GRPO's advantages are those of "
-                "the current policy's own samples): set rl.objective=dpo (--objective dpo)"
-            )
-        check_candidates_folder(rl.candidates)
-    if rl.group_size < 2 and not (rl.candidates and not rl.verifier):  # offline pairs alone draw nothing
+    candidates = offline_candidates(cfg)
+    if candidates:
+        check_candidates_folder(candidates)
+    if cfg.group_size < 2 and not (candidates and not cfg.verifier):  # offline pairs alone draw nothing
         raise ConfigError(
-            f"rl.group_size is {rl.group_size}: a group of one candidate has zero advantage (GRPO compares "
+            f"group_size is {cfg.group_size}: a group of one candidate has zero advantage (GRPO compares "
             "candidates within a group) and no preference pair (DPO); use 2 or more"
         )
-    if not rl.verifier and not rl.candidates:
+    if not cfg.verifier and not candidates:
         if cfg.task == "dynamics-rl":
-            raise ConfigError("rl.verifier is empty: give the world model that rewards the action texts (--verifier)")
+            raise ConfigError("verifier is empty: give the world model that rewards the action texts (--verifier)")
         raise ConfigError(
-            "rl.verifier is empty: give the dynamics model (CDM) that rewards candidates (--verifier), or "
+            "verifier is empty: give the dynamics model (CDM) that rewards candidates (--verifier), or "
             "candidates it already scored (--candidates)"
         )
-    if rl.verifier and not Path(rl.verifier).is_dir():
-        raise ModelError(f"verifier directory not found: {rl.verifier}")
+    if cfg.verifier and not Path(cfg.verifier).is_dir():
+        raise ModelError(f"verifier directory not found: {cfg.verifier}")
     # A trained run records its task: a world model passed as the CDM (or the reverse) would
     # train on a reward that means nothing. Base models record none and pass.
     verifier_role, policy_role = ("dynamics", "world") if cfg.task == "world-rl" else ("world", "dynamics")
-    for flag, path, role in (("--verifier", rl.verifier, verifier_role), ("--base", cfg.base_model, policy_role)):
+    for flag, path, role in (("--verifier", cfg.verifier, verifier_role), ("--base", cfg.base_model, policy_role)):
         trained = run_task(path) if path else None
         if trained is not None and not trained.startswith(role):
             raise ConfigError(f"{flag} {path} is a {trained} run; {cfg.task} needs a {role} model there")
@@ -88,8 +88,8 @@ def check_rl(cfg: TrainConfig) -> None:
             f"{cfg.task} trains a LoRA adapter (lora.enabled=true): the reference policy is the starting model "
             "with the adapter switched off, which needs no second copy of the weights"
         )
-    if rl.reward_min >= 0:
-        raise ConfigError(f"rl.reward_min must be below 0 (rewards are log-probabilities), got {rl.reward_min:g}")
+    if cfg.reward_min >= 0:
+        raise ConfigError(f"reward_min must be below 0 (rewards are log-probabilities), got {cfg.reward_min:g}")
 
 
 def image_logprobs(
@@ -120,11 +120,11 @@ def image_logprobs(
 class RLTrainer(Trainer):
     """:class:`~worldboot.train.recipes.Trainer` with a GRPO or DPO step against a frozen CDM.
 
-    ``batch_size`` counts (source, action) prompts; each brings ``rl.group_size`` candidates.
+    ``batch_size`` counts (source, action) prompts; each brings ``group_size`` candidates.
     Metrics per step: the loss, the mean reward of the fresh candidates and its spread within a
     group (the standard deviation GRPO divides by, averaged over groups), the KL to the
     reference (GRPO), and the seconds spent sampling, scoring and updating. With offline pairs
-    (``rl.candidates``) nothing is sampled or scored, and the row has no reward.
+    (``candidates``) nothing is sampled or scored, and the row has no reward.
     """
 
     pairs: dict[str, PreferencePair] | None = None
@@ -139,7 +139,7 @@ class RLTrainer(Trainer):
         super().setup()
         if self.pairs is not None:
             self.accelerator.print(self.pairs_note)
-        if not self.cfg.rl.verifier:
+        if not self.cfg.verifier:
             return  # offline pairs only
         # Frozen and read by every process on its own prompts: a whole copy per process (under
         # ZeRO-3 transformers would otherwise shard it like the policy).
@@ -152,15 +152,16 @@ class RLTrainer(Trainer):
         that refuses another image tokenizer than the policy's."""
         from worldboot.infer.verify import Verifier
 
-        return Verifier.load(self.cfg.rl.verifier, world=self.backbone, score="mean", on_mismatch="error")
+        return Verifier.load(self.cfg.verifier, world=self.backbone, score="mean", on_mismatch="error")
 
     def select_data(self) -> None:
-        """Offline DPO: keep the cache's samples that have a pair in ``rl.candidates``, each
+        """Offline DPO: keep the cache's samples that have a pair in ``candidates``, each
         checked against the cache's source codes."""
-        rl = self.cfg.rl
-        if not rl.candidates:
+        cfg = self.cfg
+        candidates = offline_candidates(cfg)
+        if not candidates:
             return
-        pairs, stats = read_pairs(rl.candidates, rl.reward_min)
+        pairs, stats = read_pairs(candidates, cfg.reward_min)
         kept: dict[str, list] = {"train": [], "eval": []}
         ids: set[str] = set()
         for split in kept:
@@ -168,24 +169,24 @@ class RLTrainer(Trainer):
                 item = self.data.item(entry)
                 pair = pairs.get(str(item["id"]))
                 if pair is not None:
-                    check_source(pair, str(item["id"]), item["source_codes"], rl.candidates)
+                    check_source(pair, str(item["id"]), item["source_codes"], candidates)
                     kept[split].append(entry)
                     ids.add(str(item["id"]))
         if not kept["train"]:
             raise DataError(
-                f"no training sample of the caches has candidates in {rl.candidates} ({stats.pairs} pairs there): "
+                f"no training sample of the caches has candidates in {candidates} ({stats.pairs} pairs there): "
                 "generate them from the manifest the caches were made from"
             )
         self.pairs = {i: pairs[i] for i in ids}
         self.pairs_note = (
             f"offline DPO: {len(kept['train'])} training and {len(kept['eval'])} held-out prompts of "
-            f"{len(self.data.train) + len(self.data.eval)} have pairs in {rl.candidates} "
+            f"{len(self.data.train) + len(self.data.eval)} have pairs in {candidates} "
             f"({sum(not p.preferred for p in self.pairs.values())} of them ties, weighing 0; "
             f"{stats.single + stats.unscored} rows there without scored candidates)"
         )
         self.data.train = kept["train"]
         self.pair_eval = kept["eval"]  # the held-out reward (with a verifier) keeps every held-out prompt
-        if not rl.verifier:
+        if not cfg.verifier:
             self.data.eval = kept["eval"]
 
     def data_fingerprint(self) -> str:
@@ -237,9 +238,9 @@ class RLTrainer(Trainer):
     @torch.no_grad()
     def sample(self, items: list[dict[str, Any]], generators: list[torch.Generator]) -> torch.Tensor:
         """``[n, G, L]`` candidate codes from the current policy."""
-        rl = self.cfg.rl
+        cfg = self.cfg
         with self.policy_sampling() as bb:
-            return bb.generate_images(self._prompts(items), rl.group_size, SamplingConfig(temperature=rl.temperature),
+            return bb.generate_images(self._prompts(items), cfg.group_size, SamplingConfig(temperature=cfg.temperature),
                                       generator=generators)
 
     @torch.no_grad()
@@ -255,10 +256,10 @@ class RLTrainer(Trainer):
             mean = self.reward_means(it, codes[i])
             if torch.isnan(mean).any():
                 raise ModelError(
-                    f"the verifier {self.cfg.rl.verifier} gave a NaN reward for sample {it.get('id', i)!r} at step "
+                    f"the verifier {self.cfg.verifier} gave a NaN reward for sample {it.get('id', i)!r} at step "
                     f"{step + 1}: check {self.rewarder} (its weights or dtype)"
                 )
-            out[i] = mean.clamp(min=self.cfg.rl.reward_min, max=0.0)
+            out[i] = mean.clamp(min=self.cfg.reward_min, max=0.0)
         return out
 
     rewarder = "the CDM"  # named by a NaN reward's error
@@ -277,7 +278,7 @@ class RLTrainer(Trainer):
         """``[S, L]`` log-probabilities of the candidates' tokens under ``model`` (``cands``:
         ``[n, k, L]``, ``S = n * k``), and ``[S, L]`` which of them count (all, for images)."""
         flat = cands.reshape(-1, cands.shape[-1])
-        logp = image_logprobs(self.backbone, model, self._examples(items, cands), flat, self.cfg.rl.temperature)
+        logp = image_logprobs(self.backbone, model, self._examples(items, cands), flat, self.cfg.temperature)
         return logp, torch.ones_like(logp)
 
     def _dpo_sums(self, items: list[dict[str, Any]], pairs: torch.Tensor, preferred: torch.Tensor,
@@ -285,23 +286,23 @@ class RLTrainer(Trainer):
         """DPO loss summed over ``pairs`` (``[n, 2, L]``, chosen first), and how many pairs the
         policy ranks right (its log-ratio to the reference higher for the chosen one); ``model``:
         the policy to run (default: the wrapped training model)."""
-        rl = self.cfg.rl
+        cfg = self.cfg
         logp, mask = self.candidate_logprobs(model or self.model, items, pairs)
         logp = (logp * mask).sum(1).view(-1, 2)
         with torch.no_grad(), self._policy().disable_adapter():
             ref = self.candidate_logprobs(self._policy(), items, pairs)[0]
         ref = (ref * mask).sum(1).view(-1, 2)
         preferred = preferred.to(logp.device)
-        loss = dpo_loss_sum(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], rl.dpo_beta, preferred)
+        loss = dpo_loss_sum(logp[:, 0], logp[:, 1], ref[:, 0], ref[:, 1], cfg.beta, preferred)
         right = ((logp[:, 0] - ref[:, 0]) > (logp[:, 1] - ref[:, 1])) & preferred
         return loss, float(right.sum())
 
     def _loss_sum(self, items: list[dict[str, Any]], codes: torch.Tensor, rewards: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The loss summed over this micro-batch's sequences (GRPO) or pairs (DPO), and its KL sum."""
-        rl = self.cfg.rl
+        cfg = self.cfg
         if self.pairs is not None:  # offline: ``codes`` are the pairs, ``rewards`` whether preferred
             return self._dpo_sums(items, codes, rewards.bool())[0], 0.0
-        if rl.objective == "dpo":
+        if cfg.objective == "dpo":
             # Every group makes a pair, ties included with weight 0: under ZeRO-3 every process
             # must run the same forwards, whatever its rewards.
             rows = torch.arange(len(items))
@@ -312,7 +313,7 @@ class RLTrainer(Trainer):
         with torch.no_grad(), self._policy().disable_adapter():
             ref = self.candidate_logprobs(self._policy(), items, codes)[0]
         adv = group_advantages(rewards).flatten().to(logp.device)
-        loss, kl = grpo_loss_sum(logp, ref, adv, rl.beta, mask)
+        loss, kl = grpo_loss_sum(logp, ref, adv, cfg.beta, mask)
         return loss, float(kl)
 
     def train_step(self, step: int) -> dict[str, float]:
@@ -332,7 +333,7 @@ class RLTrainer(Trainer):
             t1 = time.perf_counter()
             rewards = self.rewards(items, codes, step)
             t2 = time.perf_counter()
-        units = len(entries) * (cfg.rl.group_size if cfg.rl.objective == "grpo" else 1)
+        units = len(entries) * (cfg.group_size if cfg.objective == "grpo" else 1)
         scale = acc.num_processes * self.accum / units
         loss_sum = torch.zeros((), device=acc.device)
         kl_sum = 0.0
@@ -369,7 +370,7 @@ class RLTrainer(Trainer):
         }
         if self.pairs is None:
             record.update(reward=float(stats[2]) / n, reward_spread=float(stats[3]) / max(float(stats[4]), 1.0))
-        if cfg.rl.objective == "grpo":
+        if cfg.objective == "grpo":
             record["kl"] = float(stats[1]) / n
         return record
 
@@ -387,7 +388,7 @@ class RLTrainer(Trainer):
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """On the held-out prompts: the mean reward of fresh candidates (``rl.group_size`` each,
+        """On the held-out prompts: the mean reward of fresh candidates (``group_size`` each,
         fixed seeds), what the step is meant to raise, when there is a verifier; with offline
         pairs, the DPO loss and the share ranked right of the held-out prompts' pairs (ties
         left out of both; the metrics are left out when every held-out pair is a tie)."""

@@ -3,7 +3,7 @@
 The reverse of :mod:`worldboot.train.rl`, as SWIRL also trains it: for each (source, target)
 of a batch the policy (the CDM with a LoRA adapter) samples a group of ``G`` action texts (one
 prefill, G samples), and the frozen world model rewards each with the mean per token of
-log p_CWM(target | source, text), clamped to ``[rl.reward_min, 0]``. GRPO or DPO then update
+log p_CWM(target | source, text), clamped to ``[reward_min, 0]``. GRPO or DPO then update
 the policy on the text tokens, with the reference the CDM without its adapter.
 
 Why: a world model can read an action off a transition better than a CDM of the same size
@@ -26,7 +26,7 @@ import torch
 from worldboot.errors import ConfigError, ModelError
 from worldboot.models.backbone import Example, SamplingConfig
 from worldboot.train.engine import zero_stage
-from worldboot.train.rl import RLTrainer
+from worldboot.train.rl import RLTrainer, offline_candidates
 
 PAD = -1  # fills the candidates' tensor after a text's last token
 
@@ -95,16 +95,16 @@ class DynamicsRLTrainer(RLTrainer):
 
     def setup(self) -> None:
         """Refuse what only the world direction has, then as :meth:`RLTrainer.setup`."""
-        if self.cfg.rl.candidates:
+        if offline_candidates(self.cfg):
             raise ConfigError(
-                "rl.candidates holds image candidates from worldboot generate (world-rl's offline DPO); "
+                "candidates holds image candidates from worldboot generate (world-rl's offline DPO); "
                 "dynamics-rl samples its own action texts: leave it empty"
             )
         super().setup()
 
     def load_verifier(self) -> WorldReward:
-        """The frozen world model (``rl.verifier``)."""
-        return WorldReward(self.cfg.rl.verifier, self.backbone)
+        """The frozen world model (``verifier``)."""
+        return WorldReward(self.cfg.verifier, self.backbone)
 
     def _prompts(self, items: list[dict[str, Any]]) -> list[Example]:
         return [self.backbone.dynamics_example(it["source_codes"], it["target_codes"]) for it in items]
@@ -114,7 +114,7 @@ class DynamicsRLTrainer(RLTrainer):
         """``[n, G, T]`` sampled action texts' token ids (end-of-sequence included when drawn)."""
         from worldboot.models.sampling import sample_text_ids
 
-        rl = self.cfg.rl
+        rl = self.cfg
         with self.policy_sampling() as bb:
             ids = sample_text_ids(bb, self._prompts(items), rl.max_new_tokens, SamplingConfig(temperature=rl.temperature),
                                   generators, rl.group_size, stop_early=zero_stage(self.accelerator) != 3)
@@ -146,4 +146,4 @@ class DynamicsRLTrainer(RLTrainer):
     def candidate_logprobs(self, model: Any, items: list[dict[str, Any]], cands: torch.Tensor
                            ) -> tuple[torch.Tensor, torch.Tensor]:
         """``[S, T]`` log-probabilities of the texts' tokens and ``[S, T]`` where a token is."""
-        return text_logprobs(self.backbone, model, self._examples(items, cands), self.cfg.rl.temperature)
+        return text_logprobs(self.backbone, model, self._examples(items, cands), self.cfg.temperature)

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 
+from worldboot.errors import ConfigError
 from worldboot.runs import RunDir
 from worldboot.train.config import TrainConfig
 from worldboot.train.engine import describe
 from worldboot.train.recipes import Trainer
+from worldboot.train.resolve import CONFIGS
 from worldboot.train.rl import RLTrainer
 from worldboot.train.rl_dynamics import DynamicsRLTrainer
 
@@ -26,7 +28,17 @@ TRAINERS: dict[str, type[Trainer]] = {
 
 
 def run_training(cfg: TrainConfig, resume: bool | str = False, merge: bool = False) -> dict[str, float]:
-    """Set up, train, save (and merge), clean up; records the run in ``cfg.out``."""
+    """Set up, train, save (and merge), clean up; records the run in ``cfg.out``.
+
+    Raises:
+        ConfigError: ``cfg`` is not the config class of its task and objective
+            (:data:`~worldboot.train.resolve.CONFIGS`), e.g. a bare ``TrainConfig``.
+    """
+    wanted = CONFIGS.get((cfg.task, getattr(cfg, "objective", None)))
+    if wanted is None or not isinstance(cfg, wanted):
+        names = [wanted.__name__] if wanted else sorted({c.__name__ for (t, _), c in CONFIGS.items() if t == cfg.task})
+        raise ConfigError(f"task {cfg.task} trains with a {' or '.join(names)}, got a {type(cfg).__name__} "
+                          "(worldboot.train.resolve.resolve_train_config makes it)")
     recipe = TRAINERS[cfg.task](cfg, resume=resume)
     try:
         # Launched processes share the folder: the first (RANK 0, or the only one) writes its files.
