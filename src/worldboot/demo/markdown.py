@@ -9,25 +9,12 @@ from __future__ import annotations
 
 import html
 import os
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from worldboot.demo.claims import fmt
-from worldboot.demo.config import ALPHA, CEILING, CHOICES, GREEDY, REWARD_MODELS, STAGES, DemoConfig
+from worldboot.demo.config import ALPHA, CEILING, CHOICES, GREEDY, REWARD_MODELS, STAGES
 from worldboot.demo.report import curve_lines, data_table, finetuning_note, prediction_image
-
-
-class Demo(Protocol):
-    """What the report reads of a run (:class:`worldboot.demo.pipeline.Demo` is one): named here
-    so that this module does not import the pipeline, which imports it."""
-
-    cfg: DemoConfig
-    out: Path
-    state: dict[str, Any]
-
-    def triplets(self, split: str) -> list[Any]: ...
-
-    def reward_models(self) -> list[str]: ...
+from worldboot.demo.view import Demo
 
 #: What a mined pair can span (:func:`worldboot.world.clip_truth.pair_change`), as Table 5 lists them.
 SPANS = ("one action", "no change", "several actions", "mid-action")

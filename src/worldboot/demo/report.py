@@ -19,7 +19,7 @@ from worldboot.demo.config import (
 from worldboot.evaluate.tables import AVG, IMAGE_METRICS, aggregate
 
 if TYPE_CHECKING:
-    from worldboot.demo.pipeline import Demo
+    from worldboot.demo.view import Demo
 
 #: The judge's three numbers, as :func:`worldboot.evaluate.tables.aggregate` names them, and as
 #: the report's tables do.
