@@ -4,16 +4,17 @@ it measured (``scripts/gpu-check.sh`` runs it).
 It builds a Chameleon-architecture model large enough to exercise the GPU paths (about 110M
 parameters, 256-pixel images of 256 tokens), then through worldboot's own commands:
 
-1. world triplets and ``worldboot tokenize`` on the GPU;
+1. world triplets, tokenized on the GPU (``worldboot tokenize``'s ``build_cache``);
 2. ``worldboot train world`` under ``accelerate launch`` with ZeRO-2 on every GPU present (one
    GPU: one process), bf16 autocast, SDPA attention (transformers' default) and gradient
    checkpointing; LoRA as the paper trains;
 3. ``worldboot generate`` with best-of-1 and best-of-8 (the trained model as its own verifier),
    and best-of-1 again through Ray Data (``--engine ray --gpus-per-actor 1``).
 
-It prints training tokens per second and samples per second for best-of-1 and best-of-8. On a
-machine without a GPU it says so in one line and exits 0. ``--device cpu`` runs the same steps
-on the CPU at tiny sizes, two processes over gloo (how the tests keep it from rotting).
+It prints images tokenized per second, training tokens per second and samples per second for
+best-of-1 and best-of-8. On a machine without a GPU it says so in one line and exits 0.
+``--device cpu`` runs the same steps on the CPU at tiny sizes, two processes over gloo (how the
+tests keep it from rotting).
 
     bash scripts/gpu-check.sh                 # on a GPU machine
     bash scripts/gpu-check.sh --device cpu    # the same steps, tiny, on CPU
@@ -84,15 +85,19 @@ def main() -> int:
 
     model = save_tiny_chameleon(work / "model", TinyChameleonSpec(**size["spec"]))
     image = TinyChameleonSpec(**size["spec"]).image_size
-    _run([*wb, "world", "triplets", "--out", str(work / "train"), "--n-per-subset", str(size["per_subset"]),
-          "--size", str(image)], env, "world triplets")
-    _run([*wb, "world", "triplets", "--out", str(work / "test"), "--n-per-subset", str(size["test"] // 5 + 1),
-          "--size", str(image), "--seed", "1"], env, "world triplets (test)")
-    _run([*wb, "tokenize", str(work / "train" / "manifest.jsonl"), "--backbone", str(model), "--out",
-          str(work / "cache")], env, "tokenize")
+    from worldboot.data.tokenize import build_cache
+    from worldboot.models import load_backbone
+    from worldboot.world.gen import generate_triplets
+
+    train = generate_triplets(work / "train", size["per_subset"], seed=0, size=image)
+    generate_triplets(work / "test", size["test"] // 5 + 1, seed=1, size=image)
+    t0 = time.perf_counter()
+    placement = {"device_map": "cuda", "dtype": "bfloat16"} if args.device == "cuda" else {}
+    build_cache(train, load_backbone(model, **placement), work / "cache", progress=False)  # the VQ encoder on the GPU
+    tokenize_s = time.perf_counter() - t0
 
     # Training: ZeRO-2 over every GPU present (one GPU: one process, ZeRO would shard nothing).
-    train = ["train", "world", "--config", "configs/demo/cwm.yaml", "--base", str(model), "--cache",
+    command = ["train", "world", "--config", "configs/demo/cwm.yaml", "--base", str(model), "--cache",
              str(work / "cache"), "--out", str(work / "cwm"), f"max_steps={size['steps']}", f"batch_size={size['batch']}",
              f"micro_batch_size={size['micro']}", "lora.enabled=true", "gradient_checkpointing=true", "log_every=1",
              "optim.warmup_steps=0", "data.eval_fraction=0.0",
@@ -103,9 +108,9 @@ def main() -> int:
                   "--num_processes", str(gpus), "--main_process_port", _port()]
         if args.device == "cpu":
             launch += ["--mixed_precision", "no"]
-        cmd = [*launch, "-m", "worldboot.cli", *train]
+        cmd = [*launch, "-m", "worldboot.cli", *command]
     else:
-        cmd = [*wb, *train]
+        cmd = [*wb, *command]
     train_s = _run(cmd, {**env, "PYTHONPATH": str(ROOT)}, "training")
     rows = [json.loads(line) for line in (work / "cwm" / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r][1:] or [0.0]  # the first step warms up
@@ -137,10 +142,11 @@ def main() -> int:
                   "--out", str(work / "pred-ray"), "--engine", "ray", "--actors", "1", "--gpus-per-actor",
                   "1" if args.device == "cuda" else "0"], env, "generate on Ray Data")
     figures = {
-        "device": card, "gpus": gpus, "train_tokens_per_s": sum(speeds) / len(speeds), "train_s": train_s,
+        "device": card, "gpus": gpus, "tokenize_images_per_s": 2 * len(train) / tokenize_s, "train_tokens_per_s": sum(speeds) / len(speeds), "train_s": train_s,
         "samples": n, "best_of_1_samples_per_s": n / one_s, "best_of_8_samples_per_s": n / eight_s,
         "ray_best_of_1_samples_per_s": n / ray_s,
     }
+    print(f"tokenize: {figures['tokenize_images_per_s']:.0f} images/s (with the model's load)")
     print(f"training ({'ZeRO-2 on ' + str(gpus) + ' processes' if gpus > 1 else 'one process'}, "
           f"{'bf16, ' if args.device == 'cuda' else ''}gradient checkpointing, LoRA): "
           f"{figures['train_tokens_per_s']:.0f} tokens/s over {size['steps']} steps")
