@@ -85,3 +85,24 @@ def test_each_presets_first_line_is_a_command_that_resolves_to_it(preset, capsys
         assert f"name: {source.name}" in printed
     caches = [words[i + 1] for i, w in enumerate(words) if w == "--cache"]
     assert sorted(c.split("=")[0] for c in caches) == sorted(s.name for s in cfg.data.sources)
+
+
+def test_the_readme_runs_the_presets_in_the_papers_order_opening_with_plan():
+    """README's "On GPUs" block: `worldboot plan` first, then tokenize, the CDM, mining, C-FT
+    and the CWM, best-of-3 and the GPT-4o evaluation, each preset's command its own first line."""
+    root = Path(__file__).resolve().parents[2]
+    readme = (root / "README.md").read_text()
+    block = readme.split("## On GPUs", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    lines = [line.split("   #")[0].strip() for line in block.strip().splitlines()]
+    assert lines[0].startswith("worldboot plan --config configs/anole7b/")
+    order = ["tokenize", "train dynamics --config configs/anole7b/cdm.yaml", "keyframes", "annotate", "select",
+             "train world --config configs/anole7b/cft.yaml", "train world --config configs/anole7b/cwm.yaml",
+             "anole7b/generate.yaml", "evaluate/aurora.yaml"]
+    where = [next(i for i, line in enumerate(lines) if key in line) for key in order]
+    assert where == sorted(where), dict(zip(order, where, strict=True))
+    for line in lines:
+        words = shlex.split(line)
+        preset = words[words.index("--config") + 1] if "--config" in words else None
+        if preset and not line.startswith("worldboot plan") and "mining/" not in preset:
+            first = (root / "src" / "worldboot" / preset).read_text().splitlines()[0]
+            assert line == first.removeprefix("# "), preset
