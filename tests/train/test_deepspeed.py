@@ -181,3 +181,21 @@ def test_two_machines_under_zero3(runs, tiny_dir, cache_dir, tmp_path):
         assert node.returncode == 0, err[-3000:]
     assert_losses_agree(_losses(tmp_path / "run"), _losses(runs["one"]), **OPTIM)
     assert (tmp_path / "run" / "merged" / "model.safetensors").is_file()
+
+
+def test_the_bf16_engine_leaves_the_saved_tokenizer_as_loaded(tiny_dir, cache_dir, tmp_path):
+    """DeepSpeed's bf16 engine casts every parameter, the frozen image tokenizer's too (its
+    keep_in_fp32 setting keeps buffers only): a model fine-tuned in full under it is saved with
+    the tokenizer's float32 weights as loaded, bit for bit, not rounded to bf16."""
+    from safetensors.torch import load_file
+
+    launch = ["--config_file", str(ROOT / "configs" / "accelerate" / "zero2.yaml"), "--num_processes", "2",
+              "--mixed_precision", "bf16"]
+    done = _train(tiny_dir, cache_dir, tmp_path / "full", "micro_batch_size=1", "lora.enabled=false",
+                  "mixed_precision=bf16", "model_dtype=float32", "save_every=0", launch=launch)
+    assert done.returncode == 0, done.stderr[-3000:]
+    base, saved = load_file(str(tiny_dir / "model.safetensors")), load_file(str(tmp_path / "full" / "merged" /
+                                                                                 "model.safetensors"))
+    vq = [k for k in base if ".vqmodel." in f".{k}"]
+    assert vq and all(saved[k].dtype == torch.float32 and torch.equal(saved[k], base[k]) for k in vq)
+    assert any(saved[k].dtype == torch.bfloat16 for k in saved if k not in vq)  # the engine did run in bf16

@@ -22,10 +22,12 @@ Its settings are :mod:`worldboot.train.config`; the mix of token caches it reads
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import pickle
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +174,10 @@ class Trainer:
         else:
             for name, p in model.named_parameters():
                 p.requires_grad_(".vqmodel." not in f".{name}")
+            # DeepSpeed's bf16 engine casts every parameter, the frozen image tokenizer's too (its
+            # keep_in_fp32 setting keeps buffers only); the saved model takes these copies back.
+            self.frozen_fp32 = {n: p.detach().clone() for n, p in model.named_parameters()
+                                if not p.requires_grad and p.dtype == torch.float32}
         if cfg.gradient_checkpointing:
             model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         return model
@@ -452,7 +458,8 @@ class Trainer:
                     write_atomic(folder / "worldboot.json", json.dumps(meta, indent=2))
                 else:
                     self.backbone.model = model
-                    self.backbone.save(folder)
+                    with _in_fp32(model, getattr(self, "frozen_fp32", {})):
+                        self.backbone.save(folder)
                     self.backbone.model = self.model
         acc.wait_for_everyone()
         return folder
@@ -481,3 +488,18 @@ class Trainer:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
+
+@contextlib.contextmanager
+def _in_fp32(model: torch.nn.Module, frozen: dict[str, torch.Tensor]) -> Iterator[None]:
+    """``model`` with its frozen parameters back in their float32 values while in the block
+    (those a bf16 engine cast: the image tokenizer stays as it was loaded, never rounded)."""
+    swapped = []
+    for name, p in model.named_parameters():
+        if name in frozen and p.dtype != torch.float32:
+            swapped.append((p, p.data))
+            p.data = frozen[name].to(p.device)
+    try:
+        yield
+    finally:
+        for p, data in swapped:
+            p.data = data
