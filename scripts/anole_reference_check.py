@@ -45,9 +45,9 @@ def main() -> None:
 
     quiet_libraries()
     sys.path[:0] = [str(ROOT / "tests"), str(repo)]
-    from anole_release import write_release
     from chameleon.inference.image_tokenizer import ImageTokenizer  # the reference, from the checkout
 
+    from anole_release import write_release
     from worldboot.cli import main as cli
     from worldboot.models import load_backbone
 

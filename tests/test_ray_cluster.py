@@ -5,6 +5,7 @@ equal the local engine's."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -64,3 +65,12 @@ def test_mine_and_annotate_a_folder_of_videos_on_a_ray_cluster(head, tmp_path, t
         local = (tmp_path / "local" / name).read_text()
         # Paths inside the rows are relative to each run's folder, so the two runs' rows match.
         assert local and (tmp_path / "ray" / name).read_text() == local, name
+    # Without an address a run starts a Ray of its own, though `ray start` left a cluster running here
+    # (Ray would join that one and refuse num_cpus with a traceback).
+    own = _worldboot("annotate", str(tmp_path / "local" / "mined" / "pairs.jsonl"), "--cdm", str(tiny_dir), "--out",
+                     str(tmp_path / "own"), "--engine", "ray", "--batch-size", "2")
+    assert own.returncode == 0, own.stderr[-3000:]
+    def labels(path):
+        return [(row["id"], row["action"]) for row in map(json.loads, path.read_text().splitlines())]
+
+    assert labels(tmp_path / "own" / "annotated.jsonl") == labels(tmp_path / "local" / "annotated" / "annotated.jsonl")

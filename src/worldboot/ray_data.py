@@ -101,7 +101,9 @@ def start(settings: RaySettings) -> None:
             raise UserError(f"cannot connect to the Ray cluster at {address}: {str(err).splitlines()[0]}") from None
     else:
         cpus = max(int(settings.actors * settings.cpus_per_actor), 1)
-        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        # address="local": a Ray of this run's own, even where `ray start` left a cluster running on
+        # this machine (which Ray would join, refusing num_cpus with a traceback).
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
 
 
 @dataclass
