@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # The suite's tests run one torch thread each, so two processes use both cores of a 2-core
 # machine: 575 s instead of 893 s for the whole suite here (--durations, docs/log.md). Whole
 # files go to one process (--dist loadfile), so that a module's fixtures are built once.
-PYTEST_WORKERS ?= 3
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup test test-slow lint demo clean bench
 

@@ -64,6 +64,7 @@ def main() -> int:
     p.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     p.add_argument("--work", help="a scratch folder (default: a temporary one, removed after)")
     p.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    p.add_argument("--processes", type=int, help="training processes (default: every GPU; on CPU 2, over gloo)")
     p.add_argument("--no-ray", action="store_true",
                    help="skip the Ray Data step (the CPU test does: the Ray engine has tests of its own)")
     args = p.parse_args()
@@ -73,7 +74,7 @@ def main() -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("gpu-check: no CUDA device here (torch.cuda.is_available() is False): nothing to check")
         return 0
-    gpus = torch.cuda.device_count() if args.device == "cuda" else 2
+    gpus = args.processes or (torch.cuda.device_count() if args.device == "cuda" else 2)
     size = SIZES[args.device]
     work = Path(args.work or tempfile.mkdtemp(prefix="wb-gpu-check-"))
     env = {**os.environ, "WORLDBOOT_NO_PROGRESS": "1"}
