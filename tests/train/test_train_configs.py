@@ -41,7 +41,7 @@ def test_beta_means_each_objectives_own():
 def test_an_objective_against_the_presets_own_is_refused():
     with pytest.raises(ConfigError, match=r"world_rl.yaml is a grpo preset .* not dpo: use a dpo preset"):
         resolve_train_config("configs/demo/world_rl.yaml", task="world-rl", objective="dpo")
-    with pytest.raises(ConfigError, match=r"world_dpo.yaml is a dpo preset"):
+    with pytest.raises(ConfigError, match=r"world_dpo.yaml is a dpo preset .* configs/demo/world_rl.yaml\)"):
         resolve_train_config("configs/demo/world_dpo.yaml", ["objective=grpo"])
     with pytest.raises(ConfigError, match="unknown config key 'max_new_tokenz'"):
         resolve_train_config("configs/demo/dynamics_rl.yaml", ["max_new_tokenz=3"])

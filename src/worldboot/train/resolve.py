@@ -23,6 +23,8 @@ CONFIGS: dict[tuple[str, str | None], type[TrainConfig]] = {
     ("dynamics-rl", "dpo"): DPOConfig,
 }
 RL_TASKS = ("world-rl", "dynamics-rl")
+#: The demo's world-rl preset of each objective, named by the refusal of a contradicting objective.
+_PRESETS = {"grpo": "world_rl.yaml", "dpo": "world_dpo.yaml"}
 
 #: The keys of the one ``rl:`` section that reward optimisation's configs had before
 #: :class:`GRPOConfig` and :class:`DPOConfig`, and where each went.
@@ -76,7 +78,7 @@ def resolve_train_config(
         if own is not None and own != objective:
             raise ConfigError(
                 f"{config} is a {own} preset (its settings are {str(own).upper()}'s), not {objective}: "
-                f"use a {objective} preset (e.g. configs/demo/world_{objective}.yaml) or leave --objective out")
+                f"use a {objective} preset (e.g. configs/demo/{_PRESETS[objective]}) or leave --objective out")
     if rl.get("candidates") and objective != "dpo":
         raise ConfigError("--candidates gives offline pairs, which only DPO trains on (GRPO's advantages are "
                           "those of the current policy's own samples): use a DPO preset "
