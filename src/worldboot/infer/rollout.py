@@ -269,8 +269,8 @@ def run_rollout(
         _clear_outputs(out, keep=len(done))  # an earlier rollout's other steps would stay beside these
         write_atomic(out / PROGRESS_FILE, "".join(json.dumps({"key": key, "entry": e}) + "\n" for e in done))
         rd.log(f"rollout of {len(cfg.actions)} actions from {cfg.image} with {cfg.world}; {len(done)} done before")
-        side = world.image_size
-        shown = ImageOps.fit(image, (side, side), Image.LANCZOS)
+        height, width = world.image_shape
+        shown = ImageOps.fit(image, (width, height), Image.LANCZOS)
         save_png(shown, out / "source.png")
         if done:
             last = load_file(str(out / "codes" / f"step-{len(done)}.safetensors"))

@@ -142,8 +142,10 @@ class Backbone(Protocol):
 
     #: Short name of the family (e.g. ``"chameleon"``).
     family: str
-    #: Image side in pixels that the tokenizer takes.
+    #: Image side in pixels that the tokenizer takes (the longer side when not square).
     image_size: int
+    #: Rows and columns of an image's code grid (``L = rows * columns``).
+    grid_hw: tuple[int, int]
     #: Number of tokens ``L`` per image.
     image_seq_len: int
     #: Number of codebook entries ``K``.
@@ -154,13 +156,18 @@ class Backbone(Protocol):
         """Where the model's weights are."""
         ...
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """Height and width in pixels of the images the tokenizer takes."""
+        ...
+
     def tokenizer_fingerprint(self) -> str:
         """A hash of the text vocabulary and image-token mapping: two backbones whose
         fingerprints differ cannot share codes or score each other's sequences."""
         ...
 
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """PIL images to the tokenizer's pixel tensor ``[B, 3, S, S]`` in [-1, 1]."""
+        """PIL images to the tokenizer's pixel tensor ``[B, 3, H, W]`` in [-1, 1]."""
         ...
 
     def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:

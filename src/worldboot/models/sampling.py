@@ -131,8 +131,8 @@ def sample_image_codes(
 
     The prompt batch is prefilled once and its KV cache repeated ``num_samples`` times
     (transformers' ``generate`` would prefill each sample again). Inside the image only
-    image tokens may be drawn; begin-image ends the prompt and end-image is implied after
-    ``L`` tokens, so every sample decodes. With ``guidance_scale != 1`` the unconditional
+    image tokens may be drawn; the image opening (begin-image) ends the prompt, row ends (Emu3)
+    are forced in place and end-image is implied after ``L`` codes, so every sample decodes. With ``guidance_scale != 1`` the unconditional
     prompts run in the same batch and the logits are mixed as in classifier-free guidance.
     ``generator`` may be a list with one generator per prompt: each prompt's samples are
     then drawn from its own generator, whatever else is in the batch.
@@ -146,8 +146,9 @@ def sample_image_codes(
         raise ValueError("guidance needs one unconditional prompt per prompt")
     if isinstance(generator, (list, tuple)) and len(generator) != len(prompts):
         raise ValueError("a list of generators needs one generator per prompt")
+    opening = backbone.image_open()
     for p in prompts:
-        if not p.is_prompt or p.input_ids[-1] != backbone.boi_id:
+        if not p.is_prompt or p.input_ids[-len(opening):] != opening:
             raise ValueError("image prompts must end with begin-image and have no completion")
     backbone.model.eval()
     n_prompts = len(prompts)
@@ -156,7 +157,7 @@ def sample_image_codes(
     vocab = backbone.image_vocab()
     cache, logits, mask, last_pos = backbone._prefill(batch, vocab)
     cache.batch_repeat_interleave(num_samples)
-    reserve_cache(cache, backbone.image_seq_len)
+    reserve_cache(cache, backbone.image_body_len)
     logits = logits.repeat_interleave(num_samples, 0)
     mask = mask.repeat_interleave(num_samples, 0)
     last_pos = last_pos.repeat_interleave(num_samples, 0)
@@ -164,6 +165,9 @@ def sample_image_codes(
     procs = warpers(sampling)
     rows = n_prompts * num_samples
     codes = torch.empty((rows, backbone.image_seq_len), dtype=torch.long, device=backbone.device)
+    # A backbone with row ends (Emu3) gets each one forced after the row's last code, fed in the
+    # same forward as that code, so every sample keeps the layout and decodes.
+    cols, row_end = backbone.grid_hw[1], backbone.row_end_id
     for step in range(backbone.image_seq_len):
         scores = logits
         if guided:
@@ -174,15 +178,17 @@ def sample_image_codes(
         if step + 1 == backbone.image_seq_len:
             break
         token = image_ids[code]
+        if row_end is not None and (step + 1) % cols == 0:
+            token = torch.stack([token, torch.full_like(token, row_end)], dim=1)
         if guided:
             token = torch.cat([token, token])
         cache, logits, mask, last_pos = backbone._step(cache, token, mask, last_pos, vocab)
     return codes.view(n_prompts, num_samples, -1).cpu()
 
 def banned_text_ids(backbone: Any) -> torch.Tensor:
-    """Token ids text decoding never draws: the image tokens, begin- and end-image and padding
+    """Token ids text decoding never draws: the image tokens, the image layout's and padding
     (end-of-sequence stays allowed). A policy gradient on sampled text masks the same ids."""
-    banned = torch.cat([backbone.code_to_token, torch.tensor([backbone.boi_id, backbone.eoi_id, backbone.pad_id])])
+    banned = torch.cat([backbone.code_to_token, torch.tensor([*backbone.layout_ids(), backbone.pad_id])])
     return banned[banned != backbone.eos_id]
 
 

@@ -89,7 +89,7 @@ def world_forward(
         logits = torch.tanh(logits / cap) * cap
     loss = None
     if labels is not None and logits_mask is None:
-        loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.vocab_size)
+        loss = self.loss_function(logits=logits, labels=labels, vocab_size=self.config.get_text_config().vocab_size)
     return CausalLMOutputWithPast(loss=loss, logits=logits, cache=outputs.cache)
 
 
@@ -166,8 +166,10 @@ class TokenLMBackbone:
         self.templates = templates or PromptTemplates()
         self.vqgan = vqgan
         self.image_size = image_size
-        self.codebook_size = int(vqgan.vq.config.num_embeddings)
-        self.image_seq_len = self.vqgan.grid**2
+        self.codebook_size = int(vqgan.codebook_size)
+        #: Rows and columns of an image's code grid.
+        self.grid_hw: tuple[int, int] = tuple(vqgan.grid_hw)
+        self.image_seq_len = self.grid_hw[0] * self.grid_hw[1]
         if len(code_to_token) != self.codebook_size:
             raise ModelError(f"{len(code_to_token)} image token ids for {self.codebook_size} codes")
         #: ``[K]`` vocabulary id of each code.
@@ -179,7 +181,7 @@ class TokenLMBackbone:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
         if self.bos_id is None or self.eos_id is None:
             raise ModelError("tokenizer needs bos and eos tokens")
-        vocab = int(getattr(self.core.config, "vocab_size", 0) or 0)
+        vocab = int(getattr(self.core.config.get_text_config(), "vocab_size", 0) or 0)
         if vocab and int(self.code_to_token.max()) >= vocab:
             raise ModelError(f"image token ids reach {int(self.code_to_token.max())}, past the model's {vocab}")
 
@@ -206,28 +208,38 @@ class TokenLMBackbone:
         vocab = sorted(self.tokenizer.get_vocab().items(), key=lambda kv: kv[1])
         h.update(json.dumps(vocab).encode())
         h.update(self.code_to_token.numpy().tobytes())
-        h.update(f"{self.boi_id},{self.eoi_id},{self.bos_id},{self.eos_id},{self.image_size}".encode())
+        height, width = self.image_shape
+        shape = self.image_size if height == width else f"{height}x{width}"
+        h.update(f"{self.boi_id},{self.eoi_id},{self.bos_id},{self.eos_id},{shape}".encode())
+        if self.row_end_id is not None:  # a layout with row ends reads codes differently
+            h.update(json.dumps(self.layout_ids()).encode())
         return h.hexdigest()[:16]
 
     # -- images -----------------------------------------------------------------------------
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """Height and width in pixels of the images the tokenizer takes (square here)."""
+        return self.image_size, self.image_size
+
     def preprocess(self, images: Sequence[Image.Image]) -> torch.Tensor:
-        """Short side to ``image_size`` (LANCZOS), centre crop, scale to [-1, 1], as Anole does."""
-        size = self.image_size
+        """Scaled to cover :attr:`image_shape` (LANCZOS), centre crop, scale to [-1, 1], as Anole
+        does (for a square shape: the short side to ``image_size``)."""
+        height, width = self.image_shape
         arrays = []
         for img in images:
             img = to_rgb(img)  # transparency over white, as Anole's reference
-            scale = size / min(img.size)
-            new = (max(size, round(img.width * scale)), max(size, round(img.height * scale)))
+            scale = max(width / img.width, height / img.height)
+            new = (max(width, round(img.width * scale)), max(height, round(img.height * scale)))
             if new != img.size:
                 img = img.resize(new, Image.LANCZOS)
-            x0, y0 = (img.width - size) // 2, (img.height - size) // 2
-            img = img.crop((x0, y0, x0 + size, y0 + size))
+            x0, y0 = (img.width - width) // 2, (img.height - height) // 2
+            img = img.crop((x0, y0, x0 + width, y0 + height))
             # Anole's reference arithmetic: float64 x / 255 * 2 - 1, then float32 (x / 127.5 - 1
             # in float32 differs by one ulp on up to 573k values of a 512-px image and flips codes).
             arrays.append((np.asarray(img, dtype=np.float64) / 255.0 * 2.0 - 1.0).astype(np.float32))
         pixels = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
-        return pixels.to(self.device, dtype=self.vqgan.vq.quant_conv.weight.dtype)
+        return pixels.to(self.device, dtype=self.vqgan.dtype)
 
     @torch.no_grad()
     def encode_images(self, images: Sequence[Image.Image]) -> EncodedImages:
@@ -252,16 +264,52 @@ class TokenLMBackbone:
     def _text(self, text: str) -> list[int]:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _image(self, codes: torch.Tensor) -> list[int]:
+    #: The token after each row of codes (Emu3's end-of-line), or None: a layout token, never a
+    #: label, forced in place when an image is sampled.
+    row_end_id: int | None = None
+
+    def image_open(self) -> list[int]:
+        """The tokens before an image's codes (begin-image): an image prompt ends with them."""
+        return [self.boi_id]
+
+    def image_close(self) -> list[int]:
+        """The tokens after an image's codes (end-image)."""
+        return [self.eoi_id]
+
+    def layout_ids(self) -> list[int]:
+        """Every token of the image layout that is not a code (text never draws them)."""
+        extra = [] if self.row_end_id is None else [self.row_end_id]
+        return sorted({*self.image_open(), *self.image_close(), *extra})
+
+    @property
+    def image_body_len(self) -> int:
+        """Tokens of an image's codes in a sequence: ``L``, plus one a row with row ends."""
+        return self.image_seq_len + (0 if self.row_end_id is None else self.grid_hw[0])
+
+    def _image_body(self, codes: torch.Tensor) -> tuple[list[int], list[int]]:
+        """The tokens of an image's codes in raster order, and their labels (``-100`` on the
+        row ends, which are layout, not predictions)."""
         codes = torch.as_tensor(codes, dtype=torch.long).flatten()
         if codes.numel() != self.image_seq_len:
             raise ValueError(f"expected {self.image_seq_len} codes, got {codes.numel()}")
-        return [self.boi_id, *self.code_to_token[codes.cpu()].tolist(), self.eoi_id]
+        tokens = self.code_to_token[codes.cpu()].tolist()
+        if self.row_end_id is None:
+            return tokens, list(tokens)
+        cols = self.grid_hw[1]
+        ids: list[int] = []
+        labels: list[int] = []
+        for start in range(0, len(tokens), cols):
+            ids += [*tokens[start : start + cols], self.row_end_id]
+            labels += [*tokens[start : start + cols], IGNORE_INDEX]
+        return ids, labels
+
+    def _image(self, codes: torch.Tensor) -> list[int]:
+        return [*self.image_open(), *self._image_body(codes)[0], *self.image_close()]
 
     @property
     def max_positions(self) -> int:
         """The longest sequence the model takes (``max_position_embeddings``)."""
-        return int(self.core.config.max_position_embeddings)
+        return int(self.core.config.get_text_config().max_position_embeddings)
 
     def _fits(self, n_tokens: int, action: str | None) -> None:
         """Refuse a sequence the model has no positions for (a long action text would otherwise
@@ -275,12 +323,12 @@ class TokenLMBackbone:
     def world_example(self, source: torch.Tensor, action: str, target: torch.Tensor | None = None) -> Example:
         before = self._text(self.templates.world_before.format(action=action))
         between = self._text(self.templates.world.format(action=action))
-        prompt = [self.bos_id, *before, *self._image(source), *between, self.boi_id]
-        self._fits(len(prompt) + self.image_seq_len, action)  # the target's tokens follow
+        prompt = [self.bos_id, *before, *self._image(source), *between, *self.image_open()]
+        self._fits(len(prompt) + self.image_body_len, action)  # the target's tokens follow
         if target is None:
             return Example(prompt, [IGNORE_INDEX] * len(prompt), len(prompt))
-        completion = self._image(target)[1:-1]
-        return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
+        completion, labels = self._image_body(target)
+        return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + labels, len(prompt))
 
     def world_uncond_example(self, source: torch.Tensor) -> Example:
         """The world prompt with the action removed: the unconditional branch of guidance."""
@@ -431,13 +479,16 @@ class TokenLMBackbone:
         last_pos: torch.Tensor,
         vocab: slice | torch.Tensor | None = None,
     ):
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        last_pos = last_pos + 1
+        tokens = tokens.unsqueeze(1) if tokens.dim() == 1 else tokens  # [B] or [B, k] new tokens
+        k = tokens.shape[1]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1]).expand(-1, k)], dim=1)
+        positions = last_pos.unsqueeze(1) + torch.arange(1, k + 1, device=last_pos.device)
+        last_pos = last_pos + k
         extra = {} if vocab is None else {"logits_vocab": vocab}
         out = self.model(
-            input_ids=tokens.unsqueeze(1),
+            input_ids=tokens,
             attention_mask=mask,
-            position_ids=last_pos.unsqueeze(1),
+            position_ids=positions,
             cache=cache,
             use_cache=True,
             **extra,

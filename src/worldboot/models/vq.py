@@ -124,6 +124,21 @@ class VQGAN(nn.Module):
         cfg = self.vq.config
         return cfg.resolution // 2 ** (len(cfg.channel_multiplier) - 1)
 
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        """Rows and columns of the token grid (square here)."""
+        return self.grid, self.grid
+
+    @property
+    def codebook_size(self) -> int:
+        """Number of codebook entries ``K``."""
+        return int(self.vq.config.num_embeddings)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the encoder takes pixels in."""
+        return self.vq.quant_conv.weight.dtype
+
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Pixels ``[B, 3, H, W]`` in [-1, 1] to codes ``[B, L]`` and pre-quantisation features ``[B, L, D]``.
 

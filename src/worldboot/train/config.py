@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from worldboot.config import bounded
 from worldboot.errors import ConfigError
@@ -36,6 +36,18 @@ class LoraSettings:
     alpha: int = bounded(32, gt=0)
     dropout: float = bounded(0.05, ge=0, le=1)
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+    def peft_config(self) -> Any:
+        """peft's ``LoraConfig`` of these settings. The image tokenizer (``vqmodel``, inside
+        Chameleon and Emu3) is excluded: Emu3's VQ attention has layers named ``q_proj`` too."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout,
+                          target_modules=list(self.target_modules), exclude_modules=VQ_MODULES, bias="none")
+
+
+#: The modules a LoRA adapter never touches: the frozen image tokenizer's (a regex, as peft takes).
+VQ_MODULES = r"(.*\.)?vqmodel\..*"
 
 
 @dataclass

@@ -48,10 +48,13 @@ def render_example(
     weights = [0.0 if lab == -100 else 1.0 for lab in ex.labels]
     if task == "world" and weighting == "l2":
         w = normalise_weights(torch.as_tensor(item["weights"]), uniform_mix).tolist()
-        start = ex.completion_start
-        if len(w) != len(ex.input_ids) - start:
-            raise ValueError(f"{len(w)} weights for {len(ex.input_ids) - start} target tokens")
-        weights[start:] = w
+        # One weight per target code: the completion's labelled positions (a layout token
+        # inside the image, as Emu3's row ends, has no label and no weight).
+        coded = [i for i in range(ex.completion_start, len(ex.labels)) if ex.labels[i] != -100]
+        if len(w) != len(coded):
+            raise ValueError(f"{len(w)} weights for {len(coded)} target tokens")
+        for i, wi in zip(coded, w, strict=True):
+            weights[i] = wi
     return RenderedExample(ex, weights)
 
 

@@ -158,10 +158,9 @@ def with_lora(model: torch.nn.Module, cfg: TrainConfig) -> torch.nn.Module:
     """``model`` with the config's LoRA adapters (peft's own, on the meta device), or as is."""
     if not cfg.lora.enabled:
         return model
-    from peft import LoraConfig, get_peft_model
+    from peft import get_peft_model
 
-    return get_peft_model(model, LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                            target_modules=list(cfg.lora.target_modules)))
+    return get_peft_model(model, cfg.lora.peft_config())
 
 
 def _layers(model: torch.nn.Module) -> torch.nn.ModuleList:

@@ -184,20 +184,13 @@ class Trainer:
 
     def _add_lora(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model with a LoRA adapter (peft), the only weights that train."""
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
 
         cfg = self.cfg
         for p in model.parameters():
             p.requires_grad_(False)
-        lcfg = LoraConfig(
-            r=cfg.lora.r,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules),
-            bias="none",
-        )
         try:
-            return get_peft_model(model, lcfg)
+            return get_peft_model(model, cfg.lora.peft_config())
         except ValueError:  # peft: target modules not found in the base model
             linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
             raise ConfigError(
