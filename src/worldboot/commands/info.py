@@ -11,15 +11,6 @@ EXAMPLE = """examples:
   worldboot info --model runs/tiny-model      # also describe a model directory
 """
 
-#: Backbone families: name -> (loader, what it is).
-BACKBONES = {
-    "chameleon": (
-        "worldboot.models.chameleon.load_chameleon",
-        "Chameleon / Anole-7B (transformers format + Anole's vqgan.ckpt), and tiny builds of it",
-    ),
-}
-
-
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the ``info`` subcommand."""
     p = sub.add_parser(
@@ -56,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
         device = f"cpu ({torch.get_num_threads()} threads)"
     console.print(f"device: {device}")
     console.print("backbones:")
-    for name, (loader, what) in BACKBONES.items():
+    from worldboot.models import FAMILIES
+
+    for name, (loader, what) in FAMILIES.items():
         console.print(f"  {name}: {what} [{loader}]")
     if args.model:
         from worldboot.models import load_backbone
@@ -64,8 +57,14 @@ def run(args: argparse.Namespace) -> int:
         bb = load_backbone(args.model)
         n_params = sum(p.numel() for p in bb.model.parameters())
         console.print(
-            f"model {args.model}: {bb.family}, {n_params:,} parameters, {bb.image_size}-px images, "
+            f"model {args.model}: {bb.family}, {n_params:,} parameters, {_shape(bb)} images, "
             f"{bb.image_seq_len} tokens per image, {bb.codebook_size} codes, "
             f"tokenizer fingerprint {bb.tokenizer_fingerprint()}"
         )
     return 0
+
+
+def _shape(backbone) -> str:
+    """``512-px`` for a square image, ``384x512-px`` (height x width) otherwise."""
+    height, width = getattr(backbone, "image_shape", (backbone.image_size, backbone.image_size))
+    return f"{height}-px" if height == width else f"{height}x{width}-px"

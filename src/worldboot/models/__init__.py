@@ -1,5 +1,5 @@
-"""Backbones: the Protocol every backbone implements, its two families (Chameleon/Anole, and any
-causal LM plus a VQGAN), the VQ decoder, tiny builders.
+"""Backbones: the Protocol every backbone implements, its three families (Chameleon/Anole, any
+causal LM plus a VQGAN, and Emu3), the VQ decoder, tiny builders.
 
 :func:`load_backbone` is the one way stages open a model directory.
 """
@@ -82,19 +82,36 @@ def _check_placement(kwargs: dict[str, Any]) -> None:
         raise ModelError(f"device {place!r}: this machine has no CUDA GPU that torch can use")
 
 
+#: The backbone families: name -> (loader, what it is). ``worldboot info`` lists them.
+FAMILIES = {
+    "chameleon": ("worldboot.models.chameleon.load_chameleon",
+                  "Chameleon / Anole-7B (transformers format + Anole's vqgan.ckpt), and tiny builds of it"),
+    "causal-vq": ("worldboot.models.causal_vq.load_causal_vq",
+                  "any transformers causal LM plus a VQGAN, codes at an offset (Liquid-7B: Gemma + Anole's VQGAN)"),
+    "emu3": ("worldboot.models.emu3.load_emu3",
+             "Emu3-Gen / Emu3-Chat in transformers' format (Emu3ForConditionalGeneration + Emu3VQVAE)"),
+}
+
+
 def _load_family(path: Path, **kwargs: Any):
-    """A base model directory through its family's loader (``worldboot.json`` says which)."""
+    """A base model directory through its family's loader (``worldboot.json`` says which; a
+    transformers Emu3 folder without one is Emu3 by its ``config.json``)."""
     from worldboot.models.causal_vq import FAMILY, family_of, load_causal_vq
     from worldboot.models.chameleon import load_chameleon
+    from worldboot.models.emu3 import FAMILY as EMU3
+    from worldboot.models.emu3 import is_emu3_dir, load_emu3
 
     if path.is_file():
         raise ModelError(f"{path} is a file: give the model's folder")
     if not path.is_dir():
         raise ModelError(f"model directory not found: {path}")
     family = family_of(path)
+    if family == EMU3 or (family == "chameleon" and is_emu3_dir(path)):
+        kwargs.pop("vqgan_dir", None)
+        return load_emu3(path, **kwargs)
     if family == FAMILY:
         kwargs.pop("vqgan_dir", None)
         return load_causal_vq(path, **kwargs)
     if family != "chameleon":
-        raise ModelError(f"{path}: unknown model family {family!r} (worldboot knows chameleon and {FAMILY})")
+        raise ModelError(f"{path}: unknown model family {family!r} (worldboot knows {', '.join(FAMILIES)})")
     return load_chameleon(path, **kwargs)

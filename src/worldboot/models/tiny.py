@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -86,6 +87,22 @@ def image_token_name(code: int) -> str:
     return "IMGIMG" + "".join(chr(ord("A") + int(d)) for d in str(code)) + "Z"
 
 
+def train_bpe(specials: list[str], vocab_size: int, corpus: Iterable[str] | None = None,
+              unk_token: str | None = None) -> Tokenizer:
+    """A byte-level BPE (``tokenizers``) of ``vocab_size`` entries: ``specials`` first, then
+    bytes and merges learnt from ``corpus`` (default :data:`DEFAULT_CORPUS`)."""
+    tok = Tokenizer(models.BPE(unk_token=unk_token))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=list(specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    lines = list(corpus) if corpus is not None else DEFAULT_CORPUS.splitlines()
+    tok.train_from_iterator(lines, trainer=trainer)
+    return tok
+
+
 def build_tokenizer(codebook: int, text_vocab: int, corpus: Iterable[str] | None = None) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer whose vocabulary also names every image token.
 
@@ -94,19 +111,8 @@ def build_tokenizer(codebook: int, text_vocab: int, corpus: Iterable[str] | None
     text entries.
     """
     image_names = [image_token_name(c) for c in range(codebook)]
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=text_vocab + codebook,
-        special_tokens=SPECIAL_TOKENS + image_names,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    lines = list(corpus) if corpus is not None else DEFAULT_CORPUS.splitlines()
-    tok.train_from_iterator(lines, trainer=trainer)
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
+        tokenizer_object=train_bpe(SPECIAL_TOKENS + image_names, text_vocab + codebook, corpus, unk_token="<unk>"),
         bos_token="<s>",
         eos_token="</s>",
         unk_token="<unk>",
@@ -215,4 +221,50 @@ def save_tiny_llava(path: str | os.PathLike[str], seed: int = 0) -> Path:
     torch.manual_seed(seed)
     LlavaForConditionalGeneration(config).save_pretrained(path)
     processor.save_pretrained(path)
+    return path
+
+
+#: Emu3's special tokens that the tiny Emu3's layouts use (the released tokenizer's names).
+EMU3_SPECIALS = ["<|endoftext|>", "<|extra_203|>", "<|extra_204|>", "<|extra_200|>", "<|extra_201|>",
+                 "<|image start|>", "<|image end|>", "<|image token|>", "<image>"]
+
+
+def build_tiny_emu3(seed: int = 0, image_shape: tuple[int, int] = (64, 64), codebook: int = 512,
+                    templates: PromptTemplates | None = None) -> Any:
+    """A randomly initialised tiny Emu3 from transformers' own configs: Emu3's VQ architecture
+    (three 2x downsamplings, 4-frame temporal stack, middle attention) at width 32, a 2-layer text
+    model, and a byte-level BPE tokenizer holding Emu3's layout tokens and ``<|visual
+    tokenNNNNNN|>`` names, which the config's ``vocabulary_map`` maps codes through."""
+    from transformers import Emu3Config
+
+    from worldboot.models.emu3 import LAYOUT_TOKENS, Emu3Backbone, Emu3WorldLM
+
+    spec = TinyChameleonSpec()
+    visual = [f"<|visual token{c:06d}|>" for c in range(codebook)]
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=train_bpe(EMU3_SPECIALS + visual, spec.text_vocab + codebook),
+        bos_token="<|extra_203|>", eos_token="<|extra_204|>", pad_token="<|endoftext|>",
+        extra_special_tokens={k: v for k, v in LAYOUT_TOKENS.items() if k != "eol_token"} | {"image_token": "<image>"},
+    )
+    vocab = tokenizer.get_vocab()
+    config = Emu3Config(
+        vocabulary_map=vocab,
+        vq_config={"codebook_size": codebook, "embed_dim": 4, "latent_channels": 4, "base_channels": 32,
+                   "channel_multiplier": [1, 2, 2, 4], "num_res_blocks": 1, "attn_resolutions": [3],
+                   "hidden_size": 128, "num_attention_heads": 1, "temporal_downsample_factor": 4},
+        text_config={"vocab_size": len(vocab), "hidden_size": spec.hidden, "intermediate_size": spec.intermediate,
+                     "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads,
+                     "num_key_value_heads": spec.heads // 2, "max_position_embeddings": spec.max_positions,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+                     "pad_token_id": tokenizer.pad_token_id, "attention_dropout": 0.0},
+    )
+    torch.manual_seed(seed)
+    model = Emu3WorldLM(config).eval()
+    return Emu3Backbone(model, tokenizer, image_shape, templates)
+
+
+def save_tiny_emu3(path: str | os.PathLike[str], seed: int = 0, image_shape: tuple[int, int] = (64, 64)) -> Path:
+    """:func:`build_tiny_emu3` saved as a model directory; returns the path."""
+    path = Path(path)
+    build_tiny_emu3(seed, image_shape).save(path)
     return path
