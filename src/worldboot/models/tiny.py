@@ -232,7 +232,8 @@ EMU3_SPECIALS = ["<|endoftext|>", "<|extra_203|>", "<|extra_204|>", "<|extra_200
 def build_tiny_emu3(seed: int = 0, image_shape: tuple[int, int] = (64, 64), codebook: int = 512,
                     templates: PromptTemplates | None = None) -> Any:
     """A randomly initialised tiny Emu3 from transformers' own configs: Emu3's VQ architecture
-    (three 2x downsamplings, 4-frame temporal stack, middle attention) at width 32, a 2-layer text
+    (three 2x downsamplings as Emu3's 8-pixel patch, a temporal stack, middle attention) at widths
+    32-64 and a 2-frame stack (Emu3's is 4: a quarter of the decode time here), a 2-layer text
     model, and a byte-level BPE tokenizer holding Emu3's layout tokens and ``<|visual
     tokenNNNNNN|>`` names, which the config's ``vocabulary_map`` maps codes through."""
     from transformers import Emu3Config
@@ -250,8 +251,8 @@ def build_tiny_emu3(seed: int = 0, image_shape: tuple[int, int] = (64, 64), code
     config = Emu3Config(
         vocabulary_map=vocab,
         vq_config={"codebook_size": codebook, "embed_dim": 4, "latent_channels": 4, "base_channels": 32,
-                   "channel_multiplier": [1, 2, 2, 4], "num_res_blocks": 1, "attn_resolutions": [3],
-                   "hidden_size": 128, "num_attention_heads": 1, "temporal_downsample_factor": 4},
+                   "channel_multiplier": [1, 1, 2, 2], "num_res_blocks": 1, "attn_resolutions": [3],
+                   "hidden_size": 64, "num_attention_heads": 1, "temporal_downsample_factor": 2},
         text_config={"vocab_size": len(vocab), "hidden_size": spec.hidden, "intermediate_size": spec.intermediate,
                      "num_hidden_layers": spec.layers, "num_attention_heads": spec.heads,
                      "num_key_value_heads": spec.heads // 2, "max_position_embeddings": spec.max_positions,
