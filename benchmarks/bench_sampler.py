@@ -116,7 +116,7 @@ def main() -> None:
                     with torch.no_grad():
                         fn(bb, prompts, n)
                     best[label] = min(best[label], time.perf_counter() - start)
-            per = {k: v / len(prompts) for k, v in best.items()}
+            per = {k: v / (len(prompts) * n) for k, v in best.items()}
             results[(name, n)] = per["generate"] / per["ours"]
             print(f"{name:10s} N={n}: ours {per['ours'] * 1000:7.1f} ms/sample, generate {per['generate'] * 1000:7.1f} "
                   f"ms/sample, generate/ours = {results[(name, n)]:.2f}x")
