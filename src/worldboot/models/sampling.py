@@ -4,9 +4,10 @@ repeated for best-of-N, image tokens only inside an image (exactly ``L`` of them
 Written here rather than through transformers' ``generate`` because it is faster where
 best-of-N needs it: ``benchmarks/bench_sampler.py`` runs ``generate`` with
 ``num_return_sequences=N`` and a logits processor that allows only image tokens for ``L`` steps
-and then forces end-image; at N = 8 this loop took 2.41x less time per sample on the tiny
-Chameleon and 2.21x less on the tiny causal-vq Gemma (1.69x and 1.31x at N = 1): ``generate``
-prefills every returned sequence again and projects onto the whole vocabulary at every step.
+and then forces end-image; at N = 8 this loop took 2.29x less time per sample on the tiny
+Chameleon, 1.88x less on the tiny causal-vq Gemma and 1.82x less on the tiny Emu3 (docs/results.md):
+``generate`` prefills every returned sequence again and projects onto the whole vocabulary at
+every step.
 """
 
 from __future__ import annotations
