@@ -1,4 +1,4 @@
-"""Decoding for token-LM backbones (both families): one prefill per prompt, its KV cache
+"""Decoding for token-LM backbones (every family): one prefill per prompt, its KV cache
 repeated for best-of-N, image tokens only inside an image (exactly ``L`` of them), and the samplers.
 
 Written here rather than through transformers' ``generate`` because it is faster where
