@@ -28,18 +28,48 @@ def _free_port() -> int:
 
 @pytest.fixture()
 def head(tmp_path):
-    """`ray start --head` on this machine (2 CPUs); stopped afterwards."""
+    """`ray start --head --block` on this machine (2 CPUs), in a process group of its own: stopped
+    by ending that group, so that another test's Ray on the machine lives on (`ray stop --force`
+    would end every Ray of this user, a parallel test's included)."""
+    import signal
+    import tempfile
+    import time
+
     ray = shutil.which("ray", path=str(BIN))
     port = _free_port()
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token"}
-    started = subprocess.run([ray, "start", "--head", "--port", str(port), "--num-cpus", "2",
-                              "--include-dashboard", "false", "--node-ip-address", "127.0.0.1"],
-                             capture_output=True, text=True, env=env, timeout=120)
-    assert started.returncode == 0, started.stderr[-2000:]
+    log = (tmp_path / "ray-head.log").open("w")
+    proc = subprocess.Popen([ray, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--node-ip-address", "127.0.0.1",
+                             "--temp-dir", tempfile.mkdtemp(prefix="ray-", dir="/tmp")],  # Ray's sockets: < 108 bytes
+                            stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    address = f"127.0.0.1:{port}"
     try:
-        yield f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, (tmp_path / "ray-head.log").read_text()[-2000:]
+            up = subprocess.run([ray, "status", "--address", address], capture_output=True, env=env, timeout=60)
+            if up.returncode == 0:
+                break
+            assert time.monotonic() < deadline, up.stderr[-2000:]
+            time.sleep(1)
+        yield address
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, env=env, timeout=120)
+        _end_group(proc, signal.SIGTERM, 60) or _end_group(proc, signal.SIGKILL, 30)
+        log.close()
+
+
+def _end_group(proc: subprocess.Popen, sig: int, wait: float) -> bool:
+    """Send ``sig`` to the process group of ``proc``; whether it ended within ``wait`` seconds."""
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=wait)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _worldboot(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
