@@ -88,15 +88,8 @@ def test_every_stage_runs_on_the_second_family(model_dir, tmp_path, capsys):
         assert main(["train", task, "--base", str(model_dir), "--cache", str(cache), "--out", str(tmp_path / out),
                      *TRAIN]) == 0
         assert (tmp_path / out / "adapter" / "adapter_model.safetensors").is_file()  # LoRA, as the paper
-    pairs = make_pairs(tmp_path / "kf", videos=1, frames=3)
-    assert main(["annotate", str(pairs), "--cdm", str(tmp_path / "cdm"), "--out", str(tmp_path / "ann"),
-                 "--batch-size", "2", "--max-new-tokens", "4", "--no-progress"]) == 0
-    assert len(read_rows(tmp_path / "ann" / "annotated.jsonl")) == 2
     pred = tmp_path / "pred"
-    assert main(["generate", manifest, "--world", str(tmp_path / "cwm"), "--verifier", str(tmp_path / "cdm"),
-                 "--best-of", "3", "--out", str(pred), "--no-progress"]) == 0
-    rows = read_rows(pred / "predictions.jsonl")
-    assert len(rows) == 12 and all(len(r["candidates"]) == 3 and r["candidates"][0]["score"] is not None for r in rows)
+    rows = annotate_and_generate(tmp_path, manifest, pred)
     assert not rows[0]["verifier_reencoded"]  # the same family and tokenizer: no re-encoding
     source = rows[0]["source"] if rows[0]["source"].startswith("/") else str(data / rows[0]["source"])
     assert main(["rollout", source,
@@ -107,6 +100,20 @@ def test_every_stage_runs_on_the_second_family(model_dir, tmp_path, capsys):
                  "metrics.l1_size=64"]) == 0
     table = json.loads((tmp_path / "report" / "table.json").read_text())
     assert "pred" in json.dumps(table)
+
+
+def annotate_and_generate(tmp_path, manifest: str, pred) -> list[dict]:
+    """With ``tmp_path/cdm`` and ``tmp_path/cwm`` trained: annotate two key-frame pairs with the
+    CDM, then best-of-3 predictions of the manifest's 12 triplets, the CDM as verifier; the rows."""
+    pairs = make_pairs(tmp_path / "kf", videos=1, frames=3)
+    assert main(["annotate", str(pairs), "--cdm", str(tmp_path / "cdm"), "--out", str(tmp_path / "ann"),
+                 "--batch-size", "2", "--max-new-tokens", "4", "--no-progress"]) == 0
+    assert len(read_rows(tmp_path / "ann" / "annotated.jsonl")) == 2
+    assert main(["generate", manifest, "--world", str(tmp_path / "cwm"), "--verifier", str(tmp_path / "cdm"),
+                 "--best-of", "3", "--out", str(pred), "--no-progress"]) == 0
+    rows = read_rows(pred / "predictions.jsonl")
+    assert len(rows) == 12 and all(len(r["candidates"]) == 3 and r["candidates"][0]["score"] is not None for r in rows)
+    return rows
 
 
 def test_an_llm_and_a_taming_vqgan_assemble_into_a_model(tmp_path, capsys):

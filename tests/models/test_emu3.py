@@ -14,13 +14,12 @@ import torch
 from PIL import Image
 
 from helpers import F32_U, f32_atol, square_triplets
-from mining.test_annotate import make_pairs
+from models.test_causal_vq import annotate_and_generate
 from worldboot.cli import main
 from worldboot.errors import ModelError
 from worldboot.models import load_backbone
 from worldboot.models.emu3 import parse_shape
 from worldboot.models.tiny import build_tiny_emu3, save_tiny_emu3
-from worldboot.runs import read_rows
 
 pytestmark = pytest.mark.timeout(900)
 TRAIN = ["max_steps=4", "batch_size=4", "micro_batch_size=4", "save_every=0", "eval_every=0", "log_every=1",
@@ -217,15 +216,8 @@ def test_every_stage_runs_on_emu3(model_dir, tmp_path, capsys):
 
     adapted = load_file(str(tmp_path / "cwm" / "adapter" / "adapter_model.safetensors"))
     assert adapted and not any("vqmodel" in k for k in adapted)  # the VQ's q_proj is never adapted
-    pairs = make_pairs(tmp_path / "kf", videos=1, frames=3)
-    assert main(["annotate", str(pairs), "--cdm", str(tmp_path / "cdm"), "--out", str(tmp_path / "ann"),
-                 "--batch-size", "2", "--max-new-tokens", "4", "--no-progress"]) == 0
-    assert len(read_rows(tmp_path / "ann" / "annotated.jsonl")) == 2
     pred = tmp_path / "pred"
-    assert main(["generate", manifest, "--world", str(tmp_path / "cwm"), "--verifier", str(tmp_path / "cdm"),
-                 "--best-of", "3", "--out", str(pred), "--no-progress"]) == 0
-    rows = read_rows(pred / "predictions.jsonl")
-    assert len(rows) == 12 and all(len(r["candidates"]) == 3 and r["candidates"][0]["score"] is not None for r in rows)
+    rows = annotate_and_generate(tmp_path, manifest, pred)
     source = rows[0]["source"] if rows[0]["source"].startswith("/") else str(data / rows[0]["source"])
     assert main(["rollout", source, "--world", str(tmp_path / "cwm"), "--action", "move the red square left",
                  "--out", str(tmp_path / "roll")]) == 0
