@@ -47,3 +47,19 @@ def test_the_emu3_generate_preset_loads():
 
     cfg = load_config(GenerateConfig, "configs/emu3/generate.yaml", [])
     assert cfg.best_of == 3 and cfg.sampling.temperature == 1.0 and cfg.dtype == "bfloat16"
+
+
+def test_docs_gpus_runs_the_emu3_presets_by_their_first_lines():
+    """docs/gpus.md's Emu3 block: each command with a configs/emu3/ preset is that preset's first line."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "gpus.md").read_text()
+    block = text.split("worldboot convert emu3 ", 1)[1].split("```", 1)[0]
+    seen = set()
+    for line in block.splitlines():
+        if "--config configs/emu3/" in line:
+            words = shlex.split(line)
+            preset = words[words.index("--config") + 1]
+            first = (root / "src" / "worldboot" / preset).read_text().splitlines()[0]
+            assert line.strip() == first.removeprefix("# "), preset
+            seen.add(Path(preset).stem)
+    assert seen == {"cdm", "cwm", "generate"}
