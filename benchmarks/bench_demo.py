@@ -8,7 +8,9 @@ the preset's budget (default: 15 minutes on 2 cores; smoke: 5; paper: 75), and t
 headline figures against the preset's targets (issue 36): the CDM's transition success and
 choice of five, the best world model's score and its worst family, and the claims' verdicts.
 
-    python benchmarks/bench_demo.py [--preset default] [--threads 2] [--keep DIR] [--verbose]
+    python benchmarks/bench_demo.py [--preset default] [--threads 2] [--keep DIR] [--verbose] [KEY=VALUE ...]
+
+KEY=VALUE words change the preset as ``worldboot demo``'s do (``seed=1`` for a second seed).
 """
 
 from __future__ import annotations
@@ -67,13 +69,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--keep", metavar="DIR", help="run there and keep the run (default: a temporary folder)")
     ap.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="preset overrides, as worldboot demo takes")
     args = ap.parse_args()
     if not args.verbose:  # the worldboot command's quiet console
         quiet_libraries()
     os.environ.setdefault("WORLDBOOT_NO_PROGRESS", "1")
     from worldboot.demo import STAGES, Demo, load_demo_config
 
-    overrides = [f"torch_threads={args.threads}"] if args.threads else []
+    overrides = [*args.overrides, *([f"torch_threads={args.threads}"] if args.threads else [])]
     cfg = load_demo_config(args.preset, overrides=overrides)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(args.keep or tmp)
