@@ -179,7 +179,7 @@ def test_a_folder_that_is_not_emu3_is_refused_in_one_line(model_dir, tmp_path):
         load_backbone(broken)
 
 
-def test_a_transformers_emu3_folder_loads_without_worldboot_json(model_dir, tmp_path):
+def test_a_transformers_emu3_folder_loads_without_worldboot_json(model_dir, tmp_path, capsys):
     """The released layout (Emu3-Gen-hf): transformers' files only; worldboot's default shape,
     or --image-size; the processor's mean and std are read from preprocessor_config.json."""
     import shutil
@@ -195,6 +195,8 @@ def test_a_transformers_emu3_folder_loads_without_worldboot_json(model_dir, tmp_
     img = _image()
     assert torch.equal(bb.encode_images([img]).codes, saved.encode_images([img]).codes)
     assert load_backbone(plain).image_shape == (512, 512)
+    assert main(["info", "--model", str(plain)]) == 0  # `worldboot info` names the family
+    assert f"model {plain}: emu3, " in capsys.readouterr().out
 
 
 def test_every_stage_runs_on_emu3(model_dir, tmp_path, capsys):
