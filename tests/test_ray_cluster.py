@@ -5,6 +5,7 @@ equal the local engine's."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -61,10 +62,8 @@ def head(tmp_path):
 
 def _end_group(proc: subprocess.Popen, sig: int, wait: float) -> bool:
     """Send ``sig`` to the process group of ``proc``; whether it ended within ``wait`` seconds."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, sig)
-    except ProcessLookupError:
-        pass
     try:
         proc.wait(timeout=wait)
         return True
