@@ -37,48 +37,57 @@ from worldboot.world.scene import GRID
 # --------------------------------------------------------------------------------------------
 
 
+def train_world_tokenizer(
+    recipe: BaseRecipe, progress: bool = True, log: Callable[[str], None] | None = None
+) -> tuple[Any, dict[str, Any]]:
+    """The base's first stage: its tiny Chameleon with the VQ trained (the language model still
+    at its initialisation), in the calling thread settings. Returns the backbone and the VQ's
+    training metrics."""
+    from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
+
+    spec = TinyChameleonSpec(
+        text_vocab=recipe.lm.text_vocab,
+        codebook=recipe.vq.codebook,
+        hidden=recipe.lm.hidden,
+        layers=recipe.lm.layers,
+        heads=recipe.lm.heads,
+        intermediate=recipe.lm.intermediate,
+        image_size=64,
+        vq_base_channels=recipe.vq.base_channels,
+        vq_channel_multiplier=list(recipe.vq.channel_multiplier),
+        vq_embed_dim=recipe.vq.embed_dim,
+        vq_attention=recipe.vq.attention,
+        max_positions=512,
+        seed=recipe.seed,
+    )
+    backbone = build_tiny_chameleon(spec, corpus=text_corpus(recipe.seed), templates=PROMPTS)
+    grid = backbone.vqgan.grid
+    if grid % GRID or recipe.vq.codebook != patch_code_count(grid // GRID):
+        raise ConfigError(
+            f"the world base's tokenizer needs whole token patches per cell (a token grid that is a "
+            f"multiple of {GRID}, got {grid}x{grid}: vq.channel_multiplier) and a code for every patch "
+            f"and no other (vq.codebook={patch_code_count(max(1, grid // GRID))}, got {recipe.vq.codebook})"
+        )
+
+    def sample(step: int, n: int) -> VQBatch:
+        return vq_batch(backbone, recipe.vq, recipe.seed, step, n)
+
+    vq_settings = dataclasses.replace(recipe.vq.train, seed=recipe.seed)
+    return backbone, train_vq(backbone.vqgan, sample, vq_settings, progress=progress, log=log or (lambda _m: None))
+
+
 def build_world_base(
     recipe: BaseRecipe, out: str | os.PathLike[str], progress: bool = True, log: Callable[[str], None] | None = None
 ) -> dict[str, Any]:
     """Build the base model described by ``recipe`` into ``out`` (not atomic; see
     :func:`get_world_base`). Returns the measurements written to ``base_info.json``."""
-    from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
-
     log = log or (lambda _msg: None)
     old_threads = torch.get_num_threads()
     if recipe.threads:
         torch.set_num_threads(recipe.threads)
     try:
         t0 = time.perf_counter()
-        spec = TinyChameleonSpec(
-            text_vocab=recipe.lm.text_vocab,
-            codebook=recipe.vq.codebook,
-            hidden=recipe.lm.hidden,
-            layers=recipe.lm.layers,
-            heads=recipe.lm.heads,
-            intermediate=recipe.lm.intermediate,
-            image_size=64,
-            vq_base_channels=recipe.vq.base_channels,
-            vq_channel_multiplier=list(recipe.vq.channel_multiplier),
-            vq_embed_dim=recipe.vq.embed_dim,
-            vq_attention=recipe.vq.attention,
-            max_positions=512,
-            seed=recipe.seed,
-        )
-        backbone = build_tiny_chameleon(spec, corpus=text_corpus(recipe.seed), templates=PROMPTS)
-        grid = backbone.vqgan.grid
-        if grid % GRID or recipe.vq.codebook != patch_code_count(grid // GRID):
-            raise ConfigError(
-                f"the world base's tokenizer needs whole token patches per cell (a token grid that is a "
-                f"multiple of {GRID}, got {grid}x{grid}: vq.channel_multiplier) and a code for every patch "
-                f"and no other (vq.codebook={patch_code_count(max(1, grid // GRID))}, got {recipe.vq.codebook})"
-            )
-
-        def sample(step: int, n: int) -> VQBatch:
-            return vq_batch(backbone, recipe.vq, recipe.seed, step, n)
-
-        vq_settings = dataclasses.replace(recipe.vq.train, seed=recipe.seed)
-        vq_metrics = train_vq(backbone.vqgan, sample, vq_settings, progress=progress, log=log)
+        backbone, vq_metrics = train_world_tokenizer(recipe, progress, log)
         vq_metrics.update(vq_parse_rate(backbone, eval_scenes(recipe.seed, recipe.vq.eval_scenes)))
         vq_metrics.update(locality_rate(backbone, seed=recipe.seed))
         log(f"vq: {vq_metrics}")
