@@ -264,3 +264,10 @@ def test_convert_emu3_pins_the_shape_and_refuses_what_does_not_fit(model_dir, tm
         assert len(err) == 1 and says in err[0] and str(folder / "config.json") in err[0], err
     assert main(["convert", "emu3", str(hf), "--image-size", "50x64", "--out", str(tmp_path / "x")]) == 2
     assert "multiples of its 8-pixel patch" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+def test_plan_refuses_emu3_in_one_line(model_dir, capsys):
+    """`worldboot plan` measures the Chameleon layout; an Emu3 base is refused, not mis-sized."""
+    assert main(["plan", "--config", "configs/emu3/cwm.yaml", "--base", str(model_dir), "--gpus", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "Emu3 is not supported yet" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

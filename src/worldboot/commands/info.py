@@ -66,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
 
 def _shape(backbone) -> str:
     """``512-px`` for a square image, ``384x512-px`` (height x width) otherwise."""
-    height, width = getattr(backbone, "image_shape", (backbone.image_size, backbone.image_size))
+    height, width = backbone.image_shape
     return f"{height}-px" if height == width else f"{height}x{width}-px"

@@ -131,6 +131,9 @@ def model_config(model: str) -> tuple[Any, int]:
     if not (path / "config.json").is_file():
         raise ModelError(f"{model}: not a model directory (no config.json) nor a named config ({', '.join(NAMED)})")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
+    if config.model_type == "emu3":  # row ends and a grid prefix: not the layout measured here
+        raise ModelError(f"{model}: plan sizes Chameleon-layout models (Anole, causal LM + VQGAN); Emu3 is not "
+                         "supported yet (docs/gpus.md)")
     from worldboot.models.files import read_json
 
     meta = read_json(path / "worldboot.json") if (path / "worldboot.json").is_file() else {}
