@@ -30,7 +30,13 @@ from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
 from worldboot.errors import ModelError
 from worldboot.models.backbone import PromptTemplates
-from worldboot.models.files import check_new_model_dir, load_safetensors, load_tokenizer, read_json
+from worldboot.models.files import (
+    check_new_model_dir,
+    link_model_files,
+    load_safetensors,
+    load_tokenizer,
+    read_json,
+)
 from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_class
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
@@ -279,10 +285,7 @@ def assemble_causal_vq(
     if image_size is not None and image_size < 0:
         raise ModelError(f"--image-size must be a positive number of pixels, got {image_size}")
     check_new_model_dir(out, llm, vqgan)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in llm.iterdir():
-        if f.is_file() and f.name != META_FILE:
-            (out / f.name).symlink_to(f.resolve())
+    link_model_files(llm, out, skip=META_FILE)
     shutil.copytree(vqgan, out / "tokenizer", dirs_exist_ok=True)
     meta = {"family": FAMILY, "image_token_offset": image_token_offset, "boi_token": boi_token, "eoi_token": eoi_token,
             "templates": dataclasses.asdict(PromptTemplates())}

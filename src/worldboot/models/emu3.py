@@ -288,7 +288,7 @@ def prepare_emu3(src: str | os.PathLike[str], out: str | os.PathLike[str], image
             vocabulary map without every code's visual token, a tokenizer without the layout
             tokens, or an image shape the VQ cannot take.
     """
-    from worldboot.models.files import check_new_model_dir
+    from worldboot.models.files import check_new_model_dir, link_model_files
 
     src, out = Path(src), Path(out)
     config_file = src / "config.json"
@@ -316,10 +316,7 @@ def prepare_emu3(src: str | os.PathLike[str], out: str | os.PathLike[str], image
         raise ModelError(f"--image-size {shape[0]}x{shape[1]}: Emu3 needs multiples of its {patch}-pixel patch")
     mean, std = _normalisation(src, {})
     check_new_model_dir(out, src)
-    out.mkdir(parents=True, exist_ok=True)
-    for f in src.iterdir():
-        if f.is_file() and f.name != META_FILE:
-            (out / f.name).symlink_to(f.resolve())
+    link_model_files(src, out, skip=META_FILE)
     meta = {"family": FAMILY, "image_shape": list(shape), "templates": dataclasses.asdict(templates or PromptTemplates()),
             "mean": mean, "std": std}
     (out / META_FILE).write_text(json.dumps(meta, indent=2))

@@ -76,3 +76,13 @@ def check_new_model_dir(out: str | os.PathLike[str], *inputs: str | os.PathLike[
             raise ModelError(f"--out {out} lies inside the input {src}: write the model to a new folder elsewhere")
     if out_real.exists() and (not out_real.is_dir() or any(out_real.iterdir())):
         raise ModelError(f"--out {out} already exists and is not an empty folder: choose a new folder")
+
+
+def link_model_files(src: str | os.PathLike[str], out: str | os.PathLike[str], skip: str = "worldboot.json") -> None:
+    """Link (not copy) every file of the model folder ``src`` into the new folder ``out``, but
+    ``skip`` (worldboot's own metadata, which the caller writes afresh)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    for f in Path(src).iterdir():
+        if f.is_file() and f.name != skip:
+            (out / f.name).symlink_to(f.resolve())
