@@ -10,7 +10,8 @@ saved.
 The language model must take ``logits_mask``, ``logits_vocab`` and ``cache`` in its forward:
 :func:`world_forward` adds them to any transformers causal LM (:func:`world_class`).
 
-(Over 400 lines because the class is the whole Backbone Protocol but for loading and saving.)
+(Over 400 lines because the class is the whole Backbone Protocol but for loading and saving: the
+image layout, scoring and the decoding steps all read its token ids and model.)
 """
 
 from __future__ import annotations
