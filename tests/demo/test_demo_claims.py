@@ -157,6 +157,18 @@ def test_greedy_rows_get_no_best_of_and_a_run_without_best_of_gets_no_best_of_cl
     assert len(claims) == 9 and not any("Best-of-N" in c["claim"] for c in claims)
 
 
+def test_a_run_without_the_ablations_has_no_ablation_claims():
+    """``ablations: false`` trains no "w/o" rows: their two claims are left out, the others stay."""
+    n = 6
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [[1.0] * 8] * n, "CWM": [[2.0] * 8] * n}, [[0.0] * 8] * n)
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+    claims = run_claims(state, make_table2(judged, [1, 8]), [1, 8], judged)
+    names = [c["claim"] for c in claims]
+    assert not any("weighted loss raises" in c or "Synthetic data" in c for c in names), names
+    assert any(c.startswith("The CWM (synthetic data + weighted loss) beats C-FT") for c in names)
+    assert len(claims) == 8  # four of the CDM; easier, beats C-FT, best-of-N and Copy
+
+
 def test_the_reward_claim_compares_one_grpo_sample_with_the_cwm_and_its_best_of_k():
     """The CWM after GRPO is judged on one sample: above the CWM's one sample on every triplet
     (held), and below the CWM's best-of-8 (the CDM's pick scores 1 more), which the evidence

@@ -34,7 +34,8 @@ def test_each_run_is_the_command_lines_config(preset, tmp_path):
     cdm_snaps = [f"snapshot_steps={snapshot_steps(7, cfg.curve_points)}"] if cfg.curve_points > 1 else []
     words = {"CDM": ["train", "dynamics", "--config", cfg.cdm.config, *common, "--cache", str(cache / "labelled"),
                      *recognition, "--out", str(tmp_path / "demo" / "cdm"), *cfg.cdm.overrides, *cdm_snaps, seed]}
-    for name, (synthetic, weighting) in WORLD_MODELS.items():
+    for name in demo.trained_world_models():
+        synthetic, weighting = WORLD_MODELS[name]
         caches = ["--cache", str(cache / "labelled")] + (["--cache", str(cache / "synthetic")] if synthetic else [])
         snaps = []  # the C-FT row draws the learning curve's snapshots
         if name == "C-FT" and cfg.curve_points > 1:

@@ -14,6 +14,7 @@ Importing this package is light (no torch): the command line reads :data:`PRESET
 """
 
 from worldboot.demo.config import (
+    ABLATIONS,
     ALPHA,
     CEILING,
     GREEDY,
@@ -30,6 +31,7 @@ from worldboot.demo.memory import PeakMemory
 from worldboot.demo.pipeline import Demo
 
 __all__ = [
+    "ABLATIONS",
     "ALPHA",
     "CEILING",
     "GREEDY",

@@ -86,6 +86,9 @@ class DemoConfig:
             canonical text only, an easier target for a small model); test triplets always
             use paraphrases, as human-written references would.
         best_of: The K of best-of-K; the largest is the number of candidates drawn.
+        ablations: Train the two ablation rows of :data:`ABLATIONS` (the CWM without synthetic
+            data, without the weighted loss) and test their claims; False leaves them out
+            (the default preset, for its time budget; the paper preset trains them).
         curve_points: Points of the learning curve of the CDM and of C-FT (transition success
             against examples seen: the base, ``curve_points - 1`` snapshots, the final model);
             0 or 1 draws none.
@@ -112,6 +115,7 @@ class DemoConfig:
     paraphrase: bool = True
     best_of: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     curve_points: int = bounded(4, ge=0)
+    ablations: bool = True
     cdm: TrainRecipe = field(default_factory=TrainRecipe)
     cwm: TrainRecipe = field(default_factory=lambda: TrainRecipe("configs/demo/cwm.yaml"))
     rl: RewardRecipe = field(default_factory=RewardRecipe)
@@ -191,6 +195,8 @@ WORLD_MODELS = {
     "CWM w/o synthetic": (False, "l2"),
     "CWM w/o weighted loss": (True, "none"),
 }
+#: The ablation rows of :data:`WORLD_MODELS` (``DemoConfig.ablations`` trains them).
+ABLATIONS = ("CWM w/o synthetic", "CWM w/o weighted loss")
 #: The rows of the CWM after reward optimisation against the CDM, by the :class:`DemoConfig`
 #: field (and stage) that trains each: (row, ``worldboot train world-rl``'s objective).
 REWARD_MODELS = {"rl": ("CWM + GRPO", "grpo"), "dpo": ("CWM + DPO", "dpo")}

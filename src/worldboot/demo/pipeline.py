@@ -13,7 +13,8 @@ Stages, each a call into the same code the CLI stages run, each finished stage r
    set (``configs/demo/cdm.yaml`` with the preset's overrides), and measure its actions (Table 1).
 5. ``mine``: key-frames by optical flow, CDM annotation, stratified top-K (Table 5).
 6. ``cwm``: C-FT (labelled only, plain loss), CWM (labelled + synthetic, weighted loss) and the
-   two ablations (without synthetic data; without the weighted loss), equal steps each.
+   two ablations (without synthetic data; without the weighted loss; unless ``ablations`` is
+   false), equal steps each.
    ``curve``: transition success of the CDM and of C-FT against the examples each has seen.
 7. ``rl`` and ``dpo``: the CWM trained with GRPO, and with DPO, against the frozen CDM's
    reward (``worldboot train world-rl``, after the paper), when the preset asks for them
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 from worldboot.demo.actions import measure_actions, mined_label_precision
 from worldboot.demo.claims import claims
 from worldboot.demo.config import (
+    ABLATIONS,
     CEILING,
     GREEDY,
     REWARD_MODELS,
@@ -295,7 +297,7 @@ class Demo:
 
     def stage_cwm(self) -> dict[str, Any]:
         out = {}
-        for name in WORLD_MODELS:
+        for name in self.trained_world_models():
             cfg = self.train_config(name)
             finetune(cfg)
             rows = [row for _, row in read_jsonl(Path(cfg.out) / "metrics.jsonl")]
@@ -333,10 +335,15 @@ class Demo:
         """The rows of :data:`REWARD_MODELS` this run trains (``enabled``)."""
         return [row for key, (row, _) in REWARD_MODELS.items() if getattr(self.cfg, key).enabled]
 
+    def trained_world_models(self) -> list[str]:
+        """The rows of :data:`WORLD_MODELS` this run trains: all four, or without
+        :data:`ABLATIONS` when ``ablations`` is false."""
+        return [name for name in WORLD_MODELS if self.cfg.ablations or name not in ABLATIONS]
+
     def world_models(self) -> list[str]:
-        """The world models of this run: the four of :data:`WORLD_MODELS`, and the CWM after
-        each reward optimisation the preset trains."""
-        return [*WORLD_MODELS, *self.reward_models()]
+        """The world models of this run: those of :meth:`trained_world_models`, and the CWM
+        after each reward optimisation the preset trains."""
+        return [*self.trained_world_models(), *self.reward_models()]
 
     def stage_predict(self) -> dict[str, Any]:
         """Each world model through ``worldboot generate`` (N candidates at temperature 1, the

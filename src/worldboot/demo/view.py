@@ -30,6 +30,10 @@ class Demo(Protocol):
         """The run's triplets of ``split`` (``train``, ``test``, ``recognition``)."""
         ...
 
+    def trained_world_models(self) -> list[str]:
+        """The rows of the world models table this run trains (the ablations or not)."""
+        ...
+
     def reward_models(self) -> list[str]:
         """The rows of the reward-optimised CWMs this run trains."""
         ...
