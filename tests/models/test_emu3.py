@@ -7,6 +7,7 @@ best-of-N, rollout, world-rl, evaluate)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -266,8 +267,32 @@ def test_convert_emu3_pins_the_shape_and_refuses_what_does_not_fit(model_dir, tm
     assert "multiples of its 8-pixel patch" in capsys.readouterr().err and not (tmp_path / "x").exists()
 
 
-def test_plan_refuses_emu3_in_one_line(model_dir, capsys):
-    """`worldboot plan` measures the Chameleon layout; an Emu3 base is refused, not mis-sized."""
-    assert main(["plan", "--config", "configs/emu3/cwm.yaml", "--base", str(model_dir), "--gpus", "1"]) == 2
-    err = capsys.readouterr().err
-    assert "Emu3 is not supported yet" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+def test_plan_sizes_emu3_with_its_own_layout_and_layers(model_dir, capsys):
+    """`worldboot plan` on an Emu3 base: an image's tokens are the backbone's own (the grid's
+    text, row ends, two closing tokens), and the measured layer keeps what a real forward of the
+    tiny Emu3's text layer keeps, bytes for bytes (eager attention, float32)."""
+    from worldboot.models import load_backbone
+    from worldboot.train.plan import _param_keys, _saved_bytes, layer_activation_bytes, model_config
+    from worldboot.train.resolve import resolve_train_config
+
+    bb = load_backbone(model_dir)
+    config, image_tokens = model_config(str(model_dir))
+    assert image_tokens == len(bb.image_open()) + bb.image_body_len + len(bb.image_close())
+    assert main(["plan", "--config", "configs/emu3/cwm.yaml", "--base", str(model_dir), "--gpus", "1", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["sequence"] == 2 * image_tokens + 64 + 2 and out["loss_positions"] == image_tokens
+    assert out["trainable_params"] < out["total_params"]  # LoRA, the VQ left out
+    cfg = resolve_train_config("configs/emu3/cwm.yaml", [f"base_model={model_dir}"])
+    no_lora = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, enabled=False))  # as the real model
+    planned = layer_activation_bytes(config, no_lora, 40, torch.float32, attention="eager")
+    model = bb.model
+    model.config.text_config._attn_implementation = "eager"
+    model.train()
+    text = model.model.text_model
+    layer = text.layers[0]
+    x = torch.randn(1, 40, config.text_config.hidden_size, requires_grad=True)
+    pos = torch.arange(40)[None]
+    pe = text.rotary_emb(x, pos)
+    real = _saved_bytes(lambda: layer(x, attention_mask=None, position_embeddings=pe, position_ids=pos),
+                        _param_keys(model))
+    assert planned == real > 0

@@ -3,8 +3,9 @@ without a GPU: the mixture and its steps, the parameters, and the memory per GPU
 ZeRO-2 and ZeRO-3.
 
 The model is built on PyTorch's meta device from its config (a model directory's
-``config.json``, or a named one such as ``anole-7b``: transformers' own ``ChameleonConfig``,
-whose defaults are Chameleon-7B's), so no weight is read or allocated.
+``config.json``, Chameleon, causal LM + VQGAN or Emu3, or a named one such as ``anole-7b``:
+transformers' own ``ChameleonConfig``, whose defaults are Chameleon-7B's), so no weight is read
+or allocated.
 
 * **Model states** (weights, gradients, optimiser) come from DeepSpeed's own estimators
   (``estimate_zero2_model_states_mem_needs``, ``estimate_zero3_model_states_mem_needs``) for
@@ -116,7 +117,10 @@ class Plan:
 
 
 def model_config(model: str) -> tuple[Any, int]:
-    """The transformers config of a model directory or a named config, and its image tokens.
+    """The transformers config of a model directory or a named config, and the tokens one image
+    takes in a sequence, its layout tokens included (Chameleon's: begin, the codes, end; Emu3's:
+    begin, the grid as text, its image marker, each row of codes and its row end, end of frame,
+    end).
 
     Raises:
         ModelError: For a directory without ``config.json`` or an unknown name.
@@ -126,25 +130,47 @@ def model_config(model: str) -> tuple[Any, int]:
     if model == "anole-7b":
         # transformers' defaults are Chameleon-7B's; the vocabulary map only needs the image marker.
         config = ChameleonConfig(vocabulary_map={"<image>": 8711})
-        return config, _grid(config.vq_config.resolution, config.vq_config.channel_multiplier) ** 2
+        return config, _grid(config.vq_config.resolution, config.vq_config.channel_multiplier) ** 2 + 2
     path = Path(model)
     if not (path / "config.json").is_file():
         raise ModelError(f"{model}: not a model directory (no config.json) nor a named config ({', '.join(NAMED)})")
     config = AutoConfig.from_pretrained(path, local_files_only=True)
-    if config.model_type == "emu3":  # row ends and a grid prefix: not the layout measured here
-        raise ModelError(f"{model}: plan sizes Chameleon-layout models (Anole, causal LM + VQGAN); Emu3 is not "
-                         "supported yet (docs/gpus.md)")
     from worldboot.models.files import read_json
 
     meta = read_json(path / "worldboot.json") if (path / "worldboot.json").is_file() else {}
     vq = getattr(config, "vq_config", None)
+    if config.model_type == "emu3":
+        return config, _emu3_image_tokens(path, config, meta)
     size = int(meta.get("image_size") or getattr(vq, "resolution", 512))
     mult = getattr(vq, "channel_multiplier", None) or [1, 1, 2, 2, 4]  # Chameleon's VQGAN (Liquid's too)
-    return config, _grid(size, mult) ** 2
+    return config, _grid(size, mult) ** 2 + 2
+
+
+def _emu3_image_tokens(path: Path, config: Any, meta: dict[str, Any]) -> int:
+    """An Emu3 image's tokens at the directory's image shape (``worldboot.json``, else
+    :data:`~worldboot.models.emu3.DEFAULT_SHAPE`), as :class:`~worldboot.models.emu3.Emu3Backbone`
+    lays it out; the grid's text is counted with the directory's own tokenizer."""
+    from transformers import AutoTokenizer
+
+    from worldboot.models.emu3 import DEFAULT_SHAPE
+
+    height, width = (int(v) for v in (meta.get("image_shape") or DEFAULT_SHAPE))
+    rows, cols = _grid(height, config.vq_config.channel_multiplier), _grid(width, config.vq_config.channel_multiplier)
+    try:
+        grid_text = len(AutoTokenizer.from_pretrained(path, local_files_only=True)(
+            f"{rows}*{cols}", add_special_tokens=False)["input_ids"])
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: its tokenizer does not load ({e})") from e
+    return 1 + grid_text + 1 + rows * (cols + 1) + 2
 
 
 def _grid(size: int, channel_multiplier: list[int]) -> int:
     return size // 2 ** (len(channel_multiplier) - 1)
+
+
+def text_config(config: Any) -> Any:
+    """The language model's config: Emu3 nests it (``text_config``), Chameleon does not."""
+    return getattr(config, "text_config", None) or config
 
 
 def meta_model(config: Any) -> torch.nn.Module:
@@ -154,6 +180,10 @@ def meta_model(config: Any) -> torch.nn.Module:
     with torch.device("meta"):
         if config.model_type == "chameleon":
             return ChameleonForConditionalGeneration(config)
+        if config.model_type == "emu3":
+            from transformers import Emu3ForConditionalGeneration
+
+            return Emu3ForConditionalGeneration(config)
         return AutoModelForCausalLM.from_config(config)
 
 
@@ -225,7 +255,7 @@ def layer_activation_bytes(config: Any, cfg: TrainConfig, sequence: int, dtype: 
     from transformers import AttentionInterface
 
     one = copy.deepcopy(config)
-    one.num_hidden_layers = 1
+    text_config(one).num_hidden_layers = 1
     if attention == "flash":
         AttentionInterface.register("worldboot_plan", _flash_stand_in)
         one._attn_implementation = "worldboot_plan"
@@ -235,7 +265,7 @@ def layer_activation_bytes(config: Any, cfg: TrainConfig, sequence: int, dtype: 
     model.train()
     layer = _layers(model)[0]
     rotary = next(m for m in model.modules() if type(m).__name__.endswith("RotaryEmbedding"))
-    x = torch.empty(1, sequence, config.hidden_size, device="meta", dtype=dtype, requires_grad=True)
+    x = torch.empty(1, sequence, text_config(config).hidden_size, device="meta", dtype=dtype, requires_grad=True)
     pos = torch.arange(sequence, device="meta")[None]
     pe = rotary(x, pos)
     return _saved_bytes(lambda: layer(x, attention_mask=None, position_embeddings=pe, position_ids=pos),
@@ -245,8 +275,9 @@ def layer_activation_bytes(config: Any, cfg: TrainConfig, sequence: int, dtype: 
 def head_activation_bytes(config: Any, loss_positions: int, dtype: torch.dtype) -> int:
     """Bytes the output layer and the loss keep for backward, per example, for the loss
     positions only (measured on meta as the layers are)."""
-    head = torch.nn.Linear(config.hidden_size, config.vocab_size, bias=False, device="meta", dtype=dtype)
-    h = torch.empty(1, loss_positions, config.hidden_size, device="meta", dtype=dtype, requires_grad=True)
+    text = text_config(config)
+    head = torch.nn.Linear(text.hidden_size, text.vocab_size, bias=False, device="meta", dtype=dtype)
+    h = torch.empty(1, loss_positions, text.hidden_size, device="meta", dtype=dtype, requires_grad=True)
     labels = torch.zeros(loss_positions, dtype=torch.long, device="meta")
 
     def run() -> None:
@@ -291,6 +322,7 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
     config, image_tokens = model_config(model)
+    text = text_config(config)
     dtype = torch.float32 if cfg.model_dtype == "float32" else torch.bfloat16
     w = torch.finfo(dtype).bits // 8
     full = with_lora(meta_model(config), cfg)
@@ -307,13 +339,13 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
     largest = max(sum(p.numel() for p in layer.parameters()) for layer in layers)
 
     world = cfg.task in ("world", "world-rl")
-    sequence = 2 * (image_tokens + 2) + text_tokens + 2
-    loss_positions = image_tokens + 2 if world else text_tokens
+    sequence = 2 * image_tokens + text_tokens + 2
+    loss_positions = image_tokens if world else text_tokens
     per_layer = layer_activation_bytes(config, cfg, sequence, dtype, attention)
     head = head_activation_bytes(config, loss_positions, dtype)
     n_layers = len(layers)
     per_example = n_layers * per_layer + head
-    per_example_ckpt = n_layers * sequence * config.hidden_size * w + per_layer + head
+    per_example_ckpt = n_layers * sequence * text.hidden_size * w + per_layer + head
     group = getattr(cfg, "group_size", 1)  # reward optimisation forwards a group of candidates a prompt
     sequences = cfg.micro_batch_size * group
 
@@ -335,7 +367,7 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
     mixture, n = _mixture(cfg, examples)
     per_epoch = n // cfg.batch_size if n else None
     total_steps = cfg.max_steps or (max(1, math.ceil(cfg.epochs * per_epoch)) if per_epoch else None)
-    chameleon_7b = config.model_type == "chameleon" and (config.hidden_size, n_layers) == (4096, 32)
+    chameleon_7b = config.model_type == "chameleon" and (text.hidden_size, n_layers) == (4096, 32)
     return Plan(cfg.task, model, mixture, n, per_epoch, total_steps, total, trainable, sequence, loss_positions,
                 gpus, gpu_gib, memory, _paper(cfg, total_steps) if chameleon_7b else {})
 
