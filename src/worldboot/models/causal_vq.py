@@ -37,7 +37,8 @@ from worldboot.models.files import (
     load_tokenizer,
     read_json,
 )
-from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_class
+from worldboot.models.lm_forward import unwrap, world_class
+from worldboot.models.token_lm import TokenLMBackbone
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
 FAMILY = "causal-vq"
@@ -51,7 +52,7 @@ class CausalVQBackbone(TokenLMBackbone):
     """A causal LM with VQ codes at ``image_token_offset`` in its vocabulary.
 
     Args:
-        model: The language model (a :func:`~worldboot.models.token_lm.world_class` instance,
+        model: The language model (a :func:`~worldboot.models.lm_forward.world_class` instance,
             or a peft/DDP wrapper of it).
         tokenizer: Its text tokenizer, holding ``boi_token`` and ``eoi_token``.
         vqgan: The image tokenizer.

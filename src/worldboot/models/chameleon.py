@@ -37,7 +37,8 @@ from worldboot.models.backbone import (
     PromptTemplates,
 )
 from worldboot.models.files import load_safetensors, load_tokenizer, read_json
-from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_forward
+from worldboot.models.lm_forward import unwrap, world_forward
+from worldboot.models.token_lm import TokenLMBackbone
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
 
 DECODER_FILE = "vq_decoder.safetensors"
@@ -48,7 +49,7 @@ EOI_TOKEN = "<eoss>"
 
 class ChameleonWorldLM(ChameleonForConditionalGeneration):
     """Chameleon whose image-token logits are left as the model computes them, and whose
-    forward computes only the logits asked for (:func:`~worldboot.models.token_lm.world_forward`)."""
+    forward computes only the logits asked for (:func:`~worldboot.models.lm_forward.world_forward`)."""
 
     forward = world_forward
     # The image tokenizer stays in float32 whatever the language model's dtype, as in Anole's

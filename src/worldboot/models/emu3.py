@@ -42,7 +42,8 @@ from transformers.models.emu3.modeling_emu3 import Emu3ImageVocabularyMapping, E
 from worldboot.errors import ModelError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.files import load_tokenizer, read_json
-from worldboot.models.token_lm import TokenLMBackbone, unwrap, world_forward
+from worldboot.models.lm_forward import unwrap, world_forward
+from worldboot.models.token_lm import TokenLMBackbone
 
 FAMILY = "emu3"
 META_FILE = "worldboot.json"
@@ -62,7 +63,7 @@ DEFAULT_SHAPE = (512, 512)
 
 class Emu3WorldLM(Emu3ForConditionalGeneration):
     """``Emu3ForConditionalGeneration`` whose forward computes only the logits asked for
-    (:func:`~worldboot.models.token_lm.world_forward`); its VQ model stays in float32."""
+    (:func:`~worldboot.models.lm_forward.world_forward`); its VQ model stays in float32."""
 
     forward = world_forward
     _keep_in_fp32_modules_strict = ["vqmodel"]

@@ -20,7 +20,7 @@ or allocated.
   path instead (what a CPU run keeps, which the tests compare with a real CPU forward). With
   gradient checkpointing a layer keeps only its input, and one layer's activations live again
   during its backward. The output layer's activations are measured the same way, for the loss
-  positions only, as :func:`~worldboot.models.token_lm.world_forward` computes them.
+  positions only, as :func:`~worldboot.models.lm_forward.world_forward` computes them.
 
 Not estimated: the CUDA context and the allocator's fragmentation (:data:`RESERVE_GIB` is kept
 free for them), and DeepSpeed's communication buckets.

@@ -306,7 +306,7 @@ class Trainer:
     # -- training ---------------------------------------------------------------------------
 
     def _forward_sum(self, items: list[RenderedExample], model: Any = None) -> tuple[torch.Tensor, int]:
-        from worldboot.models.token_lm import completion_positions
+        from worldboot.models.lm_forward import completion_positions
 
         batch, weights = collate(self.backbone, items)
         batch = batch.to(self.accelerator.device)

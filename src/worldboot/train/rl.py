@@ -106,7 +106,7 @@ def image_logprobs(
         codes: ``[S, L]`` the candidates' codes (the completions' image codes).
         temperature: The sampling temperature.
     """
-    from worldboot.models.token_lm import completion_positions
+    from worldboot.models.lm_forward import completion_positions
 
     batch = backbone.collate(examples).to(backbone.device)
     mask, targets, _ = completion_positions(batch.labels)

@@ -41,8 +41,8 @@ def text_logprobs(
         ``([S, T], [S, T])``: the log-probabilities, left-aligned and zero-padded to the
         longest completion, and 1.0 where a token is.
     """
+    from worldboot.models.lm_forward import completion_positions
     from worldboot.models.sampling import banned_text_ids
-    from worldboot.models.token_lm import completion_positions
 
     batch = backbone.collate(examples).to(backbone.device)
     positions, targets, rows = completion_positions(batch.labels)
