@@ -9,9 +9,9 @@ from worldboot.demo import PRESETS  # light: the demo module imports torch only 
 from worldboot.errors import UsageError
 
 EXAMPLE = """examples:
-  worldboot demo --out runs/demo                      # the default preset (make demo): 26 min cold on 2 cores (budget 15)
+  worldboot demo --out runs/demo                      # the default preset (make demo): 22 min cold on 2 cores (budget 15)
   worldboot demo --preset smoke --out runs/smoke      # the CI's: a few minutes, too short to learn much
-  worldboot demo --preset paper --out runs/demo-paper # the paper's regime, tests its claims (58 min cold on 2 cores)
+  worldboot demo --preset paper --out runs/demo-paper # the paper's regime, tests its claims (55-66 min cold on 2 cores)
   worldboot demo --out runs/demo cwm.max_steps=120    # a word on a training run's config (configs/demo/cwm.yaml)
 """
 
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the whole method on the embedded procedural world, with report.md / report.html",
         description=(
             "Build (or reuse) the tiny world foundation model, probe it, train the dynamics model, mine the "
-            "world's unlabelled clips, train C-FT, the CWM and its ablations (and, in the paper preset, the CWM "
+            "world's unlabelled clips, train C-FT, the CWM and its ablations (ablations: false leaves them out, as "
+            "the default preset does; and, in the paper preset, the CWM "
             "with GRPO and with DPO against the CDM: rl.enabled, dpo.enabled), generate with best-of-N, evaluate "
             "with the world judge and write report.md and report.html. A rerun runs the stages not yet "
             "finished and those after them; a run made with other settings is refused (--fresh starts it over)."
