@@ -276,11 +276,15 @@ def test_plan_sizes_emu3_with_its_own_layout_and_layers(model_dir, capsys):
     from worldboot.train.resolve import resolve_train_config
 
     bb = load_backbone(model_dir)
-    config, image_tokens = model_config(str(model_dir))
+    config, image_tokens, _ = model_config(str(model_dir))
     assert image_tokens == len(bb.image_open()) + bb.image_body_len + len(bb.image_close())
     assert main(["plan", "--config", "configs/emu3/cwm.yaml", "--base", str(model_dir), "--gpus", "1", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["sequence"] == 2 * image_tokens + 64 + 2 and out["loss_positions"] == image_tokens
+    # A world example's loss positions are its labelled tokens: the target's codes, not its row ends.
+    codes = bb.encode_images([_image()]).codes
+    labels = bb.world_example(codes[0], "paint it", codes[0]).labels
+    assert out["sequence"] == 2 * image_tokens + 64 + 2
+    assert out["loss_positions"] == sum(t != -100 for t in labels) < bb.image_body_len
     assert out["trainable_params"] < out["total_params"]  # LoRA, the VQ left out
     cfg = resolve_train_config("configs/emu3/cwm.yaml", [f"base_model={model_dir}"])
     no_lora = dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, enabled=False))  # as the real model

@@ -71,7 +71,7 @@ def test_activations_are_what_a_real_forward_keeps(tiny_dir, cache_dir):
     from worldboot.train.plan import _param_keys, _saved_bytes
 
     cfg = _cfg(cache_dir, lora=False)
-    config, _ = model_config(str(tiny_dir))
+    config, _, _ = model_config(str(tiny_dir))
     sequence = 150
     planned = layer_activation_bytes(config, cfg, sequence, torch.float32, attention="eager")
     model = load_backbone(tiny_dir, dtype="float32").model
@@ -97,6 +97,14 @@ def test_the_plan_counts_the_mixture_and_its_steps(tiny_dir, cache_dir):
     n = len(MixedDataset(cfg.data, cfg.seed).train)
     assert plan.examples == plan.mixture[0]["train"] == n
     assert (plan.steps_per_epoch, plan.total_steps) == (n // 8, 3 * (n // 8))
+    # A world example's loss positions are its labelled tokens, the target's codes.
+    from PIL import Image
+
+    from worldboot.models import load_backbone
+
+    bb = load_backbone(tiny_dir)
+    codes = bb.encode_images([Image.new("RGB", (bb.image_size, bb.image_size), (200, 30, 30))]).codes
+    assert plan.loss_positions == sum(t != -100 for t in bb.world_example(codes[0], "paint it", codes[0]).labels)
     m = {m.strategy: m for m in plan.memory}["ddp"]
     # The largest micro-batch that fits is the one whose activations still leave the reserve free.
     per = m.activations // cfg.micro_batch_size
@@ -111,7 +119,7 @@ def test_anole_7b_is_chameleon_7b_with_the_papers_lora():
     plan = make_plan(cfg, "anole-7b", gpus=4, gpu_gib=80, examples=40000)
     assert 7.0e9 < plan.total_params < 7.1e9
     assert plan.trainable_params == 4 * 32 * 16 * (4096 + 4096)  # r 16 on q, k, v, o of 32 layers
-    assert plan.sequence == 2 * (1024 + 2) + 64 + 2 and plan.loss_positions == 1026
+    assert plan.sequence == 2 * (1024 + 2) + 64 + 2 and plan.loss_positions == 1024  # the codes, labelled
     assert plan.steps_per_epoch == 40000 // 96 and plan.total_steps == 40 * (40000 // 96)
     assert plan.paper["gpu_hours"] == 200  # C-FT, Appendix L.2
     zero3 = {m.strategy: m for m in plan.memory}["zero3"]

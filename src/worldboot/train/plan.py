@@ -116,11 +116,11 @@ class Plan:
         return asdict(self)
 
 
-def model_config(model: str) -> tuple[Any, int]:
-    """The transformers config of a model directory or a named config, and the tokens one image
+def model_config(model: str) -> tuple[Any, int, int]:
+    """The transformers config of a model directory or a named config, the tokens one image
     takes in a sequence, its layout tokens included (Chameleon's: begin, the codes, end; Emu3's:
     begin, the grid as text, its image marker, each row of codes and its row end, end of frame,
-    end).
+    end), and its codes (a world model's loss positions: the layout tokens carry no label).
 
     Raises:
         ModelError: For a directory without ``config.json`` or an unknown name.
@@ -130,7 +130,8 @@ def model_config(model: str) -> tuple[Any, int]:
     if model == "anole-7b":
         # transformers' defaults are Chameleon-7B's; the vocabulary map only needs the image marker.
         config = ChameleonConfig(vocabulary_map={"<image>": 8711})
-        return config, _grid(config.vq_config.resolution, config.vq_config.channel_multiplier) ** 2 + 2
+        codes = _grid(config.vq_config.resolution, config.vq_config.channel_multiplier) ** 2
+        return config, codes + 2, codes
     path = Path(model)
     if not (path / "config.json").is_file():
         raise ModelError(f"{model}: not a model directory (no config.json) nor a named config ({', '.join(NAMED)})")
@@ -140,14 +141,15 @@ def model_config(model: str) -> tuple[Any, int]:
     meta = read_json(path / "worldboot.json") if (path / "worldboot.json").is_file() else {}
     vq = getattr(config, "vq_config", None)
     if config.model_type == "emu3":
-        return config, _emu3_image_tokens(path, config, meta)
+        return (config, *_emu3_image_tokens(path, config, meta))
     size = int(meta.get("image_size") or getattr(vq, "resolution", 512))
     mult = getattr(vq, "channel_multiplier", None) or [1, 1, 2, 2, 4]  # Chameleon's VQGAN (Liquid's too)
-    return config, _grid(size, mult) ** 2 + 2
+    codes = _grid(size, mult) ** 2
+    return config, codes + 2, codes
 
 
-def _emu3_image_tokens(path: Path, config: Any, meta: dict[str, Any]) -> int:
-    """An Emu3 image's tokens at the directory's image shape (``worldboot.json``, else
+def _emu3_image_tokens(path: Path, config: Any, meta: dict[str, Any]) -> tuple[int, int]:
+    """An Emu3 image's tokens and codes at the directory's image shape (``worldboot.json``, else
     :data:`~worldboot.models.emu3.DEFAULT_SHAPE`), as :class:`~worldboot.models.emu3.Emu3Backbone`
     lays it out; the grid's text is counted with the directory's own tokenizer."""
     from transformers import AutoTokenizer
@@ -161,7 +163,7 @@ def _emu3_image_tokens(path: Path, config: Any, meta: dict[str, Any]) -> int:
             f"{rows}*{cols}", add_special_tokens=False)["input_ids"])
     except (OSError, ValueError) as e:
         raise ModelError(f"{path}: its tokenizer does not load ({e})") from e
-    return 1 + grid_text + 1 + rows * (cols + 1) + 2
+    return 1 + grid_text + 1 + rows * (cols + 1) + 2, rows * cols
 
 
 def _grid(size: int, channel_multiplier: list[int]) -> int:
@@ -321,7 +323,7 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
-    config, image_tokens = model_config(model)
+    config, image_tokens, image_codes = model_config(model)
     text = text_config(config)
     dtype = torch.float32 if cfg.model_dtype == "float32" else torch.bfloat16
     w = torch.finfo(dtype).bits // 8
@@ -340,7 +342,7 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
 
     world = cfg.task in ("world", "world-rl")
     sequence = 2 * image_tokens + text_tokens + 2
-    loss_positions = image_tokens if world else text_tokens
+    loss_positions = image_codes if world else text_tokens
     per_layer = layer_activation_bytes(config, cfg, sequence, dtype, attention)
     head = head_activation_bytes(config, loss_positions, dtype)
     n_layers = len(layers)
