@@ -63,3 +63,20 @@ def test_the_smoke_demo_trains_its_presets_as_they_are():
     cfg = load_demo_config("smoke")
     assert cfg.cdm.overrides == [] and cfg.cwm.overrides == []
     assert not cfg.rl.enabled and not cfg.dpo.enabled
+
+
+def test_a_run_without_the_ablations_trains_and_reports_c_ft_and_the_cwm_only(tmp_path):
+    """``ablations: false`` (the default preset): only C-FT and the CWM are trained, predicted and
+    listed in the report's data table, which says why the two rows are missing."""
+    from worldboot.demo import ABLATIONS
+    from worldboot.demo.report import data_table
+
+    cfg = load_demo_config("default")
+    assert not cfg.ablations and load_demo_config("paper").ablations
+    demo = Demo(cfg, tmp_path / "demo")
+    demo.state = {"base": {"result": {"path": str(tmp_path / "base")}},
+                  "data": {"result": {"train": 10, "recognition": 5}}, "mine": {"result": {"selected": 3}}}
+    assert demo.trained_world_models() == ["C-FT", "CWM"] == demo.world_models()
+    table = "\n".join(data_table(demo))
+    assert "| C-FT |" in table and "| CWM | labelled 10, synthetic 3 |" in table
+    assert not any(f"| {row} |" in table for row in ABLATIONS) and "`ablations: false`" in table
