@@ -1,0 +1,123 @@
+"""How many mined pairs the CWM should train on (a demo preset's ``synthetic_k``), measured on
+validation triplets from a kept demo run's mining.
+
+A demo run (``worldboot demo --out DIR``, or ``benchmarks/bench_demo.py --keep DIR``) leaves its
+CDM-annotated key-frame pairs in ``DIR/mining/annotated`` and its labelled token cache in
+``DIR/cache/labelled``. For each ``--k`` this script selects that many pairs again with Algorithm
+1 (:func:`~worldboot.mining.select.select_synthetic`, stratified top-K by the CDM's likelihood,
+as the demo's mine stage does), tokenizes them, trains the CWM (the run's own ``cwm`` recipe and
+loss) on the labelled plus the selected pairs, draws one sample per validation triplet at
+temperature 1 and judges it with the world judge (ES, ME, score). The run's own CWM (its
+``synthetic_k``) is judged too, unless ``--k`` repeats it, and the selected pairs' label
+precision (the clip generator knows each clip's action) is printed beside each row. Validation
+triplets: ``--val`` per family drawn with seed 5000 (the demo's test triplets use the run's
+seed + 1000), never the run's test triplets. The kept run is only read.
+
+    python scripts/synthetic_k.py --run runs/demo-paper --out runs/synthetic-k --k 3000 6000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="a finished demo run (its mining, caches and CWM are read)")
+    p.add_argument("--out", required=True, help="a scratch folder (finished models in it are reused)")
+    p.add_argument("--k", type=int, nargs="+", required=True, help="mined pairs to select, one CWM each")
+    p.add_argument("--val", type=int, default=40, help="validation triplets per family (seed 5000)")
+    p.add_argument("--verbose", action="store_true")
+    args = p.parse_args()
+
+    from worldboot.progress import quiet_libraries
+
+    if not args.verbose:
+        quiet_libraries()
+    from worldboot.base import get_world_base
+    from worldboot.config import load_config, preset_file
+    from worldboot.data.schema import read_manifest
+    from worldboot.data.tokenize import build_cache
+    from worldboot.demo import load_demo_config
+    from worldboot.demo.actions import mined_label_precision
+    from worldboot.demo.finetune import finetune, train_config
+    from worldboot.demo.report import judged_rows, slug
+    from worldboot.evaluate.run import EvaluateConfig, run_evaluation
+    from worldboot.infer.generate import GenerateConfig, run_generate
+    from worldboot.mining.select import SelectConfig, select_synthetic
+    from worldboot.models import load_backbone
+    from worldboot.models.backbone import SamplingConfig
+    from worldboot.runs import read_jsonl
+    from worldboot.world.gen import generate_triplets
+    from worldboot.world.recognition import triplet_keys
+
+    run, out = Path(args.run), Path(args.out)
+    cfg = load_demo_config("default", config=run / "config.yaml")
+    base = str(get_world_base(cfg.base_preset, progress=False))  # the shipped base, found by recipe hash
+    val = generate_triplets(out / "validation", args.val, seed=5000)
+    train = read_manifest(run / "data" / "train" / "manifest.jsonl")
+    repeats = len(triplet_keys(val) & triplet_keys(train))
+    manifest = out / "validation" / "manifest.jsonl"
+
+    models: dict[str, Path] = {}
+    precision: dict[str, float] = {}
+    seconds: dict[str, int] = {}
+    if cfg.synthetic_k not in args.k:
+        name = f"CWM, k {cfg.synthetic_k} (the run's)"
+        models[name] = run / "cwm" / slug("CWM")
+        precision[name] = mined_label_precision(run / "mining", run / "data" / "clips")["selected"]["all"]["precision"]
+    for k in args.k:
+        name = f"CWM, k {k}"
+        mining = out / f"k{k}" / "mining"
+        select_synthetic(run / "mining" / "annotated", mining / "synthetic", SelectConfig(k=k, name="world-clips"))
+        precision[name] = _precision(mining, run, mined_label_precision)
+        cache = out / f"k{k}" / "cache" / "synthetic"
+        build_cache(read_manifest(mining / "synthetic" / "synthetic.jsonl"), load_backbone(base), cache,
+                    batch_size=64, progress=False)
+        tc = train_config(cfg.cwm, task="world", base=base, out=out / f"k{k}" / "cwm", caches=[run / "cache" /
+                          "labelled", cache], seed=cfg.seed, extra=["loss.weighting=l2"])
+        if not (Path(tc.out) / "meta.json").exists() or "ok" not in (Path(tc.out) / "meta.json").read_text():
+            t0 = time.perf_counter()
+            finetune(tc)
+            seconds[name] = round(time.perf_counter() - t0)
+        models[name] = Path(tc.out)
+
+    preds = {}
+    for name, model in models.items():
+        gen = GenerateConfig(manifest=str(manifest), out=str(out / "predictions" / slug(name)), world=str(model),
+                             best_of=1, sampling=SamplingConfig(temperature=1.0), seed=cfg.seed)
+        run_generate(gen, shard=(0, 1), world=load_backbone(model), progress=False)
+        preds[name] = gen.out
+    evaluation = load_config(EvaluateConfig, preset_file("evaluate", "world"),
+                             flags={"bench": str(manifest), "out": str(out / "evaluate"), "preds": preds})
+    judged = judged_rows(read_jsonl(run_evaluation(evaluation, show_progress=False)["results"]), list(preds))
+
+    print(f"run {run} (seed {cfg.seed}, {len(train)} labelled triplets, the CWM's recipe with its overrides "
+          f"{cfg.cwm.overrides}); one sample at temperature 1 on {len(val)} validation triplets (seed 5000; "
+          f"{repeats} repeat a training transition)")
+    print("| CWM trained on | selected label precision | ES | ME | score | training s |")
+    print("|---|---|---|---|---|---|")
+    rows = {}
+    for name, model_rows in judged.items():
+        rows[name] = {k: statistics.fmean(r[k][0] for r in model_rows) for k in ("es", "me", "score")}
+        rows[name]["precision"] = precision[name]
+        print(f"| {name} | {precision[name]:.2f} | {rows[name]['es']:.2f} | {rows[name]['me']:.2f} | "
+              f"{rows[name]['score']:.2f} | {seconds.get(name, '')} |")
+    (out / "synthetic_k.json").write_text(json.dumps({"run": str(run), "validation": len(val), "rows": rows}, indent=1))
+
+
+def _precision(mining: Path, run: Path, measure) -> float:
+    """The selected pairs' label precision: the measure reads ``mining/annotated`` beside
+    ``mining/synthetic``, so the run's annotations are linked in (read, never written)."""
+    link = mining / "annotated"
+    if not link.exists():
+        link.symlink_to((run / "mining" / "annotated").resolve(), target_is_directory=True)
+    return measure(mining, run / "data" / "clips")["selected"]["all"]["precision"]
+
+
+if __name__ == "__main__":
+    main()
