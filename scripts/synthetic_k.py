@@ -43,7 +43,7 @@ def main() -> None:
     from worldboot.data.schema import read_manifest
     from worldboot.data.tokenize import build_cache
     from worldboot.demo import load_demo_config
-    from worldboot.demo.actions import mined_label_precision
+    from worldboot.demo.actions import selected_label_precision
     from worldboot.demo.finetune import finetune, train_config
     from worldboot.demo.report import judged_rows, slug
     from worldboot.evaluate.run import EvaluateConfig, run_evaluation
@@ -57,30 +57,34 @@ def main() -> None:
 
     run, out = Path(args.run), Path(args.out)
     cfg = load_demo_config("default", config=run / "config.yaml")
-    base = str(get_world_base(cfg.base_preset, progress=False))  # the shipped base, found by recipe hash
+    base = json.loads((run / "stages.json").read_text())["base"]["result"]["path"]
+    if not Path(base).is_dir():  # the run's base was moved: the shipped one of its preset, by recipe hash
+        base = str(get_world_base(cfg.base_preset, progress=False))
     val = generate_triplets(out / "validation", args.val, seed=5000)
     train = read_manifest(run / "data" / "train" / "manifest.jsonl")
     repeats = len(triplet_keys(val) & triplet_keys(train))
     manifest = out / "validation" / "manifest.jsonl"
 
+    truth = run / "data" / "clips"
     models: dict[str, Path] = {}
     precision: dict[str, float] = {}
     seconds: dict[str, int] = {}
     if cfg.synthetic_k not in args.k:
         name = f"CWM, k {cfg.synthetic_k} (the run's)"
         models[name] = run / "cwm" / slug("CWM")
-        precision[name] = mined_label_precision(run / "mining", run / "data" / "clips")["selected"]["all"]["precision"]
+        precision[name] = selected_label_precision(run / "mining" / "synthetic", truth)["all"]["precision"]
     for k in args.k:
         name = f"CWM, k {k}"
         mining = out / f"k{k}" / "mining"
         select_synthetic(run / "mining" / "annotated", mining / "synthetic", SelectConfig(k=k, name="world-clips"))
-        precision[name] = _precision(mining, run, mined_label_precision)
+        precision[name] = selected_label_precision(mining / "synthetic", truth)["all"]["precision"]
         cache = out / f"k{k}" / "cache" / "synthetic"
         build_cache(read_manifest(mining / "synthetic" / "synthetic.jsonl"), load_backbone(base), cache,
                     batch_size=64, progress=False)
         tc = train_config(cfg.cwm, task="world", base=base, out=out / f"k{k}" / "cwm", caches=[run / "cache" /
                           "labelled", cache], seed=cfg.seed, extra=["loss.weighting=l2"])
-        if not (Path(tc.out) / "meta.json").exists() or "ok" not in (Path(tc.out) / "meta.json").read_text():
+        meta = Path(tc.out) / "meta.json"
+        if not meta.is_file() or json.loads(meta.read_text()).get("status") != "ok":
             t0 = time.perf_counter()
             finetune(tc)
             seconds[name] = round(time.perf_counter() - t0)
@@ -108,15 +112,6 @@ def main() -> None:
         print(f"| {name} | {precision[name]:.2f} | {rows[name]['es']:.2f} | {rows[name]['me']:.2f} | "
               f"{rows[name]['score']:.2f} | {seconds.get(name, '')} |")
     (out / "synthetic_k.json").write_text(json.dumps({"run": str(run), "validation": len(val), "rows": rows}, indent=1))
-
-
-def _precision(mining: Path, run: Path, measure) -> float:
-    """The selected pairs' label precision: the measure reads ``mining/annotated`` beside
-    ``mining/synthetic``, so the run's annotations are linked in (read, never written)."""
-    link = mining / "annotated"
-    if not link.exists():
-        link.symlink_to((run / "mining" / "annotated").resolve(), target_is_directory=True)
-    return measure(mining, run / "data" / "clips")["selected"]["all"]["precision"]
 
 
 if __name__ == "__main__":

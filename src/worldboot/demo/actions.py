@@ -96,14 +96,25 @@ def describe(bb: Any, triplets: list[Any]) -> dict[str, str]:
 def mined_label_precision(mining: Path, truth: Path) -> dict[str, Any]:
     """Label precision of the mined pairs (:func:`worldboot.world.clip_truth.label_precision`):
     of every pair the CDM annotated (``annotated/annotated.jsonl``) and of those Algorithm 1
-    selected for the CWM (``synthetic/synthetic.jsonl``), per clip family."""
+    selected for the CWM (``synthetic/synthetic.jsonl``: :func:`selected_label_precision`),
+    per clip family."""
     from worldboot.runs import read_jsonl
     from worldboot.world.clip_truth import label_precision
     from worldboot.world.gen import read_clip_truth
 
-    rows = read_clip_truth(truth)
     annotated = [(r["video"], r["source_frame"], r["target_frame"], r["action"])
                  for _, r in read_jsonl(mining / "annotated" / "annotated.jsonl")]
+    return {"annotated": label_precision(annotated, read_clip_truth(truth)),
+            "selected": selected_label_precision(mining / "synthetic", truth)}
+
+
+def selected_label_precision(synthetic: Path, truth: Path) -> dict[str, Any]:
+    """Label precision, per clip family, of the pairs ``worldboot select`` wrote to
+    ``synthetic/synthetic.jsonl`` (each triplet's ``meta`` names its clip and frames)."""
+    from worldboot.runs import read_jsonl
+    from worldboot.world.clip_truth import label_precision
+    from worldboot.world.gen import read_clip_truth
+
     selected = [(r["meta"]["video"], *r["meta"]["frames"], r["action"])
-                for _, r in read_jsonl(mining / "synthetic" / "synthetic.jsonl")]
-    return {"annotated": label_precision(annotated, rows), "selected": label_precision(selected, rows)}
+                for _, r in read_jsonl(synthetic / "synthetic.jsonl")]
+    return label_precision(selected, read_clip_truth(truth))
