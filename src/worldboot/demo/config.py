@@ -75,6 +75,8 @@ class DemoConfig:
         recognition_per_subset: Action-recognition samples per subset that only the CDM sees,
             as the paper's CDM sees 15K EPIC-Kitchens samples (Appendix K): the first and last
             frames of one-action clips, canonical texts (:mod:`worldboot.world.recognition`).
+        recognition_per_source: Recognition samples that share a first frame, each of another
+            family (1 to 5): fewer images to render and tokenize for the same samples.
         test_per_subset: Test triplets per subset.
         clips: Unlabelled video clips to mine.
         clip_size: Clip frame side in pixels.
@@ -105,6 +107,7 @@ class DemoConfig:
     seed: int = bounded(0, ge=0)
     train_per_subset: int = bounded(40, ge=1)
     recognition_per_subset: int = bounded(0, ge=0)
+    recognition_per_source: int = bounded(1, ge=1, le=5)
     test_per_subset: int = bounded(6, ge=1)
     clips: int = bounded(10, ge=1)
     clip_size: int = bounded(96, ge=32)

@@ -192,7 +192,8 @@ class Demo:
         # The CDM's own action-recognition set: never a transition the world models train on
         # or the test triplets hold.
         recognition = generate_recognition(data / "recognition", c.recognition_per_subset, seed=c.seed + 3000,
-                                           size=c.clip_size, exclude=triplet_keys(train) | triplet_keys(test))
+                                           size=c.clip_size, exclude=triplet_keys(train) | triplet_keys(test),
+                                           per_source=c.recognition_per_source)
         clips = generate_clips(data / "clips", c.clips, seed=c.seed + 2000, size=c.clip_size)
         return {"train": len(train), "test": len(test), "recognition": len(recognition), "clips": len(clips)}
 
