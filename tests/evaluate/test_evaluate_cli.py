@@ -254,8 +254,13 @@ def test_folder_predictions_keyed_by_id(tmp_path):
         Image.new("RGB", (8, 8)).save(tmp_path / rel)
     from worldboot.data.schema import Problems
 
+    # A write a kill cut short (worldboot.runs.atomic_path's hidden name) and a tool's folder
+    # are no predictions.
+    for rel in ("images/.d.tmp123.png", ".git/e.png"):
+        (tmp_path / rel).parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / rel)
     preds = read_predictions(tmp_path, Problems())
-    assert {"a", "b", "images/b", "kubric/c"} <= set(preds)
+    assert {"a", "b", "images/b", "kubric/c"} == set(preds)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no predictions.jsonl and no images"):
         read_predictions(tmp_path / "empty", Problems())

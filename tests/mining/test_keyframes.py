@@ -441,15 +441,19 @@ def test_killed_cli_run_resumes_without_duplicates(tmp_path):
         str(run),
         "--no-progress",
     ]
+
+    def finished() -> int:
+        # A result being written is a hidden temporary file that also ends in .json (pathlib's
+        # glob matches hidden names): a kill during that write leaves it, and it is no result.
+        return len([p for p in (run / "videos").glob("*.json") if not p.name.startswith(".")])
+
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
-    while (
-        time.monotonic() < deadline and len(list((run / "videos").glob("*.json"))) < 3 and proc.poll() is None
-    ):
+    while time.monotonic() < deadline and finished() < 3 and proc.poll() is None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    done_at_kill = len(list((run / "videos").glob("*.json")))
+    done_at_kill = finished()
     assert 1 <= done_at_kill < 4, "the run was not killed midway"
     assert not (run / "pairs.jsonl").exists()
     rerun = subprocess.run(cmd, capture_output=True, text=True)

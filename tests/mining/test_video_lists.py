@@ -99,3 +99,9 @@ def test_select_accepts_key_frames_linked_into_the_root(tmp_path):
     (run / "annotated" / "annotated.jsonl").write_text(json.dumps(row) + "\n" + json.dumps(escape) + "\n")
     summary = select_synthetic(run / "annotated", tmp_path / "sel", SelectConfig(k=5))
     assert summary.selected == 1 and summary.problems == 1  # the link is inside, the '..' path is not
+
+
+def test_hidden_names_in_a_video_folder_are_not_videos(tmp_path):
+    """macOS sidecars (``._a.mp4``), hidden folders and a write cut short are left out."""
+    _touch(tmp_path, "x/a.mp4", "x/._a.mp4", ".cache/b.mp4", "x/.c.tmp99.avi")
+    assert [t.video for t in find_videos(tmp_path)] == ["x/a.mp4"]

@@ -128,6 +128,19 @@ def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tup
             yield lineno, row
 
 
+def visible_files(root: str | os.PathLike[str], suffixes: tuple[str, ...]) -> list[Path]:
+    """The files (or links) under ``root``, recursively and sorted, whose suffix (any case) is one
+    of ``suffixes``, leaving out hidden names: a name with a leading dot anywhere below ``root``
+    is an unfinished atomic write (``.name.tmpPID.png``, :func:`worldboot.runs.atomic_path`), a
+    macOS sidecar (``._clip.mp4``) or a tool's folder (``.git``), never the user's data."""
+    root = Path(root)
+    return [
+        path for path in sorted(root.rglob("*"))
+        if path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink())
+        and not any(part.startswith(".") for part in path.relative_to(root).parts)
+    ]
+
+
 def resolve_under(root: str | os.PathLike[str], rel: str, shown: str | None = None) -> Path:
     """Resolve ``rel`` under ``root``, refusing anything that escapes it.
 

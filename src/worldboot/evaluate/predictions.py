@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under, visible_files
 from worldboot.errors import DataError, resolve_path
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -118,7 +118,8 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
     """A model's predictions, keyed by sample id.
 
     Reads ``predictions.jsonl`` when present; otherwise indexes every image under the folder by
-    its path without suffix (``<id>.png``, ``images/<id>.png`` and ``<subset>/<id>.jpg`` work).
+    its path without suffix (``<id>.png``, ``images/<id>.png`` and ``<subset>/<id>.jpg`` work),
+    hidden names left out (:func:`~worldboot.data.schema.visible_files`: a write a kill cut short).
 
     Raises:
         DataError: When the folder is missing or holds neither file nor image.
@@ -129,8 +130,8 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
     if (pred_dir / "predictions.jsonl").is_file():
         return _read_predictions_jsonl(pred_dir, problems)
     out: dict[str, StoredPrediction] = {}
-    for path in sorted(pred_dir.rglob("*")):
-        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+    for path in visible_files(pred_dir, IMAGE_SUFFIXES):
+        if not path.is_file():
             continue
         rel = path.relative_to(pred_dir).with_suffix("").as_posix()
         keys = [rel] + ([rel[len("images/") :]] if rel.startswith("images/") else [])

@@ -129,7 +129,7 @@ def refuse_old_conversion(path: Path) -> None:
     """
     from safetensors import SafetensorError, safe_open
 
-    files = sorted(path.glob("*.safetensors"))
+    files = sorted(f for f in path.glob("*.safetensors") if not f.name.startswith("."))  # not a write in flight
     index = path / "model.safetensors.index.json"
     key = "model.layers.0.self_attn.q_norm.weight"
     if index.is_file():

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from worldboot.data.schema import Problems
+from worldboot.data.schema import Problems, visible_files
 from worldboot.errors import DataError, resolve_path
 from worldboot.mining.keyframes.config import VIDEO_EXTENSIONS, VideoTask
 
@@ -58,7 +58,8 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
     """The videos to mine, sorted by name.
 
     Args:
-        source: A directory (searched recursively for :data:`VIDEO_EXTENSIONS`; the label
+        source: A directory (searched recursively for :data:`VIDEO_EXTENSIONS`, hidden names
+            left out: :func:`~worldboot.data.schema.visible_files`; the label
             is the parent folder's name), one video file, a CSV with a ``video`` and optional
             ``label`` column, or a text file with one path per line (``#`` starts a comment).
             Paths in lists are relative to the list's folder.
@@ -72,10 +73,9 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
     items: list[tuple[str, str, str | None]] = []
     if src.is_dir():
         root = resolve_path(src)
-        for path in sorted(root.rglob("*")):
-            if path.suffix.lower() in VIDEO_EXTENSIONS and (path.is_file() or path.is_symlink()):
-                rel = path.relative_to(root).as_posix()
-                items.append((str(path), rel, path.parent.name))
+        for path in visible_files(root, VIDEO_EXTENSIONS):
+            rel = path.relative_to(root).as_posix()
+            items.append((str(path), rel, path.parent.name))
         if not items:
             raise DataError(
                 f"no videos found under {src} (looked for {', '.join(VIDEO_EXTENSIONS)}, recursively)"
