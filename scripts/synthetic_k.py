@@ -14,6 +14,12 @@ triplets: ``--val`` per family drawn with seed 5000 (the demo's test triplets us
 seed + 1000), never the run's test triplets. The kept run is only read.
 
     python scripts/synthetic_k.py --run runs/demo-paper --out runs/synthetic-k --k 3000 6000
+
+``--mix`` trains each K with other uniform shares of the weighted loss (``loss.uniform_mix``;
+``plain`` is the loss without weights): the share chosen with the mined pairs in the mix. The
+run's own "CWM w/o weighted loss" row, when it has one, is judged beside them.
+
+    python scripts/synthetic_k.py --run runs/demo-paper --out runs/mix --k 3000 --mix 0.3 plain
 """
 
 from __future__ import annotations
@@ -23,6 +29,66 @@ import json
 import statistics
 import time
 from pathlib import Path
+from typing import Any
+
+
+def _train_rows(args: argparse.Namespace, cfg: Any, run: Path, out: Path, base: str
+                ) -> tuple[dict[str, Path], dict[str, float], dict[str, int]]:
+    """The CWMs to judge (the run's own, then one per K and share, trained unless finished), the
+    label precision of each one's mined pairs, and the seconds of those trained now."""
+    from worldboot.data.schema import read_manifest
+    from worldboot.data.tokenize import build_cache
+    from worldboot.demo.actions import selected_label_precision
+    from worldboot.demo.finetune import finetune, train_config
+    from worldboot.demo.report import slug
+    from worldboot.mining.select import SelectConfig, select_synthetic
+    from worldboot.models import load_backbone
+
+    truth = run / "data" / "clips"
+    models: dict[str, Path] = {}
+    precision: dict[str, float] = {}
+    seconds: dict[str, int] = {}
+    run_precision = selected_label_precision(run / "mining" / "synthetic", truth)["all"]["precision"]
+    if cfg.synthetic_k not in args.k or args.mix:
+        name = f"CWM, k {cfg.synthetic_k} (the run's)"
+        models[name], precision[name] = run / "cwm" / slug("CWM"), run_precision
+    plain = run / "cwm" / slug("CWM w/o weighted loss")
+    if args.mix and (plain / "meta.json").is_file():
+        name = f"CWM w/o weighted loss, k {cfg.synthetic_k} (the run's)"
+        models[name], precision[name] = plain, run_precision
+    for k in args.k:
+        mining = out / f"k{k}" / "mining"
+        select_synthetic(run / "mining" / "annotated", mining / "synthetic", SelectConfig(k=k, name="world-clips"))
+        cache = out / f"k{k}" / "cache" / "synthetic"
+        build_cache(read_manifest(mining / "synthetic" / "synthetic.jsonl"), load_backbone(base), cache,
+                    batch_size=64, progress=False)
+        for mix in args.mix or [None]:
+            loss = ["loss.weighting=none"] if mix == "plain" else ["loss.weighting=l2"]
+            loss += [f"loss.uniform_mix={float(mix)}"] if mix not in (None, "plain") else []
+            name = f"CWM, k {k}" + (f", {'plain loss' if mix == 'plain' else f'mix {mix}'}" if mix else "")
+            precision[name] = selected_label_precision(mining / "synthetic", truth)["all"]["precision"]
+            folder = out / f"k{k}" / ("cwm" if mix is None else f"cwm-{mix}")
+            tc = train_config(cfg.cwm, task="world", base=base, out=folder, caches=[run / "cache" / "labelled", cache],
+                              seed=cfg.seed, extra=loss)
+            meta = Path(tc.out) / "meta.json"
+            if not meta.is_file() or json.loads(meta.read_text()).get("status") != "ok":
+                t0 = time.perf_counter()
+                finetune(tc)
+                seconds[name] = round(time.perf_counter() - t0)
+            models[name] = Path(tc.out)
+    return models, precision, seconds
+
+
+def _mix(word: str) -> str:
+    """``--mix``'s words: a share in [0, 1] or ``plain``."""
+    if word != "plain":
+        try:
+            share = float(word)
+        except ValueError:
+            share = -1.0
+        if not 0.0 <= share <= 1.0:
+            raise argparse.ArgumentTypeError(f"{word!r} is neither a share in [0, 1] nor 'plain'")
+    return word
 
 
 def main() -> None:
@@ -30,6 +96,8 @@ def main() -> None:
     p.add_argument("--run", required=True, help="a finished demo run (its mining, caches and CWM are read)")
     p.add_argument("--out", required=True, help="a scratch folder (finished models in it are reused)")
     p.add_argument("--k", type=int, nargs="+", required=True, help="mined pairs to select, one CWM each")
+    p.add_argument("--mix", nargs="+", default=None, type=_mix,
+                   help="uniform shares of the weighted loss to train each K with, or 'plain' (default: the run's)")
     p.add_argument("--val", type=int, default=40, help="validation triplets per family (seed 5000)")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args()
@@ -41,14 +109,10 @@ def main() -> None:
     from worldboot.base import get_world_base
     from worldboot.config import load_config, preset_file
     from worldboot.data.schema import read_manifest
-    from worldboot.data.tokenize import build_cache
     from worldboot.demo import load_demo_config
-    from worldboot.demo.actions import selected_label_precision
-    from worldboot.demo.finetune import finetune, train_config
     from worldboot.demo.report import judged_rows, slug
     from worldboot.evaluate.run import EvaluateConfig, run_evaluation
     from worldboot.infer.generate import GenerateConfig, run_generate
-    from worldboot.mining.select import SelectConfig, select_synthetic
     from worldboot.models import load_backbone
     from worldboot.models.backbone import SamplingConfig
     from worldboot.runs import read_jsonl
@@ -65,30 +129,7 @@ def main() -> None:
     repeats = len(triplet_keys(val) & triplet_keys(train))
     manifest = out / "validation" / "manifest.jsonl"
 
-    truth = run / "data" / "clips"
-    models: dict[str, Path] = {}
-    precision: dict[str, float] = {}
-    seconds: dict[str, int] = {}
-    if cfg.synthetic_k not in args.k:
-        name = f"CWM, k {cfg.synthetic_k} (the run's)"
-        models[name] = run / "cwm" / slug("CWM")
-        precision[name] = selected_label_precision(run / "mining" / "synthetic", truth)["all"]["precision"]
-    for k in args.k:
-        name = f"CWM, k {k}"
-        mining = out / f"k{k}" / "mining"
-        select_synthetic(run / "mining" / "annotated", mining / "synthetic", SelectConfig(k=k, name="world-clips"))
-        precision[name] = selected_label_precision(mining / "synthetic", truth)["all"]["precision"]
-        cache = out / f"k{k}" / "cache" / "synthetic"
-        build_cache(read_manifest(mining / "synthetic" / "synthetic.jsonl"), load_backbone(base), cache,
-                    batch_size=64, progress=False)
-        tc = train_config(cfg.cwm, task="world", base=base, out=out / f"k{k}" / "cwm", caches=[run / "cache" /
-                          "labelled", cache], seed=cfg.seed, extra=["loss.weighting=l2"])
-        meta = Path(tc.out) / "meta.json"
-        if not meta.is_file() or json.loads(meta.read_text()).get("status") != "ok":
-            t0 = time.perf_counter()
-            finetune(tc)
-            seconds[name] = round(time.perf_counter() - t0)
-        models[name] = Path(tc.out)
+    models, precision, seconds = _train_rows(args, cfg, run, out, base)
 
     preds = {}
     for name, model in models.items():
