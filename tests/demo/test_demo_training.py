@@ -80,3 +80,8 @@ def test_a_run_without_the_ablations_trains_and_reports_c_ft_and_the_cwm_only(tm
     table = "\n".join(data_table(demo))
     assert "| C-FT |" in table and "| CWM | labelled 10, synthetic 3 |" in table
     assert not any(f"| {row} |" in table for row in ABLATIONS) and "`ablations: false`" in table
+    # The default preset's recognition samples share first frames, five to one; the table says so.
+    assert "5 samples, each of another family, share a first frame" in table
+    paper = Demo(load_demo_config("paper"), tmp_path / "paper")
+    paper.state = demo.state
+    assert "share a first frame" not in "\n".join(data_table(paper))

@@ -240,8 +240,10 @@ def data_table(demo: Demo) -> list[str]:
         t = demo.train_config(name)
         data = ", ".join(f"{k} {n}" for k, n in sources.items() if n)
         lines.append(f"| {name} | {data} | {t.max_steps} | {t.batch_size} | {t.max_steps * t.batch_size} |")
-    lines += ["", "The CDM alone sees the action-recognition set (first and last frames of one-action clips, "
-              "canonical texts), as the paper's CDM alone sees 15K EPIC-Kitchens samples (Appendix K); "
+    share = demo.cfg.recognition_per_source
+    shared = f"; {share} samples, each of another family, share a first frame" if share > 1 else ""
+    lines += ["", f"The CDM alone sees the action-recognition set (first and last frames of one-action clips, "
+              f"canonical texts{shared}), as the paper's CDM alone sees 15K EPIC-Kitchens samples (Appendix K); "
               "every world model sees the labelled triplets, the CWM rows also the mined synthetic ones."]
     if not demo.cfg.ablations:
         lines += ["", f"This run trains no ablation rows ({', '.join(ABLATIONS)}; `ablations: false`), so their "
