@@ -62,11 +62,12 @@ def _train_rows(args: argparse.Namespace, cfg: Any, run: Path, out: Path, base: 
         cache = out / f"k{k}" / "cache" / "synthetic"
         build_cache(read_manifest(mining / "synthetic" / "synthetic.jsonl"), load_backbone(base), cache,
                     batch_size=64, progress=False)
+        k_precision = selected_label_precision(mining / "synthetic", truth)["all"]["precision"]
         for mix in args.mix or [None]:
             loss = ["loss.weighting=none"] if mix == "plain" else ["loss.weighting=l2"]
             loss += [f"loss.uniform_mix={float(mix)}"] if mix not in (None, "plain") else []
             name = f"CWM, k {k}" + (f", {'plain loss' if mix == 'plain' else f'mix {mix}'}" if mix else "")
-            precision[name] = selected_label_precision(mining / "synthetic", truth)["all"]["precision"]
+            precision[name] = k_precision
             folder = out / f"k{k}" / ("cwm" if mix is None else f"cwm-{mix}")
             tc = train_config(cfg.cwm, task="world", base=base, out=folder, caches=[run / "cache" / "labelled", cache],
                               seed=cfg.seed, extra=loss)

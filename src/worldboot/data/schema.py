@@ -133,12 +133,14 @@ def visible_files(root: str | os.PathLike[str], suffixes: tuple[str, ...]) -> li
     of ``suffixes``, leaving out hidden names: a name with a leading dot anywhere below ``root``
     is an unfinished atomic write (``.name.tmpPID.png``, :func:`worldboot.runs.atomic_path`), a
     macOS sidecar (``._clip.mp4``) or a tool's folder (``.git``), never the user's data."""
-    root = Path(root)
-    return [
-        path for path in sorted(root.rglob("*"))
-        if path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink())
-        and not any(part.startswith(".") for part in path.relative_to(root).parts)
-    ]
+    found = []
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # hidden folders are not walked at all
+        for name in files:
+            path = Path(folder) / name
+            if not name.startswith(".") and path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink()):
+                found.append(path)
+    return sorted(found)
 
 
 def resolve_under(root: str | os.PathLike[str], rel: str, shown: str | None = None) -> Path:
