@@ -7,7 +7,8 @@ TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 # The suite's tests run one torch thread each, so two processes use both cores of a 2-core
 # machine: 575 s instead of 893 s for the whole suite here (--durations, docs/log.md). Whole
-# files go to one process (--dist loadfile), so that a module's fixtures are built once.
+# files go to one process (--dist loadfile), so that a module's fixtures are built once, in
+# the order tests/conftest.py gives them (the longest first; --no-loadscope-reorder).
 PYTEST_WORKERS ?= 2
 
 .PHONY: setup test test-slow lint demo clean bench
@@ -28,7 +29,7 @@ lint: setup
 
 test: setup
 	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The opt-in slow tests (the world models' learning checks; minutes each on 2 cores).
 test-slow: setup

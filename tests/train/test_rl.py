@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -129,10 +130,44 @@ def test_a_large_beta_keeps_the_policy_near_the_reference(tiny_dir, cache_dir, t
 # -- several processes ----------------------------------------------------------------------------
 
 
+_RL_OVERRIDES = [
+    "max_steps=3", "batch_size=2", "save_every=0", "eval_every=0", "log_every=1", "lora.dropout=0.0",
+    "optim.lr=5e-3", "optim.eps=1.0", "optim.warmup_steps=0", "data.eval_fraction=0.1", "group_size=3",
+]
+_RL_ENV = {**os.environ, "WORLDBOOT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
+
+
+def _rl_cli(task: str, tiny_dir: Path, cache_dir: Path) -> tuple[list[str], list[str]]:
+    """`worldboot train <task>`'s words and overrides, as the two-process test runs them."""
+    overrides = [f"base_model={tiny_dir}", *_RL_OVERRIDES, *(["max_new_tokens=8"] if task == "dynamics-rl" else [])]
+    return ["-m", "worldboot.cli", "train", task, "--cache", str(cache_dir), "--verifier", str(tiny_dir)], overrides
+
+
+@pytest.fixture(scope="module")
+def one_process_rl(tmp_path_factory, tiny_dir, cache_dir):
+    """A task's one-process run with micro-batch 2, made once for every launch compared with it."""
+    import subprocess
+    import sys
+
+    runs: dict[str, Path] = {}
+
+    def run(task: str) -> Path:
+        if task not in runs:
+            out = tmp_path_factory.mktemp(f"one-{task}")
+            cli, overrides = _rl_cli(task, tiny_dir, cache_dir)
+            done = subprocess.run([sys.executable, *cli, "--out", str(out), *overrides, "micro_batch_size=2"],
+                                  capture_output=True, text=True, env=_RL_ENV, timeout=300)
+            assert done.returncode == 0, done.stderr[-2000:]
+            runs[task] = out
+        return runs[task]
+
+    return run
+
+
 @pytest.mark.distributed
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize(("launch", "task"), [("ddp_cpu", "world-rl"), ("zero3", "world-rl"), ("zero3", "dynamics-rl")])
-def test_two_processes_end_with_the_adapter_of_one(tiny_dir, cache_dir, tmp_path, launch, task):
+def test_two_processes_end_with_the_adapter_of_one(one_process_rl, tiny_dir, cache_dir, tmp_path, launch, task):
     """GRPO on 2 CPU processes (DDP, and DeepSpeed ZeRO-3 with the weights sharded) with
     micro-batch 1 = one process with micro-batch 2: every prompt's candidates come from its own
     generator, seeded by its place in the global batch, so both draw the same candidates (a draw
@@ -146,7 +181,6 @@ def test_two_processes_end_with_the_adapter_of_one(tiny_dir, cache_dir, tmp_path
     rounding for the all-reduce and one for the division). The policy's gradients are the same
     sums in another order: helpers.adamw_atol bounds the adapters' difference after 3 steps,
     with AdamW's eps at 1 (an update's slope in the gradient is lr / eps)."""
-    import os
     import shutil
     import socket
     import subprocess
@@ -157,18 +191,8 @@ def test_two_processes_end_with_the_adapter_of_one(tiny_dir, cache_dir, tmp_path
     from safetensors.torch import load_file
 
     root = Path(__file__).resolve().parents[2]
-    overrides = [
-        f"base_model={tiny_dir}", "max_steps=3", "batch_size=2", "save_every=0", "eval_every=0", "log_every=1",
-        "lora.dropout=0.0", "optim.lr=5e-3", "optim.eps=1.0", "optim.warmup_steps=0", "data.eval_fraction=0.1",
-        "group_size=3",
-    ]
-    cli = ["-m", "worldboot.cli", "train", task, "--cache", str(cache_dir), "--verifier", str(tiny_dir)]
-    if task == "dynamics-rl":
-        overrides.append("max_new_tokens=8")
-    env = {**os.environ, "WORLDBOOT_NO_PROGRESS": "1", "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, *cli, "--out", str(tmp_path / "one"), *overrides, "micro_batch_size=2"],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
+    one = one_process_rl(task)
+    cli, overrides = _rl_cli(task, tiny_dir, cache_dir)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -179,13 +203,13 @@ def test_two_processes_end_with_the_adapter_of_one(tiny_dir, cache_dir, tmp_path
     two = subprocess.run(
         [accelerate, "launch", *config, "--main_process_port", str(port), *cli, "--out", str(tmp_path / "two"),
          *overrides, "micro_batch_size=1"],
-        capture_output=True, text=True, env=env, timeout=600,
+        capture_output=True, text=True, env=_RL_ENV, timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
-    a = load_file(str(tmp_path / "one" / "adapter" / "adapter_model.safetensors"))
+    a = load_file(str(one / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(tmp_path / "two" / "adapter" / "adapter_model.safetensors"))
     assert_adapters_agree(a, b, adamw_atol(steps=3, lr=5e-3, eps=1.0, max_grad_norm=1.0))
-    rewards = [[r["reward"] for r in _rows(tmp_path / run) if "reward" in r] for run in ("one", "two")]
+    rewards = [[r["reward"] for r in _rows(run) if "reward" in r] for run in (one, tmp_path / "two")]
     n = 2 * 3  # rewards per step: batch_size x group_size
     assert len(rewards[0]) == len(rewards[1]) == 3
     for x, y in zip(*rewards, strict=True):
