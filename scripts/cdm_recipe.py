@@ -39,6 +39,7 @@ def main() -> None:
     cfg = load_demo_config(args.preset, overrides=args.overrides)
     out = Path(args.out)
     demo = Demo(cfg, out, say=lambda _line: None)
+    demo.use_threads()
     t0 = time.perf_counter()
     for stage in ("base", "data"):
         if stage not in demo.state:

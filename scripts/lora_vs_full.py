@@ -56,6 +56,7 @@ def main() -> None:
     for name, (words, whole) in RUNS.items():
         cfg = load_demo_config(args.preset, overrides=[*args.overrides, *words])
         demo = Demo(cfg, out / slug(name), say=(print if args.verbose else lambda _line: None))
+        demo.use_threads()
         if whole:
             demo.run()
         else:

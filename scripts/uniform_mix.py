@@ -61,6 +61,7 @@ def main() -> None:
     cfg = load_demo_config(args.preset, overrides=args.overrides)
     out = Path(args.out)
     demo = Demo(cfg, out, say=lambda _line: None)
+    demo.use_threads()
     demo.check_resume()
     for stage in ("base", "data"):
         if stage not in demo.state:

@@ -75,8 +75,8 @@ def test_demo_presets_are_the_packaged_yaml_files():
     for name in DEMO_PRESETS:
         path = preset_file("demo", name)
         assert path.resolve() == (ROOT / "configs" / "demo" / f"{name}.yaml").resolve()
-        # Each names a world base the package ships (smoke and paper their own; default the paper's).
-        assert load_demo_config(name).base_preset == ("paper" if name == "default" else name) in BASE_PRESETS
+        # Each names a world base the package ships: the paper's, one base for every preset.
+        assert load_demo_config(name).base_preset == "paper" in BASE_PRESETS
     assert load_demo_config("paper").train_per_subset > load_demo_config("smoke").train_per_subset
     cfg = load_demo_config("smoke", overrides=["cdm.max_steps=7", "cwm.config=configs/demo/cdm.yaml"])
     assert cfg.cdm.overrides[-1] == "max_steps=7" and cfg.cwm.config == "configs/demo/cdm.yaml"

@@ -130,10 +130,9 @@ def test_world_models_sampled_greedy_and_against_the_ceiling(demo_run):
 def test_c_ft_keeps_the_scene_and_edits_more_than_copy(demo_run):
     """C-FT has learnt the task's form: decoded greedily it keeps the source scene (minimal
     editing measured 9.11 of 10), and sampled it makes edits the judge credits where Copy makes
-    none (editing success > 0 on 7 of 30 test triplets, measured). Issue 36's stronger CI
-    assertions cost more than the CI's 15 minutes leave: ME >= 8 at temperature 1 needs several
-    times the smoke preset's world-model steps, and the CDM above its base on the choice of five
-    at p < 0.05 a recognition set (the slow test below, about 150 s more of CI: docs/log.md)."""
+    none (editing success > 0 on 6 of 30 test triplets, measured). ME >= 8 at temperature 1
+    would need several times the smoke preset's world-model steps, more than the CI's 15
+    minutes leave (docs/log.md)."""
     out, _ = demo_run
     judged = _judged(out)
     greedy_me = [r["me"][0] for r in judged["C-FT" + GREEDY]]
@@ -141,6 +140,27 @@ def test_c_ft_keeps_the_scene_and_edits_more_than_copy(demo_run):
     sampled_es = [r["es"][0] for r in judged["C-FT"]]
     copy_es = [r["es"][0] for r in judged["Copy"]]
     assert sum(sampled_es) > sum(copy_es) == 0.0, sampled_es
+
+
+def test_the_cdm_picks_the_true_action_among_five_more_often_than_its_base(demo_run):
+    """Issue 36's CI assertion: the smoke CDM (its 500 labelled triplets and 4000 recognition
+    samples, 600 steps) beats its untrained base on the choice of the true action among five at
+    p < 0.05 (exact McNemar, the same statistic giving the direction), on 400 fresh triplets of a
+    seed that neither the test (1000) nor the validation triplets (5000) use. The 30 test
+    triplets are too few to settle it. Measured: 0.315 against 0.205 on 400 validation triplets."""
+    from worldboot.demo.actions import choice_hits
+    from worldboot.models import load_backbone
+    from worldboot.stats import mcnemar
+    from worldboot.world.gen import generate_triplets
+
+    out, _ = demo_run
+    fresh = generate_triplets(out.parent / "fresh", 80, seed=7000)
+    base_dir = json.loads((out / "stages.json").read_text())["base"]["result"]["path"]
+    base = choice_hits(load_backbone(base_dir), fresh, seed=0)
+    cdm = choice_hits(load_backbone(out / "cdm"), fresh, seed=0)
+    direction, p = mcnemar(cdm, base)
+    assert len(cdm) == len(base) == 400
+    assert direction > 0 and p is not None and p < 0.05, (sum(cdm), sum(base), p)
 
 
 def test_the_cwm_after_grpo_and_dpo_is_a_row_a_claim_and_a_column(demo_run):
@@ -182,9 +202,8 @@ def test_a_rerun_resumes_every_stage_but_the_report(demo_run, capsys):
 def test_cdm_reads_the_change_with_enough_data(tmp_path, monkeypatch):
     """With 5000 triplets (canonical labels) and 3000 steps the smoke base's CDM reads the
     change: measured on the smoke base with the word link (100 test triplets), exact action
-    0.17, slot accuracy 0.47, the true action picked out of five 0.53 (base 0.21, chance 0.20);
-    the smoke preset's 500 triplets and 200 steps name no action exactly. About 8 minutes on 2
-    cores; opt in with -m slow."""
+    0.17, slot accuracy 0.47, the true action picked out of five 0.53 (base 0.21, chance 0.20).
+    About 8 minutes on 2 cores; opt in with -m slow."""
     from worldboot.demo import Demo, DemoConfig, TrainRecipe
 
     monkeypatch.setenv("WORLDBOOT_NO_PROGRESS", "1")
@@ -198,33 +217,3 @@ def test_cdm_reads_the_change_with_enough_data(tmp_path, monkeypatch):
     base, cdm = result["Chameleon ZS (base)"]["choice_accuracy"], result["CDM"]["choice_accuracy"]
     assert cdm >= 0.3 and cdm >= base + 0.1, (base, cdm)
     assert result["CDM"]["action_accuracy"] >= 0.15, result["CDM"]  # measured 0.17
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1800)
-def test_cdm_picks_the_true_action_more_often_than_its_base(tmp_path, monkeypatch):
-    """Issue 36's CI assertion, opt-in (-m slow) for the CI's time: the smoke preset's CDM with
-    its own recognition set (2000 a family, five to a first frame) and 1500 steps beats its base
-    on the choice of the true action among five at p < 0.05 (exact McNemar), on 200 fresh
-    triplets of a seed neither the test (1000) nor the validation triplets (5000) use. Measured
-    on validation triplets: 0.395 against 0.185; in the end-to-end test it added about 150 s
-    to the CI's 12 minutes (docs/log.md, session 25). About 5 minutes on 2 cores."""
-    from worldboot.demo import Demo, load_demo_config
-    from worldboot.demo.actions import choice_hits
-    from worldboot.models import load_backbone
-    from worldboot.stats import mcnemar
-    from worldboot.world.gen import generate_triplets
-
-    monkeypatch.setenv("WORLDBOOT_NO_PROGRESS", "1")
-    cfg = load_demo_config("smoke", overrides=[
-        "recognition_per_subset=2000", "recognition_per_source=5", "cdm.max_steps=1500", "cdm.optim.lr=2e-3",
-        "cdm.optim.warmup_steps=75", "curve_points=0"])
-    demo = Demo(cfg, tmp_path / "demo", say=lambda _line: None)
-    for stage in ("base", "data"):
-        demo._done(stage, getattr(demo, f"stage_{stage}")(), 0.0)
-    demo.stage_cdm()
-    fresh = generate_triplets(tmp_path / "fresh", 40, seed=7000)
-    base = choice_hits(load_backbone(demo.base_dir), fresh, seed=0)
-    cdm = choice_hits(load_backbone(tmp_path / "demo" / "cdm"), fresh, seed=0)
-    direction, p = mcnemar(cdm, base)
-    assert direction > 0 and p is not None and p < 0.05, (sum(cdm), sum(base), p)

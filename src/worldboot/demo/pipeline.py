@@ -91,6 +91,14 @@ class Demo:
         self.state_path = self.out / "stages.json"
         self.state: dict[str, Any] = json.loads(self.state_path.read_text()) if self.state_path.is_file() else {}
 
+    def use_threads(self) -> None:
+        """Sets torch's thread count to the config's ``torch_threads`` (0: leaves torch's own);
+        :meth:`run` calls it, and so does a script that runs stages one by one."""
+        import torch
+
+        if self.cfg.torch_threads:
+            torch.set_num_threads(self.cfg.torch_threads)
+
     # -- bookkeeping ------------------------------------------------------------------------
 
     def _done(self, name: str, result: dict[str, Any], seconds: float, peak_mb: float | None = None) -> None:
@@ -145,14 +153,11 @@ class Demo:
         Raises:
             ConfigError: When ``out`` holds a run made with other settings (:meth:`check_resume`).
         """
-        import torch
-
         self.check_resume()
         check_training(self.cfg)  # a mistake in a training run's words, before any stage
         if "cdm" in self.state and "transition_success" not in self.state["cdm"]["result"].get("CDM", {}):
             del self.state["cdm"]  # measured by an older worldboot, without transition success: again
-        if self.cfg.torch_threads:
-            torch.set_num_threads(self.cfg.torch_threads)
+        self.use_threads()
         with RunDir(self.out, self.cfg, "demo") as run:
             for name in STAGES:
                 if name in self.state and name != "report":
