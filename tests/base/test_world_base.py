@@ -248,9 +248,9 @@ def test_the_tokenizer_does_not_depend_on_the_thread_count(micro, tmp_path):
     assert torch.equal(backbone.encode_images([render(s, backbone.image_size) for s in scenes]).codes, torch.load(out))
 
 
-@pytest.mark.timeout(1800)  # builds the smoke base, or waits for the demo test's build, when not cached
+@pytest.mark.timeout(1800)  # builds the smoke base when neither shipped nor cached
 def test_smoke_base_tokenizer_is_exact_and_local():
-    """The smoke base (cached; the demo test uses the same one): held-out scenes parse back
+    """The smoke base (shipped; `worldboot base build`'s default): held-out scenes parse back
     after encode and decode, and the cells an action does not touch keep their codes.
 
     On 1000 scenes: a build's decoder differs in its last bits with the CPU and the thread
