@@ -85,3 +85,17 @@ def test_a_run_without_the_ablations_trains_and_reports_c_ft_and_the_cwm_only(tm
     paper = Demo(load_demo_config("paper"), tmp_path / "paper")
     paper.state = demo.state
     assert "share a first frame" not in "\n".join(data_table(paper))
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_use_threads_sets_torchs_thread_count_from_the_config(threads, tmp_path):
+    """`torch_threads` reaches torch whether the demo runs whole or a script runs its stages
+    (scripts/cdm_recipe.py); 0 leaves torch's own count."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        Demo(load_demo_config("smoke", overrides=[f"torch_threads={threads}"]), tmp_path / "demo").use_threads()
+        assert torch.get_num_threads() == (threads or before)
+    finally:
+        torch.set_num_threads(before)
