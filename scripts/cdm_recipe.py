@@ -20,7 +20,7 @@ from pathlib import Path
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="smoke")
-    p.add_argument("--out", required=True, help="a scratch folder (its data and CDM are reused when present)")
+    p.add_argument("--out", required=True, help="a scratch folder (its data and caches are reused when present; the CDM trains again)")
     p.add_argument("--val", type=int, default=40, help="validation triplets per family (seed 5000)")
     p.add_argument("--verbose", action="store_true")
     p.add_argument("overrides", nargs="*", help="demo overrides, e.g. cdm.max_steps=1000")
