@@ -11,7 +11,7 @@ from worldboot.errors import UsageError
 EXAMPLE = """examples:
   worldboot demo --out runs/demo                      # the default preset (make demo): 12-17 min cold on 2 cores (budget 15)
   worldboot demo --preset smoke --out runs/smoke      # the CI's: two minutes, too short for the world models to learn much
-  worldboot demo --preset paper --out runs/demo-paper # the paper's regime, tests its claims (33-55 min cold on 2 cores)
+  worldboot demo --preset paper --out runs/demo-paper # the paper's regime, tests its claims (under an hour cold on 2 cores)
   worldboot demo --out runs/demo cwm.max_steps=120    # a word on a training run's config (configs/demo/cwm.yaml)
 """
 
