@@ -217,3 +217,42 @@ def test_each_reward_row_gets_its_own_claim():
     assert got[next(k for k in got if "(GRPO)" in k)]["verdict"] == "held"
     d = got[next(k for k in got if "(DPO)" in k)]
     assert d["verdict"] == "did not hold" and "(DPO against it: p = " in d["evidence"]
+
+
+def test_the_averaged_reading_uses_every_candidate_and_leaves_the_verdict_alone():
+    """The CWM's first sample is C-FT's plus noise (one sample cannot tell them apart), but its
+    eight samples average 1 above C-FT's on every triplet: the verdict stays the one-sample test,
+    and ``averaged`` holds. Best-of-8 is compared with C-FT's mean, not its first sample."""
+    n = 40
+    rng = random.Random(4)
+    cft = [rng.choice([2.0, 3.0, 4.0]) for _ in range(n)]
+    noise = [rng.choice([-2.0, 2.0]) for _ in range(n)]
+    cwm = [[c + e] + [c + (8.0 - e) / 7] * 7 for c, e in zip(cft, noise, strict=True)]  # mean c + 1
+    cft_k = [[c + 1.0] + [c - 1.0 / 7] * 7 for c in cft]  # the first sample flatters C-FT; mean c
+    cdm_scores = [[1.0] + [0.0] * 7] * n  # the CDM picks the first candidate
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": cft_k, "CWM": cwm, "CWM w/o synthetic": cwm,
+                         "CWM w/o weighted loss": cwm}, cdm_scores)
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+    got = {c["claim"]: c for c in run_claims(state, make_table2(judged, [1, 8]), [1, 8], judged)}
+
+    def claim(start: str) -> dict:
+        return next(c for k, c in got.items() if k.startswith(start))
+
+    beats = claim("The CWM (synthetic data + weighted loss) beats C-FT")
+    assert beats["verdict"] == "not significant" and beats["averaged"]["verdict"] == "held"
+    assert beats["averaged"]["p"] < 1e-6 and "score 3.0" not in beats["averaged"]["evidence"]
+    mean_cwm = sum(sum(c) / 8 for c in cwm) / n
+    assert f"score {mean_cwm:.2f} vs {sum(cft) / n:.2f}" in beats["averaged"]["evidence"]
+    best = claim("Best-of-N with the CDM raises C-FT's score")
+    assert best["verdict"] == "not significant"  # the pick is the first sample itself
+    assert best["averaged"]["verdict"] == "held"  # the pick beats C-FT's mean by 1 everywhere
+    easier = claim("The CDM is easier to learn")  # graded when averaged: Wilcoxon, not McNemar
+    assert easier["averaged"]["p"] is not None and "p = " in easier["averaged"]["evidence"]
+    assert not any("averaged" in c for k, c in got.items() if "Chameleon" in k or "Copy gets" in k)
+
+
+def test_one_candidate_a_prediction_has_no_averaged_reading():
+    n = 6
+    judged = _judged(n, {"Copy": [0.0] * n, "C-FT": [1.0] * n, "CWM": [2.0] * n}, [[0.0]] * n)
+    state = _state(n, [0.0] * n, [1.0] * n, [0.0] * n, [1.0] * n)
+    assert not any("averaged" in c for c in run_claims(state, make_table2(judged, [1]), [1], judged))

@@ -70,12 +70,29 @@ def test_report_has_every_table_figure_and_the_claims(demo_run):
     report = _report(out)
     for heading in ("Table 1", "Table 2", "Table 3", "Table 5", "Figure 2", "Figure 3", "Figure 7",
                     "claims held", "Examples", "peak memory (MB)", "action choice", "reads the change",
-                    "ceiling", "Wilcoxon", "; p = ", f"C-FT{GREEDY}"):
+                    "ceiling", "Wilcoxon", "; p = ", f"C-FT{GREEDY}", "averaged over each model's"):
         assert heading in report, heading
     html = (out / "report.html").read_text()
     assert "<table>" in html and "figure7_best_of_k.png" in html
     state = json.loads((out / "stages.json").read_text())
     assert all(s["seconds"] >= 0 and s["peak_mb"] > 0 for s in state.values()), state
+
+
+def test_the_benchmark_reads_the_runs_headline_figures(demo_run):
+    """``benchmarks/bench_demo.py`` prints these against the targets of issue 36."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_demo.py"
+    spec = importlib.util.spec_from_file_location("bench_demo", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out, _ = demo_run
+    got = bench.headline(out)
+    claims = json.loads((out / "stages.json").read_text())["report"]["result"]["claims"]
+    assert got["claims"] == len(claims) and 0 <= got["claims held"] <= got["claims"]
+    assert 0 < got["averaged claims"] < got["claims"]  # the world models' claims with a test
+    assert 0.0 <= got["CDM choice of five"] <= 1.0 and 0.0 <= got["best world model score"] <= 10.0
 
 
 def test_mined_pairs_are_scenes_and_their_label_precision_is_reported(demo_run):

@@ -44,7 +44,12 @@ def setting_lines(demo: Demo) -> list[str]:
 def claims_lines(demo: Demo, claims: list[dict[str, Any]]) -> list[str]:
     """Which of the paper's claims held, and how a verdict is reached."""
     lines = ["## Which of the paper's claims held on this run", ""]
-    lines += [f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}." for c in claims]
+    k = max(demo.cfg.best_of)
+    for c in claims:
+        lines.append(f"- **{c['verdict']}**: {c['claim']}. {c['evidence']}.")
+        if "averaged" in c:
+            a = c["averaged"]
+            lines.append(f"  - averaged over each model's {k} samples: **{a['verdict']}**. {a['evidence']}.")
     n = demo.state["data"]["result"]["test"]
     lines += ["", f"p: a paired test over the {n} test triplets (the two models on the same triplet): exact "
               "McNemar for right/wrong outcomes (exact action, choice, transition success), two-sided "
@@ -53,6 +58,10 @@ def claims_lines(demo: Demo, claims: list[dict[str, Any]]) -> list[str]:
               f"sign of its test's own statistic. **held**: the claimed direction with p < {ALPHA}; "
               f"**not significant**: p >= {ALPHA}, this run cannot tell; **did not hold**: significant the "
               "other way. "
+              f"The verdict is the paper's protocol, one sample a prediction. A world model's claim also "
+              f"reads its models' one-sample figures averaged over the {k} samples each drew for best-of-K "
+              "(the same expected value with less sampling noise, the noise the paper averages over "
+              "several runs, its Limitations); best-of-K stays the CDM's pick. "
               "A claim that did not hold here is a measurement of this run, not a verdict on the paper; "
               "the `paper` preset trains longer on more data.", ""]
     return lines
