@@ -99,3 +99,24 @@ def test_use_threads_sets_torchs_thread_count_from_the_config(threads, tmp_path)
         assert torch.get_num_threads() == (threads or before)
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_learning_curve_figure_labels_examples_in_thousands(tmp_path, monkeypatch):
+    """The paper preset's CDM sees 192000 examples: plain tick labels ran together there."""
+    import matplotlib.figure
+
+    from worldboot.demo.curve import plot_curve
+
+    seen: list[str] = []
+    save = matplotlib.figure.Figure.savefig
+
+    def record(fig, *args, **kwargs):
+        fig.canvas.draw()
+        seen.extend(t.get_text() for t in fig.axes[0].get_xticklabels())
+        return save(fig, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", record)
+    plot_curve({"CDM": [[0, 0.0], [96000, 0.5], [192000, 0.7]], "C-FT": [[0, 0.0], [48000, 0.4]]},
+               tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 0
+    assert "100k" in seen and "200k" in seen, seen

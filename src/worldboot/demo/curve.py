@@ -80,12 +80,15 @@ def plot_curve(curves: dict[str, Any], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for name, points in curves.items():
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o", label=f"{name} ({'its text applied' if name == 'CDM' else 'its image parsed'})")
     ax.set_xlabel("training examples seen")
+    # Engineering notation ("50k", "200k"): plain tick labels run together past 100000.
+    ax.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
     ax.set_ylabel("transition success")
     ax.set_ylim(0, 1)
     ax.set_title("Learning curves from the zero-shot base", fontsize=10)
