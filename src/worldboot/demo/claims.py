@@ -52,8 +52,8 @@ class _WorldFigures:
 
     With ``averaged``, a model's one-sample figure on a test triplet is the mean over all the
     candidates it drew there (the predict stage draws K for best-of-K), not its first candidate:
-    the same expected value with less sampling noise, as the paper reports "results averaged over
-    multiple runs" (its Limitations). Best-of-K figures stay the verifier's pick. The means then
+    the same expected value with less sampling noise, the noise the paper averages over several
+    runs (its Limitations). Best-of-K figures stay the verifier's pick. The means then
     come from the judged samples, not from Table 2.
     """
 
