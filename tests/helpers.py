@@ -42,6 +42,21 @@ def square_triplets(root: Path, n: int, seed: int = 0, size: int = 64) -> list[T
     return out
 
 
+def undecodable_png(path: Path, size: int = 8) -> Path:
+    """Write a PNG whose chunks and checksums are valid but whose pixel data is not a zlib
+    stream: it opens (and passes ``Image.verify``), and fails only when its pixels are read."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", size, size, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", b"\x78\x9c" + b"\xff" * 64)
+                     + chunk(b"IEND", b""))
+    return path
+
+
 def own_colour_share(backbone) -> float:
     """Share of the world base's object codes whose input embedding is nearest (cosine) to the
     embedding of their own colour word among the world's colour words: about 1 / 6 for random

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from helpers import square_triplets
+from helpers import square_triplets, undecodable_png
 from worldboot.cli import main
 from worldboot.config import load_config
 from worldboot.errors import ConfigError, DataError
@@ -219,6 +219,25 @@ def test_bad_rows_are_reported_with_their_line_and_the_rest_goes_on(tmp_path, da
     assert "malformed JSON" in by_line[4] and "broken.png" in by_line[5]
     with pytest.raises(DataError, match=r"bad.jsonl:3: empty action"):
         run_generate(_cfg(manifest, tmp_path / "strict", tiny_dir, strict=True), world=world, progress=False)
+
+
+def test_strict_stops_after_the_batchs_finished_predictions_are_written(tmp_path, data, tiny_dir, world):
+    """An image that fails only when its pixels are read stops a --strict run at prediction time;
+    the rows of its batch already predicted are on disk, and the rerun does not predict them again."""
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    for r in rows[:2]:
+        for k in ("source", "target"):
+            shutil.copy(data.parent / r[k], tmp_path / Path(r[k]).name)
+            r[k] = Path(r[k]).name
+    bad = undecodable_png(tmp_path / "broken-pixels.png")
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in [rows[0], {**rows[1], "id": "bad", "source": bad.name}]))
+    out = tmp_path / "pred"
+    with pytest.raises(DataError, match=r"m.jsonl:2: .*broken-pixels.png"):
+        run_generate(_cfg(manifest, out, tiny_dir, strict=True), world=world, progress=False)
+    assert [r["id"] for r in read_rows(out / "predictions.jsonl")] == [rows[0]["id"]]
+    summary = run_generate(_cfg(manifest, out, tiny_dir), world=world, progress=False)
+    assert (summary.predicted, summary.problems) == (0, 1)
 
 
 def test_aurora_bench_test_json(tmp_path, aurora_bench, tiny_dir, world):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import f32_atol
+from helpers import f32_atol, undecodable_png
 from worldboot.cli import main
 from worldboot.data.schema import read_manifest
 from worldboot.errors import ConfigError, DataError
@@ -174,6 +174,19 @@ def test_malformed_pairs_are_reported_by_line(tiny, pairs, tmp_path, capsys):
     summary = annotate_pairs(pairs, tiny, tmp_path / "unreadable", AnnotateConfig(**FAST), progress=False)
     reasons = [p["reason"] for p in read_jsonl(tmp_path / "unreadable" / "problems.jsonl")]
     assert summary.annotated == 4 and len(reasons) == 2 and all("cannot read image" in r for r in reasons)
+
+
+def test_strict_stops_after_the_batchs_finished_rows_are_written(tiny, pairs, tmp_path):
+    """An image that fails only when its pixels are read stops a --strict run; the rows of its
+    batch already annotated are on disk, and the rerun does not annotate them again."""
+    rows = read_jsonl(pairs)
+    undecodable_png(pairs.parent / rows[3]["target"])  # pair 3's target, batch 1 (pairs 2 and 3)
+    out = tmp_path / "annotated"
+    with pytest.raises(DataError, match=r"pairs.jsonl:4: cannot read image"):
+        annotate_pairs(pairs, tiny, out, AnnotateConfig(**FAST, strict=True), progress=False)
+    assert [r["id"] for r in read_jsonl(out / "annotated.jsonl")] == [r["id"] for r in rows[:3]]
+    summary = annotate_pairs(pairs, tiny, out, AnnotateConfig(**FAST), progress=False)
+    assert summary.done_before == 3 and summary.annotated == 1
 
 
 def test_cli_annotate_then_select(tiny_dir, pairs, tmp_path, capsys):

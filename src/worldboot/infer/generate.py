@@ -335,9 +335,6 @@ def _predict_all(
         job = bar.add_task("samples", total=len(run.mine) * len(run.folders), completed=summary.done_before)
 
         def take(rows: list[list[dict[str, Any]]], found: list[Any]) -> list[dict[str, Any]]:
-            for sample_id, problem in found:
-                run.problems.add(manifest, run.lines.get(sample_id, 0), problem)
-                bar.update(job, advance=sum(sample_id not in d for d in run.done))
             written: list[dict[str, Any]] = []
             for k, fh in enumerate(run.files):
                 # The PNGs are in place; one write, flush and fsync per batch: a kill
@@ -347,6 +344,11 @@ def _predict_all(
                 written.extend(rows[k])
             summary.predicted += len(written)
             bar.update(job, advance=len(written))
+            # After the rows are on disk: under --strict a problem stops the run here, and the
+            # batch's finished predictions are kept for the rerun.
+            for sample_id, problem in found:
+                run.problems.add(manifest, run.lines.get(sample_id, 0), problem)
+                bar.update(job, advance=sum(sample_id not in d for d in run.done))
             return written
 
         batches = [todo[i : i + cfg.batch_size] for i in range(0, len(todo), cfg.batch_size)]

@@ -218,13 +218,15 @@ def annotate_pairs(
 
             def take(rows: list[dict[str, Any]], found: list[list[Any]]) -> None:
                 # One write per batch, flushed to disk: a kill loses at most this batch.
-                for line, message in found:
-                    problems.add(pairs_path, line, message)
                 append_jsonl(out_file, rows)
                 done.update(row["id"] for row in rows)
                 summary.annotated += len(rows)
                 summary.empty_actions += sum(not row["action"].strip() for row in rows)
                 bar.update(job, advance=len(rows))
+                # After the rows are on disk: under --strict a problem stops the run here, and
+                # the batch's finished rows are kept for the rerun.
+                for line, message in found:
+                    problems.add(pairs_path, line, message)
 
             batches = [(b, batch) for b, batch in _batches(mine, cfg.batch_size)
                        if any(r["id"] not in done for r in batch)]
