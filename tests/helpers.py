@@ -57,6 +57,18 @@ def undecodable_png(path: Path, size: int = 8) -> Path:
     return path
 
 
+def json_entry_lines(entries: Sequence, indent: int = 1) -> list[int]:
+    """The line each entry of ``json.dumps(entries, indent=indent)`` starts on (the list's
+    "[" is line 1), counted from each entry's own dump."""
+    import json
+
+    lines, line = [], 2
+    for entry in entries:
+        lines.append(line)
+        line += json.dumps(entry, indent=indent).count("\n") + 1
+    return lines
+
+
 def own_colour_share(backbone) -> float:
     """Share of the world base's object codes whose input embedding is nearest (cosine) to the
     embedding of their own colour word among the world's colour words: about 1 / 6 for random

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +26,13 @@ def test_help_has_an_example(path, capsys):
     assert "example" in capsys.readouterr().out
 
 
+def _entry_line(test_json: Path) -> dict[str, int]:
+    """Something-Something id -> the line its entry's "{" is on (the id is the entry's first key)."""
+    text = test_json.read_text().splitlines()
+    return {m.group(1): n - 1 for n, line in enumerate(text, start=1)
+            if (m := re.fullmatch(r'\s*"id": "(\d+)",', line)) and text[n - 2].strip() == "{"}
+
+
 def test_inspect_real_bench_counts_and_problem_lines(aurora_bench: Path, capsys):
     test_json = aurora_bench / "test.json"
     assert main(["data", "inspect", str(test_json)]) == 0
@@ -32,8 +40,9 @@ def test_inspect_real_bench_counts_and_problem_lines(aurora_bench: Path, capsys)
     rows = {line.split("│")[1].strip(): line for line in out.splitlines() if line.count("│") >= 4}
     assert rows["kubric"].split("│")[2].strip() == "50"
     assert rows["something"].split("│")[2].strip() == "48"
-    assert f"{test_json}:36: missing target image: data/something/images/214831/last.jpg" in out
-    assert f"{test_json}:48: missing target image: data/something/images/213316/last.jpg" in out
+    at = _entry_line(test_json)
+    assert f"{test_json}:{at['214831']}: missing target image: data/something/images/214831/last.jpg" in out
+    assert f"{test_json}:{at['213316']}: missing target image: data/something/images/213316/last.jpg" in out
     assert main(["data", "inspect", str(test_json), "--strict"]) == 2
     assert main(["data", "inspect", str(test_json), "--strict", "--task", "kubric"]) == 0
 
@@ -57,7 +66,8 @@ def test_convert_writes_a_manifest_the_pipeline_reads(aurora_bench: Path, tmp_pa
     assert [(t.id, t.source, t.action, t.target, t.meta) for t in back] == [
         (t.id, t.source, t.action, t.target, t.meta) for t in original
     ]
-    assert [json.loads(line)["line"] for line in problems.read_text().splitlines()] == [36, 48]
+    at = _entry_line(aurora_bench / "test.json")
+    assert [json.loads(line)["line"] for line in problems.read_text().splitlines()] == [at["214831"], at["213316"]]
     strict_out = tmp_path / "strict.jsonl"
     assert (
         main(["data", "convert", str(aurora_bench / "test.json"), "--out", str(strict_out), "--strict"]) == 2

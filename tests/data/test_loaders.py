@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from helpers import json_entry_lines
 from worldboot.data.aurora import load_aurora_bench, load_aurora_train
 from worldboot.data.epic import load_epic_csv
 from worldboot.data.schema import Problems, read_manifest
@@ -32,9 +34,11 @@ def test_real_aurora_bench_loads_all_but_the_two_missing_targets(aurora_bench: P
     problems, skipped = Problems(), Counter()
     triplets = load_aurora_bench(aurora_bench / "test.json", problems=problems, skipped=skipped)
     assert Counter(t.subset for t in triplets) == {"kubric": 50, "something": 48}
-    assert [(p.line, p.reason) for p in problems] == [
-        (36, "missing target image: data/something/images/214831/last.jpg"),
-        (48, "missing target image: data/something/images/213316/last.jpg"),
+    # Entries 36 and 48; each problem names the line its entry's "{" is on.
+    text = (aurora_bench / "test.json").read_text().splitlines()
+    assert [(text[p.line - 1].strip(), text[p.line].strip(), p.reason) for p in problems] == [
+        ("{", '"id": "214831",', "missing target image: data/something/images/214831/last.jpg"),
+        ("{", '"id": "213316",', "missing target image: data/something/images/213316/last.jpg"),
     ]
     assert all(p.file == str(aurora_bench / "test.json") for p in problems)
     assert not skipped  # every entry of these two subsets has an output
@@ -92,20 +96,40 @@ def mini_aurora(tmp_path: Path) -> Path:
     return root
 
 
-def test_bench_problems_have_entry_index_and_reason(mini_aurora: Path):
+def test_bench_problems_name_the_line_the_entry_starts_on(mini_aurora: Path):
     problems, skipped = Problems(), Counter()
     triplets = load_aurora_bench(mini_aurora / "test.json", problems=problems, skipped=skipped)
-    assert [t.id for t in triplets] == ["ag-1", "whatsup-2"]
+    assert [t.id for t in triplets] == ["ag-1", "whatsup-2"]  # ids keep the entry index
     assert triplets[1].action == "Close it" and triplets[1].meta["caption"] == "c"
     assert skipped == {"clevr": 1}  # no output: counted, not a problem
-    by_line = {p.line: p.reason for p in problems}
-    assert by_line[4] == "empty action"
-    assert by_line[5].startswith("path escapes the data root")
-    assert by_line[6].startswith("path escapes the data root")  # absolute, elsewhere
-    assert by_line[7].startswith("unreadable source image: data/ag/images/broken.png")
-    assert by_line[8].startswith("not an object")
-    assert by_line[9].startswith("missing field: instruction")
-    assert sorted(by_line) == [4, 5, 6, 7, 8, 9]
+    # The file is indented two spaces: an entry starts where a line opens at that depth.
+    text = (mini_aurora / "test.json").read_text().splitlines()
+    start = [n for n, line in enumerate(text, start=1) if re.match(r"  [{\"]", line)]
+    assert len(start) == 9 and triplets[1].meta["line"] == start[1]
+    by_entry = {start.index(p.line) + 1: p.reason for p in problems}
+    assert by_entry[4] == "empty action"
+    assert by_entry[5].startswith("path escapes the data root")
+    assert by_entry[6].startswith("path escapes the data root")  # absolute, elsewhere
+    assert by_entry[7].startswith("unreadable source image: data/ag/images/broken.png")
+    assert by_entry[8].startswith("not an object")
+    assert by_entry[9].startswith("missing field: instruction")
+    assert sorted(by_entry) == [4, 5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("layout", ["one line", "crlf", "cr"])
+def test_bench_problem_lines_in_other_layouts(tmp_path: Path, layout: str):
+    _png(tmp_path / "a.png")
+    good = {"input": "a.png", "output": "a.png", "instruction": "x", "task": "ag"}
+    entries = [good, {**good, "instruction": " "}, good, {**good, "output": "gone.png"}]
+    text = json.dumps(entries) if layout == "one line" else json.dumps(entries, indent=1)
+    newline = {"one line": "\n", "crlf": "\r\n", "cr": "\r"}[layout]
+    (tmp_path / "test.json").write_bytes(text.replace("\n", newline).encode())
+    problems = Problems()
+    load_aurora_bench(tmp_path / "test.json", problems=problems)
+    # indent=1: each entry is "{", 4 fields and "}": six lines, the first entry on line 2.
+    lines = [1, 1] if layout == "one line" else [8, 20]
+    assert [(p.line, p.reason.split(":")[0]) for p in problems] == list(
+        zip(lines, ["empty action", "missing target image"], strict=True))
 
 
 def test_bench_keeps_generation_only_entries_on_request(mini_aurora: Path):
@@ -115,7 +139,7 @@ def test_bench_keeps_generation_only_entries_on_request(mini_aurora: Path):
 
 
 def test_bench_strict_and_bad_files(mini_aurora: Path, tmp_path: Path):
-    with pytest.raises(DataError, match=r"test.json:4: empty action"):
+    with pytest.raises(DataError, match=r"test.json:21: empty action"):  # entry 4 starts on line 21
         load_aurora_bench(mini_aurora / "test.json", problems=Problems(strict=True))
     with pytest.raises(DataError, match="no entries for task emu"):
         load_aurora_bench(mini_aurora / "test.json", tasks="ag,emu")
@@ -128,6 +152,9 @@ def test_bench_strict_and_bad_files(mini_aurora: Path, tmp_path: Path):
         load_aurora_bench(bad)
     with pytest.raises(DataError, match="file not found"):
         load_aurora_bench(tmp_path / "nope.json")
+    (tmp_path / "folder.json").mkdir()
+    with pytest.raises(DataError, match="folder.json is a folder: give the JSON file"):
+        load_aurora_bench(tmp_path / "folder.json")
 
 
 # -- AURORA train -----------------------------------------------------------------------------
@@ -138,39 +165,37 @@ def test_aurora_train_magicbrush_and_something_shapes(tmp_path: Path):
     _png(root / "data/magicbrush/images/0-input.png")
     _png(root / "data/magicbrush/images/0-output.png", (1, 2, 3))
     train = root / "data/magicbrush/train.json"
-    train.write_text(
-        json.dumps(
-            [
-                {
-                    "input": "data/magicbrush/images/0-input.png",
-                    "mask": "0-mask.png",
-                    "output": "data/magicbrush/images/0-output.png",
-                    "instruction": "change the table for a dog",
-                    "img_id": "327726",
-                },
-                {"input": "data/magicbrush/images/0-input.png", "instruction": "no output here"},
-                {
-                    "input": "data/magicbrush/images/0-input.png",
-                    "output": "data/magicbrush/images/0-output.png",
-                    "prompt": "a prompt instead",
-                },
-                {
-                    "input": "data/magicbrush/images/9-input.png",
-                    "output": "data/magicbrush/images/0-output.png",
-                    "instruction": "x",
-                },
-            ]
-        )
-    )
+    entries = [
+        {
+            "input": "data/magicbrush/images/0-input.png",
+            "mask": "0-mask.png",
+            "output": "data/magicbrush/images/0-output.png",
+            "instruction": "change the table for a dog",
+            "img_id": "327726",
+        },
+        {"input": "data/magicbrush/images/0-input.png", "instruction": "no output here"},
+        {
+            "input": "data/magicbrush/images/0-input.png",
+            "output": "data/magicbrush/images/0-output.png",
+            "prompt": "a prompt instead",
+        },
+        {
+            "input": "data/magicbrush/images/9-input.png",
+            "output": "data/magicbrush/images/0-output.png",
+            "instruction": "x",
+        },
+    ]
+    train.write_text(json.dumps(entries, indent=1))
+    starts = json_entry_lines(entries)
     problems = Problems()
     triplets = load_aurora_train(train, problems=problems)  # root found from data/TASK/train.json
     assert [t.id for t in triplets] == ["magicbrush-1", "magicbrush-3"]
     assert triplets[0].subset == "magicbrush"
-    assert triplets[0].meta == {"mask": "0-mask.png", "img_id": "327726", "entry": 1}
+    assert triplets[0].meta == {"mask": "0-mask.png", "img_id": "327726", "entry": 1, "line": 2}
     assert triplets[1].action == "a prompt instead"
     assert [(p.line, p.reason.split(":")[0]) for p in problems] == [
-        (2, "missing field"),
-        (4, "missing source image"),
+        (starts[1], "missing field"),
+        (starts[3], "missing source image"),
     ]
 
 

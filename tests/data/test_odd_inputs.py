@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import json_entry_lines
 from worldboot.cli import main
 from worldboot.data.aurora import load_aurora_bench
 from worldboot.data.formats import detect_format, load_any
@@ -35,25 +36,29 @@ def _entry(**kw):
 
 
 def test_wrongly_typed_aurora_fields_are_problems_by_entry(tmp_path):
-    path = _bench(tmp_path, [
+    entries = [
         _entry(), _entry(task=["ag"]), _entry(input=3), _entry(instruction={"a": 1}),
         _entry(instruction=None, prompt="close it"), _entry(output=["b.png"]),
-    ])
+    ]
+    path = _bench(tmp_path, entries)
     problems = Problems()
     triplets = load_aurora_bench(path, problems=problems)
     assert [t.id for t in triplets] == ["ag-1", "ag-5"] and triplets[1].action == "close it"
-    by_entry = {p.line: p.reason for p in problems}
+    starts = json_entry_lines(entries)
+    by_entry = {starts.index(p.line) + 1: p.reason for p in problems}
     assert by_entry == {2: "field 'task' must be text, got list", 3: "field 'input' must be text, got int",
                         4: "field 'instruction' must be text, got dict", 6: "field 'output' must be text, got list"}
 
 
 def test_a_bench_entry_without_task_does_not_turn_the_file_into_a_training_set(tmp_path):
     folder = tmp_path / "data" / "aurora-bench"  # the layout of a copied benchmark
-    path = _bench(folder, [_entry(), _entry(task="something"), {k: v for k, v in _entry().items() if k != "task"}])
+    entries = [_entry(), _entry(task="something"), {k: v for k, v in _entry().items() if k != "task"}]
+    path = _bench(folder, entries)
     assert detect_format(path) == "aurora-bench"
     problems = Problems()
     triplets = load_any(path, problems=problems)
-    assert len(triplets) == 2 and [(p.line, p.reason) for p in problems] == [(3, "missing field: task")]
+    third = json_entry_lines(entries)[2]
+    assert len(triplets) == 2 and [(p.line, p.reason) for p in problems] == [(third, "missing field: task")]
 
 
 def test_byte_order_marks_and_unreadable_json(tmp_path):
@@ -81,25 +86,29 @@ def test_a_linked_data_folder_is_inside_the_root_and_dotdot_is_not(tmp_path):
     root.mkdir()
     (root / "data").symlink_to(real / "data", target_is_directory=True)
     path = root / "test.json"
-    path.write_text(json.dumps([_entry(), _entry(input="../elsewhere/data/ag/images/a.png")]))
+    entries = [_entry(), _entry(input="../elsewhere/data/ag/images/a.png")]
+    path.write_text(json.dumps(entries, indent=1))
     problems = Problems()
     triplets = load_aurora_bench(path, problems=problems)
     assert len(triplets) == 1 and Path(triplets[0].source) == (real / "data/ag/images/a.png").resolve()
-    assert [p.line for p in problems] == [2] and "escapes the data root" in problems.items[0].reason
+    assert [p.line for p in problems] == json_entry_lines(entries)[1:]
+    assert "escapes the data root" in problems.items[0].reason
 
 
 def test_a_symlink_loop_as_an_image_is_a_problem_of_its_entry(tmp_path, capsys):
     images = tmp_path / "data" / "ag" / "images"
-    path = _bench(tmp_path, [_entry(), _entry(input="data/ag/images/loop.png"), _entry(output="data/loop/b.png")])
+    entries = [_entry(), _entry(input="data/ag/images/loop.png"), _entry(output="data/loop/b.png")]
+    path = _bench(tmp_path, entries)
     (images / "loop.png").symlink_to("loop2.png")  # ln -s a b; ln -s b a
     (images / "loop2.png").symlink_to("loop.png")
     (tmp_path / "data" / "loop").symlink_to("loop")  # a folder on the way that loops
     says = {2: "path runs into a symbolic link loop: data/ag/images/loop.png",
-            3: "path runs into a symbolic link loop: data/loop/b.png"}
+            3: "path runs into a symbolic link loop: data/loop/b.png"}  # by line of the JSONL below
+    starts = json_entry_lines(entries)
     for check_images in (True, False):
         problems = Problems()
         assert len(load_aurora_bench(path, problems=problems, check_images=check_images)) == 1
-        assert {p.line: p.reason for p in problems} == says
+        assert {starts.index(p.line) + 1: p.reason for p in problems} == says
     manifest = tmp_path / "m.jsonl"
     manifest.write_text("".join(json.dumps({"id": str(i), "source": e["input"], "target": e["output"],
                                             "action": "go"}) + "\n" for i, e in enumerate(json.loads(path.read_text()))))
@@ -108,7 +117,7 @@ def test_a_symlink_loop_as_an_image_is_a_problem_of_its_entry(tmp_path, capsys):
     with pytest.raises(DataError, match="m.jsonl:2: path runs into a symbolic link loop: data/ag/images/loop.png"):
         read_manifest(manifest, Problems(strict=True))
     assert main(["data", "inspect", str(path)]) == 0
-    assert "test.json:2: path runs into a symbolic link loop: data/ag/images/loop.png" in capsys.readouterr().out
+    assert f"test.json:{starts[1]}: path runs into a symbolic link loop: data/ag/images/loop.png" in capsys.readouterr().out
     assert main(["data", "convert", str(manifest), "--out", str(tmp_path / "o.jsonl"), "--strict"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"worldboot data: error: {manifest}:2: path runs into a symbolic link loop: data/ag/images/loop.png"]
@@ -131,10 +140,11 @@ def test_16_bit_float_and_rotated_images_read_as_a_viewer_shows_them(tmp_path):
 
 
 def test_convert_refuses_to_overwrite_its_input_and_problems_no_emoji(tmp_path, capsys):
-    path = _bench(tmp_path, [_entry()] * 99 + [_entry(instruction="")])
+    entries = [_entry()] * 99 + [_entry(instruction="")]
+    path = _bench(tmp_path, entries)
     assert main(["data", "inspect", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "test.json:100: empty action" in out.replace("\n", "")
+    assert f"test.json:{json_entry_lines(entries)[99]}: empty action" in out.replace("\n", "")
     manifest = tmp_path / "m.jsonl"
     assert main(["data", "convert", str(path), "--out", str(manifest), "--problems", str(manifest)]) == 2
     assert "--problems" in capsys.readouterr().err and not manifest.exists()
