@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from fakes.openai_server import FakeOpenAI, error
-from helpers import f32_atol, square_triplets
+from helpers import f32_atol, square_triplets, undecodable_png
 from worldboot.cli import build_parser, main, subcommand_names
 from worldboot.config import load_config
 from worldboot.errors import DataError
@@ -245,6 +245,40 @@ def test_bad_prediction_lines_are_counted_or_strict(bench, capsys):
     assert main(["evaluate", str(bench["perfect"]), "--bench", str(bench["manifest"]), "--out", str(out),
                  "--judge", "none", "--strict"]) == 2
     assert "predictions.jsonl:2: malformed JSON" in capsys.readouterr().err
+
+
+def test_unreadable_prediction_images_are_problems_of_their_line_or_strict(bench, capsys):
+    """An image the predictions list that is empty, cut short, not an image, gone or not a file
+    is a problem of its line, counted in a note and not scored; --strict stops before any judge."""
+    perfect, ids = bench["perfect"], [t.id for t in bench["triplets"]]
+    (perfect / "images" / f"{ids[0]}.png").write_bytes(b"")
+    cut = perfect / "images" / f"{ids[1]}.png"
+    cut.write_bytes(cut.read_bytes()[:60])
+    (perfect / "images" / f"{ids[2]}.png").write_text("not an image")
+    (perfect / "images" / f"{ids[3]}.png").unlink()
+    undecodable_png(perfect / "images" / f"{ids[4]}.png")
+    out = bench["tmp"] / "report"
+    assert main(["evaluate", str(perfect), "--bench", str(bench["manifest"]), "--out", str(out), "--judge", "none"]) == 0
+    problems = [json.loads(x) for x in (out / "problems.jsonl").read_text().splitlines()]
+    assert [(p["file"], p["line"]) for p in problems] == [(str(perfect / "predictions.jsonl"), n) for n in range(1, 6)]
+    assert [p["reason"].split(":")[0] for p in problems] == ["unreadable prediction image"] * 3 + [
+        "missing prediction image", "unreadable prediction image"]
+    assert "5 of 6 prediction images cannot be read" in capsys.readouterr().out.replace("\n", " ")
+    rows = {r["id"]: r for r in _rows(out) if r["model"] == "perfect"}
+    assert [rows[i]["status"] for i in ids] == ["missing"] * 5 + ["ok"] and rows[ids[5]]["l1"] == 0.0
+    assert main(["evaluate", str(perfect), "--bench", str(bench["manifest"]), "--out", str(bench["tmp"] / "strict"),
+                 "--judge", "none", "--strict"]) == 2
+    assert "predictions.jsonl:1: unreadable prediction image" in capsys.readouterr().err
+    assert not (bench["tmp"] / "strict").exists()
+
+
+def test_a_bench_with_no_usable_sample_says_why(bench, capsys):
+    bad = bench["tmp"] / "BENCH.JSON"  # upper case: still AURORA's JSON
+    bad.write_text(json.dumps([{"input": "a.png", "instruction": " ", "task": "ag"}]))
+    assert main(["evaluate", str(bench["perfect"]), "--bench", str(bad), "--out", str(bench["tmp"] / "r"),
+                 "--judge", "none"]) == 2
+    err = capsys.readouterr().err
+    assert f"{bad}: no usable sample; 1 problem(s), the first: {bad}:1: empty action" in err
 
 
 def test_folder_predictions_keyed_by_id(tmp_path):

@@ -25,7 +25,7 @@ def load_bench(path: str | os.PathLike[str], problems: Problems, root: str | Non
     path = Path(path)
     if not path.is_file():
         raise DataError(f"benchmark not found: {path}")
-    if path.suffix == ".json":
+    if path.suffix.lower() == ".json":
         from worldboot.data.aurora import load_aurora_bench
 
         # Subsets without targets (clevr, emu, epic) stay: the judge needs no target.
@@ -33,7 +33,8 @@ def load_bench(path: str | os.PathLike[str], problems: Problems, root: str | Non
     else:
         triplets = read_manifest(path, problems, root=root or None)
     if not triplets:
-        raise DataError(f"{path}: no usable sample (see the problems report)")
+        why = f"; {len(problems)} problem(s), the first: {problems.items[0]}" if len(problems) else ""
+        raise DataError(f"{path}: no usable sample{why}")
     seen: set[str] = set()
     unique = []
     for t in triplets:
@@ -66,11 +67,15 @@ class StoredPrediction:
         image: Absolute path of the prediction (the chosen candidate when there are several).
         candidates: All sampled candidates (empty for single predictions).
         chosen: Index of the candidate ``image`` is, when known.
+        file: The file that lists the prediction (``predictions.jsonl``), or the image itself.
+        line: The 1-based line of ``file`` (0 for an image).
     """
 
     image: str | None
     candidates: list[StoredCandidate] = field(default_factory=list)
     chosen: int | None = None
+    file: str = ""
+    line: int = 0
 
 
 def _read_predictions_jsonl(pred_dir: Path, problems: Problems) -> dict[str, StoredPrediction]:
@@ -110,7 +115,7 @@ def _read_predictions_jsonl(pred_dir: Path, problems: Problems) -> dict[str, Sto
         except (KeyError, TypeError, ValueError) as err:
             problems.add(path, lineno, f"bad candidates: {type(err).__name__}: {err}")
             continue
-        out[sid] = StoredPrediction(image=image, candidates=candidates, chosen=chosen)
+        out[sid] = StoredPrediction(image=image, candidates=candidates, chosen=chosen, file=str(path), line=lineno)
     return out
 
 
@@ -139,7 +144,7 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
             if key in out:
                 problems.add(path, 0, f"two images for id {key}: {out[key].image} is used")
                 continue
-            out[key] = StoredPrediction(image=str(resolve_path(path)))
+            out[key] = StoredPrediction(image=str(resolve_path(path)), file=str(path))
     if not out:
         raise DataError(f"{pred_dir} has no predictions.jsonl and no images")
     return out

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from worldboot.data.schema import Problems, Triplet
+from worldboot.data.schema import Problems, Triplet, image_problem
 from worldboot.errors import ConfigError, DataError, UserError
 from worldboot.evaluate.entries import Entry, EvalProgress, compute_image_metrics, load_scorers
 from worldboot.evaluate.judge import JudgeConfig, make_judge
@@ -166,6 +166,7 @@ def _model_entries(
     preds = read_predictions(pred_dir, problems)
     bench_ids = {t.id for t in triplets}
     rows = []
+    unreadable = 0
     for t in triplets:
         p = preds.get(t.id)
         if p is None:
@@ -173,13 +174,24 @@ def _model_entries(
                 raise DataError(f"{pred_dir}: no prediction for sample {t.id}")
             rows.append(Entry(name, t, None, status="missing", errors=["no prediction"]))
             continue
+        # Decoded here, before any judge call: a prediction image that cannot be read is a
+        # problem of the line that lists it (a stop under --strict), not a silent gap later.
+        why = image_problem(p.image, "prediction") if p.image else None
+        if why:
+            problems.add(p.file, p.line, why)
+            rows.append(Entry(name, t, None, status="missing", errors=[why]))
+            unreadable += 1
+            continue
         e = Entry(name, t, p.image, candidate=p.chosen)
         e.candidates = [{"image": c.image, "cdm_score": c.score} for c in p.candidates]
         rows.append(e)
-    missing = sum(e.status == "missing" for e in rows)
+    missing = sum(e.status == "missing" for e in rows) - unreadable
     unused = [k for k in preds if k not in bench_ids and k.removeprefix("images/") not in bench_ids]
     if missing:
         notes.append(f"{name}: {missing} of {len(triplets)} samples have no prediction (counted as not scored).")
+    if unreadable:
+        notes.append(f"{name}: {unreadable} of {len(triplets)} prediction images cannot be read (counted as not "
+                     "scored; listed in problems.jsonl).")
     if unused:
         notes.append(f"{name}: {len(unused)} predictions have ids not among the evaluated samples (ignored).")
     return rows
