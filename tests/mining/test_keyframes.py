@@ -357,6 +357,29 @@ def test_bad_files_are_skipped_with_reasons(tmp_path):
         mine_videos(videos, tmp_path / "strict", KeyframeConfig(strict=True), progress=False)
 
 
+def test_frames_too_small_for_dis_and_names_that_are_not_utf8(tmp_path):
+    """DIS refuses frames too small for its pyramid (an 8x8 video): such a video is scored by
+    Farneback, not a traceback that ends the run. A file name that is not UTF-8 (OpenCV
+    crashes on it) is skipped with a reason; the other videos are mined."""
+    videos = tmp_path / "v"
+    videos.mkdir()
+    writer = cv2.VideoWriter(str(videos / "small.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 25, (8, 8))
+    for t in range(40):
+        frame = np.zeros((8, 8, 3), np.uint8)
+        frame[:, t % 6 : t % 6 + 2] = 255  # a bar that moves
+        writer.write(frame)
+    writer.release()
+    write_clip(videos / "good.avi", 60, [(1, 59)])
+    odd = os.fsdecode(b"caf\xe9.avi")
+    (videos / odd).write_bytes((videos / "good.avi").read_bytes())
+    run = tmp_path / "run"
+    summary = mine_videos(videos, run, KeyframeConfig(), progress=False)
+    assert summary.mined == 2 and summary.problems == 1
+    problem = read_jsonl(run / "problems.jsonl")[0]
+    assert problem["file"].endswith("caf\\xe9.avi") and "not UTF-8" in problem["reason"]
+    assert {p["video"] for p in read_jsonl(run / "pairs.jsonl")} == {"good.avi", "small.avi"}
+
+
 def test_lists_missing_files_and_empty_dirs(tmp_path, capsys):
     write_clip(tmp_path / "a.avi", 30, [(1, 29)])
     listing = tmp_path / "list.txt"

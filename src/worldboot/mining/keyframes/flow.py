@@ -36,9 +36,15 @@ class FlowScorer:
         import cv2
         import numpy as np
 
+        flow = None
         if self.method == "dis":
-            flow = self._dis.calc(prev, nxt, None)
-        else:
+            try:
+                flow = self._dis.calc(prev, nxt, None)
+            except cv2.error:
+                # DIS refuses frames too small for its patch pyramid (OpenCV 5.1: 13x13, 16x9 or
+                # 100x10, yet 640x8 passes): such a video is scored by Farneback, every pair alike.
+                flow = None
+        if flow is None:
             # OpenCV's documented example parameters: 3 pyramid levels, 15-px window.
             flow = cv2.calcOpticalFlowFarneback(prev, nxt, None, 0.5, 3, 15, 3, 5, 1.2, 0)
         # numpy, not cv2.magnitude/cv2.mean: OpenCV's SIMD paths depend on the buffers' memory

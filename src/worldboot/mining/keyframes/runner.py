@@ -93,6 +93,9 @@ def mine_video(task: Mapping[str, Any], run_dir: str, cfg: Mapping[str, Any]) ->
         scan = scan_video(task["path"], conf)
     except DataError as err:
         record.update(status="problem", reason=str(err))
+    except cv2.error as err:  # OpenCV refused this video's frames: its problem, not the run's end
+        message = next((line for line in str(err).splitlines() if "error:" in line), str(err)).strip()
+        record.update(status="problem", reason=f"OpenCV cannot process its frames: {message}")
     else:
         chosen = greedy_keyframes({f: s for f, (s, _, _) in scan.kept.items()}, conf.k, conf.interval)
         frames_dir.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,8 @@ def _safe_id(rel: str) -> tuple[str, bool]:
 
 
 def _path_hash(rel: str) -> str:
-    return hashlib.sha1(rel.encode()).hexdigest()[:8]
+    # surrogateescape: a file name that is not UTF-8 (Python holds its bytes as surrogates).
+    return hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
 def _assign_ids(items: list[tuple[str, str, str | None]]) -> list[VideoTask]:
@@ -106,6 +107,12 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
     unique: list[tuple[str, str, str | None]] = []
     seen: set[str] = set()
     for item in items:
+        try:
+            item[0].encode("utf-8")
+        except UnicodeEncodeError:  # bytes Python holds as surrogates: OpenCV crashes on such a str
+            shown = item[0].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+            problems.add(shown, 0, "the file name is not UTF-8 text, which OpenCV cannot open: rename the file")
+            continue
         if item[0] in seen:
             problems.add(item[0], 0, "listed twice: mined once")
             continue
