@@ -47,6 +47,27 @@ def _make_folder(path: Path) -> None:
         raise UsageError(f"cannot create the folder {path}: it, or a folder above it, is a file") from None
 
 
+def held_stage(path: str | os.PathLike[str]) -> str | None:
+    """The stage whose run the folder ``path`` holds (its ``meta.json``), or None."""
+    try:
+        held = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8")).get("stage")
+    except (OSError, ValueError, AttributeError):  # no run here, or not one of ours
+        return None
+    return held if isinstance(held, str) else None
+
+
+def _refuse_another_stage(path: Path, stage: str) -> None:
+    """Refuse a folder that holds another stage's run: its config, meta and problems would be
+    replaced, and a stage that clears its outputs could remove the other's.
+
+    Raises:
+        UsageError: Naming the folder and the stage it holds.
+    """
+    held = held_stage(path)
+    if held is not None and held != stage:
+        raise UsageError(f"{path} holds a run of {held} (its meta.json): give {stage} a folder of its own")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on an error it
@@ -146,7 +167,10 @@ class RunDir:
     """
 
     def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True) -> None:
+        if not str(path).strip():  # an unset shell variable: the current folder is never meant
+            raise UsageError(f"the output folder of {stage} is empty: name a folder (--out DIR)")
         self.path = Path(path)
+        _refuse_another_stage(self.path, stage)
         _make_folder(self.path)
         self.cfg = cfg
         self.writer = writer

@@ -11,7 +11,7 @@ from PIL import Image
 
 from worldboot.cli import main
 from worldboot.data.schema import Problems, read_manifest
-from worldboot.errors import DataError
+from worldboot.errors import DataError, UsageError
 from worldboot.mining.select import SelectConfig, read_annotated, select_synthetic, stratified_top_k
 from worldboot.mining.select_stats import dataset_stats
 
@@ -142,6 +142,22 @@ def test_select_writes_a_training_manifest_with_stats_and_plot(annotated, tmp_pa
     # A rerun with a smaller K leaves no image of the earlier selection behind.
     select_synthetic(annotated, out, SelectConfig(k=1, name="toy"))
     assert len(list((out / "images").rglob("*.png"))) == 2
+
+
+def test_select_never_removes_images_it_did_not_write(annotated, tmp_path, capsys):
+    out = tmp_path / "mydata"
+    (out / "images" / "holiday").mkdir(parents=True)
+    (out / "images" / "holiday" / "photo.jpg").write_bytes(b"keep me")
+    with pytest.raises(UsageError, match="images exists and is not from an earlier worldboot select"):
+        select_synthetic(annotated, out, SelectConfig(k=3))
+    assert (out / "images" / "holiday" / "photo.jpg").read_bytes() == b"keep me"
+    assert not (out / "meta.json").exists()
+    # The annotate run's own folder: refused before its meta and problems are replaced.
+    (annotated / "meta.json").write_text(json.dumps({"stage": "annotate"}))
+    (annotated / "problems.jsonl").write_text('{"file": "x", "line": 1, "reason": "r"}\n')
+    assert main(["select", str(annotated), "--k", "3", "--out", str(annotated)]) == 2
+    assert "holds a run of annotate" in capsys.readouterr().err
+    assert (annotated / "problems.jsonl").read_text().count("\n") == 1
 
 
 def test_bad_rows_are_reported_and_skipped(annotated, tmp_path):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from worldboot.errors import ConfigError
+from worldboot.errors import ConfigError, UsageError
 from worldboot.runs import (
     RunDir,
     append_jsonl,
@@ -45,6 +45,27 @@ def test_run_dir_writes_config_and_meta(tmp_path):
     with pytest.raises(RuntimeError), RunDir(tmp_path / "run2", cfg, "unit"):
         raise RuntimeError("boom")
     assert json.loads((tmp_path / "run2" / "meta.json").read_text())["status"].startswith("failed")
+
+
+def test_run_dir_refuses_an_empty_path_and_another_stages_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.yaml").write_text("mine: 1\n")
+    for empty in ("", " "):
+        with pytest.raises(UsageError, match="the output folder of unit is empty"):
+            RunDir(empty, Root(), "unit")
+    assert (tmp_path / "config.yaml").read_text() == "mine: 1\n" and not (tmp_path / "meta.json").exists()
+    with RunDir(tmp_path / "run", Root(), "keyframes"):
+        pass
+    (tmp_path / "run" / "problems.jsonl").write_text("{}\n")
+    with pytest.raises(UsageError, match=r"run holds a run of keyframes \(its meta.json\): give annotate a folder"):
+        RunDir(tmp_path / "run", Root(), "annotate")
+    assert json.loads((tmp_path / "run" / "meta.json").read_text())["stage"] == "keyframes"
+    with RunDir(tmp_path / "run", Root(steps=5), "keyframes"):  # the same stage resumes there
+        pass
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "meta.json").write_text("not ours")  # another tool's file: no run of ours
+    with RunDir(tmp_path / "theirs", Root(), "unit"):
+        pass
 
 
 def test_write_atomic_text_bytes_and_failures(tmp_path):

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, resolve_under, write_manifest, wrong_types
-from worldboot.errors import ConfigError, DataError, resolve_path
+from worldboot.errors import ConfigError, DataError, UsageError, resolve_path
 from worldboot.mining.select_stats import NO_CLASS, dataset_stats, plot_class_scores, stats_markdown
-from worldboot.runs import RunDir, atomic_path, write_atomic
+from worldboot.runs import RunDir, atomic_path, held_stage, write_atomic
 
 T = TypeVar("T")
 
@@ -281,6 +281,10 @@ def select_synthetic(
     out = Path(out_dir)
     key = f"score_{cfg.score}"
     summary = SelectSummary(rows=len(rows), problems=len(problems))
+    if (out / "images").exists() and held_stage(out) != "select":
+        # Only an earlier selection's images are removed: never a folder this stage did not write.
+        raise UsageError(f"{out / 'images'} exists and is not from an earlier worldboot select: "
+                         "choose an empty or new --out")
     with RunDir(out, cfg, "select") as rd:
         chosen = stratified_top_k(rows, cfg.k, score=lambda r: float(r[key]), label=lambda r: r["class"])
         # Images of an earlier selection in this folder would linger unreferenced.
