@@ -47,6 +47,18 @@ def _make_folder(path: Path) -> None:
         raise UsageError(f"cannot create the folder {path}: it, or a folder above it, is a file") from None
 
 
+def out_folder(path: str | os.PathLike[str], stage: str) -> Path:
+    """``path`` as a stage's output folder, refused when empty: ``--out "$RUN"`` with ``RUN``
+    unset would otherwise write into, and over the files of, the current folder.
+
+    Raises:
+        UsageError: Saying that the folder is empty.
+    """
+    if not str(path).strip():
+        raise UsageError(f"the output folder of {stage} is empty: name a folder (--out DIR)")
+    return Path(path)
+
+
 def held_stage(path: str | os.PathLike[str]) -> str | None:
     """The stage whose run the folder ``path`` holds (its ``meta.json``), or None."""
     try:
@@ -167,9 +179,7 @@ class RunDir:
     """
 
     def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True) -> None:
-        if not str(path).strip():  # an unset shell variable: the current folder is never meant
-            raise UsageError(f"the output folder of {stage} is empty: name a folder (--out DIR)")
-        self.path = Path(path)
+        self.path = out_folder(path, stage)
         _refuse_another_stage(self.path, stage)
         _make_folder(self.path)
         self.cfg = cfg

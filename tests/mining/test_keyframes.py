@@ -380,6 +380,16 @@ def test_frames_too_small_for_dis_and_names_that_are_not_utf8(tmp_path):
     assert {p["video"] for p in read_jsonl(run / "pairs.jsonl")} == {"good.avi", "small.avi"}
 
 
+def test_an_empty_out_writes_nothing_into_the_current_folder(tmp_path, monkeypatch, capsys):
+    write_clip(tmp_path / "a.avi", 30, [(1, 29)])
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert main(["keyframes", str(tmp_path / "a.avi"), "--out", ""]) == 2
+    assert "the output folder of keyframes is empty" in capsys.readouterr().err
+    assert not list(work.iterdir())
+
+
 def test_lists_missing_files_and_empty_dirs(tmp_path, capsys):
     write_clip(tmp_path / "a.avi", 30, [(1, 29)])
     listing = tmp_path / "list.txt"

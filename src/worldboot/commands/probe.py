@@ -44,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Load, probe, write the report and print the tables."""
-    from pathlib import Path
 
     from rich.markdown import Markdown
 
@@ -65,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from worldboot.models import load_backbone
     from worldboot.progress import console as make_console
     from worldboot.progress import progress_bar
-    from worldboot.runs import RunDir, write_atomic
+    from worldboot.runs import RunDir, out_folder, write_atomic
 
     cfg = load_config(ProbeConfig, None, args.overrides, flags={"max_per_subset": args.max_per_subset})
     bad = [k for k in cfg.kinds if k not in NEGATIVE_KINDS] + [d for d in cfg.directions if d not in DIRECTIONS]
@@ -85,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
     if not triplets:
         raise DataError(f"no usable triplet in {args.manifest}")
     single = len(names) == 1
-    out = Path(args.out)
+    out = out_folder(args.out, "probe")
     summaries = {}
     with RunDir(out, cfg, "probe") as run_dir:
         for kind, (name, path) in [("model", m) for m in models] + [("vlm", v) for v in vlms]:

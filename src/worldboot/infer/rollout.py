@@ -34,7 +34,7 @@ from worldboot.infer.outputs import save_candidates, save_png, save_tensors
 from worldboot.infer.predict import PredictConfig, Prediction, make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
-from worldboot.runs import RunDir, write_atomic
+from worldboot.runs import RunDir, out_folder, write_atomic
 
 
 @dataclass
@@ -262,7 +262,7 @@ def run_rollout(
     cfg.validate()
     image = open_image(cfg.image)
     world, verifier = load_models(cfg, None, world, verifier)
-    out = Path(cfg.out)
+    out = out_folder(cfg.out, "rollout")
     key = _settings_key(cfg)
     with RunDir(out, cfg, "rollout") as rd:
         done = _steps_done(out, cfg, key)

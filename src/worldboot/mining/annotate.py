@@ -34,6 +34,7 @@ from worldboot.runs import (
     RunDir,
     append_jsonl,
     done_ids,
+    out_folder,
     parse_shard,
     read_jsonl,
     repair_tail,
@@ -189,7 +190,7 @@ def annotate_pairs(
     cfg.validate()
     if shard is None and cfg.shard is not None:
         shard = parse_shard(cfg.shard)
-    out = Path(out_dir)
+    out = out_folder(out_dir, "annotate")
     out.mkdir(parents=True, exist_ok=True)
     problems = Problems(strict=cfg.strict)
     rows = read_pairs(pairs_path, problems, cfg.root)

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeVar
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, resolve_under, write_manifest, wrong_types
 from worldboot.errors import ConfigError, DataError, UsageError, resolve_path
 from worldboot.mining.select_stats import NO_CLASS, dataset_stats, plot_class_scores, stats_markdown
-from worldboot.runs import RunDir, atomic_path, held_stage, write_atomic
+from worldboot.runs import RunDir, atomic_path, held_stage, out_folder, write_atomic
 
 T = TypeVar("T")
 
@@ -278,7 +278,7 @@ def select_synthetic(
         first = problems.items[0] if len(problems) else None
         why = f"; {len(problems)} skipped, the first ({first.file}:{first.line}): {first.reason}" if first else ""
         raise DataError(f"{annotated}: no usable annotated rows{why}")
-    out = Path(out_dir)
+    out = out_folder(out_dir, "select")
     key = f"score_{cfg.score}"
     summary = SelectSummary(rows=len(rows), problems=len(problems))
     if (out / "images").exists() and held_stage(out) != "select":

@@ -18,7 +18,7 @@ from worldboot.mining.keyframes.flow import _FramePool, scan_video
 from worldboot.mining.keyframes.select import greedy_keyframes
 from worldboot.mining.keyframes.videos import find_videos
 from worldboot.progress import progress_bar
-from worldboot.runs import RunDir, write_atomic
+from worldboot.runs import RunDir, out_folder, write_atomic
 
 
 def _encode_image(image, fmt: str, quality: int) -> bytes:
@@ -292,7 +292,7 @@ def mine_videos(
     cfg.validate()
     list_problems = Problems(strict=cfg.strict)
     tasks = find_videos(source, list_problems)
-    run = Path(run_dir)
+    run = out_folder(run_dir, "keyframes")
     with RunDir(run, cfg, "keyframes") as rd:
         (run / "videos").mkdir(parents=True, exist_ok=True)
         for stale in (run / "videos").glob(".*.tmp*"):
