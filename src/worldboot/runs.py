@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from worldboot.config import dump_yaml, read_yaml
+from worldboot.config import dump_yaml, read_yaml, to_dict
 from worldboot.errors import ConfigError, UsageError, resolve_path
 
 T = TypeVar("T")
@@ -57,6 +57,43 @@ def out_folder(path: str | os.PathLike[str], stage: str) -> Path:
     if not str(path).strip():
         raise UsageError(f"the output folder of {stage} is empty: name a folder (--out DIR)")
     return Path(path)
+
+
+def refuse_other_settings(out: Path, cfg: Any, keys: Sequence[str], what: str) -> None:
+    """Refuse to add to the outputs in ``out`` when its ``config.yaml`` (the run that made them)
+    differs from ``cfg`` in one of ``keys`` (dotted paths into nested sections work): rows made
+    with other settings would be mixed with the new ones, or silently kept in their place.
+
+    Args:
+        out: The run folder, known to hold outputs.
+        cfg: The new run's config dataclass.
+        keys: The top-level keys whose values change what a row holds.
+        what: What the folder holds, for the message (``"predictions"``).
+
+    Raises:
+        ConfigError: Naming the first key that differs, and both values.
+    """
+    old_file = out / "config.yaml"
+    if not old_file.is_file():
+        return
+    old, new = read_yaml(old_file), to_dict(cfg)
+
+    def flat(tree: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        leaves: dict[str, Any] = {}
+        for k, v in tree.items():
+            leaves.update(flat(v, f"{prefix}.{k}"))
+        return leaves
+
+    for key in keys:
+        a, b = flat(old.get(key), key), flat(new.get(key), key)
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                raise ConfigError(
+                    f"{out} holds {what} made with {k}={a.get(k)!r}, not {b.get(k)!r}: "
+                    "use another --out (or delete the folder) to start afresh"
+                )
 
 
 def held_stage(path: str | os.PathLike[str]) -> str | None:

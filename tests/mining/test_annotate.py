@@ -189,6 +189,23 @@ def test_strict_stops_after_the_batchs_finished_rows_are_written(tiny, pairs, tm
     assert summary.done_before == 3 and summary.annotated == 1
 
 
+def test_a_rerun_with_other_decoding_or_another_cdm_is_refused(tiny_dir, pairs, tmp_path, capsys):
+    """Rows made greedily by one CDM are never kept under settings or a model that say otherwise."""
+    out = tmp_path / "annotated"
+    base = ["annotate", str(pairs), "--out", str(out), "--batch-size", "2", "--max-new-tokens", "5", "--no-progress"]
+    assert main([*base, "--cdm", str(tiny_dir)]) == 0
+    before = (out / "annotated.jsonl").read_bytes()
+    assert main([*base, "--cdm", str(tiny_dir), "--sample", "--temperature", "0.7"]) == 2
+    assert "holds annotated rows made with sample=False, not True" in capsys.readouterr().err
+    other = tmp_path / "other-cdm"
+    shutil.copytree(tiny_dir, other)
+    assert main([*base, "--cdm", str(other)]) == 2
+    assert f"holds rows annotated by the CDM {tiny_dir.resolve()}, not {other}" in capsys.readouterr().err
+    assert (out / "annotated.jsonl").read_bytes() == before
+    assert main([*base, "--cdm", str(tiny_dir)]) == 0  # the same settings and CDM resume
+    assert (out / "annotated.jsonl").read_bytes() == before
+
+
 def test_cli_annotate_then_select(tiny_dir, pairs, tmp_path, capsys):
     # The annotations away from the key-frames: select checks the images against the folder
     # annotate checked them against (its meta.json), not the annotations' parent.

@@ -49,8 +49,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import dump_yaml, read_yaml, to_dict
-from worldboot.errors import ConfigError, resolve_path
+from worldboot.config import dump_yaml
+from worldboot.errors import resolve_path
 from worldboot.infer.config import RESUME_KEYS, GenerateConfig
 from worldboot.infer.jobs import load_models_job, predict_batch, predict_job
 from worldboot.infer.outputs import merge_if_complete, merge_rows, row_files
@@ -65,6 +65,7 @@ from worldboot.runs import (
     done_ids,
     file_lock,
     read_jsonl,
+    refuse_other_settings,
     repair_tail,
     shard_items,
     write_atomic,
@@ -134,28 +135,9 @@ def check_resumable(out: Path, cfg: GenerateConfig) -> None:
     Raises:
         ConfigError: Naming the first key that differs.
     """
-    old_file = out / "config.yaml"
     patterns = ("predictions.jsonl", "shards/*.jsonl", "repeat-*/predictions.jsonl", "repeat-*/shards/*.jsonl")
-    if not old_file.is_file() or not any(any(out.glob(p)) for p in patterns):
-        return
-    old, new = read_yaml(old_file), to_dict(cfg)
-
-    def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-        if not isinstance(tree, dict):
-            return {prefix: tree}
-        out_: dict[str, Any] = {}
-        for k, v in tree.items():
-            out_.update(flat(v, f"{prefix}.{k}" if prefix else k))
-        return out_
-
-    for key in RESUME_KEYS:
-        a, b = flat(old.get(key), key), flat(new.get(key), key)
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                raise ConfigError(
-                    f"{out} holds predictions made with {k}={a.get(k)!r}, not {b.get(k)!r}: "
-                    "use another --out (or delete the folder) to start afresh"
-                )
+    if any(any(out.glob(p)) for p in patterns):
+        refuse_other_settings(out, cfg, RESUME_KEYS, "predictions")
 
 
 def run_generate(

@@ -37,6 +37,7 @@ from worldboot.runs import (
     out_folder,
     parse_shard,
     read_jsonl,
+    refuse_other_settings,
     repair_tail,
     shard_items,
     write_atomic,
@@ -161,6 +162,24 @@ def _rel(path: str, base: Path) -> str:
         return path
 
 
+def _check_resumable(out: Path, cfg: AnnotateConfig, model_dir: str | None) -> None:
+    """Refuse to add to rows made by another CDM or with other decoding settings: the rows
+    done would be kept as they are, under a config.yaml that says otherwise.
+
+    Raises:
+        ConfigError: Naming what differs.
+    """
+    keys = ["max_new_tokens", "sample"] + (["temperature", "seed", "batch_size"] if cfg.sample else [])
+    refuse_other_settings(out, cfg, keys, "annotated rows")
+    try:
+        held = json.loads((out / "meta.json").read_text(encoding="utf-8")).get("cdm")
+    except (OSError, ValueError, AttributeError):
+        return
+    if held and model_dir and Path(held) != resolve_path(model_dir):
+        raise ConfigError(f"{out} holds rows annotated by the CDM {held}, not {model_dir}: "
+                          "use another --out (or delete the folder) to start afresh")
+
+
 def annotate_pairs(
     pairs_path: str | os.PathLike[str],
     backbone: Any,
@@ -181,7 +200,7 @@ def annotate_pairs(
         shard: ``(i, n)``; overrides ``cfg.shard``.
         on_batch: Called with ``(batch index, rows written)`` after each batch is on disk (local engine; Ray batches finish in any order).
         progress: Show a progress bar.
-        model_dir: Recorded in the run's log.
+        model_dir: The CDM's folder: recorded in the run's log and meta.json, and checked on a resume.
 
     Returns:
         Counts and the output file.
@@ -202,10 +221,13 @@ def annotate_pairs(
     repair_tail(out_file)
     out_file.touch()  # a shard with nothing to do still leaves its (empty) output
     done = done_ids(sorted(out.glob("annotated*.jsonl")))
+    if done:
+        _check_resumable(out, cfg, model_dir)
     summary.done_before = sum(r["id"] in done for r in mine)
     # Shards share the folder: config.yaml and meta.json hold the last shard started; each
     # shard's start and end are in log.txt.
     run = RunDir(out, cfg, "annotate")
+    run.meta["cdm"] = str(resolve_path(model_dir)) if model_dir else None
     # Where the images were checked to lie: `worldboot select` checks them against it again.
     run.meta["data_root"] = str(resolve_path(cfg.root) if cfg.root else resolve_path(pairs_path).parent)
     with run as rd:
