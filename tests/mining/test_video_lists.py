@@ -105,3 +105,16 @@ def test_hidden_names_in_a_video_folder_are_not_videos(tmp_path):
     """macOS sidecars (``._a.mp4``), hidden folders and a write cut short are left out."""
     _touch(tmp_path, "x/a.mp4", "x/._a.mp4", ".cache/b.mp4", "x/.c.tmp99.avi")
     assert [t.video for t in find_videos(tmp_path)] == ["x/a.mp4"]
+
+
+def test_linked_video_folders_are_walked_each_real_folder_once(tmp_path):
+    """Videos kept elsewhere and linked in are found (they were left out without a word); a
+    link back up the tree, or a second link to one folder, neither loops nor lists twice."""
+    store, videos = tmp_path / "store", tmp_path / "videos"
+    _touch(store, "walk/a.mp4", "walk/b.avi")
+    _touch(videos, "run/c.mp4")
+    (videos / "walk").symlink_to(store / "walk", target_is_directory=True)
+    (videos / "walk-again").symlink_to(store / "walk", target_is_directory=True)
+    (videos / "run" / "up").symlink_to(videos, target_is_directory=True)  # a loop
+    found = [(t.video, t.label) for t in find_videos(videos)]
+    assert found == [("run/c.mp4", "run"), ("walk/a.mp4", "walk"), ("walk/b.avi", "walk")]  # "walk" sorts first

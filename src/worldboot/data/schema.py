@@ -132,10 +132,21 @@ def visible_files(root: str | os.PathLike[str], suffixes: tuple[str, ...]) -> li
     """The files (or links) under ``root``, recursively and sorted, whose suffix (any case) is one
     of ``suffixes``, leaving out hidden names: a name with a leading dot anywhere below ``root``
     is an unfinished atomic write (``.name.tmpPID.png``, :func:`worldboot.runs.atomic_path`), a
-    macOS sidecar (``._clip.mp4``) or a tool's folder (``.git``), never the user's data."""
+    macOS sidecar (``._clip.mp4``) or a tool's folder (``.git``), never the user's data.
+
+    A linked folder is walked like a real one (videos kept elsewhere and linked in), each real
+    folder once: a link back up the tree, or a second link to one folder, is not walked again."""
     found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]  # hidden folders are not walked at all
+    walked: set[str] = set()
+    for folder, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        if real in walked:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        # Hidden folders are not walked at all; sorted, so that of two links to one folder the
+        # same one is walked on every file system.
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             path = Path(folder) / name
             if not name.startswith(".") and path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink()):
