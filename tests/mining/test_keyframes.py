@@ -397,11 +397,18 @@ def test_lists_missing_files_and_empty_dirs(tmp_path, capsys):
     problems = Problems()
     tasks = find_videos(listing, problems)
     assert [t.video for t in tasks] == ["a.avi", "missing.mp4"]
-    assert [p.reason for p in problems] == ["listed twice: mined once"]
+    assert [(p.file, p.line, p.reason) for p in problems] == [(str(listing), 4, "listed twice: mined once: a.avi")]
     summary = mine_videos(listing, tmp_path / "run", KeyframeConfig(), progress=False)
-    assert summary.mined == 1 and summary.problems == 2
-    reasons = [p["reason"] for p in read_jsonl(tmp_path / "run" / "problems.jsonl")]
-    assert "file not found or unreadable" in reasons and "listed twice: mined once" in reasons
+    assert summary.mined == 1 and summary.problems == 2 and summary.listing_problems == 1
+    # Each problem names the list's line, and the video after the reason.
+    found = sorted((p["file"], p["line"], p["reason"]) for p in read_jsonl(tmp_path / "run" / "problems.jsonl"))
+    assert found == [(str(listing), 3, "file not found or unreadable: missing.mp4"),
+                     (str(listing), 4, "listed twice: mined once: a.avi")]
+    capsys.readouterr()
+    assert main(["keyframes", str(listing), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    said = " ".join(capsys.readouterr().err.split())  # rich wraps the line
+    assert "2 videos: 1 mined (1 from an earlier run), 1 skipped," in said
+    assert "; 1 skipped while listing them" in said
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("path,label\na.avi,x\n")
     with pytest.raises(DataError, match=r"bad.csv:1: .*'video' column"):
@@ -446,11 +453,12 @@ def test_crash_after_some_videos_then_rerun_equals_clean_run(tmp_path, clip_dir)
         mine_videos(clip_dir, run, KeyframeConfig(), on_result=crash_after_two, progress=False)
     assert len(list((run / "videos").glob("*.json"))) == 2 and not (run / "pairs.jsonl").exists()
     summary = mine_videos(clip_dir, run, KeyframeConfig(), progress=False)
-    assert summary.resumed == 2 and summary.mined == 3 and summary.problems == 1
+    # The two results before the crash: broken.mp4 (skipped) and clip0 (mined, so reused).
+    assert summary.resumed == 1 and summary.mined == 3 and summary.problems == 1
     assert tree_digest(run) == tree_digest(clean)
     # A third run redoes nothing; other settings redo everything.
     again = mine_videos(clip_dir, run, KeyframeConfig(), progress=False)
-    assert again.resumed == 4
+    assert again.resumed == again.mined == 3
     changed = mine_videos(clip_dir, run, KeyframeConfig(k=3), progress=False)
     assert changed.resumed == 0
     check_run(run, 3, 20)

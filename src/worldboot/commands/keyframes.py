@@ -93,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config(KeyframeConfig, args.config, flags={name: getattr(args, name) for name in FIELDS})
     summary = mine_videos(args.source, args.out, cfg, progress=args.progress)
     console = make_console(stderr=True)
+    lines = f"; {summary.listing_problems} skipped while listing them" if summary.listing_problems else ""
     console.print(
         f"{summary.videos} videos: {summary.mined} mined ({summary.resumed} from an earlier run), "
-        f"{summary.problems} skipped, {summary.short} with fewer than {cfg.k} key-frames, "
-        f"{summary.no_pairs} without a pair"
+        f"{summary.videos - summary.mined} skipped, {summary.short} with fewer than {cfg.k} key-frames, "
+        f"{summary.no_pairs} without a pair{lines}"
     )
     for reason, n in sorted(summary.problem_reasons.items()):
         console.print(f"  skipped {n}: {reason}")

@@ -104,12 +104,17 @@ class VideoTask:
         video: Its name in the outputs: the path relative to the input directory or list.
         video_id: File-system-safe unique id (names the result file and frame folder).
         label: Class label (parent folder name, or the list's ``label`` column).
+        listed_in: The list file that names the video ("" for a folder or a single file): its
+            problems name that file and line.
+        line: The 1-based line of ``listed_in`` (0 without a list).
     """
 
     path: str
     video: str
     video_id: str
     label: str | None
+    listed_in: str = ""
+    line: int = 0
 
 
 @dataclass
@@ -120,7 +125,10 @@ class MiningSummary:
         videos: Videos found.
         mined: Videos with a result (now or from an earlier run).
         resumed: Of those, results reused from an earlier run.
-        problems: Videos skipped, with reasons in ``problems.jsonl``.
+        problems: Problems in ``problems.jsonl``: the videos skipped, and what was skipped while
+            the videos were listed (a list's malformed lines, loops and repeats; a file name
+            OpenCV cannot open).
+        listing_problems: Of ``problems``, those found while the videos were listed.
         short: Mined videos with fewer than K_f key-frames (too short or too still).
         no_pairs: Mined videos with fewer than two key-frames (no pair).
         keyframes: Key-frames saved.
@@ -131,6 +139,7 @@ class MiningSummary:
     mined: int = 0
     resumed: int = 0
     problems: int = 0
+    listing_problems: int = 0
     short: int = 0
     no_pairs: int = 0
     keyframes: int = 0

@@ -245,11 +245,11 @@ def assemble(
     lines: list[str] = []
     for task in tasks:
         record = load_result(run, task, cfg)
-        if record is None:
-            problems.add(task.path, 0, "no result (the run was interrupted): rerun to finish")
-            continue
-        if record["status"] != "ok":
-            problems.add(task.path, 0, record["reason"])
+        reason = "no result (the run was interrupted): rerun to finish" if record is None else record["reason"]
+        if record is None or record["status"] != "ok":
+            # A listed video's problem names the list's line, and the video after the reason.
+            where = (task.listed_in, task.line, f"{reason}: {task.video}") if task.listed_in else (task.path, 0, reason)
+            problems.add(*where)
             continue
         summary.mined += 1
         n_kf = len(record["keyframes"])
@@ -323,8 +323,9 @@ def mine_videos(
                 engine = _run_ray if cfg.engine == "ray" else _run_local
                 engine(todo, str(run), cfg, on_done)
         summary = assemble(run, tasks, cfg)
-        summary.resumed = len(tasks) - len(todo)
+        summary.resumed = sum(r is not None and r.get("status") == "ok" for r in earlier)  # of the mined
         summary.problems += len(list_problems)
+        summary.listing_problems = len(list_problems)
         for p in list_problems:
             summary.problem_reasons[p.reason] = summary.problem_reasons.get(p.reason, 0) + 1
         if len(list_problems):

@@ -21,6 +21,11 @@ from worldboot.mining.keyframes.config import VIDEO_EXTENSIONS, VideoTask
 MAX_ID_CHARS = 80
 
 
+#: A video found: its path, its name in the outputs, its label, and the list file and line
+#: that name it ("" and 0 for a folder or a single file).
+_Item = tuple[str, str, str | None, str, int]
+
+
 def _safe_id(rel: str) -> tuple[str, bool]:
     """The id of the video at ``rel`` (its path in the run's input, without the extension), and
     whether it is the path itself (only ``/`` written ``__``): an id that had to change or be
@@ -38,20 +43,20 @@ def _path_hash(rel: str) -> str:
     return hashlib.sha1(rel.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
-def _assign_ids(items: list[tuple[str, str, str | None]]) -> list[VideoTask]:
-    """``(path, video, label)`` -> tasks with unique ids that stay when videos are added: a
+def _assign_ids(items: list[_Item]) -> list[VideoTask]:
+    """``(path, video, label, list file, line)`` -> tasks with unique ids that stay when videos are added: a
     path that is a valid id is its own id; any other gets a hash of its path (see
     :func:`_safe_id`). Two plain ids meet only for one stem with two extensions (``a.mp4``,
     ``a.avi``) or a folder spelt out (``x/a.mp4``, ``x__a.mp4``); both then take the hash."""
-    ids = [_safe_id(video) for _, video, _ in items]
+    ids = [_safe_id(item[1]) for item in items]
     seen: dict[str, int] = {}
     for i, _ in ids:
         seen[i] = seen.get(i, 0) + 1
     tasks = []
-    for (path, video, label), (vid, plain) in zip(items, ids, strict=True):
+    for (path, video, label, listed_in, line), (vid, plain) in zip(items, ids, strict=True):
         if seen[vid] > 1 and plain:
             vid = f"{vid}-{_path_hash(video)}"
-        tasks.append(VideoTask(path=path, video=video, video_id=vid, label=label))
+        tasks.append(VideoTask(path=path, video=video, video_id=vid, label=label, listed_in=listed_in, line=line))
     return tasks
 
 
@@ -71,12 +76,12 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
     """
     src = Path(source)
     problems = problems if problems is not None else Problems()
-    items: list[tuple[str, str, str | None]] = []
+    items: list[_Item] = []
     if src.is_dir():
         root = resolve_path(src)
         for path in visible_files(root, VIDEO_EXTENSIONS):
             rel = path.relative_to(root).as_posix()
-            items.append((str(path), rel, path.parent.name))
+            items.append((str(path), rel, path.parent.name, "", 0))
         if not items:
             raise DataError(
                 f"no videos found under {src} (looked for {', '.join(VIDEO_EXTENSIONS)}, recursively)"
@@ -84,7 +89,7 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
     elif src.is_file():
         base = resolve_path(src).parent
         if src.suffix.lower() in VIDEO_EXTENSIONS:
-            items = [(str(resolve_path(src)), src.name, base.name)]
+            items = [(str(resolve_path(src)), src.name, base.name, "", 0)]
         elif src.suffix.lower() == ".csv":
             items = _read_csv_list(src, base, problems)
         else:
@@ -98,13 +103,13 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
                 line = raw.split("#", 1)[0].strip()
                 path = _listed(base, line, src, lineno, problems) if line else None
                 if path is not None:
-                    items.append((str(path), Path(line).as_posix(), path.parent.name))
+                    items.append((str(path), Path(line).as_posix(), path.parent.name, str(src), lineno))
         if not items:
             bad = next((p for p in problems if p.file == str(src)), None)  # every line was bad
             raise DataError(f"{bad} (the list names no other video)" if bad else f"{src}: the list names no video")
     else:
         raise DataError(f"video directory or list not found: {src}")
-    unique: list[tuple[str, str, str | None]] = []
+    unique: list[_Item] = []
     seen: set[str] = set()
     for item in items:
         try:
@@ -114,7 +119,8 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
             problems.add(shown, 0, "the file name is not UTF-8 text, which OpenCV cannot open: rename the file")
             continue
         if item[0] in seen:
-            problems.add(item[0], 0, "listed twice: mined once")
+            where = (item[3], item[4]) if item[3] else (item[0], 0)
+            problems.add(*where, f"listed twice: mined once: {item[1]}")
             continue
         seen.add(item[0])
         unique.append(item)
@@ -132,13 +138,13 @@ def _listed(base: Path, video: str, src: Path, lineno: int, problems: Problems) 
         return None
 
 
-def _read_csv_list(src: Path, base: Path, problems: Problems) -> list[tuple[str, str, str | None]]:
+def _read_csv_list(src: Path, base: Path, problems: Problems) -> list[_Item]:
     try:
         # -sig: spreadsheet programs start a UTF-8 CSV with a byte-order mark.
         text = src.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
         raise DataError(f"{src}: not UTF-8 text (byte {err.start + 1}); save the CSV as UTF-8") from None
-    items: list[tuple[str, str, str | None]] = []
+    items: list[_Item] = []
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or "video" not in reader.fieldnames:
         raise DataError(f"{src}:1: a video list CSV needs a header with a 'video' column (and 'label')")
@@ -153,6 +159,6 @@ def _read_csv_list(src: Path, base: Path, problems: Problems) -> list[tuple[str,
         if path is None:
             continue
         items.append(
-            (str(path), Path(video).as_posix(), label if label is not None else path.parent.name)
+            (str(path), Path(video).as_posix(), label if label is not None else path.parent.name, str(src), lineno)
         )
     return items
