@@ -154,6 +154,23 @@ def test_convert_refuses_to_overwrite_its_input_and_problems_no_emoji(tmp_path, 
     assert "would overwrite the data file" in capsys.readouterr().err and manifest.read_bytes() == before
 
 
+def test_convert_lists_its_problems_and_checks_the_problems_file_first(tmp_path, capsys):
+    entries = [_entry(), _entry(instruction=""), _entry(task="clevr", output=None)]
+    path = _bench(tmp_path, entries)
+    out = tmp_path / "m.jsonl"
+    assert main(["data", "convert", str(path), "--out", str(out), "--problems", str(tmp_path)]) == 2
+    assert "--problems" in capsys.readouterr().err and not out.exists()  # nothing written before
+    assert main(["data", "convert", str(path), "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"test.json:{json_entry_lines(entries)[1]}: empty action" in said.replace("\n", "")
+    # A task asked for: the no-target entries of other subsets are not counted as its skipped.
+    assert main(["data", "convert", str(path), "--out", str(tmp_path / "j.jsonl"), "--keep-no-target"]) == 0
+    capsys.readouterr()
+    assert main(["data", "inspect", str(tmp_path / "j.jsonl"), "--task", "ag"]) == 0
+    table = capsys.readouterr().out
+    assert "clevr" not in table and "ag" in table
+
+
 @pytest.mark.parametrize("argv", [
     ["data", "convert", "{bench}", "--out", "{folder}"],
     ["data", "inspect", "{bench}", "--problems", "{folder}"],

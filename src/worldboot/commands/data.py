@@ -117,6 +117,33 @@ def _refuse_overwriting_input(data: str, **outputs: str | None) -> None:
         seen[real] = f"--{flag} {out}"
 
 
+def _check_output_file(path: str | None, flag: str) -> None:
+    """Refuse an output file that cannot be written, before the data is read: found after a
+    long load, the problems it was to hold would be lost."""
+    if path is None:
+        return
+    target = Path(path)
+    if target.is_dir():
+        raise UsageError(f"{flag} {path} is a folder: name a file to write")
+    above = target.parent
+    while not above.exists() and above != above.parent:  # the nearest folder that exists
+        above = above.parent
+    if not above.is_dir():
+        raise UsageError(f"{flag} {path}: {above} is a file, not a folder")
+
+
+def _print_problems(console, problems: Problems, limit: int | None = None) -> None:
+    """Each problem on its line (the first ``limit``, and how many more)."""
+    from rich.markup import escape
+
+    console.print(f"[bold]{len(problems)} problem(s), skipped:[/bold]")
+    shown = list(problems)[:limit] if limit else list(problems)
+    for p in shown:
+        console.print(escape(str(p)), soft_wrap=True)
+    if len(problems) > len(shown):
+        console.print(f"... and {len(problems) - len(shown)} more")
+
+
 def _table(triplets: list[Triplet], skipped: Counter, title: str):
     from rich.markup import escape
     from rich.table import Table
@@ -138,19 +165,17 @@ def _table(triplets: list[Triplet], skipped: Counter, title: str):
 
 def run_inspect(args: argparse.Namespace) -> int:
     """Print counts and problems; 2 with --strict when there are problems."""
-    from rich.markup import escape
 
     from worldboot.progress import console as make_console
 
     _refuse_overwriting_input(args.path, problems=args.problems)
+    _check_output_file(args.problems, "--problems")
     problems, skipped = Problems(), Counter()
     triplets = _load(args, problems, skipped)
     console = make_console(soft_wrap=True)
     console.print(_table(triplets, skipped, str(args.path)))
     if len(problems):
-        console.print(f"[bold]{len(problems)} problem(s), skipped:[/bold]")
-        for p in problems:
-            console.print(escape(str(p)), soft_wrap=True)
+        _print_problems(console, problems)
     else:
         console.print("no problems")
     if args.problems:
@@ -164,6 +189,8 @@ def run_convert(args: argparse.Namespace) -> int:
     from worldboot.progress import console as make_console
 
     _refuse_overwriting_input(args.path, out=args.out, problems=args.problems)
+    _check_output_file(args.out, "--out")
+    _check_output_file(args.problems, "--problems")
     problems, skipped = Problems(strict=args.strict), Counter()
     triplets = _load(args, problems, skipped)
     out = Path(args.out)
@@ -181,5 +208,9 @@ def run_convert(args: argparse.Namespace) -> int:
             f"{outside} image path(s) lie outside {base} and are written absolute: "
             f"read the manifest with --root / (or write it inside the data folder)"
         )
+    if len(problems):
+        _print_problems(console, problems, limit=20)
+        if args.problems:
+            console.print(f"all of them in {args.problems}")
     console.print(f"wrote {len(triplets)} triplets to {out}; {len(problems)} problem(s) skipped")
     return 0

@@ -101,4 +101,6 @@ def load_any(
                 f"{path}: no entries for task {', '.join(absent)} (tasks in the file: {', '.join(sorted(present))})"
             )
         triplets = [t for t in triplets if t.subset in wanted]
+        for subset in [s for s in skipped if s not in wanted]:  # not asked for: not counted either
+            del skipped[subset]
     return triplets
