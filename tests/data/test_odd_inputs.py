@@ -200,3 +200,15 @@ def test_a_cut_short_jpeg_or_a_folder_is_not_an_image(tmp_path):
     reasons = [p.reason for p in problems]
     assert reasons[0].startswith("unreadable source image: data/ag/images/cut.jpg: image file is truncated")
     assert reasons[1] == "source image is a folder: data/ag/images/dir.jpg"
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_jsonl_lines_end_at_any_newline(tmp_path, newline):
+    """A JSONL file from an old Mac editor (lone \\r) is four lines, not one malformed line."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    row = {"id": "x", "source": "a.png", "action": "go"}
+    lines = [json.dumps(row), "{not json", "", json.dumps({**row, "id": "y"})]
+    (tmp_path / "m.jsonl").write_bytes(newline.join(lines).encode() + newline.encode())
+    problems = Problems()
+    assert [t.id for t in read_manifest(tmp_path / "m.jsonl", problems)] == ["x", "y"]
+    assert [(p.line, p.reason.split(":")[0]) for p in problems] == [(2, "malformed JSON")]

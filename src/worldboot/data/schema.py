@@ -105,7 +105,10 @@ def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tup
     (Files a stage wrote itself are read with :func:`worldboot.runs.read_jsonl`.)
     """
     with open(path, "rb") as fh:
-        for lineno, data in enumerate(fh, start=1):
+        # A file read in binary splits at \n only: splitlines() also ends a line at a lone \r
+        # (an old Mac editor's file was one malformed line). JSON has no raw \r in a value.
+        lines = (part for chunk in fh for part in (chunk.splitlines() or [b""]))
+        for lineno, data in enumerate(lines, start=1):
             try:
                 # utf-8-sig on the first line: a byte-order mark is not part of the JSON.
                 raw = data.decode("utf-8-sig" if lineno == 1 else "utf-8")
