@@ -100,6 +100,8 @@ def test_mine_and_annotate_a_folder_of_videos_on_a_ray_cluster(head, tmp_path, t
     own = _worldboot("annotate", str(tmp_path / "local" / "mined" / "pairs.jsonl"), "--cdm", str(tiny_dir), "--out",
                      str(tmp_path / "own"), "--engine", "ray", "--batch-size", "2")
     assert own.returncode == 0, own.stderr[-3000:]
+    # Ray's and Ray Data's INFO and WARNING lines stay off the console without --verbose.
+    assert not [line for line in own.stderr.splitlines() if "\tINFO " in line or "\tWARNING " in line], own.stderr
     def labels(path):
         return [(row["id"], row["action"]) for row in map(json.loads, path.read_text().splitlines())]
 

@@ -64,6 +64,16 @@ def _deepspeed_errors_only(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.ERROR
 
 
+#: Whether :func:`quiet_libraries` ran in this process (libraries that configure their logs when
+#: they start, such as Ray, read it then).
+_QUIET = False
+
+
+def libraries_quiet() -> bool:
+    """True once :func:`quiet_libraries` ran: the console keeps to worldboot's own output."""
+    return _QUIET
+
+
 def quiet_libraries() -> None:
     """Keep the console to worldboot's own progress bars and results: no transformers /
     huggingface_hub progress bars or info logs, no DeepSpeed warnings, no library
@@ -73,7 +83,10 @@ def quiet_libraries() -> None:
     Call it before importing the libraries where possible: DeepSpeed logs "Setting accelerator
     to CPU" when it is imported. The environment variables reach child processes too.
     """
+    global _QUIET
+    _QUIET = True
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")  # Ray Data sets its logger up from it
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     if "transformers" in sys.modules:  # imported already (e.g. in a test): switch it off directly
@@ -93,3 +106,5 @@ def quiet_libraries() -> None:
     libraries = r"(transformers|peft|accelerate|torch|huggingface_hub|safetensors|deepspeed)(\.|$)"
     for category in (FutureWarning, UserWarning, DeprecationWarning):
         warnings.filterwarnings("ignore", category=category, module=libraries)
+    # PIL warns of an image over 89 Mpx (and still reads it); too big an image fails on its own.
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit", module=r"PIL(\.|$)")

@@ -14,6 +14,7 @@ that never returns is handed back to the caller, which reports it (never lost si
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import warnings
@@ -23,6 +24,7 @@ from typing import Any
 
 from worldboot import errors
 from worldboot.errors import ConfigError, UserError
+from worldboot.progress import libraries_quiet
 
 #: The key of a job's result that carries a user's mistake back from an actor.
 USER_ERROR = "__worldboot_user_error__"
@@ -73,6 +75,14 @@ def _reachable(address: str) -> None:
         raise UserError(f"cannot reach the Ray cluster at {address}: {err.strerror or err}") from None
 
 
+def _ray_log_level() -> int:
+    """Ray logs to the console at INFO: kept to errors unless --verbose (Ray Data's logger is
+    set up from ``RAY_DATA_LOG_LEVEL``, which :func:`~worldboot.progress.quiet_libraries` sets)."""
+    level = logging.ERROR if libraries_quiet() else logging.INFO
+    logging.getLogger("ray").setLevel(level)
+    return level
+
+
 def start(settings: RaySettings) -> None:
     """Connect to the cluster (or start a local Ray) unless this process already has one.
 
@@ -86,11 +96,12 @@ def start(settings: RaySettings) -> None:
         raise ConfigError("the ray engine needs Ray Data: pip install 'worldboot[distributed]'") from None
     if ray.is_initialized():
         return
+    level = _ray_log_level()
     address = settings.address or os.environ.get("RAY_ADDRESS")
     if address:
         _reachable(address)
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=False, logging_level=level)
         except (ConnectionError, RuntimeError) as err:
             cause = f"{err} {err.__cause__ or ''}"
             if "AuthToken" in cause or "Authentication" in cause:
@@ -103,7 +114,7 @@ def start(settings: RaySettings) -> None:
         cpus = max(int(settings.actors * settings.cpus_per_actor), 1)
         # address="local": a Ray of this run's own, even where `ray start` left a cluster running on
         # this machine (which Ray would join, refusing num_cpus with a traceback).
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level=level)
 
 
 @dataclass

@@ -212,3 +212,23 @@ def test_jsonl_lines_end_at_any_newline(tmp_path, newline):
     problems = Problems()
     assert [t.id for t in read_manifest(tmp_path / "m.jsonl", problems)] == ["x", "y"]
     assert [(p.line, p.reason.split(":")[0]) for p in problems] == [(2, "malformed JSON")]
+
+
+def test_pils_large_image_warning_is_a_library_warning_kept_off_the_console(tmp_path, monkeypatch):
+    """PIL warns of an image over its pixel limit and reads it: without --verbose the console
+    keeps to worldboot's own lines (quiet_libraries), as for other libraries' warnings."""
+    import warnings
+
+    from worldboot.data.schema import image_problem
+    from worldboot.progress import quiet_libraries
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 40x40 is over it, under twice it
+    Image.new("RGB", (40, 40)).save(tmp_path / "big.png")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("default")
+        assert image_problem(tmp_path / "big.png") is None
+        assert [w.category for w in seen] == [Image.DecompressionBombWarning]  # PIL does warn
+        quiet_libraries()
+        seen.clear()
+        assert image_problem(tmp_path / "big.png") is None
+    assert not seen
