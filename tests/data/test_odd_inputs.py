@@ -232,3 +232,13 @@ def test_pils_large_image_warning_is_a_library_warning_kept_off_the_console(tmp_
         seen.clear()
         assert image_problem(tmp_path / "big.png") is None
     assert not seen
+
+
+def test_a_root_or_data_file_that_is_no_such_thing_is_one_line(tmp_path, capsys):
+    path = _bench(tmp_path, [_entry()])
+    for root, says in ((tmp_path / "nope", "is not a folder (it does not exist)"), (path, "is not a folder")):
+        assert main(["data", "inspect", str(path), "--root", str(root)]) == 2
+        assert f"--root {root} {says}" in capsys.readouterr().err
+    (tmp_path / "m.jsonl").mkdir()
+    assert main(["data", "inspect", str(tmp_path / "m.jsonl")]) == 2
+    assert "m.jsonl is a folder: give the data file" in capsys.readouterr().err

@@ -226,6 +226,9 @@ def test_missing_key_and_bad_paths_fail_in_one_line(bench, monkeypatch, capsys):
     assert main(["evaluate", str(bench["perfect"]), "--bench", str(bench["manifest"]), "--out", str(out),
                  "--clip", str(bench["tmp"] / "no-clip")]) == 2  # checked before the judge spends anything
     assert "CLIP model directory" in capsys.readouterr().err
+    assert main(["evaluate", str(bench["perfect"]), "--bench", str(bench["manifest"]), "--out", str(out),
+                 "--judge", "none", "--max-per-subset", "-1"]) == 2
+    assert "max_per_subset must be 0 (all) or more, got -1" in capsys.readouterr().err
     assert not out.exists()  # nothing written for a user mistake
 
 

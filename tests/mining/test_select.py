@@ -184,6 +184,12 @@ def test_bad_rows_are_reported_and_skipped(annotated, tmp_path):
         select_synthetic(annotated, tmp_path / "strict", SelectConfig(strict=True))
 
 
+def test_a_plot_of_no_class_is_refused(annotated, tmp_path, capsys):
+    assert main(["select", str(annotated), "--k", "3", "--plot-classes", "-1", "--out", str(tmp_path / "s")]) == 2
+    assert "plot_classes must be at least 1, got -1" in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()
+
+
 def test_missing_input_is_one_line(tmp_path, capsys):
     assert main(["select", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -19,6 +19,8 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         DataError: The file is missing or of no known kind.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: give the data file")
     if not path.is_file():
         raise DataError(f"file not found: {path}")
     suffix = path.suffix.lower()
@@ -66,6 +68,9 @@ def load_any(
     from worldboot.data.epic import load_epic_csv
     from worldboot.data.schema import read_manifest
 
+    if root is not None and not Path(root).is_dir():
+        # Else every entry would be reported as a missing image, for one mistyped flag.
+        raise DataError(f"--root {root} is not a folder" + ("" if Path(root).exists() else " (it does not exist)"))
     fmt = fmt or detect_format(path)
     problems = problems if problems is not None else Problems()
     skipped = skipped if skipped is not None else Counter()

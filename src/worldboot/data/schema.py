@@ -292,6 +292,8 @@ def read_manifest(
     ``check_images``, lines whose source or target image is missing or unreadable are too.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: give the manifest file")
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
     problems = problems if problems is not None else Problems()

@@ -263,6 +263,8 @@ def _check_config(cfg: EvaluateConfig) -> None:
         raise ConfigError("nothing to evaluate: give a predictions directory or keep copy_baseline")
     if COPY in cfg.preds and cfg.copy_baseline:
         raise ConfigError(f"the model name {COPY!r} is taken by the Copy baseline")
+    if cfg.max_per_subset < 0:
+        raise ConfigError(f"max_per_subset must be 0 (all) or more, got {cfg.max_per_subset}")
 
 
 def _load_inputs(

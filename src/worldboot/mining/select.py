@@ -56,6 +56,8 @@ class SelectConfig:
         """Raise :class:`ConfigError` for values that make no sense."""
         if self.k < 1:
             raise ConfigError(f"k must be at least 1, got {self.k}")
+        if self.plot_classes < 1:
+            raise ConfigError(f"plot_classes must be at least 1, got {self.plot_classes}")
         if not self.name or "/" in self.name:
             raise ConfigError(f"name must be a non-empty word without '/', got {self.name!r}")
 
