@@ -278,6 +278,8 @@ class UniqueKeyLoader(yaml.SafeLoader):
 def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read a YAML mapping, with a one-line error naming the file on failure."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder: give a YAML file")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -318,7 +320,12 @@ def load_config(
     if base:
         tree = _deep_merge(tree, base)
     if path is not None:
-        tree = _deep_merge(tree, read_yaml(shipped_or_given(path)))
+        file = shipped_or_given(path)
+        tree = _deep_merge(tree, read_yaml(file))
+        try:  # checked here too, so that a value wrong in the file names the file
+            from_dict(cls, tree)
+        except ConfigError as err:
+            raise ConfigError(f"{file}: {err}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")

@@ -38,7 +38,7 @@ T = TypeVar("T")
 # --------------------------------------------------------------------------------------------
 
 
-def _make_folder(path: Path) -> None:
+def make_folder(path: Path) -> None:
     """Create the output folder ``path`` (and its parents), or say in one line why not."""
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     if path.is_dir():
         raise UsageError(f"{path} is a folder: name a file to write")
-    _make_folder(path.parent)
+    make_folder(path.parent)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
     try:
         yield tmp
@@ -218,7 +218,7 @@ class RunDir:
     def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True) -> None:
         self.path = out_folder(path, stage)
         _refuse_another_stage(self.path, stage)
-        _make_folder(self.path)
+        make_folder(self.path)
         self.cfg = cfg
         self.writer = writer
         self.meta: dict[str, Any] = {

@@ -52,6 +52,18 @@ def test_wrong_types_name_the_key(tmp_path):
         load_config(Root, None, ["bf16=3"])
 
 
+def test_a_wrong_value_in_the_file_names_the_file_and_a_folder_is_no_file(tmp_path):
+    path = tmp_path / "preset.yaml"
+    path.write_text("steps: many\n")
+    with pytest.raises(ConfigError, match=r"preset.yaml: config key 'steps': expected an integer"):
+        load_config(Root, path)
+    with pytest.raises(ConfigError, match="config key 'steps'") as err:  # from an override: no file named
+        load_config(Root, None, ["steps=many"])
+    assert "preset.yaml" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"config file .* is a folder: give a YAML file"):
+        load_config(Root, tmp_path)
+
+
 def test_bad_yaml_names_file_and_line(tmp_path):
     path = tmp_path / "bad.yaml"
     path.write_text("steps: 5\ntrain: [\n")

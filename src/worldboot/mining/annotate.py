@@ -34,6 +34,7 @@ from worldboot.runs import (
     RunDir,
     append_jsonl,
     done_ids,
+    make_folder,
     out_folder,
     parse_shard,
     read_jsonl,
@@ -210,7 +211,7 @@ def annotate_pairs(
     if shard is None and cfg.shard is not None:
         shard = parse_shard(cfg.shard)
     out = out_folder(out_dir, "annotate")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     problems = Problems(strict=cfg.strict)
     rows = read_pairs(pairs_path, problems, cfg.root)
     summary = AnnotateSummary(pairs=len(rows))

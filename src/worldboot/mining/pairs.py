@@ -27,6 +27,8 @@ def read_pairs(
         DataError: When the file does not exist.
     """
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: give its pairs.jsonl")
     if not path.is_file():
         raise DataError(f"pairs file not found: {path}")
     base = resolve_path(path).parent
