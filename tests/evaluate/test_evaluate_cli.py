@@ -297,7 +297,10 @@ def test_folder_predictions_keyed_by_id(tmp_path):
         (tmp_path / rel).parent.mkdir(exist_ok=True)
         Image.new("RGB", (8, 8)).save(tmp_path / rel)
     preds = read_predictions(tmp_path, Problems())
-    assert {"a", "b", "images/b", "kubric/c"} == set(preds)
+    assert {"a", "b", "images/b", "kubric/c", "c"} == set(preds)  # c: the name alone, in a subset's folder
+    Image.new("RGB", (8, 8)).save(tmp_path / "kubric" / "a.png")  # a second "a": only its path keys it
+    assert {"a", "kubric/a"} <= set(read_predictions(tmp_path, Problems()))
+    assert read_predictions(tmp_path, Problems())["a"].image == str((tmp_path / "a.png").resolve())
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no predictions.jsonl and no images"):
         read_predictions(tmp_path / "empty", Problems())

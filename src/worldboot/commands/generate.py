@@ -120,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
         print("note: the verifier has another image tokenizer: candidates were re-encoded with it "
               "(verifier.on_mismatch=error refuses instead)", file=sys.stderr)
     print(
-        f"{summary.samples} samples{part}: {summary.predicted} predictions now, {summary.done_before} earlier, "
-        f"{summary.problems} problems -> {summary.out}{merged}",
+        f"{summary.samples} samples loaded{part}: {summary.predicted} predictions now, {summary.done_before} earlier; "
+        f"{summary.problems} problems, in loading and predicting -> {summary.out}{merged}",
         file=sys.stderr,
     )
     return 0

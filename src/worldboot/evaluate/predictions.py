@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -123,8 +124,9 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
     """A model's predictions, keyed by sample id.
 
     Reads ``predictions.jsonl`` when present; otherwise indexes every image under the folder by
-    its path without suffix (``<id>.png``, ``images/<id>.png`` and ``<subset>/<id>.jpg`` work),
-    hidden names left out (:func:`~worldboot.data.schema.visible_files`: a write a kill cut short).
+    its path without suffix, and by its file name without suffix where no other image has that
+    name (``<id>.png``, ``images/<id>.png`` and ``<subset>/<id>.jpg`` all work), hidden names left
+    out (:func:`~worldboot.data.schema.visible_files`: a write a kill cut short).
 
     Raises:
         DataError: When the folder is missing or holds neither file nor image.
@@ -135,9 +137,9 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
     if (pred_dir / "predictions.jsonl").is_file():
         return _read_predictions_jsonl(pred_dir, problems)
     out: dict[str, StoredPrediction] = {}
-    for path in visible_files(pred_dir, IMAGE_SUFFIXES):
-        if not path.is_file():
-            continue
+    images = [p for p in visible_files(pred_dir, IMAGE_SUFFIXES) if p.is_file()]
+    stems = Counter(p.stem for p in images)
+    for path in images:
         rel = path.relative_to(pred_dir).with_suffix("").as_posix()
         keys = [rel] + ([rel[len("images/") :]] if rel.startswith("images/") else [])
         for key in keys:
@@ -145,6 +147,9 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
                 problems.add(path, 0, f"two images for id {key}: {out[key].image} is used")
                 continue
             out[key] = StoredPrediction(image=str(resolve_path(path)), file=str(path))
+    for path in images:  # <subset>/<id>.png: the name alone, where it names one image
+        if stems[path.stem] == 1 and path.stem not in out:
+            out[path.stem] = StoredPrediction(image=str(resolve_path(path)), file=str(path))
     if not out:
         raise DataError(f"{pred_dir} has no predictions.jsonl and no images")
     return out
