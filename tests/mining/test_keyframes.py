@@ -390,6 +390,23 @@ def test_an_empty_out_writes_nothing_into_the_current_folder(tmp_path, monkeypat
     assert not list(work.iterdir())
 
 
+def test_a_video_that_decodes_fewer_frames_than_its_header_is_counted(tmp_path, capsys):
+    """Bytes overwritten in the middle of an MJPG file: the decoder skips what does not decode, so
+    the frame numbers after it shift. The video is mined, and counted, and the count said."""
+    videos = tmp_path / "v"
+    videos.mkdir()
+    write_clip(videos / "good.avi", 60, [(1, 59)])
+    write_clip(videos / "hurt.avi", 60, [(1, 59)])
+    data = bytearray((videos / "hurt.avi").read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 3000] = np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    (videos / "hurt.avi").write_bytes(bytes(data))
+    assert main(["keyframes", str(videos), "--out", str(tmp_path / "run"), "--no-progress"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["mined"] == 2 and summary["fewer_frames"] == 1
+    assert "1 mined videos decoded fewer frames than their header" in " ".join(capsys.readouterr().err.split())
+
+
 def test_lists_missing_files_and_empty_dirs(tmp_path, capsys):
     write_clip(tmp_path / "a.avi", 30, [(1, 29)])
     listing = tmp_path / "list.txt"

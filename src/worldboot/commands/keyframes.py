@@ -99,6 +99,9 @@ def run(args: argparse.Namespace) -> int:
         f"{summary.videos - summary.mined} skipped, {summary.short} with fewer than {cfg.k} key-frames, "
         f"{summary.no_pairs} without a pair{lines}"
     )
+    if summary.fewer_frames:
+        console.print(f"  {summary.fewer_frames} mined videos decoded fewer frames than their header announces: "
+                      "frames that do not decode are skipped, and the frame numbers after them shift")
     for reason, n in sorted(summary.problem_reasons.items()):
         console.print(f"  skipped {n}: {reason}")
     console.print(f"{summary.pairs} pairs -> {args.out}/pairs.jsonl")

@@ -131,6 +131,10 @@ class MiningSummary:
         listing_problems: Of ``problems``, those found while the videos were listed.
         short: Mined videos with fewer than K_f key-frames (too short or too still).
         no_pairs: Mined videos with fewer than two key-frames (no pair).
+        fewer_frames: Mined videos that decoded fewer frames than their header announces (and
+            more than :data:`TRUNCATED_SHARE` of them): a frame that does not decode is
+            skipped by the decoder, so the frame numbers after it are off by the gap; with a
+            variable frame rate the header's count is an estimate.
         keyframes: Key-frames saved.
         pairs: Rows of ``pairs.jsonl``.
     """
@@ -142,6 +146,7 @@ class MiningSummary:
     listing_problems: int = 0
     short: int = 0
     no_pairs: int = 0
+    fewer_frames: int = 0
     keyframes: int = 0
     pairs: int = 0
     problem_reasons: dict[str, int] = field(default_factory=dict)

@@ -256,6 +256,7 @@ def assemble(
         summary.keyframes += n_kf
         summary.short += n_kf < cfg.k
         summary.no_pairs += n_kf < 2
+        summary.fewer_frames += 0 < record.get("n_frames", 0) < record.get("claimed_frames", 0)
         for row in pair_rows(record):
             lines.append(json.dumps(row) + "\n")
     summary.pairs = len(lines)
