@@ -135,6 +135,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        if err.filename is None or Path(err.filename) != tmp:
+            raise
+        # The user named ``path``: the hidden temporary name would only puzzle them.
+        raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 

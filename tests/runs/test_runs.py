@@ -81,6 +81,11 @@ def test_write_atomic_text_bytes_and_failures(tmp_path):
     # Neither the target nor a temporary file is left behind by a failed write.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
     assert os.listdir(tmp_path / "sub") == ["a.json"]
+    # A failure on the temporary file names the file the user asked for.
+    (tmp_path / "ro").mkdir()
+    with pytest.raises(OSError) as err, atomic_path(tmp_path / "ro" / "c.json") as tmp:
+        raise OSError(28, "No space left on device", str(tmp))
+    assert err.value.filename == str(tmp_path / "ro" / "c.json") and err.value.errno == 28
 
 
 def test_repair_tail_keeps_whole_parseable_lines(tmp_path):
