@@ -24,8 +24,10 @@ LAYERS: list[set[str]] = [
     {"world"},
     {"data"},
     {"models"},
-    {"images", "stats", "progress", "ray_data"},
+    {"images", "stats", "ray_data"},
+    {"progress"},
     {"runs"},
+    {"run_guards"},
     {"config"},
     {"errors"},
 ]

@@ -11,6 +11,8 @@
   multi-process run owns. Items go to shards by a stable hash of their id, so a resumed run
   (or one with another ordering of its input) gives every item to the same shard.
 * :func:`file_lock`: :mod:`filelock` (portable; ``fcntl`` does not exist on Windows).
+
+The checks of an output folder before a stage writes into it are in :mod:`worldboot.run_guards`.
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from worldboot.config import dump_yaml, read_yaml, to_dict
+from worldboot.config import dump_yaml, read_yaml
 from worldboot.errors import ConfigError, UsageError, resolve_path
+from worldboot.run_guards import out_folder, refuse_another_stage
 
 T = TypeVar("T")
 
@@ -45,76 +48,6 @@ def make_folder(path: Path) -> None:
     except (FileExistsError, NotADirectoryError):
         resolve_path(path)  # a symbolic link loop, not a file: an OSError (ELOOP) naming it
         raise UsageError(f"cannot create the folder {path}: it, or a folder above it, is a file") from None
-
-
-def out_folder(path: str | os.PathLike[str], stage: str) -> Path:
-    """``path`` as a stage's output folder, refused when empty: ``--out "$RUN"`` with ``RUN``
-    unset would otherwise write into, and over the files of, the current folder.
-
-    Raises:
-        UsageError: Saying that the folder is empty.
-    """
-    if not str(path).strip():
-        raise UsageError(f"the output folder of {stage} is empty: name a folder (--out DIR)")
-    return Path(path)
-
-
-def refuse_other_settings(out: Path, cfg: Any, keys: Sequence[str], what: str) -> None:
-    """Refuse to add to the outputs in ``out`` when its ``config.yaml`` (the run that made them)
-    differs from ``cfg`` in one of ``keys`` (dotted paths into nested sections work): rows made
-    with other settings would be mixed with the new ones, or silently kept in their place.
-
-    Args:
-        out: The run folder, known to hold outputs.
-        cfg: The new run's config dataclass.
-        keys: The top-level keys whose values change what a row holds.
-        what: What the folder holds, for the message (``"predictions"``).
-
-    Raises:
-        ConfigError: Naming the first key that differs, and both values.
-    """
-    old_file = out / "config.yaml"
-    if not old_file.is_file():
-        return
-    old, new = read_yaml(old_file), to_dict(cfg)
-
-    def flat(tree: Any, prefix: str) -> dict[str, Any]:
-        if not isinstance(tree, dict):
-            return {prefix: tree}
-        leaves: dict[str, Any] = {}
-        for k, v in tree.items():
-            leaves.update(flat(v, f"{prefix}.{k}"))
-        return leaves
-
-    for key in keys:
-        a, b = flat(old.get(key), key), flat(new.get(key), key)
-        for k in sorted(set(a) | set(b)):
-            if a.get(k) != b.get(k):
-                raise ConfigError(
-                    f"{out} holds {what} made with {k}={a.get(k)!r}, not {b.get(k)!r}: "
-                    "use another --out (or delete the folder) to start afresh"
-                )
-
-
-def held_stage(path: str | os.PathLike[str]) -> str | None:
-    """The stage whose run the folder ``path`` holds (its ``meta.json``), or None."""
-    try:
-        held = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8")).get("stage")
-    except (OSError, ValueError, AttributeError):  # no run here, or not one of ours
-        return None
-    return held if isinstance(held, str) else None
-
-
-def _refuse_another_stage(path: Path, stage: str) -> None:
-    """Refuse a folder that holds another stage's run: its config, meta and problems would be
-    replaced, and a stage that clears its outputs could remove the other's.
-
-    Raises:
-        UsageError: Naming the folder and the stage it holds.
-    """
-    held = held_stage(path)
-    if held is not None and held != stage:
-        raise UsageError(f"{path} holds a run of {held} (its meta.json): give {stage} a folder of its own")
 
 
 @contextmanager
@@ -222,7 +155,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True) -> None:
         self.path = out_folder(path, stage)
-        _refuse_another_stage(self.path, stage)
+        refuse_another_stage(self.path, stage)
         make_folder(self.path)
         self.cfg = cfg
         self.writer = writer

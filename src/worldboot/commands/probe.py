@@ -64,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from worldboot.models import load_backbone
     from worldboot.progress import console as make_console
     from worldboot.progress import progress_bar
-    from worldboot.runs import RunDir, out_folder, write_atomic
+    from worldboot.run_guards import out_folder
+    from worldboot.runs import RunDir, write_atomic
 
     cfg = load_config(ProbeConfig, None, args.overrides, flags={"max_per_subset": args.max_per_subset})
     bad = [k for k in cfg.kinds if k not in NEGATIVE_KINDS] + [d for d in cfg.directions if d not in DIRECTIONS]

@@ -58,6 +58,7 @@ from worldboot.infer.predict import load_models
 from worldboot.infer.verify import Verifier
 from worldboot.progress import progress_bar
 from worldboot.ray_data import run_jobs
+from worldboot.run_guards import refuse_other_settings
 from worldboot.runs import (
     RunDir,
     append_jsonl,
@@ -65,7 +66,6 @@ from worldboot.runs import (
     done_ids,
     file_lock,
     read_jsonl,
-    refuse_other_settings,
     repair_tail,
     shard_items,
     write_atomic,

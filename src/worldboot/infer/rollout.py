@@ -34,7 +34,8 @@ from worldboot.infer.outputs import save_candidates, save_png, save_tensors
 from worldboot.infer.predict import PredictConfig, Prediction, make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
-from worldboot.runs import RunDir, out_folder, write_atomic
+from worldboot.run_guards import out_folder
+from worldboot.runs import RunDir, write_atomic
 
 
 @dataclass

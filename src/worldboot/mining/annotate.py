@@ -30,15 +30,14 @@ from worldboot.images import open_image
 from worldboot.mining.pairs import read_pairs
 from worldboot.progress import progress_bar
 from worldboot.ray_data import RaySettings, run_jobs
+from worldboot.run_guards import out_folder, refuse_other_settings
 from worldboot.runs import (
     RunDir,
     append_jsonl,
     done_ids,
     make_folder,
-    out_folder,
     parse_shard,
     read_jsonl,
-    refuse_other_settings,
     repair_tail,
     shard_items,
     write_atomic,

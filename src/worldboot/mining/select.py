@@ -23,7 +23,8 @@ from typing import Any, Literal, TypeVar
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, resolve_under, write_manifest, wrong_types
 from worldboot.errors import ConfigError, DataError, UsageError, resolve_path
 from worldboot.mining.select_stats import NO_CLASS, dataset_stats, plot_class_scores, stats_markdown
-from worldboot.runs import RunDir, atomic_path, held_stage, out_folder, write_atomic
+from worldboot.run_guards import held_stage, out_folder
+from worldboot.runs import RunDir, atomic_path, write_atomic
 
 T = TypeVar("T")
 

@@ -18,7 +18,8 @@ from worldboot.mining.keyframes.flow import _FramePool, scan_video
 from worldboot.mining.keyframes.select import greedy_keyframes
 from worldboot.mining.keyframes.videos import find_videos
 from worldboot.progress import progress_bar
-from worldboot.runs import RunDir, out_folder, write_atomic
+from worldboot.run_guards import out_folder
+from worldboot.runs import RunDir, write_atomic
 
 
 def _encode_image(image, fmt: str, quality: int) -> bytes:

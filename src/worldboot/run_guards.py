@@ -1,0 +1,89 @@
+"""Guards of a stage's output folder, checked before anything is written into it.
+
+* :func:`out_folder`: an empty ``--out`` (an unset shell variable) is refused, not taken as the
+  current folder.
+* :func:`held_stage` and the check in :class:`~worldboot.runs.RunDir`: a folder that holds
+  another stage's run is refused, not overwritten.
+* :func:`refuse_other_settings`: rows made with other settings are never resumed under new ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from worldboot.config import read_yaml, to_dict
+from worldboot.errors import ConfigError, UsageError
+
+
+def out_folder(path: str | os.PathLike[str], stage: str) -> Path:
+    """``path`` as a stage's output folder, refused when empty: ``--out "$RUN"`` with ``RUN``
+    unset would otherwise write into, and over the files of, the current folder.
+
+    Raises:
+        UsageError: Saying that the folder is empty.
+    """
+    if not str(path).strip():
+        raise UsageError(f"the output folder of {stage} is empty: name a folder (--out DIR)")
+    return Path(path)
+
+
+def refuse_other_settings(out: Path, cfg: Any, keys: Sequence[str], what: str) -> None:
+    """Refuse to add to the outputs in ``out`` when its ``config.yaml`` (the run that made them)
+    differs from ``cfg`` in one of ``keys`` (dotted paths into nested sections work): rows made
+    with other settings would be mixed with the new ones, or silently kept in their place.
+
+    Args:
+        out: The run folder, known to hold outputs.
+        cfg: The new run's config dataclass.
+        keys: The top-level keys whose values change what a row holds.
+        what: What the folder holds, for the message (``"predictions"``).
+
+    Raises:
+        ConfigError: Naming the first key that differs, and both values.
+    """
+    old_file = out / "config.yaml"
+    if not old_file.is_file():
+        return
+    old, new = read_yaml(old_file), to_dict(cfg)
+
+    def flat(tree: Any, prefix: str) -> dict[str, Any]:
+        if not isinstance(tree, dict):
+            return {prefix: tree}
+        leaves: dict[str, Any] = {}
+        for k, v in tree.items():
+            leaves.update(flat(v, f"{prefix}.{k}"))
+        return leaves
+
+    for key in keys:
+        a, b = flat(old.get(key), key), flat(new.get(key), key)
+        for k in sorted(set(a) | set(b)):
+            if a.get(k) != b.get(k):
+                raise ConfigError(
+                    f"{out} holds {what} made with {k}={a.get(k)!r}, not {b.get(k)!r}: "
+                    "use another --out (or delete the folder) to start afresh"
+                )
+
+
+def held_stage(path: str | os.PathLike[str]) -> str | None:
+    """The stage whose run the folder ``path`` holds (its ``meta.json``), or None."""
+    try:
+        held = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8")).get("stage")
+    except (OSError, ValueError, AttributeError):  # no run here, or not one of ours
+        return None
+    return held if isinstance(held, str) else None
+
+
+def refuse_another_stage(path: Path, stage: str) -> None:
+    """Refuse a folder that holds another stage's run: its config, meta and problems would be
+    replaced, and a stage that clears its outputs could remove the other's.
+
+    Raises:
+        UsageError: Naming the folder and the stage it holds.
+    """
+    held = held_stage(path)
+    if held is not None and held != stage:
+        raise UsageError(f"{path} holds a run of {held} (its meta.json): give {stage} a folder of its own")
