@@ -28,7 +28,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
-from worldboot.errors import ConfigError
+from worldboot.errors import ConfigError, unless_loop
 
 T = TypeVar("T")
 
@@ -281,7 +281,7 @@ def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     if path.is_dir():
         raise ConfigError(f"config file {path} is a folder: give a YAML file")
     if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+        raise unless_loop(path, ConfigError(f"config file not found: {path}"))
     try:
         data = yaml.load(read_utf8(path), Loader=UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as err:

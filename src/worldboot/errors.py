@@ -55,3 +55,13 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
         if err.errno == errno.ELOOP:
             raise symlink_loop(path) from None
     return resolved
+
+
+def unless_loop(path: str | os.PathLike[str], err: Exception) -> Exception:
+    """``err`` (a "not found" error) for a path that is not there, or the ``ELOOP`` OSError
+    naming ``path`` when it is a symbolic link loop, which ``is_file`` also answers False for."""
+    try:
+        resolve_path(path)
+    except OSError as loop:
+        return loop
+    return err

@@ -242,3 +242,21 @@ def test_a_root_or_data_file_that_is_no_such_thing_is_one_line(tmp_path, capsys)
     (tmp_path / "m.jsonl").mkdir()
     assert main(["data", "inspect", str(tmp_path / "m.jsonl")]) == 2
     assert "m.jsonl is a folder: give the data file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [
+    ["data", "inspect", "{loop}.json"],
+    ["data", "inspect", "{loop}.jsonl"],
+    ["evaluate", "{tmp}", "--bench", "{loop}.json", "--out", "{tmp}/r", "--judge", "none"],
+    ["keyframes", "{loop}.mp4", "--out", "{tmp}/k"],
+    ["keyframes", "{tmp}", "--config", "{loop}.yaml", "--out", "{tmp}/k"],
+])
+def test_an_input_that_is_a_symlink_loop_says_so(argv, tmp_path, capsys):
+    """is_file() is False for a link loop too: the error names the loop, not "not found"."""
+    for suffix in (".json", ".jsonl", ".mp4", ".yaml"):
+        (tmp_path / f"a{suffix}").symlink_to(f"b{suffix}")
+        (tmp_path / f"b{suffix}").symlink_to(f"a{suffix}")
+    words = [w.format(loop=tmp_path / "a", tmp=tmp_path) for w in argv]
+    assert main(words) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "symbolic links" in err[0] and "not found" not in err[0], err

@@ -33,7 +33,7 @@ from worldboot.data.schema import (
     resolve_under,
     wrong_types,
 )
-from worldboot.errors import DataError, resolve_path
+from worldboot.errors import DataError, resolve_path, unless_loop
 
 #: Subsets of AURORA-BENCH whose entries have a target image.
 BENCH_WITH_TARGET = ("magicbrush", "ag", "something", "whatsup", "kubric")
@@ -66,7 +66,7 @@ def read_json_entries(path: str | os.PathLike[str]) -> tuple[list[Any], list[int
     if path.is_dir():
         raise DataError(f"{path} is a folder: give the JSON file")
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise unless_loop(path, DataError(f"file not found: {path}"))
     try:
         # utf-8-sig: a byte-order mark, as some Windows editors write, is not part of the JSON.
         # Text mode reads \r\n and a lone \r as \n, so lines are counted alike in every file.

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from worldboot.errors import DataError, ModelError
+from worldboot.errors import DataError, ModelError, unless_loop
 from worldboot.runs import write_atomic
 
 FORMAT = "worldboot-token-cache"
@@ -115,7 +115,7 @@ class TokenCache:
 
         self.path = Path(path)
         if not self.path.is_dir():
-            raise DataError(f"token cache not found: {self.path} (make it with `worldboot tokenize`)")
+            raise unless_loop(self.path, DataError(f"token cache not found: {self.path} (make it with `worldboot tokenize`)"))
         index = _read_index(self.path)
         if index is None:
             raise DataError(

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from worldboot.data.schema import Problems, Triplet, action_text_problem, resolve_under
-from worldboot.errors import DataError, resolve_path
+from worldboot.errors import DataError, resolve_path, unless_loop
 from worldboot.runs import write_atomic
 
 #: Video extensions tried when a row gives a ``video_id`` rather than a path.
@@ -150,7 +150,7 @@ def load_epic_csv(
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise unless_loop(path, DataError(f"file not found: {path}"))
     root = Path(root) if root is not None else path.parent
     frames_root = Path(frames_dir) if frames_dir is not None else default_frames_dir(path)
     problems = problems if problems is not None else Problems()

@@ -7,7 +7,7 @@ from collections import Counter
 from pathlib import Path
 
 from worldboot.data.schema import Problems, Triplet
-from worldboot.errors import DataError
+from worldboot.errors import DataError, unless_loop
 
 FORMATS = ("aurora-bench", "aurora-train", "epic", "jsonl")
 
@@ -22,7 +22,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if path.is_dir():
         raise DataError(f"{path} is a folder: give the data file")
     if not path.is_file():
-        raise DataError(f"file not found: {path}")
+        raise unless_loop(path, DataError(f"file not found: {path}"))
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return "jsonl"

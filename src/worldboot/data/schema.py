@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from worldboot.errors import DataError, resolve_path
+from worldboot.errors import DataError, resolve_path, unless_loop
 from worldboot.runs import write_atomic
 
 
@@ -295,7 +295,7 @@ def read_manifest(
     if path.is_dir():
         raise DataError(f"{path} is a folder: give the manifest file")
     if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
+        raise unless_loop(path, DataError(f"manifest not found: {path}"))
     problems = problems if problems is not None else Problems()
     root = Path(root) if root is not None else path.parent
     out: list[Triplet] = []

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.data.schema import Problems, iter_jsonl
-from worldboot.errors import DataError
+from worldboot.errors import DataError, unless_loop
 from worldboot.runs import atomic_path
 
 REQUIRED = ("model", "k", "repeat", "subset", "score")
@@ -31,7 +31,7 @@ def read_k_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"K results not found: {path}")
+        raise unless_loop(path, DataError(f"K results not found: {path}"))
     rows: list[dict[str, Any]] = []
     if path.suffix.lower() == ".csv":
         with open(path, encoding="utf-8", errors="replace", newline="") as fh:

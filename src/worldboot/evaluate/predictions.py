@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from worldboot.data.schema import Problems, Triplet, iter_jsonl, read_manifest, resolve_under, visible_files
-from worldboot.errors import DataError, resolve_path
+from worldboot.errors import DataError, resolve_path, unless_loop
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -25,7 +25,7 @@ def load_bench(path: str | os.PathLike[str], problems: Problems, root: str | Non
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"benchmark not found: {path}")
+        raise unless_loop(path, DataError(f"benchmark not found: {path}"))
     if path.suffix.lower() == ".json":
         from worldboot.data.aurora import load_aurora_bench
 
@@ -133,7 +133,7 @@ def read_predictions(pred_dir: str | os.PathLike[str], problems: Problems) -> di
     """
     pred_dir = Path(pred_dir)
     if not pred_dir.is_dir():
-        raise DataError(f"predictions directory not found: {pred_dir}")
+        raise unless_loop(pred_dir, DataError(f"predictions directory not found: {pred_dir}"))
     if (pred_dir / "predictions.jsonl").is_file():
         return _read_predictions_jsonl(pred_dir, problems)
     out: dict[str, StoredPrediction] = {}

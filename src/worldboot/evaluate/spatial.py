@@ -22,7 +22,7 @@ from typing import Any
 
 from worldboot.config import bounded
 from worldboot.data.schema import Problems, iter_jsonl, resolve_under
-from worldboot.errors import ConfigError, DataError, ModelError
+from worldboot.errors import ConfigError, DataError, ModelError, unless_loop
 from worldboot.images import open_image
 from worldboot.runs import RunDir, write_atomic
 
@@ -93,7 +93,7 @@ def read_mc(path: str | os.PathLike[str], problems: Problems) -> list[MCItem]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"multiple-choice file not found: {path}")
+        raise unless_loop(path, DataError(f"multiple-choice file not found: {path}"))
     items = []
     for lineno, row in iter_jsonl(path, problems):
         missing = [k for k in ("image", "question", "choices", "answer") if k not in row]

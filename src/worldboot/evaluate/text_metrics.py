@@ -23,7 +23,7 @@ from typing import Any
 
 from worldboot.config import bounded
 from worldboot.data.schema import Problems, iter_jsonl
-from worldboot.errors import ConfigError, DataError
+from worldboot.errors import ConfigError, DataError, unless_loop
 
 #: Keys under which a predictions file may hold the predicted action.
 ACTION_KEYS = ("action", "prediction", "predicted_action", "text")
@@ -142,7 +142,7 @@ def read_predicted_actions(path: str | os.PathLike[str], problems: Problems) -> 
     """
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"predicted actions not found: {path}")
+        raise unless_loop(path, DataError(f"predicted actions not found: {path}"))
     out: dict[str, str] = {}
     for lineno, row in iter_jsonl(path, problems):
         if "id" not in row:

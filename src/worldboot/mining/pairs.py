@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.data.schema import Problems, iter_jsonl, resolve_under
-from worldboot.errors import DataError, resolve_path
+from worldboot.errors import DataError, resolve_path, unless_loop
 
 #: Fields every pairs row must have.
 REQUIRED = ("id", "source", "target")
@@ -30,7 +30,7 @@ def read_pairs(
     if path.is_dir():
         raise DataError(f"{path} is a folder: give its pairs.jsonl")
     if not path.is_file():
-        raise DataError(f"pairs file not found: {path}")
+        raise unless_loop(path, DataError(f"pairs file not found: {path}"))
     base = resolve_path(path).parent
     root_path = resolve_path(root) if root is not None else base
     rows: list[dict[str, Any]] = []

@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from worldboot.errors import ModelError
+from worldboot.errors import ModelError, unless_loop
 
 
 def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
@@ -104,7 +104,7 @@ def _load_family(path: Path, **kwargs: Any):
     if path.is_file():
         raise ModelError(f"{path} is a file: give the model's folder")
     if not path.is_dir():
-        raise ModelError(f"model directory not found: {path}")
+        raise unless_loop(path, ModelError(f"model directory not found: {path}"))
     family = family_of(path)
     if family == EMU3 or (family == "chameleon" and is_emu3_dir(path)):
         kwargs.pop("vqgan_dir", None)

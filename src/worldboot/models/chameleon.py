@@ -32,7 +32,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 from transformers.models.chameleon.modeling_chameleon import ChameleonForConditionalGeneration
 
-from worldboot.errors import ModelError
+from worldboot.errors import ModelError, unless_loop
 from worldboot.models.backbone import (
     PromptTemplates,
 )
@@ -108,7 +108,7 @@ def _check_dir(path: Path, required: Sequence[str]) -> None:
     if path.is_file():
         raise ModelError(f"{path} is a file: give the model's folder")
     if not path.is_dir():
-        raise ModelError(f"model directory not found: {path}")
+        raise unless_loop(path, ModelError(f"model directory not found: {path}"))
     missing = [name for name in required if not (path / name).exists()]
     if missing:
         hint = ""

@@ -37,7 +37,7 @@ from PIL import Image
 
 from worldboot.config import UniqueKeyLoader, read_utf8, yaml_error
 from worldboot.data.schema import Problems, read_manifest, resolve_under
-from worldboot.errors import ConfigError, DataError, resolve_path
+from worldboot.errors import ConfigError, DataError, resolve_path, unless_loop
 
 #: Item ids and annotator ids: safe in URLs, file names and CSV cells.
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -186,7 +186,7 @@ def check_image(path: Path) -> None:
         with Image.open(path) as img:
             fmt = img.format
     except FileNotFoundError:
-        raise DataError(f"image not found: {path}") from None
+        raise unless_loop(path, DataError(f"image not found: {path}")) from None
     except (OSError, ValueError, Image.DecompressionBombError) as err:
         raise DataError(f"cannot read image {path}: {err}") from None
     if fmt not in IMAGE_FORMATS:
@@ -246,7 +246,7 @@ def _model_specs(
         if folder is None and not paths:
             raise ConfigError(f"{where}: model {name!r} needs `dir` or `paths`")
         if folder is not None and not folder.is_dir():
-            raise DataError(f"{where}: output folder of model {name!r} not found: {folder}")
+            raise unless_loop(folder, DataError(f"{where}: output folder of model {name!r} not found: {folder}"))
         specs[name] = (folder, spec.get("pattern"), paths)
     return specs
 
@@ -280,7 +280,7 @@ def _read_yaml(file: Path) -> dict[str, Any]:
         ConfigError: Not a mapping, or an unknown key.
     """
     if not file.is_file():
-        raise DataError(f"study not found: {file}")
+        raise unless_loop(file, DataError(f"study not found: {file}"))
     try:
         data = yaml.load(read_utf8(file), Loader=_LineLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from worldboot.errors import ConfigError, DataError
+from worldboot.errors import ConfigError, DataError, unless_loop
 from worldboot.train.config import DataSettings
 
 
@@ -42,7 +42,7 @@ class MixedDataset:
         for s_idx, src in enumerate(data.sources):
             path = Path(src.cache)
             if not path.exists():
-                raise DataError(f"cache not found: {path} (build it with 'worldboot tokenize')")
+                raise unless_loop(path, DataError(f"cache not found: {path} (build it with 'worldboot tokenize')"))
             cache = TokenCache(path)
             ds = CachedTripletDataset(cache)
             self.datasets.append(ds)

@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 
 from worldboot.data.schema import Problems, visible_files
-from worldboot.errors import DataError, resolve_path
+from worldboot.errors import DataError, resolve_path, unless_loop
 from worldboot.mining.keyframes.config import VIDEO_EXTENSIONS, VideoTask
 
 # -- listing videos -----------------------------------------------------------------------------
@@ -108,7 +108,7 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
             bad = next((p for p in problems if p.file == str(src)), None)  # every line was bad
             raise DataError(f"{bad} (the list names no other video)" if bad else f"{src}: the list names no video")
     else:
-        raise DataError(f"video directory or list not found: {src}")
+        raise unless_loop(src, DataError(f"video directory or list not found: {src}"))
     unique: list[_Item] = []
     seen: set[str] = set()
     for item in items:
