@@ -102,3 +102,12 @@ def test_actions_command_with_bertscore(tmp_path, capsys):
 def test_bertscore_of_an_empty_prediction_is_zero():
     scores = bertscore_f1(["", "move the red cube left"], ["move the red cube left", "move the red cube left"])
     assert scores[0] == 0.0 and scores[1] == pytest.approx(1.0, abs=f32_atol(1.0, roundings=2**15))  # as above
+
+
+def test_a_bertscore_folder_that_is_no_model_is_one_line(tmp_path):
+    """An existing folder without a tokenizer made transformers raise deep in bert-score."""
+    from worldboot.errors import ConfigError
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match=r"BERTScore model '.*empty' does not load: "):
+        bertscore_f1(["a red box"], ["a blue box"], TextMetricsConfig(bertscore_model=str(tmp_path / "empty")))

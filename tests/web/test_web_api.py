@@ -190,6 +190,12 @@ def test_votes_leave_only_by_the_export_command(app, study, tmp_path):
         )
         == 2
     )
+    # The export never writes over the votes or the study it is made from, and an empty name is
+    # refused (it was taken as "no export", and the server started).
+    db, study_text = tmp_path / "votes.sqlite", Path(study.path).read_text()
+    for target in (db, Path(study.path), ""):
+        assert main(["serve", "--study", str(study.path), "--db", str(db), "--export", str(target)]) == 2
+    assert len(VoteStore(db, "api-study").votes()) == 2 and Path(study.path).read_text() == study_text
 
 
 def test_database_belongs_to_one_study(study, tmp_path):

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("give --study STUDY.yaml, --world MODEL_DIR, or both")
     if args.verifier and not args.world:
         raise UserError("--verifier ranks the candidates of --world: give --world too")
+    if args.export is not None and not args.export.strip():  # an unset variable: not "serve instead"
+        raise UserError("--export is empty: name the CSV file to write")
     if args.export and not args.study:
         raise UserError("--export needs --study")
 
@@ -106,6 +108,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.export:
+        # The votes and the study are what the export is made from: writing over either loses them.
+        for source, what in ((db_path, "the votes database"), (Path(args.study), "the study file")):
+            if Path(args.export).resolve() == source.resolve():
+                raise UserError(f"--export {args.export} is {what}: name another file for the CSV")
         store = VoteStore(db_path, study.name, create=False)
         n = store.export_csv(args.export, study)
         print(f"wrote {n} votes to {args.export}")

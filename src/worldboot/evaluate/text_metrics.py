@@ -120,15 +120,19 @@ def bertscore_f1(
     out = [0.0] * len(candidates)
     if not keep:
         return out
-    _, _, f1 = bert_score.score(
-        [candidates[i] for i in keep],
-        [references[i] for i in keep],
-        model_type=model,
-        num_layers=cfg.bertscore_layers,
-        batch_size=cfg.batch_size,
-        device=cfg.device,
-        verbose=False,
-    )
+    try:
+        _, _, f1 = bert_score.score(
+            [candidates[i] for i in keep],
+            [references[i] for i in keep],
+            model_type=model,
+            num_layers=cfg.bertscore_layers,
+            batch_size=cfg.batch_size,
+            device=cfg.device,
+            verbose=False,
+        )
+    except (OSError, ValueError) as err:  # a folder without a tokenizer or weights (transformers' loaders)
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"BERTScore model {model!r} does not load: {first}") from None
     for i, x in zip(keep, f1, strict=True):
         out[i] = float(x)
     return out
