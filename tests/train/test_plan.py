@@ -136,7 +136,11 @@ def test_the_command_prints_json_and_refuses_in_one_line(tiny_dir, cache_dir, ca
     assert "unknown (build the caches" in out  # the preset lists no cache: nothing to count
     assert "The paper" not in out  # its figures are the 7B model's
     for argv, message in ((["--base", "/nowhere"], "not a model directory"), ([], "names no base_model"),
-                          (["--base", str(tiny_dir), "--gpus", "0"], "--gpus must be at least 1")):
+                          (["--base", str(tiny_dir), "--gpus", "0"], "--gpus must be at least 1"),
+                          (["--base", str(tiny_dir), "--gpu-memory", "nan"], "--gpu-memory a number above 0"),
+                          (["--base", str(tiny_dir), "--gpu-memory", "inf"], "--gpu-memory a number above 0"),
+                          (["--base", str(tiny_dir), "--examples", "-1"], "--examples must be at least 1"),
+                          (["--base", str(tiny_dir), "--text-tokens", "-1"], "--text-tokens at least 0")):
         assert main(["plan", "--config", "configs/demo/cdm.yaml", *argv]) == 2
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1

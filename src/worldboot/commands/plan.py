@@ -55,12 +55,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, plan it and print the plan."""
+    import math
+
     from worldboot.errors import ConfigError
     from worldboot.train.plan import make_plan
     from worldboot.train.resolve import resolve_train_config
 
-    if args.gpus < 1 or args.gpu_memory <= 0:
-        raise ConfigError(f"--gpus must be at least 1 and --gpu-memory above 0, got {args.gpus} and {args.gpu_memory:g}")
+    if args.gpus < 1 or not (math.isfinite(args.gpu_memory) and args.gpu_memory > 0):  # nan and inf too
+        raise ConfigError(f"--gpus must be at least 1 and --gpu-memory a number above 0, got {args.gpus} and "
+                          f"{args.gpu_memory:g}")
+    if (args.examples is not None and args.examples < 1) or args.text_tokens < 0:
+        raise ConfigError(f"--examples must be at least 1 and --text-tokens at least 0, got {args.examples} and "
+                          f"{args.text_tokens}")
     cfg = resolve_train_config(args.config, args.overrides, task=args.task, caches=args.cache)
     model = args.base or cfg.base_model
     if not model:
