@@ -12,6 +12,10 @@ one clean run writes, sampling included.
 
 Work is split across processes with ``shard=(i, n)``: pair ids are hashed into ``n`` shards,
 and each shard writes its own file, ``annotated.shard-<i>-of-<n>.jsonl``.
+
+(Just over 400 lines, and :func:`annotate_pairs` just over 80 with its docstring: the run's
+resume checks and the one ``take`` closure that both engines write through belong with it;
+split apart, they would pass the run's state between modules.)
 """
 
 from __future__ import annotations
