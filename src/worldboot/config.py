@@ -195,8 +195,10 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
-    """The config as plain data (mappings, lists, scalars), ready for YAML or JSON."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg), default=str))
+    """The config (a dataclass, or a mapping of a command's settings) as plain data (mappings,
+    lists, scalars), ready for YAML or JSON."""
+    data = dict(cfg) if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    return json.loads(json.dumps(data, default=str))
 
 
 def _parse_scalar(text: str) -> Any:

@@ -4,6 +4,9 @@
   current folder.
 * :func:`held_stage` and the check in :class:`~worldboot.runs.RunDir`: a folder that holds
   another stage's run is refused, not overwritten.
+* :func:`refuse_foreign_files`: a folder that holds files but no worldboot run (a user's own
+  folder, a cache, a model) is refused: a stage's ``config.yaml``, ``summary.json`` or outputs
+  would replace the user's files of those names.
 * :func:`refuse_other_settings`: rows made with other settings are never resumed under new ones.
 """
 
@@ -17,6 +20,22 @@ from typing import Any
 
 from worldboot.config import read_yaml, to_dict
 from worldboot.errors import ConfigError, UsageError
+
+
+def claim_folder(path: str | os.PathLike[str], stage: str) -> Path:
+    """Every check of a stage's output folder, for a stage that writes into it before its
+    :class:`~worldboot.runs.RunDir` is made (which is then made with ``claimed=True``):
+    :func:`out_folder`, :func:`refuse_another_stage` and :func:`refuse_foreign_files`.
+
+    Raises:
+        UsageError: The first check that fails, or ``path`` is a file.
+    """
+    out = out_folder(path, stage)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"{out} is a file: give {stage} a folder (--out)")
+    refuse_another_stage(out, stage)
+    refuse_foreign_files(out, stage)
+    return out
 
 
 def out_folder(path: str | os.PathLike[str], stage: str) -> Path:
@@ -87,3 +106,32 @@ def refuse_another_stage(path: Path, stage: str) -> None:
     held = held_stage(path)
     if held is not None and held != stage:
         raise UsageError(f"{path} holds a run of {held} (its meta.json): give {stage} a folder of its own")
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """The names in the folder ``path`` when it holds files but no worldboot run (no
+    ``meta.json`` naming a stage); empty when it is absent, empty, or holds a run. Hidden
+    entries (``.DS_Store``, a writer's temporary files) do not count."""
+    if not path.is_dir() or held_stage(path) is not None:
+        return []
+    try:
+        return sorted(e.name for e in os.scandir(path) if not e.name.startswith("."))
+    except OSError:  # unreadable: the stage's own write will say why
+        return []
+
+
+def refuse_foreign_files(path: Path, stage: str) -> None:
+    """Refuse a folder that holds files but no worldboot run: the stage would write its
+    ``config.yaml``, ``meta.json`` and outputs over files of those names, and a stage that
+    starts over clears its outputs.
+
+    Raises:
+        UsageError: Naming the folder and the first of its files.
+    """
+    names = foreign_entries(path)
+    if names:
+        more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+        raise UsageError(
+            f"{path} holds files that no worldboot run wrote ({names[0]!r}{more}): "
+            f"give {stage} an empty or new folder (--out)"
+        )

@@ -32,7 +32,7 @@ from filelock import FileLock
 
 from worldboot.config import dump_yaml, read_yaml
 from worldboot.errors import ConfigError, UsageError, resolve_path
-from worldboot.run_guards import out_folder, refuse_another_stage
+from worldboot.run_guards import out_folder, refuse_another_stage, refuse_foreign_files
 
 T = TypeVar("T")
 
@@ -151,11 +151,22 @@ class RunDir:
         stage: The stage's name, recorded in ``meta.json``.
         writer: False in every process of a multi-process run but the main one, which alone
             writes the three files (the directory is shared).
+        claimed: The stage checked the folder with :func:`~worldboot.run_guards.claim_folder`
+            before writing into it, so its own files are there now: the check of files no run
+            wrote is not made again.
+
+    Raises:
+        UsageError: ``path`` is empty, holds another stage's run, or holds files no worldboot
+            run wrote (:mod:`worldboot.run_guards`).
     """
 
-    def __init__(self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], cfg: Any, stage: str, writer: bool = True, claimed: bool = False
+    ) -> None:
         self.path = out_folder(path, stage)
         refuse_another_stage(self.path, stage)
+        if writer and not claimed:  # the other processes of a run find the writer's files there
+            refuse_foreign_files(self.path, stage)
         make_folder(self.path)
         self.cfg = cfg
         self.writer = writer
@@ -174,8 +185,8 @@ class RunDir:
     def __enter__(self) -> RunDir:
         if not self.writer:
             return self
+        self._write_meta()  # first: a run killed between the two is still found as a run
         write_atomic(self.path / "config.yaml", dump_yaml(self.cfg))
-        self._write_meta()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -15,6 +15,7 @@ from worldboot.errors import ConfigError
 def _finished_stage(out, cfg: DemoConfig) -> None:
     """What a killed run leaves: its config and one finished stage."""
     out.mkdir(parents=True)
+    (out / "meta.json").write_text(json.dumps({"stage": "demo", "status": "running"}))
     (out / "config.yaml").write_text(dump_yaml(cfg))
     (out / "stages.json").write_text(json.dumps({"base": {"result": {"path": "x"}, "seconds": 1.0}}))
 

@@ -112,6 +112,7 @@ def test_crash_and_truncated_line_resume_to_the_clean_output(tiny, pairs, tmp_pa
     # Killed in the middle of writing batch 1: one row of it whole, the next cut short.
     killed = tmp_path / "killed"
     killed.mkdir()
+    (killed / "meta.json").write_text((clean / "meta.json").read_text())  # a killed run's, as RunDir writes it first
     (killed / "annotated.jsonl").write_text("".join(lines[:3]) + lines[3][:25])
     summary = annotate_pairs(pairs, tiny, killed, cfg, progress=False)
     assert summary.done_before == 3 and summary.annotated == 3

@@ -64,8 +64,29 @@ def test_run_dir_refuses_an_empty_path_and_another_stages_run(tmp_path, monkeypa
         pass
     (tmp_path / "theirs").mkdir()
     (tmp_path / "theirs" / "meta.json").write_text("not ours")  # another tool's file: no run of ours
-    with RunDir(tmp_path / "theirs", Root(), "unit"):
+    with pytest.raises(UsageError, match=r"theirs holds files that no worldboot run wrote \('meta.json'\)"):
+        RunDir(tmp_path / "theirs", Root(), "unit")
+    assert (tmp_path / "theirs" / "meta.json").read_text() == "not ours"
+
+
+def test_run_dir_refuses_a_folder_of_files_no_run_wrote(tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for name in ("config.yaml", "summary.json", "notes.txt"):
+        (mine / name).write_text(name)
+    with pytest.raises(UsageError, match=r"mine holds files that no worldboot run wrote \('config.yaml' and 2 more\)"):
+        RunDir(mine, Root(), "rollout")
+    assert sorted(p.name for p in mine.iterdir()) == ["config.yaml", "notes.txt", "summary.json"]
+    assert (mine / "config.yaml").read_text() == "config.yaml"
+    hidden = tmp_path / "hidden"
+    hidden.mkdir()
+    (hidden / ".DS_Store").write_text("x")  # hidden files are no one's outputs
+    with RunDir(hidden, Root(), "rollout"):
         pass
+    with RunDir(mine / "sub", Root(), "rollout"):  # a new folder inside is the user's choice
+        pass
+    # Another process of a launched run finds the writer's files there: it does not check.
+    RunDir(mine, Root(), "rollout", writer=False)
 
 
 def test_write_atomic_text_bytes_and_failures(tmp_path):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 from collections import Counter
+from dataclasses import asdict
+from typing import Any
 
 from worldboot.commands import HELP_FORMATTER
 
@@ -104,19 +106,24 @@ def run_triplets(args: argparse.Namespace) -> int:
     from worldboot.world.gen import MANIFEST, generate_triplets
 
     subsets = [s.strip() for s in args.subsets.split(",") if s.strip()] if args.subsets else None
-    triplets = generate_triplets(
-        args.out,
-        args.n_per_subset,
-        seed=args.seed,
-        size=args.size,
-        subsets=subsets,
-        paraphrase=not args.canonical,
-        progress=True,
-    )
+    settings = {"n_per_subset": args.n_per_subset, "seed": args.seed, "size": args.size, "subsets": subsets,
+                "paraphrase": not args.canonical}
+    with _run_dir(args.out, settings, "world-triplets") as run:
+        triplets = generate_triplets(run.path, **settings, progress=True)
+        run.log(f"wrote {len(triplets)} triplets")
     for subset, n in sorted(Counter(t.subset for t in triplets).items()):
         print(f"{subset}: {n}")
-    print(f"wrote {len(triplets)} triplets to {args.out}/{MANIFEST}")
+    print(f"wrote {len(triplets)} triplets to {run.path / MANIFEST}")
     return 0
+
+
+def _run_dir(out: str, settings: dict[str, Any], stage: str) -> Any:
+    """The output folder of a ``world`` command as a run (its settings, meta and log), checked
+    first: never a user's own folder, nor another stage's run (:mod:`worldboot.run_guards`)."""
+    from worldboot.run_guards import claim_folder
+    from worldboot.runs import RunDir
+
+    return RunDir(claim_folder(out, stage), settings, stage, claimed=True)
 
 
 def run_clips(args: argparse.Namespace) -> int:
@@ -128,12 +135,14 @@ def run_clips(args: argparse.Namespace) -> int:
 
         raise DataError(f"--n must be >= 0, got {args.n}")
     spec = ClipSpec(size=args.size, fps=args.fps, jitter=args.jitter, transition=tuple(args.transition))
-    rows = generate_clips(args.out, args.n, seed=args.seed, spec=spec, progress=True)
+    with _run_dir(args.out, {"n": args.n, "seed": args.seed, **asdict(spec)}, "world-clips") as run:
+        rows = generate_clips(run.path, args.n, seed=args.seed, spec=spec, progress=True)
+        run.log(f"wrote {len(rows)} clips")
     for label, n in sorted(Counter(r["label"] for r in rows).items()):
         print(f"{label}: {n}")
     frames = sum(r["n_frames"] for r in rows)
     print(
-        f"wrote {len(rows)} clips ({frames} frames) to {args.out}; ground truth in {args.out}/{GROUND_TRUTH}"
+        f"wrote {len(rows)} clips ({frames} frames) to {run.path}; ground truth in {run.path / GROUND_TRUTH}"
     )
     return 0
 

@@ -31,6 +31,7 @@ from worldboot.data.schema import Problem, Problems, Triplet
 from worldboot.errors import DataError, ModelError, UserError
 from worldboot.images import open_image
 from worldboot.progress import progress_bar
+from worldboot.run_guards import out_folder
 from worldboot.runs import atomic_path, write_atomic
 
 
@@ -67,7 +68,7 @@ def build_cache(
         ModelError: ``out_dir`` holds a cache made with another backbone (another tokenizer).
         DataError: ``out_dir`` holds a cache of other triplets or images.
     """
-    out_dir = Path(out_dir)
+    out_dir = out_folder(out_dir, "tokenize")
     problems = problems if problems is not None else Problems()
     skipped = skipped if skipped is not None else Counter()
     if batch_size < 1 or shard_size < 1:

@@ -39,6 +39,7 @@ from worldboot.evaluate.judging import failure_note, judge_entries, oracle_entri
 from worldboot.evaluate.metrics import MetricsConfig
 from worldboot.evaluate.predictions import load_bench, read_predictions
 from worldboot.evaluate.tables import AVG, aggregate, render_csv, render_markdown, summary_json
+from worldboot.run_guards import claim_folder
 from worldboot.runs import RunDir, write_atomic
 
 COPY = "Copy"
@@ -224,9 +225,10 @@ def run_evaluation(cfg: EvaluateConfig, *, show_progress: bool = True) -> dict[s
         from worldboot.evaluate.judge.world import check_world_bench
 
         check_world_bench(cfg.bench, triplets)
+    claim_folder(out, "evaluate")  # before the judge's cache is made there
     judge = make_judge(cfg.judge, out / "judge_cache.sqlite")
 
-    with RunDir(out, cfg, "evaluate") as run, EvalProgress(show_progress) as progress:
+    with RunDir(out, cfg, "evaluate", claimed=True) as run, EvalProgress(show_progress) as progress:
         run.log(f"bench {cfg.bench}: {len(triplets)} samples in {len(subsets)} subsets")
         for name, pred_dir in cfg.preds.items():
             run.log(f"{name}: predictions from {pred_dir}")

@@ -44,6 +44,7 @@ The settings are :class:`~worldboot.infer.config.GenerateConfig` (imported here 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ from worldboot.infer.predict import load_models
 from worldboot.infer.verify import Verifier
 from worldboot.progress import progress_bar
 from worldboot.ray_data import run_jobs
-from worldboot.run_guards import refuse_other_settings
+from worldboot.run_guards import claim_folder, held_stage, refuse_other_settings
 from worldboot.runs import (
     RunDir,
     append_jsonl,
@@ -167,6 +168,7 @@ def run_generate(
             settings, or (with ``strict``) a bad manifest row.
     """
     cfg.validate()
+    claim_folder(cfg.out, "generate")
     run = _plan(cfg, shard)
     summary = GenerateSummary(samples=len(run.samples), shard_samples=len(run.mine), out=str(run.out),
                               shard=f"{run.index}/{run.count}")
@@ -175,7 +177,7 @@ def run_generate(
         world, verifier = load_models(cfg, run.dist[2] if run.dist else None, world, verifier)
     record = _row_record(cfg)
     todo, summary.done_before = _pending(run)
-    with RunDir(run.run_path, cfg, "generate") as rd:
+    with RunDir(run.run_path, cfg, "generate", claimed=True) as rd:
         rd.log(
             f"generate {cfg.manifest} with {cfg.world} (best of {cfg.best_of}, verifier {cfg.verifier.path}): "
             f"shard {run.index}/{run.count}, {len(run.mine)} samples, {summary.done_before} predictions already done"
@@ -266,6 +268,8 @@ def _prepare_folders(run: _Run) -> None:
     (run.run_path / "done").unlink(missing_ok=True)
     if run.count > 1:
         run.out.mkdir(parents=True, exist_ok=True)
+        if held_stage(run.out) is None:  # first: the other shards find a run of generate here
+            write_atomic(run.out / "meta.json", json.dumps({"stage": "generate", "shards": run.count}))
         write_atomic(run.out / "config.yaml", dump_yaml(run.cfg))
         return
     for folder in run.folders:

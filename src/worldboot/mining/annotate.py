@@ -34,7 +34,7 @@ from worldboot.images import open_image
 from worldboot.mining.pairs import read_pairs
 from worldboot.progress import progress_bar
 from worldboot.ray_data import RaySettings, run_jobs
-from worldboot.run_guards import out_folder, refuse_other_settings
+from worldboot.run_guards import claim_folder, refuse_other_settings
 from worldboot.runs import (
     RunDir,
     append_jsonl,
@@ -213,7 +213,7 @@ def annotate_pairs(
     cfg.validate()
     if shard is None and cfg.shard is not None:
         shard = parse_shard(cfg.shard)
-    out = out_folder(out_dir, "annotate")
+    out = claim_folder(out_dir, "annotate")
     make_folder(out)
     problems = Problems(strict=cfg.strict)
     rows = read_pairs(pairs_path, problems, cfg.root)
@@ -223,18 +223,19 @@ def annotate_pairs(
     out_file = out / output_name(shard)
     summary.output = str(out_file)
     repair_tail(out_file)
-    out_file.touch()  # a shard with nothing to do still leaves its (empty) output
     done = done_ids(sorted(out.glob("annotated*.jsonl")))
     if done:
         _check_resumable(out, cfg, model_dir)
     summary.done_before = sum(r["id"] in done for r in mine)
     # Shards share the folder: config.yaml and meta.json hold the last shard started; each
     # shard's start and end are in log.txt.
-    run = RunDir(out, cfg, "annotate")
+    run = RunDir(out, cfg, "annotate", claimed=True)
     run.meta["cdm"] = str(resolve_path(model_dir)) if model_dir else None
     # Where the images were checked to lie: `worldboot select` checks them against it again.
     run.meta["data_root"] = str(resolve_path(cfg.root) if cfg.root else resolve_path(pairs_path).parent)
     with run as rd:
+        # After meta.json: another shard that starts now finds a run here, not a stray file.
+        out_file.touch()  # a shard with nothing to do still leaves its (empty) output
         rd.log(
             f"annotate {pairs_path} with {model_dir or 'a backbone'}: shard {shard}, {len(mine)} pairs, "
             f"{summary.done_before} already done"

@@ -68,8 +68,10 @@ def resolve_train_config(
     given = read_yaml(shipped_or_given(config)) if config is not None else {}
     words = _words(overrides)
     _refuse_old_layout(given, words, config)
-    flags: dict[str, Any] = {"task": task, "base_model": str(base) if base else None,
-                             "out": str(out) if out else None, **rl}
+    # An empty --out or --base (an unset shell variable) is kept, and refused later, rather
+    # than taken as "not given": the preset's folder would be used (and written) instead.
+    flags: dict[str, Any] = {"task": task, "base_model": None if base is None else str(base),
+                             "out": None if out is None else str(out), **rl}
     task_now = _last(flags.get("task"), words.get("task"), given.get("task"), "dynamics")
     objective = None
     if task_now in RL_TASKS:
