@@ -93,7 +93,9 @@ def test_cli_rollout_best_of(tmp_path, tiny_dir, image, capsys):
     args = ["rollout", str(image), "--world", str(tiny_dir), "--verifier", str(tiny_dir), "--best-of", "2",
             "--action", ACTIONS[0], "--action", ACTIONS[2], "--out", str(out), "--frame-size", "48", "--seed", "9"]
     assert main(args) == 0
-    assert "strip.png" in capsys.readouterr().out
+    assert "2 steps -> " in capsys.readouterr().out
+    assert main(args) == 0  # done before: the summary still names both steps
+    assert f"2 steps (2 from an earlier run) -> {out}/step-1.png ... step-2.png" in capsys.readouterr().out
     record = json.loads((out / "rollout.json").read_text())
     for i, step in enumerate(record["steps"], start=1):
         assert len(step["candidates"]) == 2 and (out / f"candidates/step-{i}/1.png").is_file()

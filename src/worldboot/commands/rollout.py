@@ -67,5 +67,7 @@ def run(args: argparse.Namespace) -> int:
     }
     cfg = load_config(RolloutConfig, args.config, args.overrides or [], flags=flags)
     steps = run_rollout(cfg)
-    print(f"{len(steps)} steps -> {cfg.out}/step-1.png ... step-{len(steps)}.png and {cfg.out}/strip.png")
+    total = len(cfg.actions)  # the steps returned are this run's; a resumed run kept the others
+    earlier = f" ({total - len(steps)} from an earlier run)" if len(steps) < total else ""
+    print(f"{total} steps{earlier} -> {cfg.out}/step-1.png ... step-{total}.png and {cfg.out}/strip.png")
     return 0
