@@ -87,12 +87,19 @@ def refuse_other_settings(out: Path, cfg: Any, keys: Sequence[str], what: str) -
                 )
 
 
+def run_meta(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``meta.json`` of the run in the folder ``path``; empty when there is none, or it is
+    not one of ours (not a JSON object)."""
+    try:
+        meta = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # no run here
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
 def held_stage(path: str | os.PathLike[str]) -> str | None:
     """The stage whose run the folder ``path`` holds (its ``meta.json``), or None."""
-    try:
-        held = json.loads((Path(path) / "meta.json").read_text(encoding="utf-8")).get("stage")
-    except (OSError, ValueError, AttributeError):  # no run here, or not one of ours
-        return None
+    held = run_meta(path).get("stage")
     return held if isinstance(held, str) else None
 
 

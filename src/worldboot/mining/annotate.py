@@ -34,7 +34,7 @@ from worldboot.images import open_image
 from worldboot.mining.pairs import read_pairs
 from worldboot.progress import progress_bar
 from worldboot.ray_data import RaySettings, run_jobs
-from worldboot.run_guards import claim_folder, refuse_other_settings
+from worldboot.run_guards import claim_folder, refuse_other_settings, run_meta
 from worldboot.runs import (
     RunDir,
     append_jsonl,
@@ -175,11 +175,8 @@ def _check_resumable(out: Path, cfg: AnnotateConfig, model_dir: str | None) -> N
     """
     keys = ["max_new_tokens", "sample"] + (["temperature", "seed", "batch_size"] if cfg.sample else [])
     refuse_other_settings(out, cfg, keys, "annotated rows")
-    try:
-        held = json.loads((out / "meta.json").read_text(encoding="utf-8")).get("cdm")
-    except (OSError, ValueError, AttributeError):
-        return
-    if held and model_dir and Path(held) != resolve_path(model_dir):
+    held = run_meta(out).get("cdm")
+    if isinstance(held, str) and held and model_dir and Path(held) != resolve_path(model_dir):
         raise ConfigError(f"{out} holds rows annotated by the CDM {held}, not {model_dir}: "
                           "use another --out (or delete the folder) to start afresh")
 
