@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from worldboot import world
 from worldboot.base.vq_train import VQTrainSettings
-from worldboot.config import load_preset, to_dict
+from worldboot.config import bounded, check_ranges, load_preset, to_dict
+from worldboot.errors import ConfigError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.world.patches import CELL_KINDS
 from worldboot.world.scene import GRID, SHAPES, SIZES, STATES
@@ -29,6 +30,8 @@ RECIPE_VERSION = 4
 #: 0.5 of 10, judge score 0.05), against 2.0 and 0.22 with the action first.
 PROMPTS = PromptTemplates(world_before=" Action: {action}.", world="")
 INFO_FILE = "base_info.json"
+#: Side of the base's images in pixels.
+IMAGE_SIZE = 64
 
 
 # --------------------------------------------------------------------------------------------
@@ -63,16 +66,35 @@ class VQRecipe:
         eval_scenes: Held-out scenes on which the round trip is measured.
     """
 
-    codebook: int = 337
-    embed_dim: int = 32
-    base_channels: int = 32
+    codebook: int = bounded(337, ge=1)
+    embed_dim: int = bounded(32, ge=1)
+    base_channels: int = bounded(32, ge=32)
     channel_multiplier: list[int] = field(default_factory=lambda: [1, 1, 2, 2])
     attention: bool = True
     train: VQTrainSettings = field(default_factory=VQTrainSettings)
-    crowded: float = 0.6
-    jitter: float = 0.2
-    clip_frames: float = 0.2
-    eval_scenes: int = 200
+    crowded: float = bounded(0.6, ge=0, le=1)
+    jitter: float = bounded(0.2, ge=0, le=1)
+    clip_frames: float = bounded(0.2, ge=0, le=1)
+    eval_scenes: int = bounded(200, ge=1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "vq.")  # before the checks below, which assume the ranges
+        if self.base_channels % 32:
+            raise ConfigError(f"vq.base_channels must be a multiple of 32 (the VQ's GroupNorm has 32 groups), "
+                              f"got {self.base_channels}")
+        mult, most = self.channel_multiplier, max_halvings() + 1
+        if not 1 <= len(mult) <= most or min(mult) < 1:
+            raise ConfigError(f"vq.channel_multiplier must be 1 to {most} positive integers (each after the first "
+                              f"halves the {IMAGE_SIZE}-px image, to a token grid that is a multiple of the world's "
+                              f"{GRID}x{GRID} cells), got {mult}")
+        if self.jitter + self.clip_frames > 1:
+            raise ConfigError(f"vq.jitter + vq.clip_frames must be at most 1 (shares of the encoder's inputs), got "
+                              f"{self.jitter:g} + {self.clip_frames:g}")
+
+    @property
+    def token_grid(self) -> int:
+        """Side of the token grid of an image (8 with the 4 entries of the default multiplier)."""
+        return IMAGE_SIZE // 2 ** (len(self.channel_multiplier) - 1)
 
 
 @dataclass
@@ -102,20 +124,26 @@ class LMRecipe:
         eval_scenes: Held-out scenes for the loss, captioning and generation checks.
     """
 
-    text_vocab: int = 1024
-    hidden: int = 128
-    layers: int = 2
-    heads: int = 4
-    intermediate: int = 256
-    scenes: int = 1024
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 3e-3
-    warmup_steps: int = 20
-    weight_decay: float = 0.01
-    copy_fraction: float = 0.0
+    text_vocab: int = bounded(1024, ge=1)
+    hidden: int = bounded(128, ge=1)
+    layers: int = bounded(2, ge=1)
+    heads: int = bounded(4, ge=1)
+    intermediate: int = bounded(256, ge=1)
+    scenes: int = bounded(1024, ge=1)
+    steps: int = bounded(300, ge=0)
+    batch_size: int = bounded(16, ge=1)
+    lr: float = bounded(3e-3, gt=0)
+    warmup_steps: int = bounded(20, ge=0)
+    weight_decay: float = bounded(0.01, ge=0)
+    copy_fraction: float = bounded(0.0, ge=0, le=1)
     code_init: Literal["random", "words"] = "random"
-    eval_scenes: int = 32
+    eval_scenes: int = bounded(32, ge=1)
+
+    def __post_init__(self) -> None:
+        check_ranges(self, "lm.")  # before the check below, which divides by heads
+        if self.hidden % (2 * self.heads):
+            raise ConfigError(f"lm.hidden must be a multiple of 2 x lm.heads = {2 * self.heads} (an even width per "
+                              f"head, for rotary positions), got {self.hidden} with {self.heads} heads")
 
 
 @dataclass
@@ -132,9 +160,18 @@ class BaseRecipe:
 
     name: str = "smoke"
     seed: int = 0
-    threads: int = 0
+    threads: int = bounded(0, ge=0)
     vq: VQRecipe = field(default_factory=VQRecipe)
     lm: LMRecipe = field(default_factory=LMRecipe)
+
+
+def max_halvings() -> int:
+    """Most halvings of the :data:`IMAGE_SIZE` image that leave a token grid that is a positive
+    multiple of the world's :data:`~worldboot.world.scene.GRID` (4 for 64 px and 4 cells)."""
+    n = 0
+    while (IMAGE_SIZE >> (n + 1)) % GRID == 0 and IMAGE_SIZE >> (n + 1) >= GRID:
+        n += 1
+    return n
 
 
 #: Named recipes, each ``configs/demo/base_<name>.yaml`` inside the package (the one copy).

@@ -17,6 +17,7 @@ from worldboot.base.checks import lm_checks, locality_rate, vq_parse_rate
 from worldboot.base.data import eval_scenes, text_corpus, vq_batch
 from worldboot.base.pretrain import link_codes_to_words, pretrain_lm
 from worldboot.base.recipe import (
+    IMAGE_SIZE,
     INFO_FILE,
     PROMPTS,
     RECIPE_VERSION,
@@ -45,6 +46,13 @@ def train_world_tokenizer(
     training metrics."""
     from worldboot.models.tiny import TinyChameleonSpec, build_tiny_chameleon
 
+    grid = recipe.vq.token_grid  # checked before minutes of building, not after
+    if grid % GRID or recipe.vq.codebook != patch_code_count(grid // GRID):
+        raise ConfigError(
+            f"the world base's tokenizer needs whole token patches per cell (a token grid that is a "
+            f"multiple of {GRID}, got {grid}x{grid}: vq.channel_multiplier) and a code for every patch "
+            f"and no other (vq.codebook={patch_code_count(max(1, grid // GRID))}, got {recipe.vq.codebook})"
+        )
     spec = TinyChameleonSpec(
         text_vocab=recipe.lm.text_vocab,
         codebook=recipe.vq.codebook,
@@ -52,7 +60,7 @@ def train_world_tokenizer(
         layers=recipe.lm.layers,
         heads=recipe.lm.heads,
         intermediate=recipe.lm.intermediate,
-        image_size=64,
+        image_size=IMAGE_SIZE,
         vq_base_channels=recipe.vq.base_channels,
         vq_channel_multiplier=list(recipe.vq.channel_multiplier),
         vq_embed_dim=recipe.vq.embed_dim,
@@ -61,13 +69,6 @@ def train_world_tokenizer(
         seed=recipe.seed,
     )
     backbone = build_tiny_chameleon(spec, corpus=text_corpus(recipe.seed), templates=PROMPTS)
-    grid = backbone.vqgan.grid
-    if grid % GRID or recipe.vq.codebook != patch_code_count(grid // GRID):
-        raise ConfigError(
-            f"the world base's tokenizer needs whole token patches per cell (a token grid that is a "
-            f"multiple of {GRID}, got {grid}x{grid}: vq.channel_multiplier) and a code for every patch "
-            f"and no other (vq.codebook={patch_code_count(max(1, grid // GRID))}, got {recipe.vq.codebook})"
-        )
 
     def sample(step: int, n: int) -> VQBatch:
         return vq_batch(backbone, recipe.vq, recipe.seed, step, n)

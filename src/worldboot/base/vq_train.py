@@ -39,6 +39,7 @@ import torch
 from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
+from worldboot.config import bounded
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder
 from worldboot.progress import progress_bar
 
@@ -56,10 +57,10 @@ class VQTrainSettings:
         seed: Seeds initialisation.
     """
 
-    steps: int = 1500
-    batch_size: int = 4
-    lr: float = 2e-3
-    object_weight: float = 3.0
+    steps: int = bounded(1500, ge=0)
+    batch_size: int = bounded(4, ge=1)
+    lr: float = bounded(2e-3, gt=0)
+    object_weight: float = bounded(3.0, gt=0)
     seed: int = 0
 
 

@@ -28,7 +28,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING
 from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
-from worldboot.errors import ModelError
+from worldboot.errors import ModelError, unless_loop
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.files import (
     check_new_model_dir,
@@ -39,7 +39,7 @@ from worldboot.models.files import (
 )
 from worldboot.models.lm_forward import unwrap, world_class
 from worldboot.models.token_lm import TokenLMBackbone
-from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
+from worldboot.models.vq import VQGAN, ChameleonVQDecoder, build_taming_vqgan, vqgan_checkpoint
 
 FAMILY = "causal-vq"
 META_FILE = "worldboot.json"
@@ -130,14 +130,7 @@ def _load_vqgan(path: Path) -> VQGAN:
             f"{path} has neither {VQ_CONFIG_FILE} + {ENCODER_FILE} + {DECODER_FILE} nor a tokenizer/ folder with "
             "vqgan.yaml and vqgan.ckpt (or vqgan.safetensors)"
         )
-    config, vq_sd, dec_sd = load_taming_vqgan(ckpt, folder / "vqgan.yaml")
-    vq, decoder = ChameleonVQVAE(config), ChameleonVQDecoder(config)
-    try:
-        vq.load_state_dict(vq_sd, strict=True)
-        decoder.load_state_dict(dec_sd, strict=True)
-    except RuntimeError as err:
-        raise ModelError(f"{folder}: {ckpt.name} does not fit vqgan.yaml ({str(err).strip().splitlines()[0]})") from None
-    return VQGAN(vq, decoder)
+    return build_taming_vqgan(ckpt, folder / "vqgan.yaml")
 
 
 def load_causal_vq(
@@ -245,12 +238,16 @@ def assemble_causal_vq(
     """
     import shutil
 
-    import yaml
-
     llm, vqgan, out = Path(llm), Path(vqgan), Path(out)
+    for folder, what in ((llm, "language model folder"), (vqgan, "VQGAN folder")):
+        if not folder.is_dir():  # not a hub name either: from_pretrained would spend half a minute on the hub
+            raise unless_loop(folder, ModelError(f"{what} not found: {folder}" if not folder.exists()
+                                                 else f"{folder} is a file: give the {what}"))
+    if not (llm / "config.json").is_file():
+        raise ModelError(f"{llm} has no config.json: not a transformers model folder")
     try:
-        config = AutoConfig.from_pretrained(llm)
-        tokenizer = AutoTokenizer.from_pretrained(llm)
+        config = AutoConfig.from_pretrained(llm, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(llm, local_files_only=True)
     except (OSError, ValueError) as err:
         raise ModelError(f"{llm}: not a transformers model folder ({str(err).splitlines()[0]})") from None
     if type(config) not in MODEL_FOR_CAUSAL_LM_MAPPING:
@@ -262,10 +259,9 @@ def assemble_causal_vq(
     ckpt = vqgan_checkpoint(vqgan)
     if ckpt is None or not (vqgan / "vqgan.yaml").is_file():
         raise ModelError(f"{vqgan}: needs vqgan.yaml and vqgan.ckpt (or vqgan.safetensors)")
-    try:
-        codes = int(yaml.safe_load((vqgan / "vqgan.yaml").read_text(encoding="utf-8"))["model"]["params"]["n_embed"])
-    except (KeyError, TypeError, yaml.YAMLError):
-        raise ModelError(f"{vqgan / 'vqgan.yaml'}: not a taming VQGAN config (no model.params.n_embed)") from None
+    # Loaded as the model directory will load it, so that a broken VQGAN is refused now, not by
+    # every later command.
+    codes = build_taming_vqgan(ckpt, vqgan / "vqgan.yaml").codebook_size
     vocab = int(getattr(config, "vocab_size", 0) or getattr(config.get_text_config(), "vocab_size", 0))
     if image_token_offset < 0 or image_token_offset + codes > vocab:
         raise ModelError(

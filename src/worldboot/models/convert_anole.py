@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from worldboot.errors import ModelError
-from worldboot.models.files import check_new_model_dir, read_json
+from worldboot.errors import ModelError, unless_loop
+from worldboot.models.files import check_new_model_dir, field_value, read_json, tensor_mapping
 
 #: Chameleon's reserved token that stands for an image placeholder in transformers.
 IMAGE_PLACEHOLDER = ("<reserved08707>", "<image>")
@@ -52,13 +52,34 @@ def per_head_norm(vector: torch.Tensor, heads: int) -> torch.Tensor:
     return half_split_rows(vector[:, None], 1)[:, 0].expand(heads, -1).contiguous()
 
 
+#: The keys of ``params.json`` the conversion reads: (key, kind of value as in
+#: :data:`~worldboot.models.files.KINDS`, default; ``...`` for a required key).
+PARAMS = (("dim", "count", ...), ("n_layers", "count", ...), ("n_heads", "count", ...), ("norm_eps", "positive", ...),
+          ("n_kv_heads", "count", None), ("rope_theta", "positive", 10000.0), ("swin_norm", "flag", False))
+
+
 def read_params(model_dir: Path) -> dict[str, Any]:
-    """``params.json`` with ``consolidate_params.json`` over it (either may nest under ``model``)."""
-    params = read_json(model_dir / "params.json")
-    extra = model_dir / "consolidate_params.json"
-    if extra.is_file():
-        params = {**params, **read_json(extra)}
-    return params.get("model", params)
+    """``params.json`` with ``consolidate_params.json`` over it (either may nest under ``model``).
+
+    Raises:
+        ModelError: Naming the file (and key) that is not a JSON mapping, lacks a key of
+            :data:`PARAMS` or gives one a value of the wrong type or range.
+    """
+    params: dict[str, Any] = {}
+    source: dict[str, Path] = {}  # which file gave each key
+    for path in (model_dir / "params.json", model_dir / "consolidate_params.json"):
+        if path == model_dir / "params.json" or path.is_file():
+            data, part = read_json(path), "it"
+            if isinstance(data, dict) and "model" in data:
+                data, part = data["model"], "its model entry"
+            if not isinstance(data, dict):
+                raise ModelError(f"{path}: {part} holds {type(data).__name__}, where Meta's release has a mapping of sizes")
+            params.update(data)
+            source.update(dict.fromkeys(data, path))
+    for key, kind, default in PARAMS:
+        where = str(source.get(key, model_dir / "params.json"))
+        params[key] = field_value(params, key, kind, where, default=default)
+    return params
 
 
 class _Reads(dict):
@@ -129,14 +150,22 @@ def _tokenizer(path: Path) -> Any:
         vocab = data["model"]["vocab"]
     except (ValueError, KeyError, TypeError) as err:
         raise ModelError(f"{path}: not a tokenizers JSON file ({_first_line(err)})") from None
+    added = data.get("added_tokens", [])
+    if not isinstance(vocab, dict) or not isinstance(added, list) or not all(isinstance(t, dict) for t in added):
+        raise ModelError(f"{path}: not a tokenizers JSON file of a BPE model (model.vocab must map tokens to ids, "
+                         "added_tokens be a list of tokens)")
     old, new = IMAGE_PLACEHOLDER
     if old in vocab:
         vocab[new] = vocab.pop(old)
-    for token in data.get("added_tokens", []):
-        if token["content"] == old:
+    for token in added:
+        if token.get("content") == old:
             token["content"] = new
+    try:
+        backend = Tokenizer.from_str(json.dumps(data))
+    except Exception as err:  # noqa: BLE001 - tokenizers raises a bare Exception for a file it cannot parse
+        raise ModelError(f"{path}: not a tokenizers JSON file ({_first_line(err)})") from None
     return PreTrainedTokenizerFast(
-        tokenizer_object=Tokenizer.from_str(json.dumps(data)),
+        tokenizer_object=backend,
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
         additional_special_tokens=[BOI_TOKEN, EOI_TOKEN],
     )
@@ -147,9 +176,10 @@ def _checkpoint(model_dir: Path) -> dict[str, torch.Tensor]:
         path = model_dir / name
         if path.is_file():
             try:
-                return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+                blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
             except Exception as err:  # noqa: BLE001 - an unsafe or damaged pickle: refuse, never run it
                 raise ModelError(f"{path}: cannot be read with weights_only=True ({type(err).__name__})") from None
+            return tensor_mapping(blob, path)
     raise ModelError(f"{model_dir} has no consolidated.pth")
 
 
@@ -168,9 +198,12 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
             a folder converted by Anole's modified transformers (one line saying what to do).
     """
     from worldboot.models.chameleon import ChameleonBackbone, ChameleonWorldLM, refuse_old_conversion
-    from worldboot.models.vq import ChameleonVQDecoder, load_taming_vqgan
+    from worldboot.models.vq import build_taming_vqgan
 
     src, out = Path(src), Path(out)
+    if not src.is_dir():
+        raise unless_loop(src, ModelError(f"Anole's release folder not found: {src}" if not src.exists()
+                                          else f"{src} is a file: give Anole's release folder"))
     if (src / "config.json").is_file():
         refuse_old_conversion(src)
         raise ModelError(f"{src} is already in transformers' format: load it directly (it needs no conversion)")
@@ -180,17 +213,17 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
     check_new_model_dir(out, src)
     model_dir = src / "models" / "7b"
     params = read_params(model_dir)
-    vq_config, vq_sd, dec_sd = load_taming_vqgan(src / "tokenizer" / "vqgan.ckpt", src / "tokenizer" / "vqgan.yaml")
+    vqgan = build_taming_vqgan(src / "tokenizer" / "vqgan.ckpt", src / "tokenizer" / "vqgan.yaml")
     tokenizer = _tokenizer(src / "tokenizer" / "text_tokenizer.json")
     meta = _checkpoint(model_dir)
     try:
-        config, state = _config_and_state(params, meta, vq_config, tokenizer)
+        config, state = _config_and_state(params, meta, vqgan.vq.config, tokenizer)
     except KeyError as err:
         raise ModelError(f"{model_dir}: no {err} in params.json or consolidated.pth (not Anole's release?)") from None
-    except (RuntimeError, ValueError) as err:  # a reshape by params.json's sizes that the tensors refuse
+    except (RuntimeError, ValueError, IndexError) as err:  # a reshape by params.json's sizes that the tensors refuse
         raise ModelError(f"{model_dir}: the checkpoint does not fit params.json ({_first_line(err)})") from None
     # The VQGAN keeps its checkpoint's float32 beside a bf16 language model (as the reference runs it).
-    state.update({f"model.vqmodel.{k}": v.float() for k, v in vq_sd.items()})
+    state.update({f"model.vqmodel.{k}": v.float() for k, v in vqgan.vq.state_dict().items()})
     from accelerate import init_empty_weights
 
     with init_empty_weights():  # weights come from the checkpoint; buffers (rotary) are made here
@@ -206,12 +239,7 @@ def convert_anole(src: str | os.PathLike[str], out: str | os.PathLike[str]) -> P
             f"unexpected {result.unexpected_keys[:3]})"
         )
     model.eval()
-    decoder = ChameleonVQDecoder(config.vq_config)
-    try:
-        decoder.load_state_dict(dec_sd, strict=True)
-    except RuntimeError as err:
-        raise ModelError(f"{src / 'tokenizer'}: vqgan.ckpt does not fit vqgan.yaml ({_first_line(err)})") from None
-    ChameleonBackbone(model, tokenizer, decoder.float(), int(config.vq_config.resolution)).save(out)
+    ChameleonBackbone(model, tokenizer, vqgan.decoder.float(), int(config.vq_config.resolution)).save(out)
     shutil.copytree(src / "tokenizer", out / "tokenizer", dirs_exist_ok=True)
     return out
 

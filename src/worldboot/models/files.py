@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +42,79 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, Any]:
         return load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ModelError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0]})") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+#: What a value of each kind must be (said in the error) and the test it must pass.
+KINDS: dict[str, tuple[str, Callable[[Any], bool]]] = {
+    "count": ("a positive integer", lambda v: _is_int(v) and v >= 1),
+    "count0": ("an integer of at least 0", lambda v: _is_int(v) and v >= 0),
+    "counts": ("a non-empty list of positive integers",
+               lambda v: isinstance(v, list) and bool(v) and all(_is_int(x) and x >= 1 for x in v)),
+    "counts0": ("a list of positive integers", lambda v: isinstance(v, list) and all(_is_int(x) and x >= 1 for x in v)),
+    "positive": ("a positive number", lambda v: _is_number(v) and v > 0),
+    "share": ("a number from 0 to 1", lambda v: _is_number(v) and 0 <= v <= 1),
+    "flag": ("true or false", lambda v: isinstance(v, bool)),
+}
+
+
+def field_value(table: Mapping[str, Any], key: str, kind: str, where: str, name: str = "",
+                default: Any = ...) -> Any:
+    """``table[key]`` of a model's config file, checked to be of ``kind`` (see :data:`KINDS`).
+
+    Args:
+        table: The mapping that holds the key.
+        key: The key.
+        kind: A name of :data:`KINDS`.
+        where: The file, for the error.
+        name: The key's dotted name in the file (default ``key``).
+        default: Returned when the key is absent or null; ``...`` (the default): the key is required.
+
+    Raises:
+        ModelError: Naming the file and the key, and what its value must be.
+    """
+    name = name or key
+    value = table.get(key)
+    if value is None and default is not ...:
+        return default
+    if key not in table:
+        raise ModelError(f"{where}: no {name}")
+    what, test = KINDS[kind]
+    if not test(value):
+        raise ModelError(f"{where}: {name} must be {what}, got {repr(value)[:200]}")
+    return value
+
+
+def tensor_mapping(obj: Any, path: str | os.PathLike[str], part: str = "it") -> dict[str, Any]:
+    """``obj``, read from the checkpoint ``path``, when it maps tensor names to tensors.
+
+    Args:
+        obj: What the checkpoint holds (or its ``state_dict`` entry).
+        path: The checkpoint, for the error.
+        part: What ``obj`` is of the file, for the error (``its state_dict``).
+
+    Raises:
+        ModelError: Naming the file, and what it holds instead, or its first entry that is not a tensor.
+    """
+    import torch
+
+    if not isinstance(obj, dict):
+        raise ModelError(f"{path}: {part} holds {type(obj).__name__}, not tensors by name: not a checkpoint of weights")
+    for key, value in obj.items():
+        if not isinstance(key, str):
+            raise ModelError(f"{path}: {part} has the key {repr(key)[:80]} ({type(key).__name__}), where a checkpoint "
+                             "of weights names its tensors")
+        if not isinstance(value, torch.Tensor):
+            raise ModelError(f"{path}: {part} holds {key[:80]!r} as {type(value).__name__}, not a tensor: not a "
+                             "checkpoint of weights")
+    return obj
 
 
 def load_tokenizer(path: str | os.PathLike[str]) -> Any:

@@ -25,6 +25,7 @@ from transformers.models.chameleon.modeling_chameleon import (
 )
 
 from worldboot.errors import ModelError
+from worldboot.models.files import field_value, load_safetensors, tensor_mapping
 
 
 class _Upsample(nn.Module):
@@ -198,33 +199,64 @@ def split_taming_state_dict(
     return vq_sd, dec_sd
 
 
-def vq_config_from_taming_yaml(params: dict[str, Any]) -> ChameleonVQVAEConfig:
-    """transformers' VQ config from the ``model.params`` of a taming ``vqgan.yaml``."""
-    dd = params["ddconfig"]
-    return ChameleonVQVAEConfig(
-        embed_dim=params["embed_dim"],
-        num_embeddings=params["n_embed"],
-        double_latent=dd.get("double_z", False),
-        latent_channels=dd["z_channels"],
-        resolution=dd["resolution"],
-        in_channels=dd["in_channels"],
-        base_channels=dd["ch"],
-        channel_multiplier=list(dd["ch_mult"]),
-        num_res_blocks=dd["num_res_blocks"],
-        attn_resolutions=list(dd.get("attn_resolutions") or []),
-        dropout=dd.get("dropout", 0.0),
+def vq_config_from_taming_yaml(params: dict[str, Any], where: str = "vqgan.yaml") -> ChameleonVQVAEConfig:
+    """transformers' VQ config from the ``model.params`` of a taming ``vqgan.yaml``.
+
+    Args:
+        params: The mapping under ``model.params``.
+        where: The file, for errors.
+
+    Raises:
+        ModelError: Naming the file and the first key that is missing, of the wrong type or out
+            of range (``model.params.ddconfig.ch must be a positive integer, got 'x'``).
+    """
+    dd = params.get("ddconfig")
+    if not isinstance(dd, dict):
+        raise ModelError(f"{where}: not a taming VQGAN config (no model.params.ddconfig mapping)")
+
+    def value(table: dict[str, Any], key: str, kind: str, default: Any = ...) -> Any:
+        name = "model.params." + ("ddconfig." if table is dd else "") + key
+        return field_value(table, key, kind, where, name, default)
+
+    ch, ch_mult = value(dd, "ch", "count"), value(dd, "ch_mult", "counts")
+    resolution = value(dd, "resolution", "count")
+    if ch % 32:  # every GroupNorm of the encoder and decoder has 32 groups of ch x ch_mult channels
+        raise ModelError(f"{where}: model.params.ddconfig.ch must be a multiple of 32 (the VQGAN's GroupNorm), got {ch}")
+    halvings = len(ch_mult) - 1
+    if resolution % 2**halvings:
+        raise ModelError(f"{where}: model.params.ddconfig.resolution must be a multiple of {2**halvings} (ch_mult "
+                         f"halves it {halvings} times), got {resolution}")
+    config = dict(
+        embed_dim=value(params, "embed_dim", "count"),
+        num_embeddings=value(params, "n_embed", "count"),
+        double_latent=value(dd, "double_z", "flag", False),
+        latent_channels=value(dd, "z_channels", "count"),
+        resolution=resolution,
+        in_channels=value(dd, "in_channels", "count"),
+        base_channels=ch,
+        channel_multiplier=list(ch_mult),
+        num_res_blocks=value(dd, "num_res_blocks", "count0"),
+        attn_resolutions=list(value(dd, "attn_resolutions", "counts0", [])),
+        dropout=float(value(dd, "dropout", "share", 0.0)),
     )
+    try:
+        return ChameleonVQVAEConfig(**config)
+    except (TypeError, ValueError) as err:  # transformers' own checks, should it add some
+        raise ModelError(f"{where}: not a VQGAN config transformers accepts ({str(err).strip().splitlines()[0]})") from None
 
 
 def read_taming_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a VQGAN checkpoint safely: safetensors, or a torch pickle with ``weights_only=True``."""
+    """Read a VQGAN checkpoint safely: safetensors, or a torch pickle with ``weights_only=True``.
+
+    Raises:
+        ModelError: When it is missing, unsafe or unreadable, or holds anything but tensors by
+            name (or a ``state_dict`` of them).
+    """
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"VQGAN checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
+        return load_safetensors(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # an unsafe pickle: refuse rather than execute it
@@ -232,7 +264,9 @@ def read_taming_checkpoint(path: str | os.PathLike[str]) -> dict[str, torch.Tens
             f"{path}: cannot be read with weights_only=True ({type(err).__name__}); "
             "convert it to safetensors on a trusted machine first"
         ) from None
-    return blob.get("state_dict", blob) if isinstance(blob, dict) else blob
+    if isinstance(blob, dict) and "state_dict" in blob:
+        return tensor_mapping(blob["state_dict"], path, "its state_dict")
+    return tensor_mapping(blob, path)
 
 
 def vqgan_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
@@ -246,19 +280,63 @@ def vqgan_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
 def load_taming_vqgan(
     ckpt_path: str | os.PathLike[str], yaml_path: str | os.PathLike[str]
 ) -> tuple[ChameleonVQVAEConfig, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Config and split state dicts of Anole's ``tokenizer/vqgan.ckpt`` + ``vqgan.yaml``."""
+    """Config and split state dicts of Anole's ``tokenizer/vqgan.ckpt`` + ``vqgan.yaml``.
+
+    Raises:
+        ModelError: A missing or damaged file, naming it (and the key of ``vqgan.yaml``).
+    """
     import yaml
 
     yaml_path = Path(yaml_path)
     if not yaml_path.is_file():
         raise ModelError(f"VQGAN config not found: {yaml_path}")
     try:
-        params = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))["model"]["params"]
-        config = vq_config_from_taming_yaml(params)
+        data = yaml.safe_load(yaml_path.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ModelError(f"{yaml_path}: not a readable YAML file ({str(err).splitlines()[0]})") from None
-    except (KeyError, TypeError) as err:
+    params = data.get("model") if isinstance(data, dict) else None
+    params = params.get("params") if isinstance(params, dict) else None
+    if not isinstance(params, dict):
         # Anole's vqgan.yaml holds model.params.ddconfig (and embed_dim, n_embed).
-        raise ModelError(f"{yaml_path}: not a taming VQGAN config (no model.params.ddconfig; missing {err})") from None
-    vq_sd, dec_sd = split_taming_state_dict(read_taming_checkpoint(ckpt_path))
+        raise ModelError(f"{yaml_path}: not a taming VQGAN config (no model.params mapping, with its ddconfig)")
+    config = vq_config_from_taming_yaml(params, str(yaml_path))
+    state = read_taming_checkpoint(ckpt_path)
+    try:
+        vq_sd, dec_sd = split_taming_state_dict(state)
+    except ModelError as err:  # it names no file
+        raise ModelError(f"{ckpt_path}: {err}") from None
     return config, vq_sd, dec_sd
+
+
+def build_taming_vqgan(ckpt_path: str | os.PathLike[str], yaml_path: str | os.PathLike[str]) -> VQGAN:
+    """The VQGAN of a taming checkpoint and its ``vqgan.yaml``, every weight loaded strictly.
+
+    Raises:
+        ModelError: As :func:`load_taming_vqgan`, or naming the first tensor of the checkpoint
+            that ``vqgan.yaml`` gives no place or another shape (or that it lacks).
+    """
+    config, vq_sd, dec_sd = load_taming_vqgan(ckpt_path, yaml_path)
+    vq, decoder = ChameleonVQVAE(config), ChameleonVQDecoder(config)
+    for module, state, prefix in ((vq, vq_sd, ""), (decoder, dec_sd, "decoder.")):
+        problem = state_misfit(module.state_dict(), state, prefix)
+        if problem:
+            raise ModelError(f"{ckpt_path} does not fit {Path(yaml_path).name}: {problem}")
+        module.load_state_dict(state, strict=True)
+    return VQGAN(vq, decoder)
+
+
+def state_misfit(
+    expected: dict[str, torch.Tensor], given: dict[str, torch.Tensor], prefix: str = "", config: str = "vqgan.yaml"
+) -> str | None:
+    """What keeps ``given`` from loading strictly where ``expected`` is (None: nothing), naming
+    the first tensor (with ``prefix``) that is missing, has no place or another shape, in words
+    that blame ``config`` (the file that describes the model)."""
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    for keys, says in ((missing, "it lacks {}"), (unexpected, "it holds {}, which " + config + " gives no place")):
+        if keys:
+            return says.format(f"{prefix}{keys[0]}" + (f" and {len(keys) - 1} more" if len(keys) > 1 else ""))
+    for key, want in expected.items():
+        if tuple(given[key].shape) != tuple(want.shape):
+            return f"{prefix}{key} is {list(given[key].shape)} where {config} makes it {list(want.shape)}"
+    return None
