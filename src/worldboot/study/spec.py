@@ -35,9 +35,11 @@ from typing import Any
 import yaml
 from PIL import Image
 
-from worldboot.config import UniqueKeyLoader, read_utf8, yaml_error
-from worldboot.data.schema import Problems, read_manifest, resolve_under
+from worldboot.config import read_utf8, yaml_error
+from worldboot.data.schema import Problems, read_manifest, resolve_under, wrong_types
 from worldboot.errors import ConfigError, DataError, resolve_path, unless_loop
+from worldboot.study.keys import LINE, LineLoader, check_study_keys, clean, path_text
+from worldboot.study.keys import where as key_place
 
 #: Item ids and annotator ids: safe in URLs, file names and CSV cells.
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -63,27 +65,6 @@ DEFAULT_INSTRUCTIONS = (
     "natural textures and lighting, faithful to the source scene; (2) instruction following: "
     "the change clearly shows the action; (3) over-editing: only what the action needs changes."
 )
-_LINE = "__line__"
-
-
-class _LineLoader(UniqueKeyLoader):
-    """A YAML loader that records the line of every mapping, for one-line errors, and refuses
-    a key given twice (two ``items:`` would silently drop the first)."""
-
-
-def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
-    mapping = loader.construct_mapping(node, deep=True)
-    mapping[_LINE] = node.start_mark.line + 1
-    return mapping
-
-
-_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-
-
-def _clean(mapping: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in mapping.items() if k != _LINE}
-
-
 @dataclass
 class StudyItem:
     """One item of the study.
@@ -193,9 +174,9 @@ def check_image(path: Path) -> None:
         raise DataError(f"image {path} is {fmt}; a study holds PNG, JPEG or WebP")
 
 
-def _seed(value: Any, file: Path) -> int:
+def _seed(value: Any, place: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{file}: `seed` must be a whole number, got {value!r}")
+        raise ConfigError(f"{place}: `seed` must be a whole number, got {clean(value) if isinstance(value, dict) else value!r}")
     return value
 
 
@@ -214,18 +195,18 @@ def _model_specs(
     raw: Any, root: Path, file: Path
 ) -> dict[str, tuple[Path | None, str | None, dict[str, Path]]]:
     """Parse ``models:`` into name -> (folder, pattern, explicit paths)."""
-    if not isinstance(raw, dict) or len(_clean(raw)) < 2:
+    if not isinstance(raw, dict) or len(clean(raw)) < 2:
         raise ConfigError(f"{file}: `models` must map at least two model names to output folders")
     specs = {}
-    for name, spec in _clean(raw).items():
+    for name, spec in clean(raw).items():
         name = str(name)
-        line = raw.get(_LINE, 0) if not isinstance(spec, dict) else spec.get(_LINE, 0)
+        line = raw.get(LINE, 0) if not isinstance(spec, dict) else spec.get(LINE, 0)
         where = f"{file}:{line}" if line else str(file)
         if isinstance(spec, str):
             spec = {"dir": spec}
         if not isinstance(spec, dict):
             raise ConfigError(f"{where}: model {name!r} needs a folder or {{dir, pattern}} or {{paths}}")
-        unknown = set(_clean(spec)) - {"dir", "pattern", "paths"}
+        unknown = set(clean(spec)) - {"dir", "pattern", "paths"}
         if unknown:
             raise ConfigError(f"{where}: model {name!r} has unknown keys {sorted(unknown)}")
         if not isinstance(spec.get("paths") or {}, dict):
@@ -238,9 +219,12 @@ def _model_specs(
             raise ConfigError(
                 f"{where}: model {name!r}: `pattern` must be text naming the item as {{id}}, e.g. '{{id}}.png'"
             ) from None
+        given = clean(spec.get("paths") or {})
         try:
-            folder = resolve_under(root, str(spec["dir"])) if spec.get("dir") is not None else None
-            paths = {str(k): resolve_under(root, str(v)) for k, v in _clean(spec.get("paths") or {}).items()}
+            folder = resolve_under(root, path_text(spec["dir"], f"{where}: model {name!r}", "dir")) \
+                if spec.get("dir") is not None else None
+            paths = {str(k): resolve_under(root, path_text(v, f"{where}: model {name!r}", f"paths.{k}"))
+                     for k, v in given.items()}
         except DataError as err:
             raise DataError(f"{where}: model {name!r}: {err}") from None
         if folder is None and not paths:
@@ -256,7 +240,7 @@ def _raw_items(data: dict[str, Any], root: Path, file: Path, problems: Problems)
     if ("items" in data) == ("manifest" in data):
         raise ConfigError(f"{file}: give either `items` or `manifest`")
     if "manifest" in data:
-        manifest = resolve_under(root, str(data["manifest"]))
+        manifest = resolve_under(root, data["manifest"])  # a path string (check_study_keys)
         triplets = read_manifest(manifest, problems, root=manifest.parent)
         return [
             (0, {"id": t.id, "subset": t.subset, "source": t.source, "action": t.action}) for t in triplets
@@ -268,7 +252,7 @@ def _raw_items(data: dict[str, Any], root: Path, file: Path, problems: Problems)
         if not isinstance(entry, dict):
             problems.add(file, 0, f"item is not a mapping: {entry!r}")
             continue
-        out.append((entry.get(_LINE, 0), _clean(entry)))
+        out.append((entry.get(LINE, 0), clean(entry)))
     return out
 
 
@@ -277,19 +261,20 @@ def _read_yaml(file: Path) -> dict[str, Any]:
 
     Raises:
         DataError: A missing or unreadable file.
-        ConfigError: Not a mapping, or an unknown key.
+        ConfigError: Not a mapping, an unknown key, or a key's value of the wrong type.
     """
     if not file.is_file():
         raise unless_loop(file, DataError(f"study not found: {file}"))
     try:
-        data = yaml.load(read_utf8(file), Loader=_LineLoader)  # a SafeLoader subclass: safe
+        data = yaml.load(read_utf8(file), Loader=LineLoader)  # a SafeLoader subclass: safe
     except yaml.YAMLError as err:
         raise DataError(yaml_error(file, err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: a study is a mapping with `items` and `models`")
-    unknown = set(_clean(data)) - STUDY_KEYS
+    unknown = set(clean(data)) - STUDY_KEYS
     if unknown:
         raise ConfigError(f"{file}: unknown study keys {sorted(unknown)}; known: {sorted(STUDY_KEYS)}")
+    check_study_keys(data, file)
     return data
 
 
@@ -304,6 +289,10 @@ def _study_items(
         missing = [k for k in ("id", "source", "action") if not str(raw.get(k) or "").strip()]
         if missing:
             problems.add(file, line, f"item without {', '.join(missing)}")
+            continue
+        wrong = wrong_types(raw)  # a source given as a list is no missing file
+        if wrong:
+            problems.add(file, line, f"wrong type: {wrong}")
             continue
         item_id = str(raw["id"])
         if not ITEM_ID_RE.match(item_id):
@@ -361,16 +350,17 @@ def load_study(
         The study; skipped items are listed in ``study.problems``.
 
     Raises:
-        ConfigError: For unknown keys or a malformed ``models`` section.
+        ConfigError: For unknown keys, a key's value of the wrong type (``shuffle_items: "no"``,
+            a path given as a list) or a malformed ``models`` section.
         DataError: For a missing file, a path escaping ``root``, or no usable item.
     """
     file = Path(path)
     data = _read_yaml(file)
-    base = resolve_path(root if root is not None else file.parent / str(data.get("root", ".")))
+    base = resolve_path(root if root is not None else file.parent / data.get("root", "."))
     problems = Problems(strict)
     specs = _model_specs(data.get("models"), base, file)
     models = list(specs)
-    reference = str(data.get("reference", models[-1]))
+    reference = models[-1] if data.get("reference") is None else data["reference"]
     if reference not in specs:
         raise ConfigError(f"{file}: reference {reference!r} is not one of the models {models}")
     items = _study_items(data, base, file, specs, problems)
@@ -378,12 +368,12 @@ def load_study(
         details = "; ".join(str(p) for p in list(problems)[:3])
         raise DataError(f"{file}: no usable item" + (f" ({details})" if details else ""))
     return Study(
-        name=str(data.get("name") or file.stem),
-        title=str(data.get("title") or "Which predicted observation is best?"),
-        instructions=str(data.get("instructions") or DEFAULT_INSTRUCTIONS).strip(),
+        name=data.get("name") or file.stem,
+        title=data.get("title") or "Which predicted observation is best?",
+        instructions=(data.get("instructions") or DEFAULT_INSTRUCTIONS).strip(),
         root=base,
-        seed=_seed(data.get("seed", 0), file),
-        shuffle_items=bool(data.get("shuffle_items", False)),
+        seed=_seed(data.get("seed", 0), key_place(file, data, "seed")),
+        shuffle_items=data.get("shuffle_items", False),
         reference=reference,
         models=models,
         items=items,

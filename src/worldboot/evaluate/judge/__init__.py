@@ -10,6 +10,9 @@ and the sample score ``min(ES, ME)``. Around it:
 * retries with exponential back-off on 429, 5xx, connection errors and time-outs, done by the
   ``openai`` client itself (``max_retries``; it waits 0.5 s, 1 s, 2 s ... up to 8 s with jitter,
   or what a ``Retry-After`` header asks for);
+* a server that cannot be reached stops the run in one line (:mod:`.reach`): the first request
+  goes alone, and it or ``concurrency`` requests in a row failing to connect end the judging,
+  with the replies already paid kept in the cache;
 * a thread pool of ``concurrency`` requests;
 * a parser that accepts JSON or Python-dict replies, in code fences or with text around them;
   an unparsable reply is kept with its text and counted as a failure, never scored 0;
@@ -20,7 +23,7 @@ the client: it is never logged, written, or kept in an error message.
 
 Modules: :mod:`.base` (prompt, request, verdict, config), :mod:`.parse` (replies),
 :mod:`.cache` (SQLite), :mod:`.openai_judge` (GPT-4o), :mod:`.world` (the procedural world),
-:mod:`.factory` (:func:`make_judge`).
+:mod:`.factory` (:func:`make_judge`), :mod:`.reach` (is the server there).
 """
 
 from worldboot.evaluate.judge.base import (

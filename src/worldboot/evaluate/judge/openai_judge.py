@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import itertools
 import json
 import os
 import threading
@@ -26,6 +27,7 @@ from worldboot.evaluate.judge.base import (
 )
 from worldboot.evaluate.judge.cache import JudgeCache
 from worldboot.evaluate.judge.parse import verdict_from_reply
+from worldboot.evaluate.judge.reach import Reachability
 from worldboot.images import open_image
 
 # -- OpenAI-compatible judge ----------------------------------------------------------------------
@@ -105,6 +107,7 @@ class OpenAIJudge:
             )
         self.client = client
         self.cache = JudgeCache(cache_path)
+        self.reach = Reachability(cfg.concurrency, cfg.base_url or "the client's default server")
 
     def _key(self, prompt: str, src_hash: str, pred_hash: str) -> str:
         blob = json.dumps([REQUEST_FORMAT, self.cfg.model, self.cfg.temperature, prompt, src_hash, pred_hash])
@@ -144,6 +147,25 @@ class OpenAIJudge:
             content = f"refusal: {message.refusal}"  # kept, so the report shows why there is no score
         return content if isinstance(content, str) else "", pt, ct
 
+    def _failed(self, err: Exception) -> Verdict:
+        """The verdict of a request that failed after the client's own retries (the judge is
+        down, refuses, times out, or answers with no chat completion), tallied."""
+        import openai
+
+        detail = _scrub(str(err).splitlines()[0] if str(err) else "", self._secret)
+        detail = f"{type(err).__name__}: {detail}"
+        if isinstance(err, openai.APIConnectionError) and not isinstance(err, openai.APITimeoutError):
+            self.reach.unreachable(detail[:200])
+        else:  # an error status, a time-out or a bad reply: the server is there
+            self.reach.answered()
+        with self._lock:
+            self.usage.failures += 1
+            if isinstance(err, BadReply) and (err.prompt_tokens or err.completion_tokens):  # billed all the same
+                self.usage.paid_calls += 1
+                self.usage.prompt_tokens += err.prompt_tokens
+                self.usage.completion_tokens += err.completion_tokens
+        return Verdict(error=f"judge unavailable: {detail}"[:500])
+
     def _judge_one(self, item: tuple[str, str, str, str]) -> Verdict:
         key, prompt, src_url, pred_url = item
         hit = self.cache.get(key)
@@ -152,27 +174,23 @@ class OpenAIJudge:
             if verdict.ok or not self.cfg.retry_unparsable:
                 verdict.cached = True
                 return verdict
+        if self.reach.halted:  # the server cannot be reached, or refused the key: ask no more
+            return Verdict(error=f"not asked: {self.reach.halted}")
         import openai
 
         try:
             text, pt, ct = self._call(prompt, src_url, pred_url)
         except (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError) as err:
             # A wrong key, model or base_url fails every request alike: stop at the first.
+            self.reach.halt("the judge refused an earlier request")
             detail = _scrub(str(err).splitlines()[0] if str(err) else "", self._secret)
             raise ConfigError(
                 f"the judge refused the request ({type(err).__name__}: {detail[:200]}): check "
                 f"${self.cfg.api_key_env}, judge.model ({self.cfg.model}) and judge.base_url"
             ) from None
         except (openai.OpenAIError, ValueError) as err:
-            # After the client's own retries: the judge is down, refuses, or times out.
-            with self._lock:
-                self.usage.failures += 1
-                if isinstance(err, BadReply) and (err.prompt_tokens or err.completion_tokens):  # billed all the same
-                    self.usage.paid_calls += 1
-                    self.usage.prompt_tokens += err.prompt_tokens
-                    self.usage.completion_tokens += err.completion_tokens
-            detail = _scrub(str(err).splitlines()[0] if str(err) else "", self._secret)
-            return Verdict(error=f"judge unavailable: {type(err).__name__}: {detail}"[:500])
+            return self._failed(err)
+        self.reach.answered()
         self.cache.put(key, self.cfg.model, text, pt, ct)
         with self._lock:
             self.usage.paid_calls += 1
@@ -214,13 +232,23 @@ class OpenAIJudge:
             jobs.setdefault(key, (key, prompt, src_url, pred_url))
             owners.setdefault(key, []).append(i)
 
+        keys, items = list(jobs), list(jobs.values())
+        # The first request sent goes alone: a server that cannot be reached costs the retries
+        # of one request, not of a batch of them (the cache answers the ones before it).
+        probed: list[Verdict] = []
+        while len(probed) < len(items) and not self.reach.tried:
+            probed.append(self._judge_one(items[len(probed)]))
         with ThreadPoolExecutor(max_workers=max(1, self.cfg.concurrency)) as pool:
-            for key, verdict in zip(jobs, pool.map(self._judge_one, jobs.values()), strict=True):
+            rest = pool.map(self._judge_one, items[len(probed):])
+            for key, verdict in zip(keys, itertools.chain(probed, rest), strict=True):
                 for n, i in enumerate(owners[key]):
                     # Only the first owner paid; the others share the reply as cache hits.
                     verdicts[i] = verdict if n == 0 else replace(verdict, cached=True, prompt_tokens=0, completion_tokens=0)
                 if progress:
                     progress(len(owners[key]))
+        unreachable = self.reach.error(self.cfg.max_retries, len(self.cache), str(self.cache.path))
+        if unreachable is not None:
+            raise unreachable
         out = [v if v is not None else Verdict(error="not judged") for v in verdicts]
         self.usage.requests += len(out)
         self.usage.cached += sum(v.cached for v in out)
