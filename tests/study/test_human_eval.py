@@ -144,6 +144,11 @@ def test_reference_choice_default_db_and_errors(study_and_db, tmp_path):
         analyse_votes(db, study, reference="Z")
     with pytest.raises(DataError, match="not found"):
         analyse_votes(tmp_path / "missing.sqlite", study)
+    (tmp_path / "folder").mkdir()
+    for create in (False, True):  # evaluate human, and the server (it made nothing there either)
+        with pytest.raises(DataError, match=r"votes database .*folder is a folder: name the SQLite file"):
+            VoteStore(tmp_path / "folder", study.name, create=create)
+    assert list((tmp_path / "folder").iterdir()) == []
     VoteStore(tmp_path / "empty.sqlite", study.name)
     with pytest.raises(DataError, match="no votes"):
         analyse_votes(tmp_path / "empty.sqlite", study)

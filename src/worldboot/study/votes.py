@@ -99,6 +99,8 @@ class VoteStore:
         #: Rows the last :meth:`votes` skipped: their order of models is not a list naming the
         #: best and the worst (the server never writes one; a hand edit can).
         self.unreadable = 0
+        if self.path.is_dir():
+            raise DataError(f"votes database {self.path} is a folder: name the SQLite file (--db FILE)")
         if not self.path.is_file():
             if not create:
                 raise DataError(f"votes database not found: {self.path}")
