@@ -56,8 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Resolve the config, plan it and print the plan."""
     import math
+    import sys
 
     from worldboot.errors import ConfigError
+    from worldboot.train.config import dedupe_caches
     from worldboot.train.plan import make_plan
     from worldboot.train.resolve import resolve_train_config
 
@@ -67,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
     if (args.examples is not None and args.examples < 1) or args.text_tokens < 0:
         raise ConfigError(f"--examples must be at least 1 and --text-tokens at least 0, got {args.examples} and "
                           f"{args.text_tokens}")
-    cfg = resolve_train_config(args.config, args.overrides, task=args.task, caches=args.cache)
+    caches, notes = dedupe_caches(args.cache)  # one folder given twice is read once
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    cfg = resolve_train_config(args.config, args.overrides, task=args.task, caches=caches)
     model = args.base or cfg.base_model
     if not model:
         raise ConfigError(f"{args.config} names no base_model: give --base DIR, or a named config (--base anole-7b)")
@@ -90,6 +95,7 @@ def _gib(n: float) -> str:
 
 def _print(plan: Plan, micro_batch: int, checkpointing: bool) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
@@ -113,6 +119,15 @@ def _print(plan: Plan, micro_batch: int, checkpointing: bool) -> None:
         mem.add_row(m.strategy, _gib(m.model_states), _gib(m.activations), _gib(m.activations_checkpointed),
                     "yes" if m.fits else "[red]no[/]", str(m.max_micro_batch), str(m.max_micro_batch_checkpointed))
     console.print(mem)
+    if plan.refusal:  # the trainer's own refusal (worldboot.train.config.accumulation_steps)
+        console.print(f"[bold red]not runnable[/] on {plan.gpus} GPU(s): worldboot train would refuse it: "
+                      f"{escape(plan.refusal)}")
+    elif not plan.runnable:
+        console.print(f"[bold red]not runnable[/] on {plan.gpus} GPU(s): no strategy fits micro-batch {micro_batch} "
+                      "in memory (the table's largest micro-batches say what would)")
+    else:
+        console.print(f"runnable on {plan.gpus} GPU(s): a step accumulates {plan.accumulation_steps} "
+                      f"micro-batch(es) of {micro_batch} on each")
     console.print("Not counted: the CUDA context, allocator fragmentation and DeepSpeed's buffers (2 GiB is kept "
                   "free for them).")
     paper = plan.paper

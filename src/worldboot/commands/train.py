@@ -4,6 +4,8 @@ LoRA on accelerate, or train one against the other's reward (GRPO or DPO)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import Any
 
 from worldboot.commands import HELP_FORMATTER
 
@@ -56,6 +58,19 @@ DESCRIPTIONS = {
 }
 
 
+class _Resume(argparse.Action):
+    """``--resume [CKPT]``: a ``KEY=VALUE`` word after it that is no existing path is an override
+    (``--resume optim.lr=1e-4`` resumes from the latest checkpoint), kept in its place among the
+    overrides as ``resume_override`` (index, word) for :func:`run`."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        if isinstance(values, str) and "=" in values and not Path(values).exists():
+            namespace.resume_override = (len(getattr(namespace, "overrides", None) or []), values)
+            values = True
+        setattr(namespace, self.dest, values)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add ``train`` with its four tasks."""
     p = sub.add_parser(
@@ -84,8 +99,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "it matches. A cache that fits no source of the config is refused; a config that "
                        "lists no source (data.sources) trains on the caches given")
         t.add_argument("--out", metavar="DIR", help="run directory (config: out)")
-        t.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT",
-                       help="continue from the latest checkpoint in the run directory, or from CKPT")
+        t.add_argument("--resume", nargs="?", const=True, default=False, metavar="CKPT", action=_Resume,
+                       help="continue from the latest checkpoint in the run directory, or from CKPT (a "
+                       "KEY=VALUE word after --resume is an override, not a CKPT, unless such a folder exists)")
         t.add_argument("--merge", action="store_true", help="also write base + adapter merged into OUT/merged")
         t.add_argument("--print-config", action="store_true",
                        help="print the resolved config as YAML and exit (nothing is trained)")
@@ -106,23 +122,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Resolve the config and run the recipe."""
+    import os
+    import sys
+
     from worldboot.config import dump_yaml
+    from worldboot.train.config import dedupe_caches
     from worldboot.train.resolve import resolve_train_config
 
+    overrides = list(args.overrides)
+    if getattr(args, "resume_override", None):  # the word --resume took: back among the overrides
+        at, word = args.resume_override
+        overrides.insert(at, word)
+    caches, notes = dedupe_caches(args.cache)  # one folder given twice is read once
+    if os.environ.get("RANK", "0") == "0":
+        for note in notes:
+            print(f"note: {note}", file=sys.stderr)
     rl = {}
     if args.task in ("world-rl", "dynamics-rl"):
         rl = {"verifier": args.verifier, "objective": args.objective, "group_size": args.group_size,
               "candidates": getattr(args, "candidates", None)}
-    cfg = resolve_train_config(args.config, args.overrides, task=args.task, base=args.base, out=args.out,
-                               caches=args.cache, **rl)
+    cfg = resolve_train_config(args.config, overrides, task=args.task, base=args.base, out=args.out,
+                               caches=caches, **rl)
     if args.print_config:
         print(dump_yaml(cfg), end="")
         return 0
     from worldboot.train.run import run_training
 
     result = run_training(cfg, resume=args.resume, merge=args.merge)
-    import os
-
     if os.environ.get("RANK", "0") != "0":  # one summary line, from the main process
         return 0
     print(f"trained {cfg.task} model in {cfg.out}: " + ", ".join(f"{k} {v:.4g}" for k, v in result.items()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from worldboot.config import bounded
-from worldboot.errors import ConfigError
+from worldboot.errors import ConfigError, resolve_path
 
 ADAPTER_DIR = "adapter"
 MERGED_DIR = "merged"
@@ -189,8 +189,9 @@ def fill_sources(
 
     Raises:
         ConfigError: For a cache that fits no source of the config, or two caches for one source
-            (one line naming the sources).
+            (one line naming the sources); one folder under two names (:func:`dedupe_caches`).
     """
+    caches, _ = dedupe_caches(caches)
     if not sources:
         out = []
         for word in caches:
@@ -223,3 +224,60 @@ def fill_sources(
         given.add(i)
         filled[i] = replace(filled[i], cache=path, name=names[i])
     return filled
+
+
+def dedupe_caches(caches: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The ``--cache`` words with a folder given again dropped, and a note on each one dropped.
+
+    The same folder twice (``--cache runs/c --cache ./runs/c/``, or once by ``NAME=`` and once
+    plainly) would mix its samples in twice: it is read once. One folder under two names is
+    refused: two sources would read the same samples.
+
+    Args:
+        caches: The ``--cache`` words, ``NAME=DIR`` or ``DIR``, in order.
+
+    Returns:
+        The words kept, in order, and one line per word dropped.
+
+    Raises:
+        ConfigError: One folder given under two different names.
+    """
+    kept: list[str] = []
+    notes: list[str] = []
+    seen: dict[Path, tuple[str, str]] = {}  # folder -> (its first word, its name)
+    for word in caches:
+        name, sep, path = word.partition("=")
+        if not (sep and name and not Path(word).exists()):
+            name, path = "", word
+        folder = resolve_path(path)
+        if folder not in seen:
+            seen[folder] = (word, name)
+            kept.append(word)
+            continue
+        first, first_name = seen[folder]
+        if name and first_name and name != first_name:
+            raise ConfigError(f"--cache {first} and --cache {word} name one folder twice: two sources would "
+                              "train on the same samples; give each source its own cache")
+        notes.append(f"--cache {word} is {first} again (the same folder {folder}): its samples are read once")
+    return kept, notes
+
+
+def accumulation_steps(cfg: TrainConfig, processes: int) -> int:
+    """Micro-batches each process accumulates per optimiser step: ``batch_size`` split into
+    ``micro_batch_size`` samples on each of ``processes`` processes (GPUs).
+
+    The trainer and ``worldboot plan`` both ask here, so a plan refuses what the run would.
+
+    Raises:
+        ConfigError: ``batch_size`` is not a multiple of ``micro_batch_size`` x ``processes``.
+    """
+    per_step = processes * cfg.micro_batch_size
+    if cfg.batch_size % per_step:
+        below = cfg.batch_size // per_step * per_step
+        fits = [n for n in (below, below + per_step) if n]
+        raise ConfigError(
+            f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {cfg.micro_batch_size} x {processes} "
+            f"processes: the global batch is split evenly over them; set batch_size to "
+            f"{' or '.join(map(str, fits))}, or another micro_batch_size"
+        )
+    return cfg.batch_size // per_step

@@ -35,8 +35,8 @@ from typing import Any
 
 import torch
 
-from worldboot.errors import ModelError
-from worldboot.train.config import TrainConfig
+from worldboot.errors import ConfigError, ModelError
+from worldboot.train.config import TrainConfig, accumulation_steps
 
 #: GiB of each GPU left for the CUDA context, allocator fragmentation and DeepSpeed's buffers.
 RESERVE_GIB = 2.0
@@ -94,6 +94,9 @@ class Plan:
         gpu_gib: Memory of each.
         memory: One :class:`MemoryPlan` per strategy.
         paper: The paper's own figures for this run, where it gives them (Chameleon-7B models).
+        accumulation_steps: Micro-batches each GPU accumulates per step (0: not runnable).
+        refusal: Why ``worldboot train`` would refuse this config on ``gpus`` GPUs, in its own
+            words (empty: it would run); the memory figures are given all the same.
     """
 
     task: str
@@ -110,10 +113,17 @@ class Plan:
     gpu_gib: float
     memory: list[MemoryPlan] = field(default_factory=list)
     paper: dict[str, Any] = field(default_factory=dict)
+    accumulation_steps: int = 0
+    refusal: str = ""
+
+    @property
+    def runnable(self) -> bool:
+        """Whether ``worldboot train`` would take the config and one strategy fits in memory."""
+        return not self.refusal and any(m.fits for m in self.memory)
 
     def to_json(self) -> dict[str, Any]:
-        """The plan as plain data (``worldboot plan --json``)."""
-        return asdict(self)
+        """The plan as plain data (``worldboot plan --json``), with ``runnable``."""
+        return {**asdict(self), "runnable": self.runnable}
 
 
 def model_config(model: str) -> tuple[Any, int, int]:
@@ -320,6 +330,10 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
     Raises:
         ModelError: The model cannot be found or measured.
     """
+    try:  # the trainer's own check, so the plan refuses what the run would
+        accum, refusal = accumulation_steps(cfg, gpus), ""
+    except ConfigError as err:
+        accum, refusal = 0, str(err)
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
@@ -371,7 +385,7 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
     total_steps = cfg.max_steps or (max(1, math.ceil(cfg.epochs * per_epoch)) if per_epoch else None)
     chameleon_7b = config.model_type == "chameleon" and (text.hidden_size, n_layers) == (4096, 32)
     return Plan(cfg.task, model, mixture, n, per_epoch, total_steps, total, trainable, sequence, loss_positions,
-                gpus, gpu_gib, memory, _paper(cfg, total_steps) if chameleon_7b else {})
+                gpus, gpu_gib, memory, _paper(cfg, total_steps) if chameleon_7b else {}, accum, refusal)
 
 
 def _paper(cfg: TrainConfig, total_steps: int | None) -> dict[str, Any]:

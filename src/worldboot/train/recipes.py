@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import pickle
 import time
 from collections.abc import Iterator
@@ -36,9 +37,10 @@ from safetensors import SafetensorError
 
 from worldboot.errors import ConfigError, DataError, ModelError
 from worldboot.progress import progress_bar
+from worldboot.run_guards import claim_folder, held_stage
 from worldboot.runs import write_atomic
 from worldboot.train import checkpoints
-from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, TrainConfig
+from worldboot.train.config import ADAPTER_DIR, CHECKPOINTS_DIR, MERGED_DIR, TrainConfig, accumulation_steps
 from worldboot.train.data import CacheEntry, MixedDataset
 from worldboot.train.engine import (
     configure_deepspeed,
@@ -107,11 +109,25 @@ class Trainer:
                 f"{self.out} holds an earlier run ({', '.join(earlier)}): add --resume to continue it, "
                 "or give another --out (or delete the folder) to start over"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
+        self._claim_run_dir()
         if not cfg.base_model:
             raise ConfigError("base_model is empty: give the model directory to start from (--base)")
         if not Path(cfg.base_model).is_dir():
             raise ModelError(f"base model directory not found: {cfg.base_model}")
+
+    def _claim_run_dir(self) -> None:
+        """Make ``out``, refusing a folder of files no worldboot run wrote, and mark it as this
+        task's run (``meta.json``) when nothing has: a recipe used as a library, without
+        :class:`~worldboot.runs.RunDir`, leaves a folder that ``worldboot train --resume``
+        takes up, and that other stages refuse."""
+        stage = f"train-{self.cfg.task}"
+        if os.environ.get("RANK", "0") != "0":  # the first process checks and writes
+            self.out.mkdir(parents=True, exist_ok=True)
+            return
+        claim_folder(self.out, stage)
+        self.out.mkdir(parents=True, exist_ok=True)
+        if held_stage(self.out) is None:
+            write_atomic(self.out / "meta.json", json.dumps({"stage": stage, "status": "running"}, indent=2))
 
     def _load_data(self) -> None:
         """The caches' mixture, checked, and (when resuming) checked against the checkpoint's,
@@ -126,7 +142,9 @@ class Trainer:
         self.select_data()
         self.data_fp = self.data_fingerprint()
         if self.resume:
-            checkpoints.check_resume_data(checkpoints.resume_path(self.out, self.resume), self.data_fp)
+            path = checkpoints.resume_path(self.out, self.resume)
+            checkpoints.check_intact(path)  # a file cut short: one line naming it, before the model loads
+            checkpoints.check_resume_data(path, self.data_fp)
 
     def _make_accelerator(self) -> None:
         """accelerate (and DeepSpeed, when launched with it) for the batch the config asks."""
@@ -135,13 +153,7 @@ class Trainer:
         if mp == "auto":
             mp = "bf16" if _bf16_gpu() else "no"
         self.accelerator = acc = make_accelerator(mp, cfg.trackers, str(self.out))
-        world = acc.num_processes
-        if cfg.batch_size % (world * cfg.micro_batch_size):
-            raise ConfigError(
-                f"batch_size {cfg.batch_size} is not a multiple of micro_batch_size {cfg.micro_batch_size}"
-                f" x {world} processes"
-            )
-        self.accum = cfg.batch_size // (world * cfg.micro_batch_size)
+        self.accum = accumulation_steps(cfg, acc.num_processes)
         acc.gradient_accumulation_steps = self.accum
         configure_deepspeed(acc, cfg.batch_size, cfg.micro_batch_size, self.accum, cfg.optim.max_grad_norm)
 
@@ -259,12 +271,14 @@ class Trainer:
             # A LoRA run's DeepSpeed checkpoint leaves out the frozen base (see save_checkpoint).
             kwargs = {"load_module_strict": False} if self.deepspeed and self.cfg.lora.enabled else {}
             self.accelerator.load_state(str(path), **kwargs)
-        except (pickle.UnpicklingError, EOFError, SafetensorError, KeyError, RuntimeError) as err:
+        except (pickle.UnpicklingError, EOFError, SafetensorError, KeyError, RuntimeError, OSError) as err:
             # torch.load(weights_only=True) refuses a pickled object it does not know (never
-            # runs it); a truncated file ends early (torch's zip reader raises RuntimeError):
-            # either way the checkpoint is unusable.
-            detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-            raise ModelError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: {detail[:200]})") from None
+            # runs it); a file cut short ends early (a RuntimeError, or an OSError naming no
+            # file): either way the checkpoint is unusable. An OSError naming a file (permission
+            # denied) is the file system's, which the CLI reports as it is.
+            if isinstance(err, OSError) and err.filename:
+                raise
+            raise checkpoints.load_failure(path, err) from None
         self.global_step = int(state["global_step"])
         if self.accelerator.is_main_process:
             checkpoints.drop_metrics_after(self.metrics_path, self.global_step)
@@ -429,6 +443,7 @@ class Trainer:
         # The frozen base of a LoRA run is not state: DeepSpeed would write all of it (14 GB for Anole).
         kwargs = {"exclude_frozen_parameters": True} if self.deepspeed and self.cfg.lora.enabled else {}
         acc.save_state(str(path), **kwargs)
+        acc.wait_for_everyone()  # every process's files (its random state) are in before the state file
         if acc.is_main_process:
             # Written last: marks the checkpoint finished.
             checkpoints.write_state(path, self.global_step, self.cfg.task, self.cfg.base_model, self.data_fp)
