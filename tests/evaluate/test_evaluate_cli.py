@@ -436,3 +436,10 @@ def test_plot_verb_draws_score_vs_k(tmp_path, capsys):
     bad.write_text(json.dumps({"model": "x", "k": 1}) + "\n")
     assert main(["evaluate", "plot", str(bad), "--out", str(out)]) == 2
     assert "bad.jsonl:1: missing field" in capsys.readouterr().err
+    for score, says in (("NaN", "score is not a finite number: nan"), ("9" * 400, "bad value"),
+                        ("1e999", "score is not a finite number")):
+        row = {"model": "x", "k": 1, "repeat": 0, "subset": "s"}
+        bad.write_text(json.dumps(row)[:-1] + f', "score": {score}}}\n')  # as a tool writes it
+        assert main(["evaluate", "plot", str(bad), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"bad.jsonl:1: {says}" in err and "Traceback" not in err, err

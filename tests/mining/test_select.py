@@ -169,17 +169,23 @@ def test_bad_rows_are_reported_and_skipped(annotated, tmp_path):
         json.dumps(dict(good[0], id="nan", score_mean=float("nan"))),
         json.dumps({k: v for k, v in good[0].items() if k != "score_sum"} | {"id": "nosum"}),
         json.dumps(good[1]),  # repeated id
+        json.dumps(dict(good[0], id="huge")).replace(f'"score_mean": {json.dumps(good[0]["score_mean"])}',
+                                                      '"score_mean": ' + "9" * 400),  # no float holds it
+        json.dumps(dict(good[0], id="when", duration="long")),
+        json.dumps(dict(good[0], id="inf", duration=float("inf"))),
     ]
     path.write_text(path.read_text() + "\n".join(extra) + "\n")
     out = tmp_path / "synthetic"
     summary = select_synthetic(annotated, out, SelectConfig(k=10))
-    assert summary.rows == 5 and summary.problems == 5 and summary.selected == 5
+    assert summary.rows == 5 and summary.problems == 8 and summary.selected == 5
     reasons = {
         p["line"]: p["reason"] for p in map(json.loads, (out / "problems.jsonl").read_text().splitlines())
     }
     assert reasons[6].startswith("malformed JSON") and reasons[7] == "empty action"
     assert reasons[8] == "score is not a finite number" and reasons[9] == "missing field: score_sum"
     assert reasons[10] == f"duplicate id: {good[1]['id']}"
+    assert reasons[11] == "score is not a finite number" and reasons[12] == "field 'duration' must be a number, got str"
+    assert reasons[13] == "duration is not a finite number"
     with pytest.raises(DataError, match=r"annotated.jsonl:6: malformed JSON"):
         select_synthetic(annotated, tmp_path / "strict", SelectConfig(strict=True))
 

@@ -43,12 +43,13 @@ def read_k_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
         if missing:
             raise DataError(f"{path}:{lineno}: missing field: {', '.join(missing)}")
         try:
-            rows.append(
-                {"model": str(row["model"]), "k": int(row["k"]), "repeat": int(row["repeat"]),
-                 "subset": str(row["subset"]), "score": float(row["score"])}
-            )
-        except (TypeError, ValueError) as err:
+            got = {"model": str(row["model"]), "k": int(row["k"]), "repeat": int(row["repeat"]),
+                   "subset": str(row["subset"]), "score": float(row["score"])}
+        except (TypeError, ValueError, OverflowError) as err:  # OverflowError: int("inf"), 1e400 digits
             raise DataError(f"{path}:{lineno}: bad value: {err}") from None
+        if not math.isfinite(got["score"]):
+            raise DataError(f"{path}:{lineno}: score is not a finite number: {row['score']!r}")
+        rows.append(got)
     return rows
 
 

@@ -127,6 +127,20 @@ def stratified_top_k(
 
 
 #: Field -> (allowed JSON types, what to say) of an annotated row; ``label`` may be null.
+def _not_finite(row: dict[str, Any]) -> str | None:
+    """``"score"`` or ``"duration"`` when the row's scores, or its video's duration, are no
+    finite number (NaN, infinite, or an integer too large for a float), else None."""
+    def finite(value: Any) -> bool:
+        try:
+            return math.isfinite(float(value))
+        except (TypeError, ValueError, OverflowError):  # OverflowError: an integer of 400 digits
+            return False
+
+    if not (finite(row["score_mean"]) and finite(row["score_sum"])):
+        return "score"
+    return "duration" if row.get("duration") is not None and not finite(row["duration"]) else None
+
+
 _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "id": ((str, int), "text or an integer"),
     "source": ((str,), "a path"),
@@ -135,6 +149,7 @@ _FIELD_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
     "score_mean": ((int, float), "a number"),
     "score_sum": ((int, float), "a number"),
     "label": ((str, type(None)), "text"),
+    "duration": ((int, float, type(None)), "a number"),  # the video's, for the dataset's statistics
 }
 
 
@@ -190,14 +205,9 @@ def read_annotated(
             if not row["action"].strip():
                 problems.add(file, lineno, "empty action")
                 continue
-            try:
-                finite = math.isfinite(float(row["score_mean"])) and math.isfinite(
-                    float(row["score_sum"])
-                )
-            except (TypeError, ValueError):
-                finite = False
-            if not finite:
-                problems.add(file, lineno, "score is not a finite number")
+            bad = _not_finite(row)
+            if bad:
+                problems.add(file, lineno, f"{bad} is not a finite number")
                 continue
             rid = str(row["id"])
             if rid in seen:
