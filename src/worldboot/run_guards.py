@@ -8,13 +8,15 @@
   folder, a cache, a model) is refused: a stage's ``config.yaml``, ``summary.json`` or outputs
   would replace the user's files of those names.
 * :func:`refuse_other_settings`: rows made with other settings are never resumed under new ones.
+* :func:`refuse_overwriting`: an output file that names one of the command's inputs (or another
+  output) is refused before anything is read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +144,25 @@ def refuse_foreign_files(path: Path, stage: str) -> None:
             f"{path} holds files that no worldboot run wrote ({names[0]!r}{more}): "
             f"give {stage} an empty or new folder (--out)"
         )
+
+
+def refuse_overwriting(inputs: Mapping[str | os.PathLike[str], str], **outputs: str | None) -> None:
+    """Refuse output files (by option name) that name one of the inputs or each other, before
+    anything is read: the last one written would replace the other (``--out x.jsonl`` on
+    ``x.jsonl`` would lose its bad lines for good). Paths are compared after resolving links.
+
+    Args:
+        inputs: Each file the command reads -> what it is, for the message (``"the data file x"``).
+        **outputs: Option name (``out`` for ``--out``) -> the file it names, or None when not given.
+
+    Raises:
+        UsageError: Naming the option, its file and the input (or option) it would overwrite.
+    """
+    seen = {os.path.realpath(path): what for path, what in inputs.items()}
+    for flag, out in outputs.items():
+        if out is None:
+            continue
+        real = os.path.realpath(out)
+        if real in seen:
+            raise UsageError(f"--{flag} {out} would overwrite {seen[real]}: write it to another file")
+        seen[real] = f"--{flag} {out}"

@@ -248,7 +248,7 @@ def test_study_paths_cannot_escape_root(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(DataError, match="escapes"):
         load_study(path)
-    data["models"]["alpha"] = {"dir": "out/alpha", "pattern": "../../../outside.png"}
+    data["models"]["alpha"] = {"dir": "out/alpha", "pattern": "../../../{id}.png"}
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(DataError, match="no usable item"):
         load_study(path)

@@ -8,7 +8,6 @@ writes the loaded triplets as a manifest that every later stage reads.
 from __future__ import annotations
 
 import argparse
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from worldboot.commands import HELP_FORMATTER
 from worldboot.data.formats import FORMATS, load_any
 from worldboot.data.schema import Problems, Triplet
 from worldboot.errors import UsageError, resolve_path
+from worldboot.run_guards import refuse_overwriting
 
 #: Format names accepted by ``--format``.
 INSPECT_EXAMPLE = """examples:
@@ -103,20 +103,6 @@ def _load(args: argparse.Namespace, problems: Problems, skipped: Counter) -> lis
     )
 
 
-def _refuse_overwriting_input(data: str, **outputs: str | None) -> None:
-    """Refuse outputs (by option name) that name the data file or each other, before anything
-    is read: the last one written would replace the other (``--out x.jsonl`` on ``x.jsonl``
-    would lose its bad lines for good)."""
-    seen = {os.path.realpath(data): f"the data file {data}"}
-    for flag, out in outputs.items():
-        if out is None:
-            continue
-        real = os.path.realpath(out)
-        if real in seen:
-            raise UsageError(f"--{flag} {out} would overwrite {seen[real]}: write it to another file")
-        seen[real] = f"--{flag} {out}"
-
-
 def _check_output_file(path: str | None, flag: str) -> None:
     """Refuse an output file that cannot be written, before the data is read: found after a
     long load, the problems it was to hold would be lost."""
@@ -168,7 +154,7 @@ def run_inspect(args: argparse.Namespace) -> int:
 
     from worldboot.progress import console as make_console
 
-    _refuse_overwriting_input(args.path, problems=args.problems)
+    refuse_overwriting({args.path: f"the data file {args.path}"}, problems=args.problems)
     _check_output_file(args.problems, "--problems")
     problems, skipped = Problems(), Counter()
     triplets = _load(args, problems, skipped)
@@ -188,7 +174,9 @@ def run_convert(args: argparse.Namespace) -> int:
     from worldboot.data.schema import write_manifest
     from worldboot.progress import console as make_console
 
-    _refuse_overwriting_input(args.path, out=args.out, problems=args.problems)
+    refuse_overwriting(
+        {args.path: f"the data file {args.path}"}, out=args.out, problems=args.problems
+    )
     _check_output_file(args.out, "--out")
     _check_output_file(args.problems, "--problems")
     problems, skipped = Problems(strict=args.strict), Counter()

@@ -29,9 +29,13 @@ class LineLoader(UniqueKeyLoader):
 def _construct_mapping(loader: LineLoader, node: yaml.MappingNode) -> dict[str, Any]:
     mapping = loader.construct_mapping(node, deep=True)
     mapping[LINE] = node.start_mark.line + 1
-    mapping[KEY_LINES] = {
-        str(key.value): key.start_mark.line + 1 for key, _ in node.value if isinstance(key, yaml.ScalarNode)
-    }
+    lines: dict[Any, int] = {}
+    for key, _ in node.value:
+        if isinstance(key, yaml.ScalarNode):
+            lines[str(key.value)] = key.start_mark.line + 1
+            # And by the key as read, so that a key that is no text (`null:`, `3:`) has its line.
+            lines.setdefault(loader.construct_object(key), key.start_mark.line + 1)
+    mapping[KEY_LINES] = lines
     return mapping
 
 
@@ -43,11 +47,15 @@ def clean(mapping: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in mapping.items() if k not in (LINE, KEY_LINES)}
 
 
-def where(file: Path, mapping: Any, key: str | None = None) -> str:
+#: ``where``'s key when none is given (None is a key: ``null: x``).
+_NO_KEY = object()
+
+
+def where(file: Path, mapping: Any, key: Any = _NO_KEY) -> str:
     """``FILE:LINE`` of ``key`` in ``mapping`` (of the mapping without a key), or ``FILE``."""
     line = 0
     if isinstance(mapping, dict):
-        line = (mapping.get(KEY_LINES) or {}).get(key, 0) if key is not None else 0
+        line = (mapping.get(KEY_LINES) or {}).get(key, 0) if key is not _NO_KEY else 0
         line = line or mapping.get(LINE, 0)
     return f"{file}:{line}" if line else str(file)
 

@@ -19,7 +19,8 @@ A study is a YAML file (see ``configs/web/example_study.yaml``)::
 Every path must stay under ``root``, and item ids are restricted to ``[A-Za-z0-9._-]``: the
 web app serves images by item id and slot only, never by a path from a request. Items with a
 bad entry or a missing output are skipped and counted in ``Study.problems`` (or stop the
-load in strict mode): a blind comparison needs every model's output on every item.
+load in strict mode): a blind comparison needs every model's output on every item. A key the
+study or an item does not know (``subst: table``) is refused with its line, never ignored.
 """
 
 from __future__ import annotations
@@ -33,20 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from PIL import Image
 
 from worldboot.config import read_utf8, yaml_error
 from worldboot.data.schema import Problems, read_manifest, resolve_under, wrong_types
 from worldboot.errors import ConfigError, DataError, resolve_path, unless_loop
-from worldboot.study.keys import LINE, LineLoader, check_study_keys, clean, path_text
+from worldboot.study.keys import LINE, LineLoader, check_study_keys, clean
 from worldboot.study.keys import where as key_place
+from worldboot.study.outputs import ModelSpec, check_image, item_outputs, model_specs
 
 #: Item ids and annotator ids: safe in URLs, file names and CSV cells.
 ITEM_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ANNOTATOR_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-#: Image formats a study or an upload may hold, as PIL names them.
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 STUDY_KEYS = {
     "name",
     "title",
@@ -59,6 +57,8 @@ STUDY_KEYS = {
     "manifest",
     "models",
 }
+#: The keys of an entry of ``items:`` (another is a typo: ``subst: table`` would land in ``default``).
+ITEM_KEYS = ("id", "subset", "source", "action")
 DEFAULT_INSTRUCTIONS = (
     "Each page shows a source image, an action, and the next observation predicted by several "
     "systems, in a random order. Mark the best and the worst prediction, judging: (1) realism: "
@@ -161,82 +161,19 @@ def default_db_path(study_path: str | os.PathLike[str]) -> Path:
     return study_path.with_name(f"{study_path.stem}.votes.sqlite")
 
 
-def check_image(path: Path) -> None:
-    """Raise :class:`DataError` unless ``path`` is a PNG, JPEG or WebP image (by content)."""
-    try:
-        with Image.open(path) as img:
-            fmt = img.format
-    except FileNotFoundError:
-        raise unless_loop(path, DataError(f"image not found: {path}")) from None
-    except (OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"cannot read image {path}: {err}") from None
-    if fmt not in IMAGE_FORMATS:
-        raise DataError(f"image {path} is {fmt}; a study holds PNG, JPEG or WebP")
-
-
 def _seed(value: Any, place: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(f"{place}: `seed` must be a whole number, got {clean(value) if isinstance(value, dict) else value!r}")
     return value
 
 
-def _find_output(folder: Path, pattern: str | None, item_id: str) -> Path:
-    """The output of one item in a model folder, resolved and kept under that folder."""
-    if pattern:
-        return resolve_under(folder, pattern.format(id=item_id))
-    for suffix in IMAGE_SUFFIXES:
-        candidate = resolve_under(folder, item_id + suffix)
-        if candidate.is_file():
-            return candidate
-    raise DataError(f"no {item_id}.png/.jpg/.jpeg/.webp in {folder}")
-
-
-def _model_specs(
-    raw: Any, root: Path, file: Path
-) -> dict[str, tuple[Path | None, str | None, dict[str, Path]]]:
-    """Parse ``models:`` into name -> (folder, pattern, explicit paths)."""
-    if not isinstance(raw, dict) or len(clean(raw)) < 2:
-        raise ConfigError(f"{file}: `models` must map at least two model names to output folders")
-    specs = {}
-    for name, spec in clean(raw).items():
-        name = str(name)
-        line = raw.get(LINE, 0) if not isinstance(spec, dict) else spec.get(LINE, 0)
-        where = f"{file}:{line}" if line else str(file)
-        if isinstance(spec, str):
-            spec = {"dir": spec}
-        if not isinstance(spec, dict):
-            raise ConfigError(f"{where}: model {name!r} needs a folder or {{dir, pattern}} or {{paths}}")
-        unknown = set(clean(spec)) - {"dir", "pattern", "paths"}
-        if unknown:
-            raise ConfigError(f"{where}: model {name!r} has unknown keys {sorted(unknown)}")
-        if not isinstance(spec.get("paths") or {}, dict):
-            raise ConfigError(f"{where}: model {name!r}: `paths` must map item ids to images")
-        pattern = spec.get("pattern")
-        try:
-            if pattern is not None:
-                pattern.format(id="x")
-        except (AttributeError, KeyError, IndexError, ValueError):
-            raise ConfigError(
-                f"{where}: model {name!r}: `pattern` must be text naming the item as {{id}}, e.g. '{{id}}.png'"
-            ) from None
-        given = clean(spec.get("paths") or {})
-        try:
-            folder = resolve_under(root, path_text(spec["dir"], f"{where}: model {name!r}", "dir")) \
-                if spec.get("dir") is not None else None
-            paths = {str(k): resolve_under(root, path_text(v, f"{where}: model {name!r}", f"paths.{k}"))
-                     for k, v in given.items()}
-        except DataError as err:
-            raise DataError(f"{where}: model {name!r}: {err}") from None
-        if folder is None and not paths:
-            raise ConfigError(f"{where}: model {name!r} needs `dir` or `paths`")
-        if folder is not None and not folder.is_dir():
-            raise unless_loop(folder, DataError(f"{where}: output folder of model {name!r} not found: {folder}"))
-        specs[name] = (folder, spec.get("pattern"), paths)
-    return specs
-
-
 def _raw_items(data: dict[str, Any], root: Path, file: Path, problems: Problems) -> list[tuple[int, dict]]:
-    """``items:`` entries or a manifest's triplets, as (line, {id, subset, source, action})."""
+    """``items:`` entries or a manifest's triplets, as (line, {id, subset, source, action}).
+
+    Raises:
+        ConfigError: Neither or both of ``items`` and ``manifest``, or an item with a key not in
+            :data:`ITEM_KEYS` (naming its file and line).
+    """
     if ("items" in data) == ("manifest" in data):
         raise ConfigError(f"{file}: give either `items` or `manifest`")
     if "manifest" in data:
@@ -252,11 +189,16 @@ def _raw_items(data: dict[str, Any], root: Path, file: Path, problems: Problems)
         if not isinstance(entry, dict):
             problems.add(file, 0, f"item is not a mapping: {entry!r}")
             continue
+        unknown = sorted(set(clean(entry)) - set(ITEM_KEYS), key=str)
+        if unknown:
+            raise ConfigError(
+                f"{key_place(file, entry, unknown[0])}: unknown item keys {unknown}; known: {list(ITEM_KEYS)}"
+            )
         out.append((entry.get(LINE, 0), clean(entry)))
     return out
 
 
-def _read_yaml(file: Path) -> dict[str, Any]:
+def read_study_yaml(file: Path) -> dict[str, Any]:
     """The study YAML as a mapping of known keys (each value carrying its line).
 
     Raises:
@@ -271,20 +213,37 @@ def _read_yaml(file: Path) -> dict[str, Any]:
         raise DataError(yaml_error(file, err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: a study is a mapping with `items` and `models`")
-    unknown = set(clean(data)) - STUDY_KEYS
+    unknown = sorted(set(clean(data)) - STUDY_KEYS, key=str)
     if unknown:
-        raise ConfigError(f"{file}: unknown study keys {sorted(unknown)}; known: {sorted(STUDY_KEYS)}")
+        raise ConfigError(f"{file}: unknown study keys {unknown}; known: {sorted(STUDY_KEYS)}")
     check_study_keys(data, file)
     return data
 
 
-def _study_items(
-    data: dict[str, Any], base: Path, file: Path, specs: dict[str, Any], problems: Problems
-) -> list[StudyItem]:
-    """The items with an id, a source, an action and an output of every model, all readable
-    images; the others are reported to ``problems``."""
-    items: list[StudyItem] = []
-    seen: set[str] = set()
+@dataclass
+class ItemEntry:
+    """An item as the YAML (or manifest) gives it, before any image is opened.
+
+    Attributes:
+        line: Its line in the YAML (0 for a manifest's triplet: the manifest reports its own).
+        id: The item id (``[A-Za-z0-9._-]``).
+        subset: Its subset (``default`` when not given).
+        action: The action text, stripped.
+        source: The source image, resolved under the study's root.
+    """
+
+    line: int
+    id: str
+    subset: str
+    action: str
+    source: Path
+
+
+def item_entries(data: dict[str, Any], base: Path, file: Path, problems: Problems) -> list[ItemEntry]:
+    """The entries of ``items:`` (or the manifest) with an id, a source and an action of the
+    right types and a source under ``base``; the others are reported to ``problems``. Ids may
+    repeat: the callers decide which entry of an id counts."""
+    entries = []
     for line, raw in _raw_items(data, base, file, problems):
         missing = [k for k in ("id", "source", "action") if not str(raw.get(k) or "").strip()]
         if missing:
@@ -298,42 +257,42 @@ def _study_items(
         if not ITEM_ID_RE.match(item_id):
             problems.add(file, line, f"bad item id {item_id!r}: use letters, digits and . _ -")
             continue
-        if item_id in seen:
-            problems.add(file, line, f"duplicate item id {item_id!r}")
-            continue
         try:
             source = resolve_under(base, str(raw["source"]))
-            check_image(source)
-            outputs = _item_outputs(item_id, specs)
         except DataError as err:
             problems.add(file, line, f"item {item_id!r}: {err}")
             continue
-        seen.add(item_id)
-        items.append(
-            StudyItem(
-                item_id, str(raw.get("subset") or "default"), str(raw["action"]).strip(), source, outputs
-            )
-        )
+        subset = str(raw.get("subset") or "default")
+        entries.append(ItemEntry(line, item_id, subset, str(raw["action"]).strip(), source))
+    return entries
+
+
+def _study_items(
+    data: dict[str, Any], base: Path, file: Path, specs: dict[str, ModelSpec], problems: Problems
+) -> list[StudyItem]:
+    """The items with an id, a source, an action and an output of every model, all readable
+    images; the others are reported to ``problems``."""
+    items: list[StudyItem] = []
+    seen: set[str] = set()
+    for entry in item_entries(data, base, file, problems):
+        if entry.id in seen:
+            problems.add(file, entry.line, f"duplicate item id {entry.id!r}")
+            continue
+        try:
+            check_image(entry.source)
+            outputs = item_outputs(entry.id, specs)
+        except DataError as err:
+            problems.add(file, entry.line, f"item {entry.id!r}: {err}")
+            continue
+        seen.add(entry.id)
+        items.append(StudyItem(entry.id, entry.subset, entry.action, entry.source, outputs))
     return items
 
 
-def _item_outputs(item_id: str, specs: dict[str, Any]) -> dict[str, Path]:
-    """Each model's output image for an item: named in its ``paths``, else found in its folder.
-
-    Raises:
-        DataError: A model has no output for the item, or it is no readable image.
-    """
-    outputs = {}
-    for name, (folder, pattern, paths) in specs.items():
-        if item_id in paths:
-            out = paths[item_id]
-        elif folder is not None:
-            out = _find_output(folder, pattern, item_id)
-        else:
-            raise DataError(f"model {name!r} has no output for {item_id!r}")
-        check_image(out)
-        outputs[name] = out
-    return outputs
+def study_root(file: Path, data: dict[str, Any], root: str | os.PathLike[str] | None = None) -> Path:
+    """The folder every path of the study is resolved under: ``root`` when given, else the
+    YAML's ``root`` (relative to the YAML's folder)."""
+    return resolve_path(root if root is not None else file.parent / data.get("root", "."))
 
 
 def load_study(
@@ -350,15 +309,16 @@ def load_study(
         The study; skipped items are listed in ``study.problems``.
 
     Raises:
-        ConfigError: For unknown keys, a key's value of the wrong type (``shuffle_items: "no"``,
-            a path given as a list) or a malformed ``models`` section.
+        ConfigError: For unknown keys (of the study or of an item), a key's value of the wrong
+            type (``shuffle_items: "no"``, a path given as a list) or a malformed ``models``
+            section (a model name that is not text, a ``pattern`` without ``{id}``).
         DataError: For a missing file, a path escaping ``root``, or no usable item.
     """
     file = Path(path)
-    data = _read_yaml(file)
-    base = resolve_path(root if root is not None else file.parent / data.get("root", "."))
+    data = read_study_yaml(file)
+    base = study_root(file, data, root)
     problems = Problems(strict)
-    specs = _model_specs(data.get("models"), base, file)
+    specs = model_specs(data.get("models"), base, file)
     models = list(specs)
     reference = models[-1] if data.get("reference") is None else data["reference"]
     if reference not in specs:

@@ -14,7 +14,7 @@ import io
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,17 +80,28 @@ def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+class VotesUnavailable(DataError):
+    """The votes database cannot be used any more (moved, deleted or replaced while in use)."""
+
+
 class VoteStore:
     """The votes database of one study.
+
+    The file is created (with its tables and ``meta`` row) only when it is new, or an empty
+    database; every later connection opens it without creating it, so a database moved away
+    while the server runs is reported, never silently replaced by an empty one.
 
     Args:
         path: The SQLite file (created with its folder unless ``create`` is False).
         study: The study's name; a database made for another study is refused.
-        create: Create the file when absent; False raises :class:`DataError` instead.
+        create: Create the file when absent; False raises :class:`DataError` instead, and opens
+            the file read-only (the export and the analysis change nothing in it).
 
     Raises:
         ConfigError: When the database belongs to another study.
-        DataError: When the file is not a SQLite database, or is absent and ``create`` is False.
+        DataError: When the file is not a SQLite database, is one without worldboot's ``meta``
+            row (another program's database: its tables are never added to), or is absent and
+            ``create`` is False.
     """
 
     def __init__(self, path: str | os.PathLike[str], study: str, create: bool = True) -> None:
@@ -105,21 +116,59 @@ class VoteStore:
             if not create:
                 raise DataError(f"votes database not found: {self.path}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        #: The file as an SQLite URI: later connections open it with ``mode=rw``, never creating it.
+        self._uri = self.path.absolute().as_uri()
+        first = f"{self._uri}?mode={'rwc' if create else 'ro'}"
         try:
-            with self._connect() as con:
-                con.executescript(SCHEMA)
-                con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('study', ?)", (study,))
-                owner = con.execute("SELECT value FROM meta WHERE key = 'study'").fetchone()[0]
+            with closing(sqlite3.connect(first, uri=True, timeout=30)) as con, con:
+                owner = self._owner(con, create)
         except sqlite3.DatabaseError as err:
             raise DataError(f"{self.path}: not a votes database ({err})") from None
         if owner != study:
             raise ConfigError(f"{self.path} holds the votes of study {owner!r}, not {study!r}; use --db")
 
+    def _owner(self, con: sqlite3.Connection, create: bool) -> str:
+        """The study the database belongs to; an empty database (with ``create``) is made one
+        of this study's.
+
+        Raises:
+            DataError: For a database without worldboot's ``meta`` row naming a study.
+        """
+        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if create and not tables:  # a new file, or an empty database
+            con.executescript(SCHEMA)
+            con.execute("INSERT INTO meta (key, value) VALUES ('study', ?)", (self.study,))
+            return self.study
+        row = con.execute("SELECT value FROM meta WHERE key = 'study'").fetchone() if "meta" in tables else None
+        if row is None:
+            held = f"; it holds the tables {sorted(tables)}" if tables else ""
+            raise DataError(
+                f"{self.path} is not a votes database of worldboot (no `meta` row naming its study{held}): "
+                "name another file (--db)"
+            )
+        if create:
+            con.executescript(SCHEMA)  # a votes table dropped by hand comes back, empty
+        return row[0]
+
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as con, con:
-            # The context manager of a connection commits (or rolls back) one transaction.
-            yield con
+        """A connection to the existing file, committing (or rolling back) one transaction.
+
+        Raises:
+            VotesUnavailable: When the file is gone or no longer a votes database.
+        """
+        try:
+            with closing(sqlite3.connect(f"{self._uri}?mode=rw", uri=True, timeout=30)) as con, con:
+                yield con
+        except (sqlite3.ProgrammingError, sqlite3.IntegrityError):  # a bug, not the file
+            raise
+        except sqlite3.DatabaseError as err:
+            if not self.path.is_file():
+                raise VotesUnavailable(
+                    f"the votes database {self.path} is gone (moved or deleted while in use): "
+                    "put it back, or restart with --db naming where it is"
+                ) from None
+            raise VotesUnavailable(f"the votes database {self.path} cannot be used: {err}") from None
 
     def record(self, annotator: str, item_id: str, best: str, worst: str, shown: list[str]) -> bool:
         """Store a vote, replacing the annotator's earlier vote on the item.
@@ -171,32 +220,23 @@ class VoteStore:
         """The annotator's votes by item id."""
         return {v.item_id: v for v in self.votes(annotator)}
 
-    def csv_text(self, study, votes: list[Vote] | None = None) -> str:
-        """All votes as CSV, with each item's subset and action from ``study``."""
+    def csv_text(self, labels: Mapping[str, tuple[str, str]], votes: list[Vote] | None = None) -> str:
+        """All votes as CSV, with each item's subset and action from ``labels`` (item id ->
+        (subset, action)); empty for an item ``labels`` does not know."""
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(CSV_COLUMNS)
         for v in self.votes() if votes is None else votes:
-            item = study.item(v.item_id)
+            subset, action = labels.get(v.item_id, ("", ""))
             writer.writerow(
-                [
-                    v.annotator,
-                    v.item_id,
-                    item.subset if item else "",
-                    item.action if item else "",
-                    v.best,
-                    v.worst,
-                    json.dumps(v.shown),
-                    v.created_at,
-                    v.updated_at,
-                ]
+                [v.annotator, v.item_id, subset, action, v.best, v.worst, json.dumps(v.shown), v.created_at, v.updated_at]
             )
         return buf.getvalue()
 
-    def export_csv(self, path: str | os.PathLike[str], study) -> int:
-        """Write all votes to a CSV file atomically; returns the number of votes."""
+    def export_csv(self, path: str | os.PathLike[str], labels: Mapping[str, tuple[str, str]]) -> int:
+        """Write all votes to a CSV file atomically (see :meth:`csv_text`); returns the number of votes."""
         votes = self.votes()
-        write_atomic(path, self.csv_text(study, votes))
+        write_atomic(path, self.csv_text(labels, votes))
         return len(votes)
 
 

@@ -10,6 +10,9 @@ Routes (HTML forms, no JavaScript needed), one APIRouter per concern:
 * :mod:`~worldboot.web.play_routes`: ``/play``: upload an image, type an action, see N candidates of the world model ranked by
   the dynamics model, continue from one (only with a world model).
 
+A votes database moved or deleted while serving answers 503 with a page naming it (never a
+traceback, never a new empty database in its place).
+
 Safety: state-changing requests must come from the same origin (``Origin`` or ``Referer``
 against ``Host``, else 403); request bodies are capped (413); uploads are checked by decoding them;
 ``allowed_hosts`` guards a loopback server against DNS rebinding.
@@ -17,6 +20,7 @@ against ``Host``, else 403); request bodies are capped (413); uploads are checke
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from fastapi import FastAPI, Request
@@ -28,7 +32,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from worldboot.study.spec import Study
-from worldboot.study.votes import VoteStore
+from worldboot.study.votes import VoteStore, VotesUnavailable
 from worldboot.web import play_routes, study_routes
 from worldboot.web.common import (
     FORM_OVERHEAD,
@@ -46,6 +50,8 @@ from worldboot.web.play import Predictor
 
 __all__ = ["LOOPBACK_HOSTS", "MAX_UPLOAD_BYTES", "create_app", "same_origin", "slot_label"]
 
+logger = logging.getLogger(__name__)
+
 
 def _form_error(exc: RequestValidationError) -> str:
     """One line for a form field FastAPI refused (``n: Input should be greater than or equal to 1``)."""
@@ -54,6 +60,35 @@ def _form_error(exc: RequestValidationError) -> str:
         field = ".".join(str(x) for x in err.get("loc", ())[1:]) or "form"
         parts.append(f"{field}: {err.get('msg', 'invalid value')}")
     return "; ".join(parts) or "invalid form"
+
+
+def _add_error_pages(app: FastAPI, predictor: Predictor | None) -> None:
+    """Answer errors with a page (or plain text for an image): HTTP errors, a votes database
+    gone while serving (503, in the log too; no traceback), and a form value FastAPI refused."""
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Response:
+        if request.url.path.endswith((".png", ".csv")) or request.url.path.startswith("/image/"):
+            return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
+        return page(
+            request, "message.html", exc.status_code, heading=f"Error {exc.status_code}", message=exc.detail
+        )
+
+    @app.exception_handler(VotesUnavailable)
+    async def votes_unavailable(request: Request, exc: VotesUnavailable) -> Response:
+        # The database moved or deleted while serving: say so (in the log too), no traceback.
+        logger.error("%s", exc)
+        return page(request, "message.html", 503, heading="Votes database unavailable", message=str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def form_error(request: Request, exc: RequestValidationError) -> Response:
+        # A form number that is not one (or out of bounds): the form again with the reason, 400.
+        message = _form_error(exc)
+        if request.url.path.startswith("/play") and predictor is not None:
+            rollout_id = request.path_params.get("rollout_id")
+            rollout = predictor.get(rollout_id) if rollout_id else None
+            return play_routes.play_page(request, rollout, 400, message)
+        return page(request, "message.html", 400, heading="Error 400", message=message)
 
 
 def create_app(
@@ -108,24 +143,7 @@ def create_app(
     if allowed_hosts:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=allowed_hosts)
 
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if request.url.path.endswith((".png", ".csv")) or request.url.path.startswith("/image/"):
-            return PlainTextResponse(str(exc.detail), status_code=exc.status_code)
-        return page(
-            request, "message.html", exc.status_code, heading=f"Error {exc.status_code}", message=exc.detail
-        )
-
-    @app.exception_handler(RequestValidationError)
-    async def form_error(request: Request, exc: RequestValidationError) -> Response:
-        # A form number that is not one (or out of bounds): the form again with the reason, 400.
-        message = _form_error(exc)
-        if request.url.path.startswith("/play") and predictor is not None:
-            rollout_id = request.path_params.get("rollout_id")
-            rollout = predictor.get(rollout_id) if rollout_id else None
-            return play_routes.play_page(request, rollout, 400, message)
-        return page(request, "message.html", 400, heading="Error 400", message=message)
-
+    _add_error_pages(app, predictor)
     # Both always: a route of the part not served answers 404 with how to start it.
     app.include_router(study_routes.router)
     app.include_router(play_routes.router)

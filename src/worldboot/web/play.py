@@ -21,7 +21,7 @@ from PIL import Image
 
 from worldboot.errors import DataError
 from worldboot.images import to_rgb
-from worldboot.study.spec import IMAGE_FORMATS
+from worldboot.study.outputs import IMAGE_FORMATS
 
 #: Uploads larger than this many pixels are refused before decoding (decompression bombs).
 MAX_UPLOAD_PIXELS = 40_000_000
@@ -29,8 +29,9 @@ MAX_UPLOAD_PIXELS = 40_000_000
 DISPLAY_SIDE = 512
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**20:g} MB" if n >= 2**20 else f"{n / 2**10:g} KB"
+def size_text(n: int) -> str:
+    """``n`` bytes for a person: ``8 MB``, ``1.5 MB``, ``512 KB`` (to a tenth)."""
+    return f"{round(n / 2**20, 1):g} MB" if n >= 2**20 else f"{round(n / 2**10, 1):g} KB"
 
 
 def read_upload(data: bytes, max_bytes: int) -> Image.Image:
@@ -42,7 +43,7 @@ def read_upload(data: bytes, max_bytes: int) -> Image.Image:
     if not data:
         raise DataError("no image uploaded")
     if len(data) > max_bytes:
-        raise DataError(f"the image is larger than {_size(max_bytes)}")
+        raise DataError(f"the image is larger than {size_text(max_bytes)}")
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.format not in IMAGE_FORMATS:

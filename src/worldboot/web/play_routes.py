@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from worldboot.errors import DataError
 from worldboot.web.common import page, redirect, web_state
-from worldboot.web.play import Predictor, png_bytes, read_upload
+from worldboot.web.play import Predictor, png_bytes, read_upload, size_text
 
 router = APIRouter()
 
@@ -49,7 +49,7 @@ def play_page(request: Request, rollout=None, status_code: int = 200, error: str
         num_samples=p.num_samples,
         max_samples=p.max_samples,
         ranked=p.verifier is not None,
-        max_mb=web_state(request).max_upload_bytes // 2**20,
+        max_size=size_text(web_state(request).max_upload_bytes),
     )
 
 
