@@ -58,10 +58,16 @@ def resolve_path(path: str | os.PathLike[str]) -> Path:
 
 
 def unless_loop(path: str | os.PathLike[str], err: Exception) -> Exception:
-    """``err`` (a "not found" error) for a path that is not there, or the ``ELOOP`` OSError
-    naming ``path`` when it is a symbolic link loop, which ``is_file`` also answers False for."""
+    """``err`` (a "not found" error) for a path that is not there; the ``ELOOP`` OSError naming
+    ``path`` when it is a symbolic link loop, and an error of ``err``'s class saying what it is
+    when it is a named pipe or a device: ``is_file`` and ``is_dir`` answer False for both."""
     try:
         resolve_path(path)
     except OSError as loop:
         return loop
+    if os.path.exists(path) and not (os.path.isfile(path) or os.path.isdir(path)):
+        try:
+            return type(err)(f"{path} is neither a file nor a folder (a named pipe or a device)")
+        except TypeError:  # an error class that takes other arguments
+            return err
     return err

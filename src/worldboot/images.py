@@ -40,12 +40,26 @@ def _to_8bit(img: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.nan_to_num(a), 0, 255).astype(np.uint8), "L")
 
 
+def refuse_special_file(path: str | os.PathLike[str]) -> None:
+    """Refuse an image path that exists but is a folder, a named pipe or a device: opening a
+    pipe blocks until something writes to it, for ever in a batch job.
+
+    Raises:
+        DataError: Naming the file and what it is.
+    """
+    if os.path.exists(path) and not os.path.isfile(path):
+        what = "a folder" if os.path.isdir(path) else "not a regular file"
+        raise DataError(f"cannot read image {path}: it is {what}")
+
+
 def open_image(path: str | os.PathLike[str]) -> Image.Image:
     """Open an image fully into memory as RGB, with a one-line error naming the file.
 
     Raises:
-        DataError: When the file is missing or not a readable image.
+        DataError: When the file is missing, not a regular file (a named pipe would block the
+            read for ever), or not a readable image.
     """
+    refuse_special_file(path)
     try:
         with Image.open(path) as img:
             img.load()  # the pixels stay when the file closes

@@ -11,6 +11,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from worldboot.cli import main
+from worldboot.errors import ConfigError
 from worldboot.infer.predict import make_generator, predict
 from worldboot.infer.rollout import RolloutConfig, draw_strip, rollout, run_rollout, step_seed
 from worldboot.infer.verify import Verifier
@@ -82,8 +83,8 @@ def test_run_rollout_writes_steps_strip_and_record(tmp_path, world, tiny_dir, im
     decoded = world.decode_codes(codes["step-2.candidates"][int(codes["step-2.chosen"])])[0]
     assert Image.open(out / "step-2.png").tobytes() == decoded.tobytes()
     assert (out / "config.yaml").is_file() and json.loads((out / "meta.json").read_text())["stage"] == "rollout"
-    # A shorter rollout into the same folder leaves none of the longer one's steps behind.
-    run_rollout(dataclasses.replace(cfg, actions=ACTIONS[:1], best_of=2), world=world)
+    # A shorter rollout into the same folder (--fresh) leaves none of the longer one's steps behind.
+    run_rollout(dataclasses.replace(cfg, actions=ACTIONS[:1], best_of=2), world=world, fresh=True)
     assert not (out / "step-2.png").exists() and len(json.loads((out / "rollout.json").read_text())["steps"]) == 1
     assert sorted(p.name for p in (out / "candidates").iterdir()) == ["step-1"]
 
@@ -108,8 +109,11 @@ def test_cli_rollout_best_of(tmp_path, tiny_dir, image, capsys):
     assert main(["rollout", str(image), "--world", str(tiny_dir), "--action", " ", "--out", str(out)]) == 2
     assert main(["rollout", str(tmp_path / "none.png"), "--world", str(tiny_dir), "--action", "a", "--out",
                  str(out)]) == 2
+    assert main(["rollout", str(image), "--world", str(tiny_dir), "--action", "a", "--frame-size", "20000", "--out",
+                 str(tmp_path / "wide")]) == 2  # a strip of 40000 x 20000 pixels: refused, not drawn
     err = capsys.readouterr().err
     assert "--action" in err and "action 1 is empty" in err and "none.png" in err and "Traceback" not in err
+    assert "frame_size must be 16 to 4096 pixels, got 20000" in err and not (tmp_path / "wide").exists()
 
 
 def test_draw_strip_wraps_long_captions():
@@ -152,5 +156,12 @@ def test_a_killed_or_lengthened_rollout_goes_on_from_its_last_step(tmp_path, wor
         assert codes.keys() == straight.keys() and all(torch.equal(codes[k], straight[k]) for k in codes)
         record = json.loads((tmp_path / folder / "rollout.json").read_text())
         assert record["steps"] == json.loads((tmp_path / "straight" / "rollout.json").read_text())["steps"]
-    # Other settings: every step again.
-    assert len(run_rollout(dataclasses.replace(cfg, seed=1, out=str(tmp_path / "grown")), world=world)) == 3
+    # Other settings, another action or fewer actions would replace steps: refused, the folder kept.
+    grown_files = {p: p.read_bytes() for p in (tmp_path / "grown").rglob("*") if p.is_file()}
+    for changed, step in (({"seed": 1}, 1), ({"actions": [ACTIONS[0], "paint it blue", ACTIONS[2]]}, 2),
+                          ({"actions": ACTIONS[:2]}, 3)):
+        with pytest.raises(ConfigError, match=rf"grown holds a rollout of 3 steps whose steps from {step} on .*--fresh"):
+            run_rollout(dataclasses.replace(cfg, out=str(tmp_path / "grown"), **changed), world=world)
+        assert {p: p.read_bytes() for p in (tmp_path / "grown").rglob("*") if p.is_file()} == grown_files
+    # --fresh: every step again.
+    assert len(run_rollout(dataclasses.replace(cfg, seed=1, out=str(tmp_path / "grown")), world=world, fresh=True)) == 3

@@ -15,7 +15,8 @@ EXAMPLE = """examples:
 outputs (DIR): source.png, step-1.png ... step-k.png, strip.png (the frames side by side with each
 action underneath), candidates/step-i/<k>.png, codes.safetensors, rollout.json, config.yaml, meta.json.
 Each step is written when it is done: rerun the same command after a kill (or with more --action
-at the end) and it goes on from the last step; other settings start over.
+at the end) and it goes on from the last step. Steps it would not keep (other settings, another
+action at a step, fewer actions) are refused; --fresh replaces them.
 """
 
 
@@ -36,6 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="one step's action (repeat for more steps)")
     p.add_argument("--out", metavar="DIR", required=True, help="the output folder")
     p.add_argument("--config", metavar="YAML", help="preset (configs/generate/*.yaml)")
+    p.add_argument("--fresh", action="store_true",
+                   help="replace the steps of an earlier rollout in DIR that this one would not keep")
     p.add_argument("--best-of", type=int, metavar="N", help="candidates per step")
     p.add_argument("--verifier", metavar="MODEL_DIR", help="the dynamics model (CDM) that picks each step's best")
     p.add_argument("--verifier-score", choices=("total", "mean"), help="rank by total (default) or mean log p")
@@ -66,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         "verifier.score": args.verifier_score,
     }
     cfg = load_config(RolloutConfig, args.config, args.overrides or [], flags=flags)
-    steps = run_rollout(cfg)
+    steps = run_rollout(cfg, fresh=args.fresh)
     total = len(cfg.actions)  # the steps returned are this run's; a resumed run kept the others
     earlier = f" ({total - len(steps)} from an earlier run)" if len(steps) < total else ""
     print(f"{total} steps{earlier} -> {cfg.out}/step-1.png ... step-{total}.png and {cfg.out}/strip.png")

@@ -34,8 +34,12 @@ from worldboot.infer.outputs import save_candidates, save_png, save_tensors
 from worldboot.infer.predict import PredictConfig, Prediction, make_generator, predict, sample_seed
 from worldboot.infer.verify import Verifier
 from worldboot.models.backbone import SamplingConfig
-from worldboot.run_guards import out_folder
+from worldboot.run_guards import claim_folder
 from worldboot.runs import RunDir, write_atomic
+
+
+#: Largest side of a strip frame: 4096 px frames of a 10-step rollout are a 0.5 GB strip.
+MAX_FRAME = 4096
 
 
 @dataclass
@@ -65,8 +69,9 @@ class RolloutConfig(PredictConfig):
             raise ConfigError(f"action {empty[0]} is empty")
         if not self.out:
             raise ConfigError("no output folder: pass --out DIR")
-        if self.frame_size < 16:
-            raise ConfigError(f"frame_size must be at least 16 pixels, got {self.frame_size}")
+        if not 16 <= self.frame_size <= MAX_FRAME:
+            raise ConfigError(f"frame_size must be 16 to {MAX_FRAME} pixels, got {self.frame_size} (the strip of k "
+                              "steps is k + 1 frames wide, held in memory)")
 
 
 @dataclass
@@ -207,6 +212,24 @@ def _steps_done(out: Path, cfg: RolloutConfig, key: str) -> list[dict[str, Any]]
     return done
 
 
+def _refuse_replacing(out: Path, done: list[dict[str, Any]]) -> None:
+    """Refuse to replace steps an earlier rollout in ``out`` finished that this run would not
+    keep (other settings, or another action at some step): they would be deleted.
+
+    Raises:
+        ConfigError: Naming how many steps, from which one, and the ways on.
+    """
+    from worldboot.runs import read_jsonl
+
+    earlier = sum(1 for _ in read_jsonl(out / PROGRESS_FILE))
+    if earlier > len(done):
+        raise ConfigError(
+            f"{out} holds a rollout of {earlier} steps whose steps from {len(done) + 1} on this run would replace "
+            f"(other settings, or another action at step {len(done) + 1}): use another --out, or --fresh to "
+            "replace them"
+        )
+
+
 def _clear_outputs(out: Path, keep: int = 0) -> None:
     """Remove what an earlier rollout wrote into ``out`` (the files of the module docstring),
     but its first ``keep`` steps."""
@@ -241,15 +264,18 @@ def run_rollout(
     cfg: RolloutConfig,
     world: Any | None = None,
     verifier: Verifier | None = None,
+    fresh: bool = False,
 ) -> list[RolloutStep]:
     """Run a rollout and write its folder (see the module docstring). Each step is written
     as soon as it is predicted; a rerun with the same settings goes on after the last step
-    written (also when actions were added at the end).
+    written (also when actions were added at the end). Steps it would not keep (other
+    settings, another action at a step, fewer actions) are refused unless ``fresh``.
 
     Args:
         cfg: Settings (validated here).
         world: An already loaded world model (default: from ``cfg.world``).
         verifier: An already loaded verifier (default: loaded from ``cfg.verifier.path`` if set).
+        fresh: Replace an earlier rollout's steps this run would not keep, instead of refusing.
 
     Returns:
         The steps predicted by this run (those of an earlier run are read from the folder).
@@ -263,10 +289,12 @@ def run_rollout(
     cfg.validate()
     image = open_image(cfg.image)
     world, verifier = load_models(cfg, None, world, verifier)
-    out = out_folder(cfg.out, "rollout")
+    out = claim_folder(cfg.out, "rollout")
     key = _settings_key(cfg)
-    with RunDir(out, cfg, "rollout") as rd:
-        done = _steps_done(out, cfg, key)
+    done = _steps_done(out, cfg, key)
+    if not fresh:  # before config.yaml is written: it describes the steps kept
+        _refuse_replacing(out, done)
+    with RunDir(out, cfg, "rollout", claimed=True) as rd:
         _clear_outputs(out, keep=len(done))  # an earlier rollout's other steps would stay beside these
         write_atomic(out / PROGRESS_FILE, "".join(json.dumps({"key": key, "entry": e}) + "\n" for e in done))
         rd.log(f"rollout of {len(cfg.actions)} actions from {cfg.image} with {cfg.world}; {len(done)} done before")

@@ -16,6 +16,7 @@ from PIL import Image
 
 from worldboot.data.schema import resolve_under
 from worldboot.errors import ConfigError, DataError, unless_loop
+from worldboot.images import refuse_special_file
 from worldboot.study.keys import clean, path_text, where
 
 #: Image formats a study or an upload may hold, as PIL names them.
@@ -55,6 +56,7 @@ class ModelSpec:
 
 def check_image(path: Path) -> None:
     """Raise :class:`DataError` unless ``path`` is a PNG, JPEG or WebP image (by content)."""
+    refuse_special_file(path)
     try:
         with Image.open(path) as img:
             fmt = img.format
