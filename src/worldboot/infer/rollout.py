@@ -37,7 +37,6 @@ from worldboot.models.backbone import SamplingConfig
 from worldboot.run_guards import claim_folder
 from worldboot.runs import RunDir, write_atomic
 
-
 #: Largest side of a strip frame: 4096 px frames of a 10-step rollout are a 0.5 GB strip.
 MAX_FRAME = 4096
 
