@@ -298,6 +298,9 @@ def test_cli_generate_best_of_and_errors(tmp_path, data, tiny_dir, capsys):
     assert main(["generate", str(tmp_path / "none.jsonl"), "--world", str(tiny_dir), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "none.jsonl" in err
+    for verb in (["generate", str(data)], ["rollout", str(tmp_path / "none.png"), "--action", "a"]):
+        assert main([*verb, "--world", str(tiny_dir), "--verifier-score", "mean", "--out", str(tmp_path / "v")]) == 2
+        assert "--verifier-score ranks a verifier's scores, and this run has none" in capsys.readouterr().err
 
 
 @pytest.mark.slow

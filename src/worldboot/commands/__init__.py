@@ -84,3 +84,12 @@ def check_ray_flags(args: argparse.Namespace, engine: str) -> None:
                                       ("--gpus-per-actor", args.gpus_per_actor)) if value is not None]
     if given and engine != "ray":
         raise UsageError(f"{given[0]} applies to --engine ray, and this run's engine is {engine}")
+
+
+def check_verifier_flags(args: argparse.Namespace, verifier: str | None) -> None:
+    """Refuse ``--verifier-score`` for a run with no verifier (the resolved ``verifier.path``):
+    it ranks the verifier's scores, and would be silently ignored."""
+    from worldboot.errors import UsageError
+
+    if args.verifier_score is not None and not verifier:
+        raise UsageError("--verifier-score ranks a verifier's scores, and this run has none: give --verifier MODEL_DIR")

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER, add_ray_arguments, check_ray_flags, ray_flags
+from worldboot.commands import (
+    HELP_FORMATTER,
+    add_ray_arguments,
+    check_ray_flags,
+    check_verifier_flags,
+    ray_flags,
+)
 
 EXAMPLE = """examples:
   worldboot generate aurora/test.json --world runs/cwm --out runs/pred-cwm
@@ -94,6 +100,7 @@ def config_from_args(args: argparse.Namespace):
     cfg = load_config(GenerateConfig, args.config, args.overrides or [], flags=flags)
     cfg.validate()
     check_ray_flags(args, cfg.engine)
+    check_verifier_flags(args, cfg.verifier.path)
     return cfg
 
 

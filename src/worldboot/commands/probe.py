@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="DIR", help="report directory")
     p.add_argument("--root", metavar="DIR", help="folder the manifest's image paths are relative to")
     p.add_argument("--task", help="keep only these subsets (comma-separated)")
-    p.add_argument("--max-per-subset", type=int, default=None, help="probe at most N triplets per subset")
+    p.add_argument("--max-per-subset", type=int, default=None, help="probe at most N triplets per subset (0: all, the default)")
     p.add_argument("--strict", action="store_true", help="stop at the first bad entry instead of skipping it")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="config overrides: kinds=[copy_observation] directions=[world] score=mean|total batch_size=8 seed=0")
@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
     if bad:
         raise ConfigError(f"unknown kind or direction {bad[0]!r}; kinds: {', '.join(NEGATIVE_KINDS)}; "
                           f"directions: {', '.join(DIRECTIONS)}")
+    for key, values, known in (("kinds", cfg.kinds, NEGATIVE_KINDS), ("directions", cfg.directions, DIRECTIONS)):
+        if not values:  # nothing to probe: an empty table, and exit 0
+            raise ConfigError(f"{key} is empty: name at least one of {', '.join(known)} (or leave it out for all)")
     models = [_named(m) for m in args.model]
     vlms = [_named(m) for m in args.vlm]
     if not models and not vlms:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER
+from worldboot.commands import HELP_FORMATTER, check_verifier_flags
 
 EXAMPLE = """examples:
   worldboot rollout kitchen.jpg --world runs/cwm --action "pick up the knife" --action "cut the onion" \\
@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         "verifier.score": args.verifier_score,
     }
     cfg = load_config(RolloutConfig, args.config, args.overrides or [], flags=flags)
+    check_verifier_flags(args, cfg.verifier.path)
     steps = run_rollout(cfg, fresh=args.fresh)
     total = len(cfg.actions)  # the steps returned are this run's; a resumed run kept the others
     earlier = f" ({total - len(steps)} from an earlier run)" if len(steps) < total else ""
