@@ -82,6 +82,20 @@ def test_demo_sizes_and_fresh(tmp_path, capsys):
     assert (keep / "thesis.tex").read_text() == "years of work"
 
 
+def test_demo_fresh_through_a_link_empties_the_linked_run(tmp_path, monkeypatch, capsys):
+    from worldboot.demo import Demo
+
+    run = tmp_path / "scratch" / "demo"
+    (run / "cdm").mkdir(parents=True)
+    (run / "stages.json").write_text("{}")
+    (run / "cdm" / "adapter.bin").write_text("old")
+    link = tmp_path / "demo"
+    link.symlink_to(run, target_is_directory=True)
+    monkeypatch.setattr(Demo, "run", lambda self: self.out / "report.md")  # the stages are not under test
+    assert main(["demo", "--fresh", "--out", str(link)]) == 0, capsys.readouterr().err
+    assert link.is_symlink() and run.is_dir() and list(run.iterdir()) == []  # a traceback before
+
+
 def test_probe_batch_size_and_figure_outputs(tmp_path, capsys):
     assert main(["probe", "m.jsonl", "--model", "x", "--out", str(tmp_path / "p"), "batch_size=0"]) == 2
     assert "batch_size must be at least 1" in _one_line(capsys, "probe")

@@ -53,7 +53,12 @@ def run(args: argparse.Namespace) -> int:
         # Only a demo run (or nothing) is deleted: --out may name a folder by mistake.
         if not out.is_dir() or (any(out.iterdir()) and not (out / "stages.json").is_file()):
             raise UsageError(f"--fresh deletes --out, and {out} is not a demo run (no stages.json): choose another --out")
-        shutil.rmtree(out)
+        # Its contents, not the folder: --out may be a link (runs/demo -> /scratch/demo), kept.
+        for child in out.iterdir():
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
     report = Demo(cfg, args.out).run()
     print(f"report: {report} and {report.with_suffix('.html')}")
     return 0
