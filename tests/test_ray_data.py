@@ -61,6 +61,7 @@ def test_annotate_on_ray_writes_what_the_local_run_writes_and_resumes(tmp_path, 
     # Killed after three batches: they are kept, the rest is done once.
     resumed = tmp_path / "resumed"
     resumed.mkdir()
+    (resumed / "meta.json").write_text((local / "meta.json").read_text())  # a killed run's: written first
     lines = (local / "annotated.jsonl").read_text().splitlines(keepends=True)
     (resumed / "annotated.jsonl").write_text("".join(lines[:6]))
     summary = annotate_pairs(pairs, None, resumed, ray_cfg, progress=False, model_dir=str(tiny_dir))
