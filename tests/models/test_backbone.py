@@ -207,7 +207,7 @@ def test_save_load_round_trip_identical_logits(tiny, tmp_path):
     ("model.safetensors", b"garbage", "model.safetensors is not a readable safetensors file"),
     ("vq_decoder.safetensors", b"garbage", "vq_decoder.safetensors: not a readable safetensors file"),
     ("worldboot.json", b"{not json", "worldboot.json:1: not valid JSON"),
-    ("config.json", b"[1,2", "cannot load model from"),
+    ("config.json", b"[1,2", r"config\.json:1: not valid JSON"),
 ])
 def test_damaged_model_files_are_one_line_naming_the_file(tiny_dir, tmp_path, name, data, message):
     import shutil

@@ -176,7 +176,7 @@ def test_a_folder_that_is_not_emu3_is_refused_in_one_line(model_dir, tmp_path):
         load_backbone(broken)
     (broken / "config.json").write_text(original)
     (broken / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ModelError, match="cannot load Emu3 model .*not readable safetensors"):
+    with pytest.raises(ModelError, match="cannot load Emu3 model .*model.safetensors is not a readable safetensors file"):
         load_backbone(broken)
 
 

@@ -33,6 +33,7 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
         ModelError: When the directory is missing files, or an adapter does not fit its base.
     """
     from worldboot.models.files import read_json
+    from worldboot.models.folder import read_meta
 
     _check_placement(kwargs)
     path = Path(path)
@@ -43,10 +44,12 @@ def load_backbone(path: str | os.PathLike[str], **kwargs: Any):
     if not (path / "adapter_config.json").is_file():
         return _load_family(path, **kwargs)
 
-    meta_file = path / "worldboot.json"
-    meta = read_json(meta_file) if meta_file.is_file() else {}
-    base = meta.get("base_model") or read_json(path / "adapter_config.json").get("base_model_name_or_path")
-    if not base:
+    adapter = read_json(path / "adapter_config.json")
+    if not isinstance(adapter, dict):
+        raise ModelError(f"{path / 'adapter_config.json'}: holds a JSON {type(adapter).__name__}, where peft's "
+                         "adapter config is an object of keys")
+    base = read_meta(path).get("base_model") or adapter.get("base_model_name_or_path")
+    if not isinstance(base, str) or not base:
         raise ModelError(f"adapter {path} does not say which base model it belongs to")
     from peft import PeftModel
 
@@ -113,5 +116,6 @@ def _load_family(path: Path, **kwargs: Any):
         kwargs.pop("vqgan_dir", None)
         return load_causal_vq(path, **kwargs)
     if family != "chameleon":
-        raise ModelError(f"{path}: unknown model family {family!r} (worldboot knows {', '.join(FAMILIES)})")
+        raise ModelError(f"{path / 'worldboot.json'}: unknown model family {family!r} (worldboot knows "
+                         f"{', '.join(FAMILIES)})")
     return load_chameleon(path, **kwargs)

@@ -32,11 +32,13 @@ from worldboot.errors import ModelError, unless_loop
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.files import (
     check_new_model_dir,
+    field_value,
     link_model_files,
     load_safetensors,
     load_tokenizer,
     read_json,
 )
+from worldboot.models.folder import build_config, load_state, load_weights, read_config, read_meta
 from worldboot.models.lm_forward import unwrap, world_class
 from worldboot.models.token_lm import TokenLMBackbone
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, build_taming_vqgan, vqgan_checkpoint
@@ -103,25 +105,30 @@ class CausalVQBackbone(TokenLMBackbone):
         (path / META_FILE).write_text(json.dumps(meta, indent=2))
 
 
-def causal_lm_class(config: Any) -> type:
-    """transformers' ``*ForCausalLM`` class of a config (what ``AutoModelForCausalLM`` picks)."""
+def causal_lm_class(config: Any, where: str | os.PathLike[str] = "") -> type:
+    """transformers' ``*ForCausalLM`` class of a config (what ``AutoModelForCausalLM`` picks);
+    ``where`` (its file) prefixes the error."""
     try:
         return MODEL_FOR_CAUSAL_LM_MAPPING[type(config)]
     except KeyError:
-        raise ModelError(f"a {config.model_type} model is not a causal LM transformers knows") from None
+        prefix = f"{where}: " if where else ""
+        raise ModelError(f"{prefix}a {config.model_type} model is not a causal LM transformers knows") from None
 
 
 def _load_vqgan(path: Path) -> VQGAN:
     """The model directory's VQGAN: worldboot's files, else a taming ``tokenizer/`` folder."""
     if (path / VQ_CONFIG_FILE).is_file():
-        config = ChameleonVQVAEConfig(**read_json(path / VQ_CONFIG_FILE))
+        file = path / VQ_CONFIG_FILE
+        data = read_json(file)
+        if not isinstance(data, dict):
+            raise ModelError(f"{file}: holds a JSON {type(data).__name__}, where a VQ config is an object of keys")
+        config = build_config(file, lambda: ChameleonVQVAEConfig(**data))
+        field_value({"channel_multiplier": list(config.channel_multiplier or [])}, "channel_multiplier", "counts",
+                    str(file))
         vq = ChameleonVQVAE(config)
         decoder = ChameleonVQDecoder(config)
-        try:
-            vq.load_state_dict(load_safetensors(path / ENCODER_FILE), strict=True)
-            decoder.load_state_dict(load_safetensors(path / DECODER_FILE), strict=True)
-        except RuntimeError as err:
-            raise ModelError(f"{path}: the VQ files do not fit {VQ_CONFIG_FILE} ({str(err).splitlines()[0]})") from None
+        load_state(vq, load_safetensors(path / ENCODER_FILE), path / ENCODER_FILE, file)
+        load_state(decoder, load_safetensors(path / DECODER_FILE), path / DECODER_FILE, file)
         return VQGAN(vq, decoder)
     folder = path / "tokenizer"
     ckpt = vqgan_checkpoint(folder)
@@ -144,24 +151,16 @@ def load_causal_vq(
     Raises:
         ModelError: A missing or damaged file, or a ``worldboot.json`` that lacks a field.
     """
-    from safetensors import SafetensorError
-
     path = Path(path)
-    meta = read_json(path / META_FILE)
+    meta = read_meta(path)
     missing = [k for k in ("image_token_offset", "boi_token", "eoi_token") if k not in meta]
     if missing:
         raise ModelError(f"{path / META_FILE} lacks {', '.join(missing)} (a causal-vq model needs them)")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    try:
-        config = AutoConfig.from_pretrained(path)
-        model = world_class(causal_lm_class(config)).from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
-    except (OSError, ValueError, KeyError, SafetensorError) as err:
-        # transformers names neither the file nor the cause for a damaged weights file.
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, SafetensorError):
-            detail = f"a weights file is not readable safetensors ({detail})"
-        raise ModelError(f"cannot load model from {path}: {detail}") from None
+    config = read_config(path, AutoConfig)
+    model_class = world_class(causal_lm_class(config, path / "config.json"))
+    model = load_weights(model_class, path, config, dtype=dtype or torch.float32, device_map=device_map)
     tokenizer = load_tokenizer(path)
     vqgan = _load_vqgan(path).to(device=model.device, dtype=model.dtype)
     templates = PromptTemplates(**meta["templates"]) if "templates" in meta else None
@@ -174,10 +173,7 @@ def load_causal_vq(
 
 def family_of(path: str | os.PathLike[str]) -> str:
     """The family a model directory says it is (``chameleon`` without ``worldboot.json``)."""
-    meta_file = Path(path) / META_FILE
-    if meta_file.is_file():
-        return str(read_json(meta_file).get("family", "chameleon"))
-    return "chameleon"
+    return str(read_meta(path).get("family", "chameleon"))
 
 
 def tiny_causal_vq(seed: int = 0, templates: PromptTemplates | None = None) -> CausalVQBackbone:
@@ -243,10 +239,8 @@ def assemble_causal_vq(
         if not folder.is_dir():  # not a hub name either: from_pretrained would spend half a minute on the hub
             raise unless_loop(folder, ModelError(f"{what} not found: {folder}" if not folder.exists()
                                                  else f"{folder} is a file: give the {what}"))
-    if not (llm / "config.json").is_file():
-        raise ModelError(f"{llm} has no config.json: not a transformers model folder")
+    config = read_config(llm, AutoConfig)
     try:
-        config = AutoConfig.from_pretrained(llm, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(llm, local_files_only=True)
     except (OSError, ValueError) as err:
         raise ModelError(f"{llm}: not a transformers model folder ({str(err).splitlines()[0]})") from None

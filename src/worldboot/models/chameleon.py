@@ -26,7 +26,6 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -37,6 +36,7 @@ from worldboot.models.backbone import (
     PromptTemplates,
 )
 from worldboot.models.files import load_safetensors, load_tokenizer, read_json
+from worldboot.models.folder import load_state, load_weights, read_config, read_meta
 from worldboot.models.lm_forward import unwrap, world_forward
 from worldboot.models.token_lm import TokenLMBackbone
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder, load_taming_vqgan, vqgan_checkpoint
@@ -133,8 +133,10 @@ def refuse_old_conversion(path: Path) -> None:
     index = path / "model.safetensors.index.json"
     key = "model.layers.0.self_attn.q_norm.weight"
     if index.is_file():
-        shard = read_json(index).get("weight_map", {}).get(key)
-        files = [path / shard] if shard else []
+        weight_map = read_json(index)
+        weight_map = weight_map.get("weight_map") if isinstance(weight_map, dict) else None
+        shard = weight_map.get(key) if isinstance(weight_map, dict) else None
+        files = [path / shard] if isinstance(shard, str) else []
     for f in files:
         try:
             handle = safe_open(str(f), framework="pt")
@@ -173,27 +175,23 @@ def load_chameleon(
 
     Returns:
         The backbone, in eval mode.
+
+    Raises:
+        ModelError: A missing or damaged file, or a ``config.json`` or ``worldboot.json`` that
+            does not fit the weights or worldboot, naming the file.
     """
-    from safetensors import SafetensorError
+    from transformers import ChameleonConfig
 
     path = Path(path)
     _check_dir(path, ["config.json"])
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    meta: dict[str, Any] = {}
-    if (path / META_FILE).is_file():
-        meta = read_json(path / META_FILE)
-        if meta.get("family", "chameleon") != "chameleon":
-            raise ModelError(f"{path} holds a {meta['family']} model, not chameleon")
+    meta = read_meta(path)
+    if meta.get("family", "chameleon") != "chameleon":
+        raise ModelError(f"{path} holds a {meta['family']} model, not chameleon")
     refuse_old_conversion(path)  # transformers 5 raises a bare RuntimeError on it
-    try:
-        model = ChameleonWorldLM.from_pretrained(path, dtype=dtype or torch.float32, device_map=device_map)
-    except (OSError, ValueError, SafetensorError) as err:
-        # transformers names neither the file nor the cause for a damaged weights file.
-        detail = str(err).splitlines()[0] if str(err) else type(err).__name__
-        if isinstance(err, SafetensorError):
-            detail = f"{path / 'model.safetensors'} is not a readable safetensors file ({detail})"
-        raise ModelError(f"cannot load model from {path}: {detail}") from None
+    config = read_config(path, ChameleonConfig)
+    model = load_weights(ChameleonWorldLM, path, config, dtype=dtype or torch.float32, device_map=device_map)
     tokenizer = load_tokenizer(path)
     decoder = ChameleonVQDecoder(model.config.vq_config)
     if vqgan_dir is None and not (path / DECODER_FILE).is_file():
@@ -203,7 +201,7 @@ def load_chameleon(
                 vqgan_dir = guess
                 break
     if (path / DECODER_FILE).is_file():
-        decoder.load_state_dict(load_safetensors(path / DECODER_FILE), strict=True)
+        load_state(decoder, load_safetensors(path / DECODER_FILE), path / DECODER_FILE, path / "config.json")
     elif vqgan_dir is not None:
         vq_dir = Path(vqgan_dir)
         ckpt = vqgan_checkpoint(vq_dir) or vq_dir / "vqgan.ckpt"

@@ -42,6 +42,7 @@ from transformers.models.emu3.modeling_emu3 import Emu3ImageVocabularyMapping, E
 from worldboot.errors import ModelError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.models.files import load_tokenizer, read_json
+from worldboot.models.folder import load_weights, read_config, read_meta
 from worldboot.models.lm_forward import unwrap, world_forward
 from worldboot.models.token_lm import TokenLMBackbone
 
@@ -242,22 +243,13 @@ def load_emu3(
     Raises:
         ModelError: A missing or damaged file, naming it.
     """
-    from safetensors import SafetensorError
-
     path = Path(path)
-    meta = read_json(path / META_FILE) if (path / META_FILE).is_file() else {}
+    meta = read_meta(path)
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    try:
-        config = Emu3Config.from_pretrained(path)
-        if not config.vocabulary_map:
-            raise ModelError(f"{path / 'config.json'}: no vocabulary_map (an Emu3 config maps codes to tokens with it)")
-        model = Emu3WorldLM.from_pretrained(path, config=config, dtype=dtype or torch.float32, device_map=device_map)
-    except (OSError, ValueError, KeyError, TypeError, SafetensorError) as err:
-        detail = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if isinstance(err, SafetensorError):
-            detail = f"a weights file is not readable safetensors ({detail})"
-        raise ModelError(f"cannot load Emu3 model from {path}: {detail}") from None
+    config = read_config(path, Emu3Config)
+    model = load_weights(Emu3WorldLM, path, config, what="Emu3 model", dtype=dtype or torch.float32,
+                         device_map=device_map)
     tokenizer = load_tokenizer(path)
     mean, std = _normalisation(path, meta)
     shape = parse_shape(image_size) if image_size else tuple(meta.get("image_shape") or DEFAULT_SHAPE)
@@ -271,9 +263,13 @@ def _normalisation(path: Path, meta: dict[str, Any]) -> tuple[list[float], list[
     if "mean" in meta and "std" in meta:
         return list(meta["mean"]), list(meta["std"])
     proc = read_json(path / PREPROCESSOR_FILE) if (path / PREPROCESSOR_FILE).is_file() else {}
+    if not isinstance(proc, dict):
+        raise ModelError(f"{path / PREPROCESSOR_FILE}: holds a JSON {type(proc).__name__}, where a processor's "
+                         "config is an object of keys")
     mean, std = proc.get("image_mean", [0.5] * 3), proc.get("image_std", [0.5] * 3)
-    if len(mean) != 3 or len(std) != 3:
-        raise ModelError(f"{path / PREPROCESSOR_FILE}: image_mean and image_std need one value per colour channel")
+    if not all(isinstance(v, list) and len(v) == 3 and all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                           for x in v) for v in (mean, std)):
+        raise ModelError(f"{path / PREPROCESSOR_FILE}: image_mean and image_std need one number per colour channel")
     return [float(v) for v in mean], [float(v) for v in std]
 
 
@@ -296,12 +292,15 @@ def prepare_emu3(src: str | os.PathLike[str], out: str | os.PathLike[str], image
     if not config_file.is_file():
         raise ModelError(f"{config_file} not found: give an Emu3 folder in transformers' format (Emu3-Gen-hf)")
     config = read_json(config_file)
+    if not isinstance(config, dict):
+        raise ModelError(f"{config_file}: holds a JSON {type(config).__name__}, where a model's config is an object of keys")
     kind = str(config.get("model_type", ""))
     if kind != FAMILY:
         if kind.lower() == FAMILY or "auto_map" in config:
             raise ModelError(f"{config_file}: BAAI's original Emu3 layout (model_type {kind!r}, custom code); convert "
                              "it with transformers' convert_emu3_weights_to_hf.py first, then run this on its output")
         raise ModelError(f"{config_file}: model_type {kind!r} is not an Emu3 model ({FAMILY})")
+    read_config(src, Emu3Config)  # every value as transformers takes it, before the ones read here
     vq = config.get("vq_config") or {}
     codebook = int(vq.get("codebook_size", 32768))
     vocab = config.get("vocabulary_map") or {}

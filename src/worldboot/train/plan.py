@@ -133,9 +133,12 @@ def model_config(model: str) -> tuple[Any, int, int]:
     end), and its codes (a world model's loss positions: the layout tokens carry no label).
 
     Raises:
-        ModelError: For a directory without ``config.json`` or an unknown name.
+        ModelError: For a directory without ``config.json`` or an unknown name, or one whose
+            ``config.json`` or ``worldboot.json`` is not a model's (naming the file and the key).
     """
-    from transformers import AutoConfig, ChameleonConfig
+    from transformers import ChameleonConfig
+
+    from worldboot.models.folder import read_config, read_meta
 
     if model == "anole-7b":
         # transformers' defaults are Chameleon-7B's; the vocabulary map only needs the image marker.
@@ -145,10 +148,8 @@ def model_config(model: str) -> tuple[Any, int, int]:
     path = Path(model)
     if not (path / "config.json").is_file():
         raise ModelError(f"{model}: not a model directory (no config.json) nor a named config ({', '.join(NAMED)})")
-    config = AutoConfig.from_pretrained(path, local_files_only=True)
-    from worldboot.models.files import read_json
-
-    meta = read_json(path / "worldboot.json") if (path / "worldboot.json").is_file() else {}
+    config = read_config(path)
+    meta = read_meta(path)
     vq = getattr(config, "vq_config", None)
     if config.model_type == "emu3":
         return (config, *_emu3_image_tokens(path, config, meta))
