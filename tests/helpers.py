@@ -218,3 +218,29 @@ def rl_config(base, cache_dir, out, **fields):
     )
     settings.update(fields)
     return (DPOConfig if settings.get("objective") == "dpo" else GRPOConfig)(**settings)
+
+
+#: The models of :func:`make_study`'s studies.
+STUDY_MODELS = ["A", "B", "R"]
+
+
+def make_study(root: Path, items: Mapping[str, str], text: str | None = None, name: str = "human",
+               reference: str | None = "R") -> Path:
+    """A human study of the models A, B and R on ``{item id: subset}``, with an 8-px image of
+    each item for the source and every model, written to ``root/study.yaml``; ``text``
+    replaces the YAML (the images stay)."""
+    import yaml
+
+    for n, item_id in enumerate(items):
+        for folder in ["src", *STUDY_MODELS]:
+            (root / folder).mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), (n, 0, 0)).save(root / folder / f"{item_id}.png")
+    data = {
+        "name": name,
+        "items": [{"id": i, "subset": s, "source": f"src/{i}.png", "action": "act"} for i, s in items.items()],
+        "models": {m: m for m in STUDY_MODELS},
+        **({"reference": reference} if reference else {}),
+    }
+    path = root / "study.yaml"
+    path.write_text(text if text is not None else yaml.safe_dump(data, sort_keys=False))
+    return path

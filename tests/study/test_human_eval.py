@@ -5,37 +5,17 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from pathlib import Path
 
 import pytest
-import yaml
-from PIL import Image
 
+from helpers import STUDY_MODELS, make_study
 from worldboot.errors import ConfigError, DataError
 from worldboot.stats import wilcoxon_paired
 from worldboot.study.analysis import ALL, DAGGER, analyse_votes, format_markdown
 from worldboot.study.spec import default_db_path, load_study
 from worldboot.study.votes import VoteStore
 
-MODELS = ["A", "B", "R"]
-
-
-def make_study(root: Path, items: dict[str, str]) -> Path:
-    for n, item_id in enumerate(items):
-        for folder in ["src", *MODELS]:
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (8, 8), (n, 0, 0)).save(root / folder / f"{item_id}.png")
-    data = {
-        "name": "human",
-        "items": [
-            {"id": i, "subset": s, "source": f"src/{i}.png", "action": "act"} for i, s in items.items()
-        ],
-        "models": {m: m for m in MODELS},
-        "reference": "R",
-    }
-    path = root / "study.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+MODELS = STUDY_MODELS
 
 
 # (annotator, item, best, worst). Subset s1: two annotators on six items.

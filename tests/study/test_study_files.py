@@ -8,33 +8,21 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
-from PIL import Image
 
+from helpers import STUDY_MODELS
+from helpers import make_study as study_of
 from worldboot.cli import main
 from worldboot.errors import ConfigError, DataError
 from worldboot.study.export import index_study, is_export
 from worldboot.study.spec import load_study
 from worldboot.study.votes import VoteStore, VotesUnavailable
 
-MODELS = ["A", "B", "R"]
+MODELS = STUDY_MODELS
 
 
 def make_study(root: Path, items: dict[str, str], text: str | None = None) -> Path:
-    """A study of the models A, B and R on ``{item id: subset}`` with its images; ``text``
-    replaces the YAML (the images stay)."""
-    for n, item_id in enumerate(items):
-        for folder in ["src", *MODELS]:
-            (root / folder).mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (8, 8), (n, 0, 0)).save(root / folder / f"{item_id}.png")
-    data = {
-        "name": "files",
-        "items": [{"id": i, "subset": s, "source": f"src/{i}.png", "action": "act"} for i, s in items.items()],
-        "models": {m: m for m in MODELS},
-    }
-    path = root / "study.yaml"
-    path.write_text(text if text is not None else yaml.safe_dump(data, sort_keys=False))
-    return path
+    """:func:`helpers.make_study`, named "files", with no reference."""
+    return study_of(root, items, text, name="files", reference=None)
 
 
 ITEMS_YAML = """name: files
