@@ -65,7 +65,9 @@ def test_probe_cli_writes_report_and_reports_bad_images(tiny_dir, tmp_path, caps
     for empty in ("kinds=[]", "directions=[]"):  # an empty table and exit 0, before
         assert main(["probe", str(manifest), "--model", str(tiny_dir), "--out", str(tmp_path / "e"), empty]) == 2
         assert f"{empty[:-3]} is empty: name at least one of" in capsys.readouterr().err
-    assert not (tmp_path / "e").exists()
+    assert main(["probe", str(manifest), "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "e")]) == 2
+    assert "model directory not found" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()  # refused before its folder is made
 
 
 def test_trained_dynamics_model_prefers_references_more(tiny_dir, tmp_path):

@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         probe,
         write_report,
     )
-    from worldboot.models import load_backbone
+    from worldboot.models import check_model_dir, load_backbone
     from worldboot.progress import console as make_console
     from worldboot.progress import progress_bar
     from worldboot.run_guards import out_folder
@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     vlms = [_named(m) for m in args.vlm]
     if not models and not vlms:
         raise ConfigError("give at least one --model or --vlm")
+    for _, path in models + vlms:  # before the report's folder is made
+        check_model_dir(path)
     names = [n for n, _ in models + vlms]
     if len(set(names)) != len(names):
         raise ConfigError(f"model names must differ: {', '.join(names)} (use NAME=DIR)")

@@ -96,6 +96,19 @@ FAMILIES = {
 }
 
 
+def check_model_dir(path: str | os.PathLike[str]) -> None:
+    """Refuse a model path that is a file or not there, before a stage writes anything.
+
+    Raises:
+        ModelError: Naming the path.
+    """
+    path = Path(path)
+    if path.is_file():
+        raise ModelError(f"{path} is a file: give the model's folder")
+    if not path.is_dir():
+        raise unless_loop(path, ModelError(f"model directory not found: {path}"))
+
+
 def _load_family(path: Path, **kwargs: Any):
     """A base model directory through its family's loader (``worldboot.json`` says which; a
     transformers Emu3 folder without one is Emu3 by its ``config.json``)."""
@@ -104,10 +117,7 @@ def _load_family(path: Path, **kwargs: Any):
     from worldboot.models.emu3 import FAMILY as EMU3
     from worldboot.models.emu3 import is_emu3_dir, load_emu3
 
-    if path.is_file():
-        raise ModelError(f"{path} is a file: give the model's folder")
-    if not path.is_dir():
-        raise unless_loop(path, ModelError(f"model directory not found: {path}"))
+    check_model_dir(path)
     family = family_of(path)
     if family == EMU3 or (family == "chameleon" and is_emu3_dir(path)):
         kwargs.pop("vqgan_dir", None)
