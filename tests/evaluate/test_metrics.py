@@ -133,6 +133,19 @@ def test_model_dirs_are_checked(tmp_path, clip_dir):
     (tmp_path / "config.json").write_text((clip_dir / "config.json").read_text())
     with pytest.raises(ModelError, match="preprocessor_config.json"):
         DinoScorer(tmp_path)
+    # A damaged config.json, or a DINOv2 folder given as CLIP: one line naming the file.
+    import json
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(clip_dir, broken)
+    (broken / "config.json").write_text("[1]")
+    with pytest.raises(ModelError, match=r"broken/config\.json: holds a JSON list"):
+        ClipScorer(broken)
+    config = json.loads((clip_dir / "config.json").read_text())
+    (broken / "config.json").write_text(json.dumps(config | {"model_type": "dinov2"}))
+    with pytest.raises(ModelError, match=r"config\.json: model_type 'dinov2', where a clip model is needed"):
+        ClipScorer(broken)
 
 
 def test_report_with_clip_and_dino_columns(tmp_path, clip_dir, dino_dir, capsys):

@@ -173,9 +173,11 @@ class ClipScorer(_ImageEmbedder):
         self.max_text_len = int(self.model.config.text_config.max_position_embeddings)
 
     def _load(self, path: Path) -> torch.nn.Module:
-        from transformers import CLIPModel
+        from transformers import CLIPConfig, CLIPModel
 
-        return CLIPModel.from_pretrained(path)
+        from worldboot.models.folder import load_weights, read_config
+
+        return load_weights(CLIPModel, path, read_config(path, CLIPConfig), what="CLIP")
 
     def _load_more(self, path: Path) -> None:
         from transformers import AutoTokenizer
@@ -216,9 +218,11 @@ class DinoScorer(_ImageEmbedder):
     what, label = "DINO", "DINOv2"
 
     def _load(self, path: Path) -> torch.nn.Module:
-        from transformers import Dinov2Model
+        from transformers import Dinov2Config, Dinov2Model
 
-        return Dinov2Model.from_pretrained(path)
+        from worldboot.models.folder import load_weights, read_config
+
+        return load_weights(Dinov2Model, path, read_config(path, Dinov2Config), what="DINOv2")
 
     def _image_features(self, pixels: torch.Tensor) -> torch.Tensor:
         return self.model(pixel_values=pixels).last_hidden_state[:, 0]
