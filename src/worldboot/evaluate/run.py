@@ -18,6 +18,9 @@ Outputs in the report directory: ``results.jsonl`` (a row per model and sample),
 ``table.csv``, ``table.json``, ``problems.jsonl`` (bad input lines), ``verification.jsonl`` and
 ``verification.png`` (when candidates carry dynamics scores), ``judge_cache.sqlite``, and the run
 files ``config.yaml``, ``meta.json``, ``log.txt``.
+
+(Just over 400 lines: the run's steps, in the order they run, each its own function; the
+judging, metrics and tables they call live in their own modules.)
 """
 
 from __future__ import annotations

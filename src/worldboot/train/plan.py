@@ -24,6 +24,9 @@ or allocated.
 
 Not estimated: the CUDA context and the allocator's fragmentation (:data:`RESERVE_GIB` is kept
 free for them), and DeepSpeed's communication buckets.
+
+(Just over 400 lines: the plan, its memory estimate per strategy and the trainer's batch check
+are one computation over one config and model; the estimate alone is most of the file.)
 """
 
 from __future__ import annotations
