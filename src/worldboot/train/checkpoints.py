@@ -78,14 +78,10 @@ def first_sentence(err: BaseException) -> str:
 def _archive_problem(file: Path) -> str:
     """Why torch could not open the zip archive ``file`` (its index is at the end: a file cut
     short has none), or ""."""
-    try:  # torch's own reader, as torch.load opens it: the archive's index only, nothing unpickled
-        from torch.serialization import _open_zipfile_reader as reader
-    except ImportError:  # pragma: no cover - a torch without it
-        reader = zipfile.ZipFile
-    try:
-        with reader(str(file)):
+    try:  # the standard library reads the index (torch.save writes a plain zip); nothing unpickled
+        with zipfile.ZipFile(file):
             return ""
-    except (RuntimeError, OSError, zipfile.BadZipFile) as err:
+    except (OSError, zipfile.BadZipFile) as err:
         return first_sentence(err)
 
 
