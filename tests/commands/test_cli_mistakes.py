@@ -71,9 +71,11 @@ def test_weight_types_devices_and_tasks_the_model_cannot_take(tiny_dir, tmp_path
 def test_demo_sizes_and_fresh(tmp_path, capsys):
     for word, says in (("cdm.max_steps=-1", "cdm (configs/demo/cdm.yaml): max_steps must be at least 0"),
                        ("torch_threads=-1", "torch_threads"), ("best_of=[0]", "best_of: sizes of at least 1"),
-                       ("cwm.loss.uniform_mix=2", "cwm (configs/demo/cwm.yaml): loss.uniform_mix")):
+                       ("cwm.loss.uniform_mix=2", "cwm (configs/demo/cwm.yaml): loss.uniform_mix"),
+                       ("base_preset=nosuch", "unknown base preset 'nosuch'; choose from smoke, paper")):
         assert main(["demo", word, "--out", str(tmp_path / "d")]) == 2
         assert says in _one_line(capsys, "demo")
+        assert not (tmp_path / "d").exists()  # refused before the run folder is made
     keep = tmp_path / "mine"
     keep.mkdir()
     (keep / "thesis.tex").write_text("years of work")

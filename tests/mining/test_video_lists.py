@@ -55,6 +55,23 @@ def test_long_file_names_are_mined_not_a_crash(tmp_path):
     assert summary.problems == 1  # an empty file: skipped and counted under its long name
 
 
+def test_hidden_videos_are_left_out_and_counted_not_failed(tmp_path, capsys):
+    from worldboot.cli import main
+
+    folder = tmp_path / "v"
+    _touch(folder, "a/.clip.mp4", "._b.MP4", ".git/c.mp4", "a/notes.txt")
+    hidden: list[Path] = []
+    with pytest.raises(DataError, match="no videos found"):
+        find_videos(folder, hidden=hidden)
+    # The files with a hidden name are named; a hidden folder is not walked.
+    assert sorted(p.name for p in hidden) == ["._b.MP4", ".clip.mp4"]
+    _touch(folder, "a/empty.mp4")
+    summary = mine_videos(folder, tmp_path / "run", KeyframeConfig(strict=False), progress=False)
+    assert (summary.videos, summary.hidden, summary.problems) == (1, 2, 1)
+    assert main(["keyframes", str(folder), "--out", str(tmp_path / "run2"), "--no-progress"]) == 0
+    assert "left out 2 video files with hidden names" in capsys.readouterr().err
+
+
 def test_strict_rerun_fails_on_a_video_an_earlier_run_skipped(tmp_path):
     folder = tmp_path / "v"
     _touch(folder, "empty.mp4")

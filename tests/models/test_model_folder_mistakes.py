@@ -92,10 +92,10 @@ META_CASES: dict[str, tuple[str | Callable[[dict], Any], str]] = {
     "family-number": (_set(family=5), r"worldboot\.json: family must be a non-empty string, got 5"),
     "family-unknown": (_set(family="nope"), r"worldboot\.json: unknown model family 'nope'"),
 }
-#: The commands of the reviewer's report (plan reads the config only, no weights).
+#: The commands of the reviewer's report (plan reads the config and the weights' headers only).
 COMMANDS = ("info", "plan", "serve")
-#: Commands that load the weights (through load_backbone).
-LOADING = ("info", "serve", "tokenize", "generate")
+#: Commands that read the weights (through load_backbone; plan their headers).
+LOADING = ("info", "serve", "plan", "tokenize", "generate")
 
 
 def _folder(tmp_path: Path, name: str, edit: str | Callable[[dict], Any]) -> Path:
@@ -161,9 +161,10 @@ def test_a_bad_config_json_is_one_line_naming_it(case, command, tmp_path, capsys
     _refused(command, model, tmp_path, capsys, message, "config.json")
 
 
-#: Each weight case on info and serve, two on the other loading commands (the loader is the same).
+#: Each weight case on info, serve and plan (which reads the headers only), two on the other
+#: loading commands (the loader is the same).
 WEIGHT_RUNS = [(case, command) for case in WEIGHT_CASES for command in LOADING
-               if command in ("info", "serve") or case in ("more-layers", "hidden-64")]
+               if command in ("info", "serve", "plan") or case in ("more-layers", "hidden-64")]
 #: Each worldboot.json case on each command but plan's of the family (plan reads config.json's architecture).
 META_RUNS = [(case, command) for case in META_CASES for command in COMMANDS
              if (case, command) != ("family-unknown", "plan")]

@@ -104,6 +104,9 @@ def run(args: argparse.Namespace) -> int:
                       "frames that do not decode are skipped, and the frame numbers after them shift")
     for reason, n in sorted(summary.problem_reasons.items()):
         console.print(f"  skipped {n}: {reason}")
+    if summary.hidden:
+        console.print(f"  left out {summary.hidden} video files with hidden names (a leading dot: a macOS "
+                      "sidecar or an unfinished copy): rename one to mine it")
     console.print(f"{summary.pairs} pairs -> {args.out}/pairs.jsonl")
     if summary.problems:
         console.print(f"problems -> {args.out}/problems.jsonl")

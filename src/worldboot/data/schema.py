@@ -131,14 +131,23 @@ def iter_jsonl(path: str | os.PathLike[str], problems: Problems) -> Iterator[tup
             yield lineno, row
 
 
-def visible_files(root: str | os.PathLike[str], suffixes: tuple[str, ...]) -> list[Path]:
+def visible_files(
+    root: str | os.PathLike[str], suffixes: tuple[str, ...], hidden: list[Path] | None = None
+) -> list[Path]:
     """The files (or links) under ``root``, recursively and sorted, whose suffix (any case) is one
     of ``suffixes``, leaving out hidden names: a name with a leading dot anywhere below ``root``
     is an unfinished atomic write (``.name.tmpPID.png``, :func:`worldboot.runs.atomic_path`), a
     macOS sidecar (``._clip.mp4``) or a tool's folder (``.git``), never the user's data.
 
     A linked folder is walked like a real one (videos kept elsewhere and linked in), each real
-    folder once: a link back up the tree, or a second link to one folder, is not walked again."""
+    folder once: a link back up the tree, or a second link to one folder, is not walked again.
+
+    Args:
+        root: The folder to walk.
+        suffixes: Lower-case suffixes with their dot (``(".mp4",)``).
+        hidden: When given, receives the hidden files with one of ``suffixes`` that were left
+            out (not those inside hidden folders), so that a caller can count them.
+    """
     found = []
     walked: set[str] = set()
     for folder, dirs, files in os.walk(root, followlinks=True):
@@ -152,8 +161,11 @@ def visible_files(root: str | os.PathLike[str], suffixes: tuple[str, ...]) -> li
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in files:
             path = Path(folder) / name
-            if not name.startswith(".") and path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink()):
-                found.append(path)
+            if path.suffix.lower() in suffixes and (path.is_file() or path.is_symlink()):
+                if not name.startswith("."):
+                    found.append(path)
+                elif hidden is not None:
+                    hidden.append(path)
     return sorted(found)
 
 

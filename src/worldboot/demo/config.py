@@ -126,6 +126,11 @@ class DemoConfig:
     torch_threads: int = bounded(0, ge=0)
 
     def __post_init__(self) -> None:
+        from worldboot.base.recipe import PRESETS as BASE_PRESETS
+
+        if self.base_preset not in BASE_PRESETS:
+            # Checked here, not when the base stage opens it: before the demo makes --out.
+            raise ConfigError(f"base_preset: unknown base preset {self.base_preset!r}; choose from {', '.join(BASE_PRESETS)}")
         if not self.best_of or min(self.best_of) < 1:
             raise ConfigError(f"best_of: sizes of at least 1, got {self.best_of}")
         for key in REWARD_MODELS:

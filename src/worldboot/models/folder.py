@@ -333,3 +333,58 @@ def load_state(module: Any, state: Mapping[str, Any], file: Path, config: Path) 
         raise ModelError(f"{file} holds the tensor {unexpected[0]}, which {config} has no place for: the config does "
                          "not belong to these weights")
     module.load_state_dict(state, strict=True)
+
+
+def stored_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Each tensor's shape in ``path``'s safetensors weights, read from the files' headers (no
+    tensor is loaded); empty for a folder without safetensors weights.
+
+    Raises:
+        ModelError: A weights file or shard index that is not readable, naming it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    index = path / WEIGHTS_INDEX
+    if index.is_file():
+        weight_map = read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict):
+            raise ModelError(f"{index}: no weight_map object (the shards' index)")
+        files = sorted({path / v for v in weight_map.values() if isinstance(v, str)})
+    else:
+        files = [path / "model.safetensors"] if (path / "model.safetensors").is_file() else []
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), framework="pt") as f:
+                for key in f.keys():  # noqa: SIM118 (a safe_open handle is not iterable)
+                    shapes[key] = tuple(f.get_slice(key).get_shape())
+        except (SafetensorError, OSError) as err:
+            raise ModelError(f"{file} is not a readable safetensors file ({_one_line(err)})") from None
+    return shapes
+
+
+def check_shapes(path: Path, model: Any) -> None:
+    """Refuse weights that do not fit ``model`` (``path``'s config built on the meta device) from
+    the files' headers alone, as :func:`check_loading` refuses them after a load: ``worldboot
+    plan`` loads no weights.
+
+    Tensors are compared where both name them: a checkpoint another transformers saved may
+    name some otherwise. A layer is missing (or left over) when the first layer's tensor of
+    that name is found where its own is not.
+
+    Raises:
+        ModelError: As :func:`check_loading`.
+    """
+    stored = stored_shapes(path)
+    if not stored:
+        return
+
+    def first_layer(key: str) -> str:
+        return re.sub(r"\.layers\.\d+\.", ".layers.0.", key, count=1)
+
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_loading(path, {
+        "mismatched_keys": [(k, stored[k], own[k]) for k in own if k in stored and stored[k] != own[k]],
+        "missing_keys": [k for k in own if k not in stored and first_layer(k) in stored],
+        "unexpected_keys": [k for k in stored if k not in own and first_layer(k) in own],
+    })

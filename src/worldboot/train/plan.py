@@ -341,11 +341,16 @@ def make_plan(cfg: TrainConfig, model: str, gpus: int, gpu_gib: float, *, exampl
     from deepspeed.runtime.zero.stage3 import estimate_zero3_model_states_mem_needs
     from deepspeed.runtime.zero.stage_1_and_2 import estimate_zero2_model_states_mem_needs
 
+    from worldboot.models.folder import check_shapes
+
     config, image_tokens, image_codes = model_config(model)
     text = text_config(config)
     dtype = torch.float32 if cfg.model_dtype == "float32" else torch.bfloat16
     w = torch.finfo(dtype).bits // 8
-    full = with_lora(meta_model(config), cfg)
+    bare = meta_model(config)
+    if Path(model).is_dir():  # a config that does not fit its weights: refused as train would
+        check_shapes(Path(model), bare)
+    full = with_lora(bare, cfg)
     total = sum(p.numel() for p in full.parameters())
     vq = sum(p.numel() for n, p in full.named_parameters() if ".vqmodel." in f".{n}")
     if cfg.lora.enabled:

@@ -129,6 +129,8 @@ class MiningSummary:
             the videos were listed (a list's malformed lines, loops and repeats; a file name
             OpenCV cannot open).
         listing_problems: Of ``problems``, those found while the videos were listed.
+        hidden: Video files a directory's walk left out for their hidden names (a leading dot:
+            a macOS sidecar, an unfinished copy); not problems, so ``--strict`` passes them.
         short: Mined videos with fewer than K_f key-frames (too short or too still).
         no_pairs: Mined videos with fewer than two key-frames (no pair).
         fewer_frames: Mined videos that decoded fewer frames than their header announces (and
@@ -144,6 +146,7 @@ class MiningSummary:
     resumed: int = 0
     problems: int = 0
     listing_problems: int = 0
+    hidden: int = 0
     short: int = 0
     no_pairs: int = 0
     fewer_frames: int = 0

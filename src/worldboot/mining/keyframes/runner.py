@@ -293,7 +293,8 @@ def mine_videos(
     cfg = cfg or KeyframeConfig()
     cfg.validate()
     list_problems = Problems(strict=cfg.strict)
-    tasks = find_videos(source, list_problems)
+    hidden: list[Path] = []
+    tasks = find_videos(source, list_problems, hidden)
     run = out_folder(run_dir, "keyframes")
     with RunDir(run, cfg, "keyframes") as rd:
         (run / "videos").mkdir(parents=True, exist_ok=True)
@@ -304,7 +305,8 @@ def mine_videos(
         bad = next((r for r in earlier if r is not None and r.get("status") != "ok"), None)
         if cfg.strict and bad is not None:  # a video skipped by an earlier run fails --strict too
             raise DataError(f"{bad['path']}: {bad.get('reason')} (found by an earlier run in {run})")
-        rd.log(f"{len(tasks)} videos, {len(tasks) - len(todo)} already mined, engine {cfg.engine}")
+        rd.log(f"{len(tasks)} videos, {len(tasks) - len(todo)} already mined, engine {cfg.engine}"
+               + (f", {len(hidden)} hidden files left out" if hidden else ""))
         bar = progress_bar("keyframes", progress, info=True)
         with bar:
             job = bar.add_task("videos", total=len(tasks), completed=len(tasks) - len(todo), info="")
@@ -328,6 +330,7 @@ def mine_videos(
         summary.resumed = sum(r is not None and r.get("status") == "ok" for r in earlier)  # of the mined
         summary.problems += len(list_problems)
         summary.listing_problems = len(list_problems)
+        summary.hidden = len(hidden)
         for p in list_problems:
             summary.problem_reasons[p.reason] = summary.problem_reasons.get(p.reason, 0) + 1
         if len(list_problems):

@@ -60,7 +60,9 @@ def _assign_ids(items: list[_Item]) -> list[VideoTask]:
     return tasks
 
 
-def find_videos(source: str | os.PathLike[str], problems: Problems | None = None) -> list[VideoTask]:
+def find_videos(
+    source: str | os.PathLike[str], problems: Problems | None = None, hidden: list[Path] | None = None
+) -> list[VideoTask]:
     """The videos to mine, sorted by name.
 
     Args:
@@ -70,6 +72,8 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
             ``label`` column, or a text file with one path per line (``#`` starts a comment).
             Paths in lists are relative to the list's folder.
         problems: Receives malformed list lines and repeated videos.
+        hidden: When given, receives the hidden video files a directory's walk left out (not a
+            problem, as a macOS sidecar is not a video, but counted: a user's ``.clip.mp4``).
 
     Raises:
         DataError: When ``source`` does not exist or holds no video.
@@ -79,7 +83,7 @@ def find_videos(source: str | os.PathLike[str], problems: Problems | None = None
     items: list[_Item] = []
     if src.is_dir():
         root = resolve_path(src)
-        for path in visible_files(root, VIDEO_EXTENSIONS):
+        for path in visible_files(root, VIDEO_EXTENSIONS, hidden):
             rel = path.relative_to(root).as_posix()
             items.append((str(path), rel, path.parent.name, "", 0))
         if not items:
