@@ -107,6 +107,23 @@ def test_trained_dynamics_model_prefers_references_more(tiny_dir, tmp_path):
     assert read_manifest(tmp_path / "test" / "manifest.jsonl")
 
 
+def test_a_vlm_folder_whose_config_does_not_fit_its_weights_is_refused(tmp_path):
+    """transformers started a layer the weights lack at random, without a word."""
+    from worldboot.errors import ModelError
+    from worldboot.evaluate.vlm import VLMDynamicsScorer
+    from worldboot.models.tiny import save_tiny_llava
+
+    vlm_dir = save_tiny_llava(tmp_path / "llava")
+    config = json.loads((vlm_dir / "config.json").read_text())
+    config["text_config"]["num_hidden_layers"] += 1
+    (vlm_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ModelError, match=r"config\.json asks for the tensor \S*layers\.\d+\.\S+ .*which \S+ lacks"):
+        VLMDynamicsScorer(vlm_dir)
+    (vlm_dir / "config.json").write_text("[1]")
+    with pytest.raises(ModelError, match=r"config\.json: holds a JSON list"):
+        VLMDynamicsScorer(vlm_dir)
+
+
 def test_vlm_dynamics_probe_and_comparison_table(tiny_dir, tmp_path, capsys):
     """A transformers image-text-to-text model (a tiny LLaVA) in the dynamics direction beside our backbone."""
     import torch

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 
@@ -105,9 +106,30 @@ def test_bertscore_of_an_empty_prediction_is_zero():
 
 
 def test_a_bertscore_folder_that_is_no_model_is_one_line(tmp_path):
-    """An existing folder without a tokenizer made transformers raise deep in bert-score."""
-    from worldboot.errors import ConfigError
+    """A folder that is no model is named in one line; one without weights made transformers raise deep in bert-score."""
+    from worldboot.errors import ConfigError, ModelError
 
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ConfigError, match=r"BERTScore model '.*empty' does not load: "):
+    with pytest.raises(ModelError, match=r"empty has no config\.json: not a transformers model folder"):
         bertscore_f1(["a red box"], ["a blue box"], TextMetricsConfig(bertscore_model=str(tmp_path / "empty")))
+    minilm = tmp_path / "minilm"
+    shutil.copytree(bundled_minilm_dir(), minilm)
+    (minilm / "model.safetensors").unlink()
+    with pytest.raises(ConfigError, match=r"BERTScore model '.*minilm' does not load: "):
+        bertscore_f1(["a red box"], ["a blue box"], TextMetricsConfig(bertscore_model=str(minilm)))
+
+
+def test_a_bertscore_model_that_does_not_fit_its_weights_or_layers_is_refused(tmp_path):
+    """A config of more layers than the weights made transformers start them at random without
+    a word; more ``bertscore_layers`` than the model has was bert-score's AssertionError."""
+    from worldboot.errors import ConfigError, ModelError
+
+    minilm = tmp_path / "minilm"
+    shutil.copytree(bundled_minilm_dir(), minilm)
+    with pytest.raises(ConfigError, match=r"text\.bertscore_layers is 7, and the BERTScore model \S+ has 6 layers"):
+        bertscore_f1(["a red box"], ["a blue box"], TextMetricsConfig(bertscore_model=str(minilm), bertscore_layers=7))
+    config = json.loads((minilm / "config.json").read_text())
+    (minilm / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 8}))
+    with pytest.raises(ModelError, match=r"config\.json asks for the tensor encoder\.layer\.6\.\S+ \(and \d+ more\), "
+                                         r"which \S+model\.safetensors lacks"):
+        bertscore_f1(["a red box"], ["a blue box"], TextMetricsConfig(bertscore_model=str(minilm)))

@@ -96,6 +96,29 @@ def sentence_bleu(candidate: str, reference: str) -> float:
     return float(sacrebleu.sentence_bleu(candidate, [reference]).score) / 100.0
 
 
+def check_bertscore_model(folder: Path, layers: int) -> None:
+    """Refuse, before ``bert-score`` loads it, a BERTScore model folder whose config is not a
+    model's, whose weights it does not fit (transformers would start the missing layers at
+    random without a word) or that has fewer layers than ``layers`` (``bert-score`` asserts).
+
+    Raises:
+        ModelError: Naming the folder's file (:mod:`worldboot.models.folder`).
+        ConfigError: For ``text.bertscore_layers`` beyond the model's layers.
+    """
+    import torch
+    from transformers import AutoModel
+
+    from worldboot.models.folder import check_shapes, read_config
+
+    config = read_config(folder)
+    have = getattr(config, "num_hidden_layers", None)
+    if isinstance(have, int) and layers > have:
+        raise ConfigError(f"text.bertscore_layers is {layers}, and the BERTScore model {folder} has {have} layers")
+    with torch.device("meta"):
+        bare = AutoModel.from_config(config)
+    check_shapes(folder, bare)
+
+
 def bertscore_f1(
     candidates: Sequence[str], references: Sequence[str], cfg: TextMetricsConfig | None = None
 ) -> list[float]:
@@ -104,16 +127,18 @@ def bertscore_f1(
 
     cfg = cfg or TextMetricsConfig()
     model = cfg.bertscore_model or str(bundled_minilm_dir())
-    if cfg.bertscore_model and not Path(model).is_dir():
+    folder = Path(model)
+    if cfg.bertscore_model and not folder.is_dir():
         # A hub name must be in the local cache (no download here), a folder must exist.
         try:
             from huggingface_hub import snapshot_download
 
-            snapshot_download(model, local_files_only=True)
+            folder = Path(snapshot_download(model, local_files_only=True))
         except Exception:  # noqa: BLE001 - any failure means the model is not available here
             raise ConfigError(f"BERTScore model {model!r}: no such folder, and not in the local Hugging Face cache") from None
     if not candidates:
         return []
+    check_bertscore_model(folder, cfg.bertscore_layers)
     # bert-score 0.3.13 encodes an empty string with a tokenizer method transformers 5 removed;
     # an empty prediction shares no token with its reference, so it scores 0 without the model.
     keep = [i for i, (c, r) in enumerate(zip(candidates, references, strict=True)) if c.strip() and r.strip()]

@@ -39,14 +39,17 @@ class VLMDynamicsScorer:
     ) -> None:
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
+        from worldboot.models.folder import load_weights, read_config
+
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ModelError(f"VLM directory {path} has no config.json")
+        config = read_config(path)  # a config.json of the wrong shape: one line naming it
         try:
             self.processor = AutoProcessor.from_pretrained(path)
-            self.model = AutoModelForImageTextToText.from_pretrained(
-                path, dtype=getattr(torch, dtype) if dtype else torch.float32
-            )
+            # load_weights refuses weights the config does not fit (a layer more would start at random).
+            self.model = load_weights(AutoModelForImageTextToText, path, config, what="VLM",
+                                      dtype=getattr(torch, dtype) if dtype else torch.float32)
         except (OSError, ValueError, KeyError) as err:
             raise ModelError(f"cannot load VLM from {path}: {str(err).splitlines()[0]}") from None
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -30,6 +30,10 @@ WEIGHTS_INDEX = "model.safetensors.index.json"
 
 T = TypeVar("T")
 
+#: A numbered block of a model's stack in a tensor's name: ``model.layers.3.``, a BERT's
+#: ``encoder.layer.3.``, a GPT-2's ``h.3.``, a ViT's ``blocks.3.``.
+LAYER = re.compile(r"(^|\.)(layers?|h|blocks?)\.\d+\.")
+
 #: Keys of ``config.json`` a model type needs that transformers lets be absent (its model then
 #: fails with an ``AttributeError``), and why.
 NEEDED = {
@@ -299,7 +303,7 @@ def check_loading(path: Path, info: Mapping[str, Any]) -> None:
     # A layer the config has no place for is a config of fewer layers than the weights; other
     # left-over tensors (a buffer an older transformers saved, another task's head) are common
     # in published checkpoints and harmless: transformers' own warning says which.
-    layers = [k for k in unexpected if ".layers." in k]
+    layers = [k for k in unexpected if LAYER.search(k)]
     if layers:
         more = f" (and {len(layers) - 1} more)" if len(layers) > 1 else ""
         raise ModelError(f"{weights_file(path, layers[0])} holds the tensor {layers[0]}{more}, which {config} "
@@ -380,7 +384,7 @@ def check_shapes(path: Path, model: Any) -> None:
         return
 
     def first_layer(key: str) -> str:
-        return re.sub(r"\.layers\.\d+\.", ".layers.0.", key, count=1)
+        return LAYER.sub(lambda m: f"{m.group(1)}{m.group(2)}.0.", key, count=1)
 
     own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     check_loading(path, {
