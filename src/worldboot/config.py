@@ -321,13 +321,14 @@ def load_config(
     tree = to_dict(cls())
     if base:
         tree = _deep_merge(tree, base)
+    in_file = ""
     if path is not None:
         file = shipped_or_given(path)
         tree = _deep_merge(tree, read_yaml(file))
         try:  # checked here too, so that a value wrong in the file names the file
             from_dict(cls, tree)
         except ConfigError as err:
-            raise ConfigError(f"{file}: {err}") from None
+            in_file = f"{file}: {err}"
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}' must look like key.sub=value")
@@ -336,7 +337,11 @@ def load_config(
     for key, value in (flags or {}).items():
         if value is not None:
             _set_dotted(tree, key, value)
-    return from_dict(cls, tree)
+    try:
+        return from_dict(cls, tree)
+    except ConfigError as err:
+        # The file's own mistake first, unless an override or a flag replaced its value.
+        raise ConfigError(in_file or str(err)) from None
 
 
 def shipped_or_given(path: str | os.PathLike[str]) -> Path:

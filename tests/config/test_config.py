@@ -60,7 +60,14 @@ def test_a_wrong_value_in_the_file_names_the_file_and_a_folder_is_no_file(tmp_pa
     with pytest.raises(ConfigError, match="config key 'steps'") as err:  # from an override: no file named
         load_config(Root, None, ["steps=many"])
     assert "preset.yaml" not in str(err.value)
-    with pytest.raises(ConfigError, match=r"config file .* is a folder: give a YAML file"):
+    # A value the user replaces with an override or a flag is not refused.
+    assert load_config(Root, path, ["steps=5"]).steps == 5
+    assert load_config(Root, path, flags={"steps": 6}).steps == 6
+    with pytest.raises(ConfigError, match=r"preset.yaml: config key 'steps'"):  # a flag left unset
+        load_config(Root, path, flags={"steps": None})
+    with pytest.raises(ConfigError, match=r"preset.yaml: config key 'steps'"):  # another key replaced
+        load_config(Root, path, ["name=x"])
+    with pytest.raises(ConfigError, match="config file .* is a folder: give a YAML file"):
         load_config(Root, tmp_path)
 
 
