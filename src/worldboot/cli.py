@@ -25,7 +25,8 @@ EPILOG = """examples:
   worldboot train dynamics --base MODEL --cache runs/cache --out runs/cdm
   worldboot generate test.jsonl --world runs/cwm --best-of 8 --verifier runs/cdm --out runs/pred
   worldboot evaluate runs/pred --bench test.jsonl --out reports/cwm --judge world
-  worldboot info                                       # versions, devices, the cached world base
+  worldboot info                                       # versions, device, the backbone families
+  worldboot base path --preset paper                   # where the embedded world's base model is
   worldboot <command> --help                           # every command has its own examples
 """
 

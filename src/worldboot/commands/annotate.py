@@ -15,7 +15,7 @@ EXAMPLE = """example:
   or: accelerate launch --num_processes 2 -m worldboot.cli annotate PAIRS --cdm MODEL_DIR --out ANNOTATED
 
   On a Ray cluster (one CDM per actor, one GPU each; the same output as one local run):
-  worldboot annotate PAIRS --cdm MODEL_DIR --out ANNOTATED --engine ray --ray-address HEAD:6379 \
+  worldboot annotate PAIRS --cdm MODEL_DIR --out ANNOTATED --engine ray --ray-address HEAD:6379 \\
       --actors 8 --gpus-per-actor 1
 
   Output: ANNOTATED/annotated[.shard-i-of-n].jsonl, one row per pair with action, score_sum

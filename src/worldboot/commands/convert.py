@@ -27,8 +27,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "convert",
         help="make a worldboot model directory from released files (Anole-7B, an LLM + VQGAN like Liquid-7B, Emu3)",
-        description="Convert released weights to transformers' layout, written as safetensors with the "
-        "tokenizer, the VQGAN decoder and worldboot.json.",
+        description="Make a worldboot model directory from released files: `anole` rewrites Meta's Chameleon "
+        "checkpoint as transformers safetensors with the tokenizer, the VQGAN decoder and worldboot.json; "
+        "`causal-vq` and `emu3` link the released files (causal-vq copies the VQGAN folder to tokenizer/) "
+        "and write worldboot.json.",
         epilog=EXAMPLE,
         formatter_class=HELP_FORMATTER,
     )

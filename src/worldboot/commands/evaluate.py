@@ -55,7 +55,8 @@ def _add_run(verbs: argparse._SubParsersAction) -> None:
                    help="a named predictions folder (repeatable; one table row each)")
     p.add_argument("--bench", metavar="MANIFEST", help="triplet JSONL manifest or AURORA-BENCH test.json")
     p.add_argument("--out", metavar="DIR", help="report directory")
-    p.add_argument("--judge", dest="judge_type", choices=["openai", "world", "none"], help="judge variant")
+    p.add_argument("--judge", dest="judge_type", choices=["openai", "world", "none"],
+                   help="judge variant (default openai: GPT-4o, needs OPENAI_API_KEY; world: the embedded world's own judge)")
     p.add_argument("--judge.model", dest="judge_model", metavar="NAME", help="judge model (default gpt-4o-2024-11-20)")
     p.add_argument("--judge.base-url", dest="judge_base_url", metavar="URL", help="OpenAI-compatible server URL")
     p.add_argument("--clip", metavar="DIR", help="CLIP model directory (enables CLIP-I and CLIP-T)")

@@ -34,10 +34,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     w.add_argument("cache", help="token cache directory (worldboot tokenize)")
     w.add_argument("--out", default="figure3_weights.png",
-                   help="image to write; its suffix names the format (default PNG when it has none)")
-    w.add_argument("--n", type=positive_int, default=6, help="number of pairs (drawn at random with --seed)")
+                   help="image to write (default figure3_weights.png); its suffix names the format (PNG when it has none)")
+    w.add_argument("--n", type=positive_int, default=6, help="number of pairs, drawn at random with --seed (default 6)")
     w.add_argument("--ids", nargs="+", help="these triplet ids instead")
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--seed", type=int, default=0, help="seed of the random draw of --n pairs (default 0)")
     w.set_defaults(func=run_weights)
 
 

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="triplet JSONL, AURORA-BENCH test.json or another supported format (config: manifest)")
     p.add_argument("--world", metavar="MODEL_DIR", help="the world model (CWM): model, run or adapter directory")
     p.add_argument("--out", metavar="PRED", help="the predictions folder")
-    p.add_argument("--config", metavar="YAML", help="preset (configs/generate/*.yaml, configs/anole7b/generate.yaml)")
+    p.add_argument("--config", metavar="YAML", help="preset (configs/generate/*.yaml, configs/anole7b/generate.yaml, configs/emu3/generate.yaml)")
     p.add_argument("--best-of", type=int, metavar="N", help="candidates per sample (config: best_of); without a "
                    "verifier the first is the prediction and all are kept for the evaluation's oracle")
     p.add_argument("--verifier", metavar="MODEL_DIR", help="the dynamics model (CDM) that picks the best candidate")

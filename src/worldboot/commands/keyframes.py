@@ -12,8 +12,9 @@ EXAMPLE = """example:
   VIDEO_DIR_OR_LIST is a folder (searched recursively; the label of a video is its parent
   folder's name), one video, a CSV with columns video,label, or a text file with one path
   per line.
-  Outputs: RUN/pairs.jsonl (consecutive key-frames of each video), RUN/frames/ (JPEG),
-  RUN/videos/ (one result per video; a rerun resumes), RUN/problems.jsonl, RUN/summary.json.
+  Outputs: RUN/pairs.jsonl (consecutive key-frames of each video), RUN/frames/ (JPEG, or PNG
+  with --image-format png), RUN/videos/ (one result per video; a rerun resumes),
+  RUN/problems.jsonl, RUN/summary.json.
 """
 
 #: Flags that map one-to-one onto KeyframeConfig fields.

@@ -16,7 +16,8 @@ EXAMPLE = """examples:
   worldboot plan --config configs/anole7b/cft.yaml --base anole-7b --gpus 4 --gpu-memory 80 --examples 40000
   worldboot plan --config configs/anole7b/cwm.yaml --base /models/anole-7b-hf \\
       --cache aurora=runs/cache/aurora-train --cache ucf101=runs/cache/ucf101 --gpus 8 --gpu-memory 40
-  worldboot plan --config configs/demo/cdm.yaml --base runs/demo/base --cache runs/demo/cache/labelled --json
+  worldboot plan --config configs/demo/cdm.yaml --base "$(worldboot base path --preset paper)" \\
+      --cache runs/demo/cache/labelled --json
 """
 
 

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "one negative term per token, so it prefers short, generic actions"
         ),
     )
-    p.add_argument("--name", default="videos", help="dataset name: triplets get subset synthetic/NAME")
+    p.add_argument("--name", default="videos", help="dataset name: triplets get subset synthetic/NAME (default videos)")
     p.add_argument("--plot-classes", type=int, default=30, help="most classes in the score plot (default 30)")
     p.add_argument(
         "--root",

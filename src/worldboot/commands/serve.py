@@ -20,7 +20,7 @@ EXAMPLE = """examples:
   # interactive prediction: candidates of a world model ranked by a dynamics model
   worldboot serve --world runs/cwm/model --verifier runs/cdm/model --samples 4
   # analyse the votes (the paper's Table 6)
-  worldboot evaluate human configs/web/example_study.yaml --reference CWM
+  worldboot evaluate human configs/web/example_study.yaml --reference system-b
 """
 
 

@@ -12,14 +12,17 @@ from worldboot.commands import HELP_FORMATTER
 EXAMPLES = {
     "dynamics": """examples:
   worldboot train dynamics --config configs/demo/cdm.yaml --base runs/base --cache runs/cache/labelled --out runs/cdm
-  worldboot train dynamics --config configs/anole7b/cdm.yaml optim.lr=1e-4 --resume
+  worldboot train dynamics --config configs/demo/cdm.yaml --base runs/base --cache runs/cache/labelled \\
+      --out runs/cdm optim.lr=1e-4 --resume     # the same run, resumed from its last checkpoint
   accelerate launch --config_file configs/accelerate/zero2.yaml -m worldboot.cli train dynamics \\
-      --config configs/anole7b/cdm.yaml
+      --config configs/anole7b/cdm.yaml --base /models/anole-7b-hf --cache aurora=runs/cache/aurora-train \\
+      --cache epic=runs/cache/epic --out runs/anole7b/cdm
 """,
     "world": """examples:
   worldboot train world --config configs/demo/cwm.yaml --base runs/base \\
       --cache runs/cache/labelled --cache runs/cache/synthetic --out runs/cwm loss.weighting=l2
-  worldboot train world --config configs/anole7b/cwm.yaml --merge
+  worldboot train world --config configs/anole7b/cwm.yaml --base /models/anole-7b-hf \\
+      --cache aurora=runs/cache/aurora-train --cache moments=runs/cache/moments --out runs/anole7b/cwm --merge
 """,
     "world-rl": """examples:
   worldboot train world-rl --config configs/demo/world_rl.yaml --base runs/cwm/merged \\
@@ -31,13 +34,15 @@ EXAMPLES = {
   worldboot train world-rl --config configs/demo/world_dpo.yaml --base runs/cwm/merged \\
       --cache runs/cache/labelled --candidates runs/pred-train-bo8 --out runs/cwm-dpo-offline
   accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \\
-      train world-rl --config configs/anole7b/world_rl.yaml --merge
+      train world-rl --config configs/anole7b/world_rl.yaml --base runs/anole7b/cwm/merged \\
+      --verifier runs/anole7b/cdm/merged --cache runs/cache/aurora-train --out runs/anole7b/cwm-grpo --merge
 """,
     "dynamics-rl": """examples:
   worldboot train dynamics-rl --config configs/demo/dynamics_rl.yaml --base runs/cdm/merged \\
       --verifier runs/cwm/merged --cache runs/cache/labelled --out runs/cdm-grpo
   accelerate launch --config_file configs/accelerate/zero2.yaml --num_processes 4 -m worldboot.cli \\
-      train dynamics-rl --config configs/anole7b/dynamics_rl.yaml --merge
+      train dynamics-rl --config configs/anole7b/dynamics_rl.yaml --base runs/anole7b/cdm/merged \\
+      --verifier runs/anole7b/cwm/merged --cache runs/cache/aurora-train --out runs/anole7b/cdm-grpo --merge
 """,
 }
 
@@ -91,7 +96,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             epilog=EXAMPLES[task],
             formatter_class=HELP_FORMATTER,
         )
-        t.add_argument("--config", metavar="YAML", help="preset (configs/demo/*.yaml, configs/anole7b/*.yaml)")
+        t.add_argument("--config", metavar="YAML", help="training preset: configs/demo/, configs/anole7b/ or configs/emu3/ "
+                       "cdm, cft, cwm, world_rl, world_dpo or dynamics_rl .yaml (as each folder has them)")
         t.add_argument("--base", metavar="DIR", help="model directory to start from (config: base_model)")
         t.add_argument("--cache", metavar="[NAME=]DIR", action="append", default=[],
                        help="a token cache to train on (repeatable). NAME=DIR fills the config's source "
