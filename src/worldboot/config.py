@@ -136,6 +136,16 @@ def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, l
     return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
 
 
+#: The largest seed every random generator here takes (numpy's ``default_rng`` and
+#: ``RandomState``, torch's ``manual_seed`` on every device): a 32-bit unsigned integer.
+SEED_MAX = 2**32 - 1
+
+
+def seed_field(default: int = 0) -> Any:
+    """A config's ``seed`` field: an integer from 0 to :data:`SEED_MAX`."""
+    return bounded(default, ge=0, le=SEED_MAX)
+
+
 def check_ranges(cfg: Any, prefix: str = "") -> None:
     """Check every field of a config dataclass (and the dataclasses in it): numbers within the
     bounds of :func:`bounded`, and floats finite (YAML's ``.nan`` and ``.inf`` parse as floats).
@@ -160,11 +170,16 @@ def check_ranges(cfg: Any, prefix: str = "") -> None:
             raise ConfigError(f"{key} must be a finite number, got {value}")
         ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
         if ge is not None and value < ge:
-            raise ConfigError(f"{key} must be at least {ge:g}, got {value:g}")
+            raise ConfigError(f"{key} must be at least {_shown(ge)}, got {_shown(value)}")
         if gt is not None and value <= gt:
-            raise ConfigError(f"{key} must be greater than {gt:g}, got {value:g}")
+            raise ConfigError(f"{key} must be greater than {_shown(gt)}, got {_shown(value)}")
         if le is not None and value > le:
-            raise ConfigError(f"{key} must be at most {le:g}, got {value:g}")
+            raise ConfigError(f"{key} must be at most {_shown(le)}, got {_shown(value)}")
+
+
+def _shown(value: float) -> str:
+    """A bound or value as a user wrote it: an integer in full (a seed's 4294967295), else ``%g``."""
+    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -160,3 +160,20 @@ def test_a_symlink_loop_named_anywhere_is_one_line(case, tiny_dir, tmp_path, cap
     line = _one_line(capsys, words[0])
     # The loop itself, or the file and line that name it (a data root, a list of videos).
     assert f"{tmp_path / 'loop'}" in line or ":1: " in line and "symbolic link loop" in line, line
+
+
+@pytest.mark.parametrize("seed", ["-1", "4294967296", "100000000000000000000"])
+def test_a_seed_no_random_generator_takes_is_refused_in_one_line(seed, tmp_path, capsys):
+    """numpy's default_rng raised a traceback for a negative seed, and for one beyond 2**32 - 1."""
+    base = ["--out", str(tmp_path / "o"), f"seed={seed}"]
+    assert main(["train", "dynamics", "--config", "configs/demo/cdm.yaml", "--base", str(tmp_path), *base]) == 2
+    assert "seed must be" in _one_line(capsys, "train")
+    assert main(["demo", *base]) == 2
+    assert "seed must be" in _one_line(capsys, "demo")
+    for argv in (["world", "triplets", "--n-per-subset", "1"], ["world", "clips", "--n", "1"],
+                 ["figures", "weights", str(tmp_path)], ["generate", "m.jsonl", "--world", "w"]):
+        with pytest.raises(SystemExit) as exit_:
+            main([*argv, "--out", str(tmp_path / "o"), "--seed", seed])
+        assert exit_.value.code == 2
+        assert f"argument --seed: {seed} is not between 0 and 4294967295" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

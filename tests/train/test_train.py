@@ -357,3 +357,12 @@ def test_training_mistakes_are_one_line(tiny_dir, cache_dir, tmp_path):
     with pytest.raises(ConfigError, match="holds a finished run and no checkpoint"):
         run_training(done, resume=True)
     assert (tmp_path / "done" / "adapter" / "adapter_model.safetensors").read_bytes() == before
+    # ... and one with nothing held out (the demo's recipes), which logs no final evaluation.
+    plain = _cfg(tiny_dir, cache_dir, tmp_path / "plain", max_steps=2,
+                 data=DataSettings(sources=[SourceSettings(cache=str(cache_dir))], eval_fraction=0.0))
+    run_training(plain)
+    before = [(tmp_path / "plain" / name).read_bytes() for name in ("adapter/adapter_model.safetensors", "metrics.jsonl")]
+    with pytest.raises(ConfigError, match="holds a finished run and no checkpoint"):
+        run_training(plain, resume=True)
+    assert [(tmp_path / "plain" / name).read_bytes()
+            for name in ("adapter/adapter_model.safetensors", "metrics.jsonl")] == before

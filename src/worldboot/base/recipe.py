@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from worldboot import world
 from worldboot.base.vq_train import VQTrainSettings
-from worldboot.config import bounded, check_ranges, load_preset, to_dict
+from worldboot.config import bounded, check_ranges, load_preset, seed_field, to_dict
 from worldboot.errors import ConfigError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.world.patches import CELL_KINDS
@@ -159,7 +159,7 @@ class BaseRecipe:
     """
 
     name: str = "smoke"
-    seed: int = 0
+    seed: int = seed_field(0)
     threads: int = bounded(0, ge=0)
     vq: VQRecipe = field(default_factory=VQRecipe)
     lm: LMRecipe = field(default_factory=LMRecipe)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER, add_ray_arguments, check_ray_flags, ray_flags
+from worldboot.commands import HELP_FORMATTER, add_ray_arguments, check_ray_flags, ray_flags, seed_int
 
 EXAMPLE = """example:
   worldboot annotate runs/ucf101/keyframes/pairs.jsonl --cdm runs/cdm --out runs/ucf101/annotated
@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--temperature", type=float, default=None, help="sampling temperature (with --sample; default 1)"
     )
-    p.add_argument("--seed", type=int, default=0, help="base seed for --sample (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="base seed for --sample (default 0)")
     p.add_argument("--shard", metavar="I/N", help="annotate only shard I of N (0-based)")
     p.add_argument(
         "--strict", action="store_true", help="stop at the first malformed line or unreadable image"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER, positive_int
+from worldboot.commands import HELP_FORMATTER, positive_int, seed_int
 
 #: What matplotlib writes, by the file's suffix.
 IMAGE_SUFFIXES = (".png", ".pdf", ".svg", ".jpg", ".jpeg", ".eps", ".tif", ".tiff", ".webp")
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="image to write (default figure3_weights.png); its suffix names the format (PNG when it has none)")
     w.add_argument("--n", type=positive_int, default=6, help="number of pairs, drawn at random with --seed (default 6)")
     w.add_argument("--ids", nargs="+", help="these triplet ids instead")
-    w.add_argument("--seed", type=int, default=0, help="seed of the random draw of --n pairs (default 0)")
+    w.add_argument("--seed", type=seed_int, default=0, help="seed of the random draw of --n pairs (default 0)")
     w.set_defaults(func=run_weights)
 
 

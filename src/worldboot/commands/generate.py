@@ -10,6 +10,7 @@ from worldboot.commands import (
     check_ray_flags,
     check_verifier_flags,
     ray_flags,
+    seed_int,
 )
 
 EXAMPLE = """examples:
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--verifier-score", choices=("total", "mean"),
                    help="rank by total log p of the action (default) or its mean per token")
     p.add_argument("--repeats", type=int, metavar="R", help="independent runs, written to PRED/repeat-k")
-    p.add_argument("--seed", type=int, help="run seed; each sample's seed derives from it and its id")
+    p.add_argument("--seed", type=seed_int, help="run seed; each sample's seed derives from it and its id")
     p.add_argument("--batch-size", type=int, metavar="B", help="prompts per forward pass")
     p.add_argument("--shard", metavar="i/n", help="predict only the i-th of n parts (default: all, or the "
                    "accelerate process's part)")

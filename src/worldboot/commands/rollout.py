@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from worldboot.commands import HELP_FORMATTER, check_verifier_flags
+from worldboot.commands import HELP_FORMATTER, check_verifier_flags, seed_int
 
 EXAMPLE = """examples:
   worldboot rollout kitchen.jpg --world runs/cwm --action "pick up the knife" --action "cut the onion" \\
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--best-of", type=int, metavar="N", help="candidates per step")
     p.add_argument("--verifier", metavar="MODEL_DIR", help="the dynamics model (CDM) that picks each step's best")
     p.add_argument("--verifier-score", choices=("total", "mean"), help="rank by total (default) or mean log p")
-    p.add_argument("--seed", type=int, help="the rollout's seed")
+    p.add_argument("--seed", type=seed_int, help="the rollout's seed")
     p.add_argument("--frame-size", type=int, metavar="PX", help="side of each frame in strip.png (default 256)")
     p.add_argument("--dtype", help="model dtype, e.g. bfloat16")
     p.add_argument("--device", help="cpu, cuda, cuda:1...")

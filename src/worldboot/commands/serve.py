@@ -9,7 +9,7 @@ import socket
 import sys
 from pathlib import Path
 
-from worldboot.commands import HELP_FORMATTER, ranged
+from worldboot.commands import HELP_FORMATTER, ranged, seed_int
 from worldboot.errors import UsageError
 
 EXAMPLE = """examples:
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--top-k", type=ranged(int, 0, 10**6), default=0, help="top-k sampling, 0 = off (default: %(default)s)")
     p.add_argument(
-        "--seed", type=int, default=0, help="seed of the rollouts' generators (default: %(default)s)"
+        "--seed", type=seed_int, default=0, help="seed of the rollouts' generators (default: %(default)s)"
     )
     p.add_argument(
         "--max-upload-mb", type=ranged(float, 0.01, 1024), default=8.0, help="largest upload (default: %(default)s MB)"

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import asdict
 from typing import Any
 
-from worldboot.commands import HELP_FORMATTER
+from worldboot.commands import HELP_FORMATTER, seed_int
 
 TRIPLETS_EXAMPLE = """example:
   worldboot world triplets --out data/world --n-per-subset 200 --seed 0
@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument("--out", required=True, help="output folder")
     t.add_argument("--n-per-subset", type=int, required=True, help="triplets per subset")
-    t.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
+    t.add_argument("--seed", type=seed_int, default=0, help="seed of the run (default: 0)")
     t.add_argument("--size", type=int, default=64, help="image side in pixels, a multiple of 4 (default: 64)")
     t.add_argument(
         "--subsets",
@@ -72,7 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     c.add_argument("--out", required=True, help="output folder")
     c.add_argument("--n", type=int, required=True, help="number of clips")
-    c.add_argument("--seed", type=int, default=0, help="seed of the run (default: 0)")
+    c.add_argument("--seed", type=seed_int, default=0, help="seed of the run (default: 0)")
     c.add_argument("--size", type=int, default=96, help="frame side in pixels, a multiple of 4 (default: 96)")
     c.add_argument("--fps", type=int, default=24, help="frames per second (default: 24)")
     c.add_argument("--jitter", type=int, default=0,

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from worldboot.config import bounded, load_preset
+from worldboot.config import bounded, load_preset, seed_field
 from worldboot.errors import ConfigError
 
 STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "curve", "rl", "dpo", "predict", "report")
@@ -104,7 +104,7 @@ class DemoConfig:
     """
 
     base_preset: str = "smoke"
-    seed: int = bounded(0, ge=0)
+    seed: int = seed_field(0)
     train_per_subset: int = bounded(40, ge=1)
     recognition_per_subset: int = bounded(0, ge=0)
     recognition_per_source: int = bounded(1, ge=1, le=5)

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from worldboot.config import bounded
+from worldboot.config import bounded, seed_field
 from worldboot.data.negatives import NEGATIVE_KINDS, make_negatives
 from worldboot.data.schema import Problems, Triplet, content_hash
 from worldboot.errors import DataError
@@ -57,7 +57,7 @@ class ProbeConfig:
     directions: list[str] = field(default_factory=lambda: list(DIRECTIONS))
     score: Literal["mean", "total"] = "mean"
     batch_size: int = bounded(8, ge=1)
-    seed: int = 0
+    seed: int = seed_field(0)
     max_per_subset: int = bounded(0, ge=0)
 
 

@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from worldboot.config import seed_field
 from worldboot.data.schema import Problems, Triplet, image_problem
 from worldboot.errors import ConfigError, DataError, UserError
 from worldboot.evaluate.entries import Entry, EvalProgress, compute_image_metrics, load_scorers
@@ -66,7 +67,7 @@ class VerificationConfig:
 
     ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])
     repeats: int = 3
-    seed: int = 0
+    seed: int = seed_field(0)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
+from worldboot.config import seed_field
 from worldboot.errors import ConfigError
 from worldboot.infer.verify import CandidateScores, Verifier
 from worldboot.models.backbone import SamplingConfig
@@ -53,7 +54,7 @@ class PredictConfig:
     best_of: int = 1
     verifier: VerifierSettings = field(default_factory=VerifierSettings)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
-    seed: int = 0
+    seed: int = seed_field(0)
     dtype: str | None = None
     device: str | None = None
 

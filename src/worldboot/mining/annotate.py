@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from worldboot.config import seed_field
 from worldboot.data.schema import Problems
 from worldboot.errors import ConfigError, DataError, resolve_path
 from worldboot.images import open_image
@@ -73,7 +74,7 @@ class AnnotateConfig:
     max_new_tokens: int = 24
     sample: bool = False
     temperature: float = 1.0
-    seed: int = 0
+    seed: int = seed_field(0)
     shard: str | None = None
     strict: bool = False
     root: str | None = None

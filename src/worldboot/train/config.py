@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from worldboot.config import bounded
+from worldboot.config import bounded, seed_field
 from worldboot.errors import ConfigError, resolve_path
 
 ADAPTER_DIR = "adapter"
@@ -166,7 +166,7 @@ class TrainConfig:
     eval_every: int = bounded(500, ge=0)
     log_every: int = bounded(10, ge=1)
     keep_checkpoints: int = bounded(2, ge=1)
-    seed: int = 0
+    seed: int = seed_field(0)
     trackers: list[str] = field(default_factory=list)
     lora: LoraSettings = field(default_factory=LoraSettings)
     optim: OptimSettings = field(default_factory=OptimSettings)

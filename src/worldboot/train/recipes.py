@@ -257,7 +257,11 @@ class Trainer:
         if path is None:
             from worldboot.runs import read_jsonl
 
-            if self.metrics_path.is_file() and any(r.get("final") for _, r in read_jsonl(self.metrics_path)):
+            # A finished run: its final evaluation is logged (with held-out data), or its model
+            # is saved (without: the demo's recipes hold none out).
+            saved = any((self.out / d).is_dir() and any((self.out / d).iterdir()) for d in (ADAPTER_DIR, MERGED_DIR))
+            final = self.metrics_path.is_file() and any(r.get("final") for _, r in read_jsonl(self.metrics_path))
+            if saved or final:
                 raise ConfigError(
                     f"{self.out} holds a finished run and no checkpoint to go on from (save_every was "
                     f"{self.cfg.save_every}): its model is there already; train into another --out to start over"
