@@ -206,6 +206,22 @@ def test_one_cache_given_twice_is_read_once_and_said(tiny_dir, cache_dir, tmp_pa
     _one_line(capsys.readouterr().err, "name one folder twice")
 
 
+def test_a_cache_that_names_no_folder_is_refused_not_the_current_folder(tiny_dir, cache_dir, tmp_path, capsys,
+                                                                         monkeypatch):
+    """``--cache labelled=$UNSET`` trained on the current folder when it held a cache."""
+    from worldboot.train.data import MixedDataset
+
+    monkeypatch.chdir(cache_dir)  # a cache here: Path("") would read it
+    for word in ("labelled=", "", "  "):
+        assert main(["train", "dynamics", "--config", CDM, "--base", str(tiny_dir), "--cache", word,
+                     "--out", str(tmp_path / "o"), "max_steps=1"]) == 2
+        _one_line(capsys.readouterr().err, f"--cache {word!r} names no folder")
+    assert not (tmp_path / "o").exists()
+    data = DataSettings(sources=[SourceSettings(cache="", name="aurora")])
+    with pytest.raises(ConfigError, match=r"data.sources\[0\] \(aurora\) names no cache folder: give --cache aurora=DIR"):
+        MixedDataset(data, seed=0)
+
+
 # -- 5. the recipe as a library: its folder ----------------------------------------------------
 
 

@@ -191,6 +191,9 @@ def fill_sources(
         ConfigError: For a cache that fits no source of the config, or two caches for one source
             (one line naming the sources); one folder under two names (:func:`dedupe_caches`).
     """
+    for word in caches:
+        if not word.partition("=")[2 if "=" in word and not Path(word).exists() else 0].strip():
+            raise ConfigError(f"--cache {word!r} names no folder (an unset shell variable?)")
     caches, _ = dedupe_caches(caches)
     if not sources:
         out = []

@@ -40,6 +40,10 @@ class MixedDataset:
         self.eval: list[CacheEntry] = []
         rng = np.random.default_rng(seed)
         for s_idx, src in enumerate(data.sources):
+            if not src.cache.strip():  # Path("") is the current folder: never read it unasked
+                label = f" ({src.name})" if src.name else ""
+                raise ConfigError(f"data.sources[{s_idx}]{label} names no cache folder: give "
+                                  f"--cache {src.name or 'NAME'}=DIR")
             path = Path(src.cache)
             if not path.exists():
                 raise unless_loop(path, DataError(f"cache not found: {path} (build it with 'worldboot tokenize')"))
