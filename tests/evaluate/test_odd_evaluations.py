@@ -44,3 +44,22 @@ def test_multiple_choice_lines_that_cannot_be_scored_are_problems(tmp_path):
         (4, "choices must differ (two equal choices cannot both be scored)")]
     with pytest.raises(ConfigError, match=r"the only placeholder is \{question\}"):
         SpatialConfig(prompt="Q: {q}")
+
+
+def test_a_question_too_long_for_the_model_is_a_problem_not_a_score(tiny_dir, tmp_path):
+    """A question or a choice beyond the model's positions was scored (6000 tokens against 512)
+    and counted in the accuracy."""
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    rows = [
+        {"image": "a.png", "question": "where?", "choices": ["left", "right"], "answer": 0},
+        {"image": "a.png", "question": "q " * 3000, "choices": ["left", "right"], "answer": 0},
+        {"image": "a.png", "question": "where?", "choices": ["left", "x " * 3000], "answer": 0},
+    ]
+    path = tmp_path / "mc.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "report"
+    assert main(["evaluate", "spatial", str(path), "--model", str(tiny_dir), "--out", str(out)]) == 0
+    problems = [json.loads(line) for line in (out / "problems.jsonl").read_text().splitlines()]
+    assert [(p["line"], "does not fit the model's" in p["reason"]) for p in problems] == [(2, True), (3, True)]
+    results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in results] == [1]

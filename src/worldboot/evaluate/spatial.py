@@ -139,15 +139,21 @@ def score_items(backbone: Any, items: Sequence[MCItem], cfg: SpatialConfig, prob
         if not ok:
             continue
         codes = backbone.encode_images(images).codes
-        examples, owners = [], []
+        examples, fitting = [], []
         for item, code in zip(ok, codes, strict=True):
             prompt = cfg.prompt.format(question=item.question)
-            for choice in item.choices:
-                examples.append(backbone.text_example(code, prompt, cfg.choice_prefix + choice))
-                owners.append(item)
+            try:  # a question or choice too long for the model's positions: the item is left out
+                built = [backbone.text_example(code, prompt, cfg.choice_prefix + c) for c in item.choices]
+            except DataError as err:
+                problems.add(source or item.image, item.line, str(err))
+                continue
+            examples.extend(built)
+            fitting.append(item)
+        if not fitting:
+            continue
         scores = backbone.score(examples, batch_size=cfg.batch_size)
         pos = 0
-        for item in ok:
+        for item in fitting:
             n = len(item.choices)
             total = scores.total[pos : pos + n].tolist()
             mean = scores.mean[pos : pos + n].tolist()

@@ -251,15 +251,18 @@ class TokenLMBackbone:
         return Example(prompt + completion, [IGNORE_INDEX] * len(prompt) + completion, len(prompt))
 
     def text_example(self, image: torch.Tensor, prompt: str, completion: str | None = None) -> Example:
-        """``<s> [boi] image [eoi] prompt | completion``: text about one image.
+        """``<s> [boi] image [eoi] prompt | completion``: text about one image (a
+        :class:`~worldboot.errors.DataError` when it does not fit the model's positions).
 
         Used to score multiple-choice answers (each choice is a completion, no end-of-sequence
         token, as lm-eval-harness does); without ``completion`` a prompt for generation.
         """
         ids = [self.bos_id, *self._image(image), *self._text(prompt)]
         if completion is None:
+            self._fits(len(ids), None)
             return Example(ids, [IGNORE_INDEX] * len(ids), len(ids))
         tail = self._text(completion)
+        self._fits(len(ids) + len(tail), None)
         return Example(ids + tail, [IGNORE_INDEX] * len(ids) + tail, len(ids))
 
     def collate(self, examples: Sequence[Example]) -> Batch:
