@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -245,6 +246,9 @@ def test_generate_triplets_deterministic_and_consistent(tmp_path):
 def test_generate_triplets_subsets_and_errors(tmp_path):
     got = generate_triplets(tmp_path, 2, seed=0, size=96, subsets=["motion", "world/move"], paraphrase=False)
     assert [t.subset for t in got] == ["world/motion"] * 2 + ["world/move"] * 2
+    # One family named twice is written once (its ids were written twice into the manifest).
+    again = generate_triplets(tmp_path / "again", 2, subsets=["move", "world/move", "motion"])
+    assert len({t.id for t in again}) == len(again) == 4
     assert all(t.action == t.meta["canonical"] for t in got)
     with pytest.raises(DataError, match="unknown world subset"):
         generate_triplets(tmp_path, 1, subsets=["world/dance"])
@@ -307,6 +311,17 @@ def test_clips_are_deterministic_and_resume(tmp_path):
         generate_clips(tmp_path / "a", 2, seed=6, spec=SMALL)
     with pytest.raises(DataError, match="range"):
         generate_clips(tmp_path / "c", 1, spec=ClipSpec(idle=(5, 2)))
+    # Fewer clips than the folder holds would leave some out of the ground truth.
+    with pytest.raises(DataError, match=r"holds 3 clips, more than the 1 asked for"):
+        generate_clips(tmp_path / "a", 1, seed=5, spec=SMALL)
+    # An fps the mp4 time base cannot hold is refused before anything is written, and the
+    # corrected rerun into the same folder is not refused (it held no clip).
+    with pytest.raises(DataError, match=r"clip fps must be from 1 to 65535"):
+        generate_clips(tmp_path / "d", 1, spec=replace(SMALL, fps=65536))
+    assert not (tmp_path / "d").exists()
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "world_clips.json").write_text('{"seed": 9}')  # an earlier run that wrote no clip
+    assert len(generate_clips(tmp_path / "d", 1, spec=SMALL)) == 1
 
 
 def test_clip_motion_is_smooth(tmp_path):

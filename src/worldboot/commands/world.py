@@ -135,6 +135,7 @@ def run_clips(args: argparse.Namespace) -> int:
 
         raise DataError(f"--n must be >= 0, got {args.n}")
     spec = ClipSpec(size=args.size, fps=args.fps, jitter=args.jitter, transition=tuple(args.transition))
+    spec.check()  # before the run folder is made
     with _run_dir(args.out, {"n": args.n, "seed": args.seed, **asdict(spec)}, "world-clips") as run:
         rows = generate_clips(run.path, args.n, seed=args.seed, spec=spec, progress=True)
         run.log(f"wrote {len(rows)} clips")

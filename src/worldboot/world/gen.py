@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from worldboot.data.schema import Problems, Triplet, iter_jsonl, write_manifest
+from worldboot.data.schema import Problems, Triplet, iter_jsonl, visible_files, write_manifest
 from worldboot.errors import DataError
 from worldboot.progress import progress_bar
 from worldboot.runs import atomic_path, write_atomic
@@ -64,6 +64,8 @@ CLIP_CLASSES: dict[str, str] = {
 MANIFEST = "manifest.jsonl"
 GROUND_TRUTH = "ground_truth.jsonl"
 CLIP_SETTINGS = "world_clips.json"
+#: The most frames a second an mp4 (mp4v) time base holds: OpenCV cannot open a writer above it.
+MAX_FPS = 65535
 
 
 def _families(subsets: Sequence[str] | None) -> list[str]:
@@ -74,7 +76,8 @@ def _families(subsets: Sequence[str] | None) -> list[str]:
         family = name.removeprefix("world/")
         if family not in FAMILIES:
             raise DataError(f"unknown world subset {name!r}; choose from {', '.join(SUBSETS.values())}")
-        out.append(family)
+        if family not in out:  # world/move and move twice: one family, written once
+            out.append(family)
     return out
 
 
@@ -194,8 +197,9 @@ class ClipSpec:
             lo, hi = getattr(self, name)
             if not 1 <= lo <= hi:
                 raise DataError(f"clip {name} must be a range 1 <= low <= high, got {lo}-{hi}")
-        if self.fps < 1 or self.jitter < 0 or not 0 <= self.dominance <= 1:
-            raise DataError("clip fps must be >= 1, jitter >= 0 and dominance in [0, 1]")
+        if not 1 <= self.fps <= MAX_FPS or self.jitter < 0 or not 0 <= self.dominance <= 1:
+            raise DataError(f"clip fps must be from 1 to {MAX_FPS} (the mp4 time base's limit), jitter >= 0 and "
+                            f"dominance in [0, 1]; got fps {self.fps}, jitter {self.jitter}, dominance {self.dominance}")
 
 
 @dataclass
@@ -387,12 +391,18 @@ def generate_clips(
     out = Path(out_dir)
     settings = {"seed": seed, **asdict(spec)}
     settings_path = out / CLIP_SETTINGS
-    if settings_path.is_file():
+    # Every clip of the folder, for the checks below (a run killed mid-clip leaves only a hidden
+    # temporary name, which visible_files leaves out).
+    made = visible_files(out, (".mp4",)) if out.is_dir() else []
+    if settings_path.is_file() and made:
         old = json.loads(settings_path.read_text(encoding="utf-8"))
         if json.loads(json.dumps(settings)) != old:
             raise DataError(
                 f"{out} holds clips made with other settings ({settings_path}); choose a new --out"
             )
+    if len(made) > n_clips:
+        raise DataError(f"{out} holds {len(made)} clips, more than the {n_clips} asked for: the ground truth would "
+                        f"leave {len(made) - n_clips} out; ask for at least {len(made)} or choose a new --out")
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(settings_path, json.dumps(settings, indent=2) + "\n")
     rows = []
