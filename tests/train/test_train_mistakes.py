@@ -237,3 +237,25 @@ def test_the_recipe_refuses_a_users_folder_and_marks_its_own(tiny_dir, cache_dir
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     Trainer(_cfg(tiny_dir, cache_dir, tmp_path / "run"))._check_run_dir()  # without RunDir, as a library
     assert held_stage(tmp_path / "run") == "train-dynamics"  # so that `worldboot train --resume` takes it up
+
+
+def test_a_copied_cache_and_damaged_run_files_are_one_line(tiny_dir, cache_dir, tmp_path, capsys):
+    """A copy of a cache beside it trained on each sample twice; a hand-edited cache index or
+    checkpoint state gave a KeyError, TypeError or AttributeError."""
+    copy = tmp_path / "copy"
+    shutil.copytree(cache_dir, copy)
+    argv = ["train", "dynamics", "--config", CDM, "--base", str(tiny_dir), "--out", str(tmp_path / "o"), "max_steps=1"]
+    assert main([*argv, "--cache", f"a={cache_dir}", "--cache", f"b={copy}"]) == 2
+    _one_line(capsys.readouterr().err, "hold the same samples (a copy?)")
+    index = json.loads((copy / "index.json").read_text())
+    for change in ({"num_shards": None}, {"shards": ["s.safetensors"]}, {"fingerprint": 3}):
+        (copy / "index.json").write_text(json.dumps({**index, **change}))
+        assert main([*argv, "--cache", str(copy)]) == 2
+        _one_line(capsys.readouterr().err, f"{copy / 'index.json'} is damaged")
+    ckpt = tmp_path / "ckpt"  # a checkpoint whose state file was edited by hand
+    ckpt.mkdir()
+    for text, says in (("[1]", "a JSON list"), ('{"global_step": "six", "task": "dynamics"}', 'global_step "six"'),
+                       ('{"task": "dynamics"}', "global_step null")):
+        (ckpt / "trainer_state.json").write_text(text)
+        with pytest.raises(ModelError, match=rf"trainer_state.json is not a worldboot checkpoint's state \({says}\)"):
+            checkpoints.read_state(ckpt, "dynamics")

@@ -86,11 +86,36 @@ def _read_index(out_dir: Path) -> dict[str, Any] | None:
         raise DataError(f"{path}: not a worldboot token cache")
     if index.get("version") != VERSION:
         raise DataError(f"{path}: token cache version {index.get('version')}, this worldboot reads {VERSION}")
+    _check_index(index, path)
     return index
 
 
 def _write_index(out_dir: Path, index: dict[str, Any]) -> None:
     write_atomic(out_dir / INDEX_FILE, json.dumps(index, indent=1) + "\n")
+
+
+#: The keys of ``index.json`` a reader needs, and their types.
+_INDEX_KEYS: dict[str, type | tuple[type, ...]] = {
+    "shards": list, "num_shards": int, "fingerprint": str, "image_seq_len": int, "codebook_size": int,
+    "batch_size": int, "shard_size": int, "plan": str,
+}
+
+
+def _check_index(index: Any, file: Path) -> None:
+    """Refuse an ``index.json`` of the wrong shape (edited by hand, or another tool's file) in
+    one line, where a ``KeyError`` or ``TypeError`` came out of the reader.
+
+    Raises:
+        DataError: Naming the file and the first key missing or of the wrong type.
+    """
+    fix = "tokenize again into a new folder"
+    for key, kind in _INDEX_KEYS.items():
+        value = index.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise DataError(f"{file} is damaged ({key}: {json.dumps(value)[:80]}): {fix}")
+    for shard in index["shards"]:
+        if not isinstance(shard, dict) or not isinstance(shard.get("file"), str) or not shard["file"]:
+            raise DataError(f"{file} is damaged (a shard without its file: {json.dumps(shard)[:80]}): {fix}")
 
 
 class TokenCache:

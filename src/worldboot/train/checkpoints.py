@@ -58,7 +58,7 @@ def check_resume_data(path: Path | None, data_fp: str) -> None:
     """
     if path is None or not (path / STATE_FILE).is_file():
         return
-    recorded = read_json(path / STATE_FILE).get("data", data_fp)  # older checkpoints: none recorded
+    recorded = _state(path).get("data", data_fp)  # older checkpoints: none recorded
     if recorded != data_fp:
         # The step counter is the data position: other data under it would train on batches
         # the first run never planned, silently.
@@ -180,9 +180,26 @@ def read_state(path: Path, task: str) -> dict[str, Any]:
     """
     if not (path / STATE_FILE).is_file():
         raise ModelError(f"not a finished checkpoint: {path}")
-    state = read_json(path / STATE_FILE)
+    state = _state(path)
     if state.get("task") != task:
         raise ModelError(f"checkpoint {path} is a {state.get('task')} run, not {task}")
+    return state
+
+
+def _state(path: Path) -> dict[str, Any]:
+    """The state file of checkpoint ``path``, refused in one line when it is not an object with
+    a whole ``global_step`` (edited by hand, or another tool's file of that name).
+
+    Raises:
+        ModelError: Naming the file and what is wrong.
+    """
+    file = path / STATE_FILE
+    state = read_json(file)
+    step = state.get("global_step") if isinstance(state, dict) else None
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        what = f"global_step {json.dumps(step)}" if isinstance(state, dict) else f"a JSON {type(state).__name__}"
+        raise ModelError(f"{file} is not a worldboot checkpoint's state ({what}): resume from another "
+                         "checkpoint, or give another --out to start over")
     return state
 
 

@@ -39,6 +39,7 @@ class MixedDataset:
         self.train: list[CacheEntry] = []
         self.eval: list[CacheEntry] = []
         rng = np.random.default_rng(seed)
+        seen: list[list[tuple[str, str, str, str]]] = []
         for s_idx, src in enumerate(data.sources):
             if not src.cache.strip():  # Path("") is the current folder: never read it unasked
                 label = f" ({src.name})" if src.name else ""
@@ -48,6 +49,14 @@ class MixedDataset:
             if not path.exists():
                 raise unless_loop(path, DataError(f"cache not found: {path} (build it with 'worldboot tokenize')"))
             cache = TokenCache(path)
+            # Two folders of the same samples (a copied cache, or one input tokenized twice)
+            # would train on each sample twice; one folder twice is caught by dedupe_caches.
+            samples = [(r["id"], r["source_hash"], r["target_hash"], r["action"]) for r in cache.records]
+            if samples and samples in seen:
+                other = seen.index(samples)
+                raise ConfigError(f"the caches {data.sources[other].cache} and {path} hold the same samples (a copy?): "
+                                  "give one of them")
+            seen.append(samples)
             ds = CachedTripletDataset(cache)
             self.datasets.append(ds)
             self.names.append(src.name or path.name)
