@@ -122,7 +122,7 @@ def _add_plot(verbs: argparse._SubParsersAction) -> None:
         formatter_class=HELP_FORMATTER,
     )
     p.add_argument("files", nargs="+", metavar="K_RESULTS", help="JSONL or CSV files of K results")
-    p.add_argument("--out", required=True, metavar="FILE", help="image file (.png, .pdf, .svg)")
+    p.add_argument("--out", required=True, metavar="FILE", help="image file; its suffix names the format (.png, .pdf, .svg; PNG when it has none)")
     p.add_argument("--ref", action="append", default=[], metavar="LABEL=SCORE", help="a horizontal reference line")
     p.add_argument("--title", default="Test-time verification", help="figure title")
     p.set_defaults(func=run_plot)
@@ -240,10 +240,13 @@ def run_spatial(args: argparse.Namespace) -> int:
 
 
 def run_plot(args: argparse.Namespace) -> int:
-    """Draw the score-vs-K plot."""
-    from worldboot.errors import UserError
-    from worldboot.evaluate.plots import plot_score_vs_k, read_k_rows
+    """Draw the score-vs-K plot (--out checked before any file is read)."""
+    import math
 
+    from worldboot.errors import UserError
+    from worldboot.evaluate.plots import figure_path, plot_score_vs_k, read_k_rows
+
+    out = figure_path(args.out, "--out")
     refs: dict[str, float] = {}
     for item in args.ref:
         label, sep, value = item.partition("=")
@@ -251,9 +254,9 @@ def run_plot(args: argparse.Namespace) -> int:
             refs[label] = float(value)
         except ValueError:
             sep = ""
-        if not sep or not label:
-            raise UserError(f"--ref '{item}' must look like LABEL=SCORE")
+        if not sep or not label or not math.isfinite(refs.get(label, 0.0)):
+            raise UserError(f"--ref '{item}' must look like LABEL=SCORE (a finite number)")
     rows = [r for f in args.files for r in read_k_rows(f)]
-    path = plot_score_vs_k(rows, args.out, references=refs, title=args.title)
+    path = plot_score_vs_k(rows, out, references=refs, title=args.title)
     print(f"wrote {path}")
     return 0

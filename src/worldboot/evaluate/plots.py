@@ -10,46 +10,148 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from worldboot.data.schema import Problems, iter_jsonl
-from worldboot.errors import DataError, unless_loop
+from worldboot.data.schema import Problems, iter_jsonl, wrong_types
+from worldboot.errors import DataError, UsageError, unless_loop
 from worldboot.runs import atomic_path
 
 REQUIRED = ("model", "k", "repeat", "subset", "score")
+NUMBERS = ("k", "repeat", "score")
+
+#: Field -> (allowed JSON types, what to say), for :func:`worldboot.data.schema.wrong_types`
+#: (a boolean is never a number: JSON's ``true`` is not 1). A CSV cell's number is parsed first.
+_K_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "model": ((str, int), "a string"),
+    "subset": ((str, int), "a string"),
+    "k": ((int, float), "a number"),
+    "repeat": ((int, float), "a number"),
+    "score": ((int, float), "a number"),
+}
+
+#: Text drawn as the user wrote it: no mathtext (``$x^$``) and no TeX, whatever the rcParams say.
+_LITERAL: dict[str, Any] = {"parse_math": False, "usetex": False}
+
+
+def image_formats() -> list[str]:
+    """The suffixes (without the dot) that matplotlib writes here: PGF only where its TeX
+    program (``rcParams["pgf.texsystem"]``) is installed, as saving one runs it."""
+    import shutil
+
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = sorted(FigureCanvasAgg.get_supported_filetypes())
+    if shutil.which(matplotlib.rcParams["pgf.texsystem"]) is None:
+        formats.remove("pgf")
+    return formats
+
+
+def figure_path(out: str | os.PathLike[str], flag: str = "--out") -> Path:
+    """The image file to write for ``out``: its suffix names the format, PNG when it has none.
+
+    Args:
+        out: The path the user gave.
+        flag: How to name it in an error.
+
+    Raises:
+        UsageError: For a folder, or a suffix matplotlib cannot write (naming those it can).
+    """
+    path = Path(out)
+    if path.is_dir():
+        raise UsageError(f"{flag} {out}: is a folder: name an image file to write")
+    if not path.suffix:
+        path = path.with_suffix(".png")
+    formats = image_formats()
+    if path.suffix[1:].lower() not in formats:
+        raise UsageError(f"{flag} {out}: cannot write {path.suffix} images "
+                         f"(matplotlib writes {', '.join('.' + f for f in formats)})")
+    return path
+
+
+def _whole(row: dict[str, Any], key: str, least: int) -> int:
+    """``row[key]`` (a number) as an integer of at least ``least``, or ValueError saying why."""
+    value = row[key]
+    if not (math.isfinite(value) and float(value).is_integer() and value >= least):
+        raise ValueError(f"{key} must be an integer of at least {least}, got {value:g}")
+    return int(value)
+
+
+def _k_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A checked row of K results; ValueError with the reason (for a problem report) otherwise.
+
+    Args:
+        row: The fields as read: JSON values, or CSV cells (text). A number written as text is
+            read as a number (a CSV cell, or a JSON string such as ``"4"``).
+    """
+    missing = [k for k in REQUIRED if row.get(k) in (None, "")]
+    if missing:
+        raise ValueError(f"missing field: {', '.join(missing)}")
+    row = dict(row)
+    for key in NUMBERS:
+        if isinstance(row[key], str):
+            try:
+                row[key] = float(row[key].strip())
+            except ValueError:
+                raise ValueError(f"field {key!r} must be a number, got {row[key]!r}") from None
+    wrong = wrong_types(row, _K_TYPES)
+    if wrong:
+        raise ValueError(wrong)
+    for key in NUMBERS:
+        try:
+            float(row[key])
+        except OverflowError:  # a JSON integer of 400 digits
+            raise ValueError(f"bad value: field {key!r} is too large ({len(str(row[key]))} digits)") from None
+    score = float(row["score"])
+    if not math.isfinite(score):
+        raise ValueError(f"score is not a finite number: {row['score']!r}")
+    return {"model": str(row["model"]), "k": _whole(row, "k", 1), "repeat": _whole(row, "repeat", 0),
+            "subset": str(row["subset"]), "score": score}
+
+
+def _csv_rows(path: Path, problems: Problems) -> Iterator[tuple[int, dict[str, str]]]:
+    """``(line number, {column: cell})`` for each record of a CSV file with a header row; the
+    line is the one where the record starts (a quoted cell may span lines). A byte-order mark
+    (as Excel saves) is not part of the first column's name."""
+    import csv
+
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, [])
+            while True:
+                start = reader.line_num + 1
+                cells = next(reader, None)
+                if cells is None:
+                    return
+                if cells:  # not a blank line
+                    yield start, dict(zip(header, cells, strict=False))
+        except csv.Error as err:  # a cell over the field size limit, an unclosed quote in strict mode
+            problems.add(path, reader.line_num, f"malformed CSV: {err}")
 
 
 def read_k_rows(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """Rows from a JSONL (``verification.jsonl``) or CSV file with the fields of :data:`REQUIRED`.
 
+    ``k`` must be an integer of at least 1 (the x axis is logarithmic), ``repeat`` one of at least
+    0 and ``score`` a finite number; a boolean is none of them.
+
     Raises:
         DataError: Naming the file and line of a malformed row.
     """
-    import csv
-
     path = Path(path)
     if not path.is_file():
         raise unless_loop(path, DataError(f"K results not found: {path}"))
+    problems = Problems(strict=True)
+    items = _csv_rows(path, problems) if path.suffix.lower() == ".csv" else iter_jsonl(path, problems)
     rows: list[dict[str, Any]] = []
-    if path.suffix.lower() == ".csv":
-        with open(path, encoding="utf-8", errors="replace", newline="") as fh:
-            items = [(i + 2, r) for i, r in enumerate(csv.DictReader(fh))]
-    else:
-        items = list(iter_jsonl(path, Problems(strict=True)))
     for lineno, row in items:
-        missing = [k for k in REQUIRED if not isinstance(row, dict) or row.get(k) in (None, "")]
-        if missing:
-            raise DataError(f"{path}:{lineno}: missing field: {', '.join(missing)}")
         try:
-            got = {"model": str(row["model"]), "k": int(row["k"]), "repeat": int(row["repeat"]),
-                   "subset": str(row["subset"]), "score": float(row["score"])}
-        except (TypeError, ValueError, OverflowError) as err:  # OverflowError: int("inf"), 1e400 digits
-            raise DataError(f"{path}:{lineno}: bad value: {err}") from None
-        if not math.isfinite(got["score"]):
-            raise DataError(f"{path}:{lineno}: score is not a finite number: {row['score']!r}")
-        rows.append(got)
+            rows.append(_k_row(row))
+        except ValueError as err:
+            problems.add(path, lineno, str(err))  # strict: raises DataError naming file and line
     return rows
 
 
@@ -73,7 +175,11 @@ def plot_score_vs_k(
     title: str = "Test-time verification",
     ylabel: str = "Judge score",
 ) -> Path:
-    """Draw Figure 7 and save it (format from the suffix: ``.png``, ``.pdf``, ``.svg``).
+    """Draw Figure 7 and save it (format from the suffix, PNG when it has none; see :func:`figure_path`).
+
+    The title, labels, subsets and model names are drawn as written (a ``$`` is no mathtext),
+    and every model is in the legend (a name may start with ``_``). The K axis is logarithmic,
+    with a tick at every K of any model in the panel.
 
     Args:
         rows: K results (see the module docstring).
@@ -88,7 +194,9 @@ def plot_score_vs_k(
 
     Raises:
         DataError: When there are no rows.
+        UsageError: When ``out`` names a format matplotlib cannot write.
     """
+    out = figure_path(out)  # before anything is drawn
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,6 +218,7 @@ def plot_score_vs_k(
     fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols + legend_width, height), squeeze=False,
                              layout="constrained")
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    legend: dict[str, Any] = {}  # label -> handle, over every panel (a model may miss a subset)
     for idx, subset in enumerate(subsets):
         ax = axes[idx // cols][idx % cols]
         for mi, model in enumerate(models):
@@ -120,29 +229,30 @@ def plot_score_vs_k(
             mean = [points[k][0] for k in ks]
             std = [points[k][1] for k in ks]
             colour = colours[mi % len(colours)]
-            ax.plot(ks, mean, marker="o", color=colour, label=model)
+            legend.setdefault(model, ax.plot(ks, mean, marker="o", color=colour)[0])
             ax.fill_between(ks, [m - s for m, s in zip(mean, std, strict=True)],
                             [m + s for m, s in zip(mean, std, strict=True)], color=colour, alpha=0.2)
-            ax.set_xscale("log", base=2)
-            ax.set_xticks(ks, [str(k) for k in ks])
+        ks = sorted({k for points in stats[subset].values() for k in points})  # every model's
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
         for ri, (label, value) in enumerate(refs.items()):
-            ax.axhline(value, linestyle=("--", ":", "-.")[ri % 3], color="grey", label=label)
-        ax.set_title(subset)
+            legend.setdefault(label, ax.axhline(value, linestyle=("--", ":", "-.")[ri % 3], color="grey"))
+        ax.set_title(subset, **_LITERAL)
         ax.set_xlabel("K")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel, **_LITERAL)
         ax.grid(alpha=0.3)
     for idx in range(len(subsets), nrows * cols):
         axes[idx // cols][idx % cols].axis("off")
-    legend: dict[str, Any] = {}  # label -> handle, over every panel (a model may miss a subset)
-    for ax in axes.flat:
-        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
-            legend.setdefault(label, handle)
-    if legend:
-        fig.legend(list(legend.values()), list(legend), loc="outside right center", fontsize=9)  # clear of the title
-    fig.suptitle(title)
-    out = Path(out)
+    order = [label for label in [*models, *refs] if label in legend]
+    # Placeholder labels, then the real ones: matplotlib leaves out a label starting with "_".
+    box = fig.legend([legend[label] for label in order], [f"#{i}" for i in range(len(order))],
+                     loc="outside right center", fontsize=9)  # clear of the title
+    for text, label in zip(box.get_texts(), order, strict=True):
+        text.update({"text": label, **_LITERAL})
+    fig.suptitle(title, **_LITERAL)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120)
+        # The format by name: the temporary file's suffix is out's, and matplotlib wants it lower-case.
+        fig.savefig(tmp, dpi=120, format=out.suffix[1:].lower())
     plt.close(fig)
     return out
 
