@@ -241,7 +241,7 @@ def test_epic_csv_extracts_first_and_last_frames_once(tmp_path: Path):
     assert a1.meta["video"] == "kitchen.avi" and a1.meta["line"] == 2
     assert abs(_level(a1.source) - 0) < 4 and abs(_level(a1.target) - 80) < 4
     assert abs(_level(a2.source) - 32) < 4 and abs(_level(a2.target) - 232) < 4
-    assert Path(a1.source) == frames / "kitchen" / "frame_0000000001.jpg"
+    assert Path(a1.source) == frames / "kitchen.avi" / "frame_0000000001.jpg"
     reasons = {p.line: p.reason for p in problems}
     assert reasons[4] == "empty action"
     assert reasons[5].startswith("bad frame range")

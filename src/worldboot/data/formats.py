@@ -26,7 +26,7 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return "jsonl"
-    if suffix in (".csv", ".tsv"):
+    if suffix in (".csv", ".tsv"):  # a .tsv is read with tabs (epic._read_rows)
         return "epic"
     if suffix == ".json":
         from worldboot.data.aurora import read_json_list
@@ -60,7 +60,7 @@ def load_any(
         tasks: Keep only these subsets (a list or a comma-separated string).
         problems: Filled with bad entries.
         frames_dir: Where EPIC frames are extracted.
-        check_images: Check that images exist and parse.
+        check_images: Check that images exist and parse (EPIC: frames an earlier run extracted).
         require_target: Skip triplets without a target (counted in ``skipped``).
         skipped: Filled with the number of triplets without a target, per subset.
     """
@@ -87,7 +87,7 @@ def load_any(
     if fmt == "aurora-train":
         triplets = load_aurora_train(path, root, problems=problems, check_images=check_images)
     elif fmt == "epic":
-        triplets = load_epic_csv(path, root, frames_dir, problems)
+        triplets = load_epic_csv(path, root, frames_dir, problems, check_images=check_images)
     elif fmt == "jsonl":
         triplets = read_manifest(path, problems, root, check_images=check_images)
     else:
