@@ -59,6 +59,10 @@ def test_a_bench_entry_without_task_does_not_turn_the_file_into_a_training_set(t
     triplets = load_any(path, problems=problems)
     third = json_entry_lines(entries)[2]
     assert len(triplets) == 2 and [(p.line, p.reason) for p in problems] == [(third, "missing field: task")]
+    # ... and one entry of a training set that names a task does not turn it into the benchmark.
+    plain = {k: v for k, v in _entry().items() if k != "task"}
+    train = _bench(tmp_path / "train", [plain, plain, {**plain, "task": "ag"}])
+    assert detect_format(train) == "aurora-train"
 
 
 def test_byte_order_marks_and_unreadable_json(tmp_path):

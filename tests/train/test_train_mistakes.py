@@ -259,3 +259,18 @@ def test_a_copied_cache_and_damaged_run_files_are_one_line(tiny_dir, cache_dir, 
         (ckpt / "trainer_state.json").write_text(text)
         with pytest.raises(ModelError, match=rf"trainer_state.json is not a worldboot checkpoint's state \({says}\)"):
             checkpoints.read_state(ckpt, "dynamics")
+
+
+def test_caches_of_two_tokenizers_are_named(tiny_dir, cache_dir, tmp_path, capsys):
+    from helpers import square_triplets
+    from worldboot.data.tokenize import build_cache
+    from worldboot.models import load_backbone
+    from worldboot.models.tiny import TinyChameleonSpec, save_tiny_chameleon
+
+    other = save_tiny_chameleon(tmp_path / "other-model", TinyChameleonSpec(image_size=32))
+    cache = tmp_path / "other-cache"
+    build_cache(square_triplets(tmp_path / "images", 8, seed=2), load_backbone(other), cache, progress=False)
+    capsys.readouterr()
+    assert main(["train", "dynamics", "--config", CDM, "--base", str(tiny_dir), "--cache", str(cache_dir),
+                 "--cache", str(cache), "--out", str(tmp_path / "o"), "max_steps=1"]) == 2
+    _one_line(capsys.readouterr().err, f"the caches {cache_dir} and {cache} were made with different tokenizers")

@@ -32,11 +32,12 @@ def detect_format(path: str | os.PathLike[str]) -> str:
         from worldboot.data.aurora import read_json_list
 
         entries = read_json_list(path)
-        # The benchmark names each entry's task; a train.json (one subset) names none. One
-        # entry that names a task makes it the benchmark, so an entry that lacks one is
-        # reported as such rather than the whole file read as a training set.
-        names_task = any(isinstance(e, dict) and "task" in e for e in entries[:1000])
-        return "aurora-bench" if names_task else "aurora-train"
+        # The benchmark names each entry's task; a train.json (one subset) names none. The
+        # majority decides, so that one entry of either kind that is wrong is reported as such
+        # (an entry lacking its task, or one naming a task), not the whole file misread.
+        dicts = [e for e in entries[:1000] if isinstance(e, dict)]
+        naming = sum("task" in e for e in dicts)
+        return "aurora-bench" if naming and 2 * naming >= len(dicts) else "aurora-train"
     raise DataError(f"{path}: cannot tell its format from the name; pass --format ({', '.join(FORMATS)})")
 
 

@@ -138,7 +138,10 @@ class Trainer:
             held = f" (data.eval_fraction {cfg.data.eval_fraction:g} holds them out)" if self.data.eval else ""
             raise DataError(f"no usable training sample in {', '.join(s.cache for s in cfg.data.sources)}{held}")
         if len(self.data.fingerprints) > 1:
-            raise DataError("the caches were made with different tokenizers; tokenize them with one backbone")
+            first = self.data.datasets[0].cache
+            other = next(ds.cache for ds in self.data.datasets if ds.cache.fingerprint != first.fingerprint)
+            raise DataError(f"the caches {first.path} and {other.path} were made with different tokenizers "
+                            f"({first.fingerprint}, {other.fingerprint}); tokenize them with one backbone")
         self.select_data()
         self.data_fp = self.data_fingerprint()
         if self.resume:
