@@ -63,3 +63,17 @@ def test_a_question_too_long_for_the_model_is_a_problem_not_a_score(tiny_dir, tm
     assert [(p["line"], "does not fit the model's" in p["reason"]) for p in problems] == [(2, True), (3, True)]
     results = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["line"] for r in results] == [1]
+
+
+def test_one_file_given_twice_is_scored_once(tiny_dir, tmp_path, monkeypatch):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    path = tmp_path / "mc.jsonl"
+    path.write_text(json.dumps({"image": "a.png", "question": "where?", "choices": ["left", "right"], "answer": 0}) + "\n")
+    other = tmp_path / "b.jsonl"
+    other.write_text(path.read_text())
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "report"
+    assert main(["evaluate", "spatial", "mc.jsonl", str(path), "./mc.jsonl", "b.jsonl", "--model", str(tiny_dir),
+                 "--out", str(out)]) == 0
+    assert len((out / "results.jsonl").read_text().splitlines()) == 2  # mc once, b once
+    assert list(json.loads((out / "table.json").read_text())["files"]) == ["mc", "b"]

@@ -49,6 +49,8 @@ def test_a_plain_cache_fills_the_source_it_names_and_a_stranger_is_refused():
 def test_a_config_without_sources_trains_on_the_caches_given():
     got = fill_sources([], ["/a/labelled", "recognition=/b/rec"])
     assert [(s.name, s.cache) for s in got] == [("", "/a/labelled"), ("recognition", "/b/rec")]
+    with pytest.raises(ConfigError, match=r"--cache a=/c: the name 'a' is given twice"):
+        fill_sources([], ["a=/b", "a=/c"])
 
 
 def test_the_cli_refuses_a_stranger_in_one_line(tmp_path, capsys):

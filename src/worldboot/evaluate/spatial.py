@@ -195,8 +195,13 @@ def run_spatial(cfg: SpatialConfig, backbone: Any = None) -> dict[str, Any]:
     if backbone is None and not cfg.model:
         raise ConfigError("no model: pass --model DIR")
     problems = Problems(cfg.strict)
+    # One file given twice (``a.jsonl ./a.jsonl``) is scored once: one table row, one result each.
+    files: list[str] = []
+    for f in cfg.files:
+        if all(os.path.realpath(f) != os.path.realpath(g) for g in files):
+            files.append(f)
     # The files first: a mistake in one stops the run before the model loads or --out exists.
-    read = {f: read_mc(f, problems) for f in cfg.files}
+    read = {f: read_mc(f, problems) for f in files}
     if backbone is None:
         from worldboot.models import load_backbone
 
@@ -205,7 +210,7 @@ def run_spatial(cfg: SpatialConfig, backbone: Any = None) -> dict[str, Any]:
     table: dict[str, dict[str, Any]] = {}
     lines = []
     with RunDir(out, cfg, "evaluate-spatial") as run:
-        for f in cfg.files:
+        for f in files:
             items = read[f]
             rows = score_items(backbone, items, cfg, problems, source=f)
             name = Path(f).stem

@@ -200,6 +200,8 @@ def fill_sources(
         for word in caches:
             name, sep, path = word.partition("=")
             named = bool(sep) and bool(name) and not Path(word).exists()
+            if named and name in {s.name for s in out}:
+                raise ConfigError(f"--cache {word}: the name {name!r} is given twice (each source is one cache)")
             out.append(SourceSettings(cache=path, name=name) if named else SourceSettings(cache=word))
         return out
     filled = [replace(s) for s in sources]
