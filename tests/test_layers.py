@@ -29,6 +29,7 @@ LAYERS: list[set[str]] = [
     {"runs"},
     {"run_guards"},
     {"config"},
+    {"bounds"},
     {"errors"},
 ]
 RANK = {pkg: i for i, layer in enumerate(LAYERS) for pkg in layer}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import math
 import os
 import types
 import typing
@@ -28,6 +27,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 
+from worldboot.bounds import check_ranges
 from worldboot.errors import ConfigError, unless_loop
 
 T = TypeVar("T")
@@ -128,58 +128,6 @@ def _unknown_key(cls: type, key: Any, prefix: str) -> ConfigError:
     close = difflib.get_close_matches(key, names, n=1, cutoff=0.7)
     hint = f"; did you mean '{prefix}{close[0]}'?" if close else f"; known keys: {', '.join(names)}"
     return ConfigError(f"unknown config key '{prefix}{key}'{hint}")
-
-
-def bounded(default: Any, *, ge: float | None = None, gt: float | None = None, le: float | None = None) -> Any:
-    """A dataclass field with a range, checked by :func:`check_ranges` (so by every command
-    that loads the config): ``lr: float = bounded(2e-4, gt=0)``."""
-    return dataclasses.field(default=default, metadata={"ge": ge, "gt": gt, "le": le})
-
-
-#: The largest seed every random generator here takes (numpy's ``default_rng`` and
-#: ``RandomState``, torch's ``manual_seed`` on every device): a 32-bit unsigned integer.
-SEED_MAX = 2**32 - 1
-
-
-def seed_field(default: int = 0) -> Any:
-    """A config's ``seed`` field: an integer from 0 to :data:`SEED_MAX`."""
-    return bounded(default, ge=0, le=SEED_MAX)
-
-
-def check_ranges(cfg: Any, prefix: str = "") -> None:
-    """Check every field of a config dataclass (and the dataclasses in it): numbers within the
-    bounds of :func:`bounded`, and floats finite (YAML's ``.nan`` and ``.inf`` parse as floats).
-
-    Raises:
-        ConfigError: Naming the first key out of range and what it must be.
-    """
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(value):
-            check_ranges(value, f"{key}.")
-            continue
-        if isinstance(value, list):
-            for i, item in enumerate(value):
-                if dataclasses.is_dataclass(item):
-                    check_ranges(item, f"{key}[{i}].")
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ConfigError(f"{key} must be a finite number, got {value}")
-        ge, gt, le = (f.metadata.get(k) for k in ("ge", "gt", "le"))
-        if ge is not None and value < ge:
-            raise ConfigError(f"{key} must be at least {_shown(ge)}, got {_shown(value)}")
-        if gt is not None and value <= gt:
-            raise ConfigError(f"{key} must be greater than {_shown(gt)}, got {_shown(value)}")
-        if le is not None and value > le:
-            raise ConfigError(f"{key} must be at most {_shown(le)}, got {_shown(value)}")
-
-
-def _shown(value: float) -> str:
-    """A bound or value as a user wrote it: an integer in full (a seed's 4294967295), else ``%g``."""
-    return str(value) if isinstance(value, int) else f"{value:g}"
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:

@@ -12,7 +12,8 @@ from typing import Any, Literal
 
 from worldboot import world
 from worldboot.base.vq_train import VQTrainSettings
-from worldboot.config import bounded, check_ranges, load_preset, seed_field, to_dict
+from worldboot.bounds import bounded, check_ranges, seed_field
+from worldboot.config import load_preset, to_dict
 from worldboot.errors import ConfigError
 from worldboot.models.backbone import PromptTemplates
 from worldboot.world.patches import CELL_KINDS

@@ -39,7 +39,7 @@ import torch
 from transformers.models.chameleon.configuration_chameleon import ChameleonVQVAEConfig
 from transformers.models.chameleon.modeling_chameleon import ChameleonVQVAE
 
-from worldboot.config import bounded
+from worldboot.bounds import bounded
 from worldboot.models.vq import VQGAN, ChameleonVQDecoder
 from worldboot.progress import progress_bar
 

@@ -8,6 +8,8 @@ exit code.
 import argparse
 import sys
 
+from worldboot.bounds import SEED_MAX, shown_number
+
 HELP_FORMATTER = argparse.RawDescriptionHelpFormatter
 
 
@@ -42,23 +44,19 @@ def ranged(kind: type, low: float, high: float | None = None):
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if high is None and not value >= low:  # also false for nan
-            raise argparse.ArgumentTypeError(f"must be at least {_shown(low)}, got {text}")
+            raise argparse.ArgumentTypeError(f"must be at least {shown_number(low)}, got {text}")
         if high is not None and not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text} is not between {_shown(low)} and {_shown(high)}")
+            raise argparse.ArgumentTypeError(f"{text} is not between {shown_number(low)} and {shown_number(high)}")
         return value
 
     parse.__name__ = kind.__name__
     return parse
 
 
-def _shown(bound: float) -> str:
-    return str(bound) if isinstance(bound, int) else f"{bound:g}"
-
-
 #: A whole number of at least 1.
 positive_int = ranged(int, 1)
-#: A seed: what every random generator here takes (:data:`worldboot.config.SEED_MAX`).
-seed_int = ranged(int, 0, 2**32 - 1)
+#: A seed: what every random generator here takes (:data:`worldboot.bounds.SEED_MAX`).
+seed_int = ranged(int, 0, SEED_MAX)
 
 
 def add_ray_arguments(p: argparse.ArgumentParser, items: str) -> None:

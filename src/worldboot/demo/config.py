@@ -9,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from worldboot.config import bounded, load_preset, seed_field
+from worldboot.bounds import bounded, seed_field
+from worldboot.config import load_preset
 from worldboot.errors import ConfigError
 
 STAGES = ("base", "data", "probe", "cdm", "mine", "cwm", "curve", "rl", "dpo", "predict", "report")

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from worldboot.config import bounded, seed_field
+from worldboot.bounds import bounded, seed_field
 from worldboot.data.negatives import NEGATIVE_KINDS, make_negatives
 from worldboot.data.schema import Problems, Triplet, content_hash
 from worldboot.errors import DataError

@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from worldboot.config import seed_field
+from worldboot.bounds import seed_field
 from worldboot.data.schema import Problems, Triplet, image_problem
 from worldboot.errors import ConfigError, DataError, UserError
 from worldboot.evaluate.entries import Entry, EvalProgress, compute_image_metrics, load_scorers

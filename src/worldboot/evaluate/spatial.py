@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import bounded
+from worldboot.bounds import bounded
 from worldboot.data.schema import Problems, iter_jsonl, resolve_under
 from worldboot.errors import ConfigError, DataError, ModelError, unless_loop
 from worldboot.images import open_image

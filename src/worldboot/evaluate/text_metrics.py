@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from worldboot.config import bounded
+from worldboot.bounds import bounded
 from worldboot.data.schema import Problems, iter_jsonl, wrong_types
 from worldboot.errors import ConfigError, DataError, unless_loop
 

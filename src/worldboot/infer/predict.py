@@ -10,7 +10,7 @@ from typing import Any, Literal
 import torch
 from PIL import Image
 
-from worldboot.config import seed_field
+from worldboot.bounds import seed_field
 from worldboot.errors import ConfigError
 from worldboot.infer.verify import CandidateScores, Verifier
 from worldboot.models.backbone import SamplingConfig

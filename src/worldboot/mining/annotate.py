@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from worldboot.config import seed_field
+from worldboot.bounds import seed_field
 from worldboot.data.schema import Problems
 from worldboot.errors import ConfigError, DataError, resolve_path
 from worldboot.images import open_image

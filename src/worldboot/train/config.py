@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from worldboot.config import bounded, seed_field
+from worldboot.bounds import bounded, seed_field
 from worldboot.errors import ConfigError, resolve_path
 
 ADAPTER_DIR = "adapter"

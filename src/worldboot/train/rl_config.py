@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from worldboot.config import bounded
+from worldboot.bounds import bounded
 from worldboot.train.config import TrainConfig
 
 

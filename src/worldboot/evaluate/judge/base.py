@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
-from worldboot.config import bounded
+from worldboot.bounds import bounded
 from worldboot.errors import ConfigError
 
 #: The paper's Appendix H prompt, verbatim (``{instruction}`` is the action; the doubled braces
