@@ -168,6 +168,42 @@ def k_statistics(rows: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, dict[
     return out
 
 
+def _draw_panel(ax: Any, subset: str, stats: Mapping[str, Mapping[int, tuple[float, float, int]]],
+                models: list[str], refs: Mapping[str, float], colours: list[str], ylabel: str,
+                legend: dict[str, Any]) -> None:
+    """One subset's panel: each model's mean score against K with its spread, the reference
+    lines; the first handle of each label goes into ``legend``."""
+    for mi, model in enumerate(models):
+        points = stats.get(model)
+        if not points:
+            continue
+        ks = sorted(points)
+        mean = [points[k][0] for k in ks]
+        std = [points[k][1] for k in ks]
+        colour = colours[mi % len(colours)]
+        legend.setdefault(model, ax.plot(ks, mean, marker="o", color=colour)[0])
+        ax.fill_between(ks, [m - s for m, s in zip(mean, std, strict=True)],
+                        [m + s for m, s in zip(mean, std, strict=True)], color=colour, alpha=0.2)
+    ks = sorted({k for points in stats.values() for k in points})  # every model's
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    for ri, (label, value) in enumerate(refs.items()):
+        legend.setdefault(label, ax.axhline(value, linestyle=("--", ":", "-.")[ri % 3], color="grey"))
+    ax.set_title(subset, **_LITERAL)
+    ax.set_xlabel("K")
+    ax.set_ylabel(ylabel, **_LITERAL)
+    ax.grid(alpha=0.3)
+
+
+def _add_legend(fig: Any, handles: Mapping[str, Any], order: list[str]) -> None:
+    """The figure's legend, outside the axes right of the panels, its labels drawn as written."""
+    # Placeholder labels, then the real ones: matplotlib leaves out a label starting with "_".
+    box = fig.legend([handles[label] for label in order], [f"#{i}" for i in range(len(order))],
+                     loc="outside right center", fontsize=9)  # clear of the title
+    for text, label in zip(box.get_texts(), order, strict=True):
+        text.update({"text": label, **_LITERAL})
+
+
 def plot_score_vs_k(
     rows: Iterable[Mapping[str, Any]],
     out: str | os.PathLike[str],
@@ -220,35 +256,10 @@ def plot_score_vs_k(
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     legend: dict[str, Any] = {}  # label -> handle, over every panel (a model may miss a subset)
     for idx, subset in enumerate(subsets):
-        ax = axes[idx // cols][idx % cols]
-        for mi, model in enumerate(models):
-            points = stats[subset].get(model)
-            if not points:
-                continue
-            ks = sorted(points)
-            mean = [points[k][0] for k in ks]
-            std = [points[k][1] for k in ks]
-            colour = colours[mi % len(colours)]
-            legend.setdefault(model, ax.plot(ks, mean, marker="o", color=colour)[0])
-            ax.fill_between(ks, [m - s for m, s in zip(mean, std, strict=True)],
-                            [m + s for m, s in zip(mean, std, strict=True)], color=colour, alpha=0.2)
-        ks = sorted({k for points in stats[subset].values() for k in points})  # every model's
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(ks, [str(k) for k in ks])
-        for ri, (label, value) in enumerate(refs.items()):
-            legend.setdefault(label, ax.axhline(value, linestyle=("--", ":", "-.")[ri % 3], color="grey"))
-        ax.set_title(subset, **_LITERAL)
-        ax.set_xlabel("K")
-        ax.set_ylabel(ylabel, **_LITERAL)
-        ax.grid(alpha=0.3)
+        _draw_panel(axes[idx // cols][idx % cols], subset, stats[subset], models, refs, colours, ylabel, legend)
     for idx in range(len(subsets), nrows * cols):
         axes[idx // cols][idx % cols].axis("off")
-    order = [label for label in [*models, *refs] if label in legend]
-    # Placeholder labels, then the real ones: matplotlib leaves out a label starting with "_".
-    box = fig.legend([legend[label] for label in order], [f"#{i}" for i in range(len(order))],
-                     loc="outside right center", fontsize=9)  # clear of the title
-    for text, label in zip(box.get_texts(), order, strict=True):
-        text.update({"text": label, **_LITERAL})
+    _add_legend(fig, legend, [label for label in [*models, *refs] if label in legend])
     fig.suptitle(title, **_LITERAL)
     with atomic_path(out) as tmp:
         # The format by name: the temporary file's suffix is out's, and matplotlib wants it lower-case.
