@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,8 +15,6 @@ from worldboot.train.config import DataSettings
 
 
 def _held_out(sample_id: str, fraction: float) -> bool:
-    import hashlib
-
     h = int(hashlib.sha1(sample_id.encode()).hexdigest()[:8], 16)
     return (h / 0xFFFFFFFF) < fraction
 
@@ -39,7 +38,7 @@ class MixedDataset:
         self.train: list[CacheEntry] = []
         self.eval: list[CacheEntry] = []
         rng = np.random.default_rng(seed)
-        seen: list[list[tuple[str, str, str, str]]] = []
+        seen: list[str] = []  # a digest of each source's samples
         for s_idx, src in enumerate(data.sources):
             if not src.cache.strip():  # Path("") is the current folder: never read it unasked
                 label = f" ({src.name})" if src.name else ""
@@ -51,7 +50,9 @@ class MixedDataset:
             cache = TokenCache(path)
             # Two folders of the same samples (a copied cache, or one input tokenized twice)
             # would train on each sample twice; one folder twice is caught by dedupe_caches.
-            samples = [(r["id"], r["source_hash"], r["target_hash"], r["action"]) for r in cache.records]
+            samples = hashlib.sha256("\n".join(
+                f"{r['id']}\t{r['source_hash']}\t{r['target_hash']}\t{r['action']}" for r in cache.records
+            ).encode("utf-8", "surrogateescape")).hexdigest() if cache.records else ""
             if samples and samples in seen:
                 other = seen.index(samples)
                 raise ConfigError(f"the caches {data.sources[other].cache} and {path} hold the same samples (a copy?): "
